@@ -1,0 +1,1 @@
+//! HemoStat keeps Docker containers healthy inside hard safety limits.

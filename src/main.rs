@@ -1,0 +1,2 @@
+//! The `hemostat` command line.
+fn main() {}
