@@ -1,0 +1,440 @@
+//! Loads HealthPolicy documents from files, directories and strings, with `file:line:col` errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::locate::{PathIndex, Position};
+use super::types::HealthPolicy;
+use super::validate::{Violation, validate};
+
+/// The largest policy file read; larger ones are refused with an error (split them).
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One problem found while loading, with where it is and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file (or source name, e.g. `redis:hemostat:policies`) the problem is in.
+    pub file: String,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// What is wrong and what was expected.
+    pub message: String,
+    /// The policy the problem belongs to, when its name could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// A valid policy and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedPolicy {
+    /// The policy.
+    pub policy: HealthPolicy,
+    /// The file or source it was read from.
+    pub source: String,
+    /// Where its document starts.
+    pub position: Position,
+    /// Where its `metadata.name` is, for duplicate reports.
+    pub name_position: Position,
+}
+
+/// What a load found: every valid policy, and every problem.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// The valid policies, in file and document order.
+    pub policies: Vec<LoadedPolicy>,
+    /// Every problem, in file and line order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many files were read.
+    pub files: usize,
+}
+
+impl LoadReport {
+    /// True when nothing was wrong.
+    pub fn is_clean(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    /// The policies by name (names are unique once duplicates have been reported).
+    pub fn by_name(&self) -> BTreeMap<String, HealthPolicy> {
+        self.policies
+            .iter()
+            .map(|p| (p.policy.metadata.name.clone(), p.policy.clone()))
+            .collect()
+    }
+}
+
+/// Loads every `*.yaml` / `*.yml` under the given files and directories (recursively).
+/// Files named explicitly are read whatever their extension. Duplicate names across the
+/// whole set are errors; the first definition stays valid.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path.as_ref(), true, &mut files, &mut report.diagnostics);
+    }
+    for file in files {
+        report.files += 1;
+        let name = file.display().to_string();
+        match read_text(&file) {
+            Ok(text) => load_into(&name, &text, &mut report),
+            Err(d) => report.diagnostics.push(d),
+        }
+    }
+    reject_duplicates(&mut report);
+    report
+}
+
+/// Loads the documents of one text (a file's contents, or a document received from Redis).
+pub fn load_str(source: &str, text: &str) -> LoadReport {
+    let mut report = LoadReport {
+        files: 1,
+        ..LoadReport::default()
+    };
+    load_into(source, text, &mut report);
+    reject_duplicates(&mut report);
+    report
+}
+
+/// Loads raw bytes: refuses non-UTF-8 input with the position of the first bad byte.
+pub fn load_bytes(source: &str, bytes: &[u8]) -> LoadReport {
+    match decode(source, bytes) {
+        Ok(text) => load_str(source, &text),
+        Err(d) => LoadReport {
+            diagnostics: vec![d],
+            files: 1,
+            ..LoadReport::default()
+        },
+    }
+}
+
+fn collect_files(
+    path: &Path,
+    explicit: bool,
+    files: &mut Vec<PathBuf>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            diagnostics.push(file_error(path, format!("cannot read: {e}")));
+            return;
+        }
+    };
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                diagnostics.push(file_error(path, format!("cannot list directory: {e}")));
+                return;
+            }
+        };
+        entries.sort();
+        for entry in entries {
+            let hidden = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if !hidden {
+                collect_files(&entry, false, files, diagnostics);
+            }
+        }
+    } else if explicit || is_yaml(path) {
+        files.push(path.to_path_buf());
+    }
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+fn file_error(path: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message,
+        policy: None,
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, Diagnostic> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| file_error(path, format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(file_error(
+            path,
+            format!(
+                "file is {:.1} MiB; a policy file may be at most {} MiB: split it into several files",
+                size as f64 / 1_048_576.0,
+                MAX_FILE_BYTES / 1_048_576
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    decode(&path.display().to_string(), &bytes)
+}
+
+fn decode(source: &str, bytes: &[u8]) -> Result<String, Diagnostic> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count() as u64
+                + 1;
+            Err(Diagnostic {
+                file: source.to_owned(),
+                line,
+                column,
+                message: "not UTF-8 text: policy files must be UTF-8 encoded YAML".to_owned(),
+                policy: None,
+            })
+        }
+    }
+}
+
+/// One YAML document cut out of a multi-document text, with the line it starts on.
+struct Chunk<'a> {
+    text: &'a str,
+    first_line: u64,
+}
+
+/// Splits on `---` document markers (and `...` end markers) at the start of a line, so that a
+/// broken document never hides the valid ones around it.
+fn split_documents(text: &str) -> Vec<Chunk<'_>> {
+    let mut chunks = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1u64;
+    let mut offset = 0usize;
+    for (line_no, line) in (1u64..).zip(text.split_inclusive('\n')) {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        let is_end = bare == "..." || bare.starts_with("... ");
+        if is_start || is_end {
+            chunks.push(Chunk {
+                text: &text[start..offset],
+                first_line: start_line,
+            });
+            // A start marker stays with the document it opens (it may carry content after it).
+            start = if is_start {
+                offset
+            } else {
+                offset + line.len()
+            };
+            start_line = if is_start { line_no } else { line_no + 1 };
+        }
+        offset += line.len();
+    }
+    chunks.push(Chunk {
+        text: &text[start..],
+        first_line: start_line,
+    });
+    chunks
+        .into_iter()
+        .filter(|c| !is_blank_document(c.text))
+        .collect()
+}
+
+fn is_blank_document(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t.starts_with('%')
+    })
+}
+
+fn load_into(source: &str, text: &str, report: &mut LoadReport) {
+    let chunks = split_documents(text);
+    if chunks.is_empty() {
+        report.diagnostics.push(Diagnostic {
+            file: source.to_owned(),
+            line: 1,
+            column: 1,
+            message: "no YAML document found: expected at least one HealthPolicy".to_owned(),
+            policy: None,
+        });
+        return;
+    }
+    for chunk in chunks {
+        match load_document(source, &chunk) {
+            Ok(loaded) => report.policies.push(loaded),
+            Err(mut diagnostics) => report.diagnostics.append(&mut diagnostics),
+        }
+    }
+}
+
+fn parse_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 32,
+            max_nodes: 100_000,
+            max_aliases: 100,
+            max_anchors: 100,
+            max_documents: 1,
+        },
+        with_snippet: false,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    }
+}
+
+fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Diagnostic>> {
+    let offset = chunk.first_line - 1;
+    let at = |p: Position, message: String, policy: Option<String>| Diagnostic {
+        file: source.to_owned(),
+        line: p.line + offset,
+        column: p.column,
+        message,
+        policy,
+    };
+    let policy: HealthPolicy = serde_saphyr::from_str_with_options(chunk.text, parse_options())
+        .map_err(|e| {
+            let position = e
+                .location()
+                .filter(|l| l.line() > 0)
+                .map(|l| Position::new(l.line(), l.column().max(1)))
+                .unwrap_or_else(|| first_content_position(chunk.text));
+            vec![at(position, describe_parse_error(&e), None)]
+        })?;
+    let index = PathIndex::build(chunk.text, parse_options()).unwrap_or_default();
+    let violations = validate(&policy);
+    let name = Some(policy.metadata.name.clone()).filter(|n| !n.is_empty());
+    if !violations.is_empty() {
+        return Err(violations
+            .into_iter()
+            .map(|Violation { path, message }| at(index.best(&path), message, name.clone()))
+            .collect());
+    }
+    let shift = |p: Position| Position::new(p.line + offset, p.column);
+    Ok(LoadedPolicy {
+        position: shift(
+            index
+                .value("")
+                .unwrap_or_else(|| first_content_position(chunk.text)),
+        ),
+        name_position: shift(index.best("metadata.name")),
+        source: source.to_owned(),
+        policy,
+    })
+}
+
+fn first_content_position(text: &str) -> Position {
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if !t.is_empty() && !t.starts_with('#') && t != "---" {
+            return Position::new(i as u64 + 1, (line.len() - t.len()) as u64 + 1);
+        }
+    }
+    Position::new(1, 1)
+}
+
+/// The parser's message, without the location it already carries and with a hint where useful.
+fn describe_parse_error(e: &serde_saphyr::Error) -> String {
+    let raw = e.without_snippet().to_string();
+    let mut message = plain_words(strip_location_suffix(&raw).trim());
+    if message.is_empty() {
+        message = "invalid YAML".to_owned();
+    }
+    if message.contains("missing field") && message.contains("apiVersion") {
+        message.push_str(
+            ": every document needs apiVersion: hemostat.io/v1alpha1 and kind: HealthPolicy",
+        );
+    }
+    message
+}
+
+/// Replaces the parser's terse phrases with what a person needs to read.
+fn plain_words(message: &str) -> String {
+    const PHRASES: [(&str, &str); 9] = [
+        (
+            "expected sequence start",
+            "expected a list (like [a, b] or lines starting with '- ')",
+        ),
+        (
+            "expected mapping start",
+            "expected a mapping of key: value pairs",
+        ),
+        (
+            "invalid u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("invalid u64", "expected a whole number of at least 0"),
+        ("invalid i32", "expected a whole number"),
+        ("invalid floating point", "expected a number"),
+        ("invalid boolean", "expected true or false"),
+        (
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            ": each key may appear only once",
+        ),
+        (
+            "tabs disallowed within this context (block indentation)",
+            "tabs are not allowed for indentation: indent with spaces",
+        ),
+    ];
+    if let Some(limit) = message.strip_prefix("budget breached: ") {
+        return format!(
+            "refused: the document exceeds a safety limit of the YAML reader ({limit}); a policy never needs that much nesting, aliasing or size"
+        );
+    }
+    let mut out = message.to_owned();
+    for (terse, plain) in PHRASES {
+        out = out.replace(terse, plain);
+    }
+    out
+}
+
+fn strip_location_suffix(message: &str) -> &str {
+    // The parser appends " at line L column C"; the diagnostic carries the position itself.
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
+fn reject_duplicates(report: &mut LoadReport) {
+    let mut first: BTreeMap<String, (String, Position)> = BTreeMap::new();
+    let mut kept = Vec::new();
+    for loaded in std::mem::take(&mut report.policies) {
+        let name = loaded.policy.metadata.name.clone();
+        if let Some((file, p)) = first.get(&name) {
+            report.diagnostics.push(Diagnostic {
+                file: loaded.source.clone(),
+                line: loaded.name_position.line,
+                column: loaded.name_position.column,
+                message: format!(
+                    "duplicate policy name {name:?}: already defined at {file}:{}:{}; names must be unique across the set",
+                    p.line, p.column
+                ),
+                policy: Some(name),
+            });
+        } else {
+            first.insert(name, (loaded.source.clone(), loaded.name_position));
+            kept.push(loaded);
+        }
+    }
+    report.policies = kept;
+    report
+        .diagnostics
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+}

@@ -1,0 +1,12 @@
+//! HealthPolicy documents: types, loading with `file:line:col` errors, validation, selection.
+
+pub mod builtin;
+pub mod duration;
+pub mod load;
+pub mod locate;
+pub mod types;
+pub mod validate;
+
+pub use duration::HumanDuration;
+pub use load::{Diagnostic, LoadReport, LoadedPolicy, load_bytes, load_paths, load_str};
+pub use types::*;
