@@ -6,6 +6,8 @@
 //! - [`schema`]: the JSON Schema of that language.
 //! - [`cli`]: the `hemostat` subcommands.
 
+pub mod analyze;
 pub mod cli;
+pub mod docker;
 pub mod policy;
 pub mod schema;
