@@ -7,7 +7,9 @@
 //! - [`cli`]: the `hemostat` subcommands.
 
 pub mod analyze;
+pub mod bus;
 pub mod cli;
 pub mod docker;
 pub mod policy;
+pub mod respond;
 pub mod schema;

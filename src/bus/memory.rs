@@ -1,0 +1,303 @@
+//! The embedded store and sink: in memory, with the safety state persisted atomically to disk.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
+use crate::respond::safety::SafetyState;
+
+/// How many audit records and envelopes are kept in memory.
+pub const RETAINED: usize = 1000;
+
+/// What is written to `<state-dir>/state.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Durable {
+    safety: BTreeMap<String, SafetyState>,
+    audit: VecDeque<AuditRecord>,
+}
+
+/// The in-memory state store. With a state directory, every change is written to
+/// `state.json.tmp`, synced, then renamed over `state.json`, so a crash at any moment leaves
+/// either the old or the new state, never a torn one.
+#[derive(Debug)]
+pub struct MemoryStore {
+    /// A std mutex: held only for in-memory work and one small synchronous file write, never
+    /// across an await.
+    durable: Mutex<Durable>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
+    path: Option<PathBuf>,
+}
+
+impl MemoryStore {
+    /// A store that forgets everything when the process ends.
+    pub fn ephemeral() -> Self {
+        Self {
+            durable: Mutex::new(Durable::default()),
+            locks: Mutex::new(HashMap::new()),
+            path: None,
+        }
+    }
+
+    /// A store persisted under `dir` (created if missing), loading what an earlier run left.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let path = dir.join("state.json");
+        std::fs::create_dir_all(&dir).map_err(|source| BusError::Persist {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let durable = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| BusError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Durable::default(),
+            Err(source) => {
+                return Err(BusError::Persist {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Ok(Self {
+            durable: Mutex::new(durable),
+            locks: Mutex::new(HashMap::new()),
+            path: Some(path),
+        })
+    }
+
+    fn persist(&self, durable: &Durable) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let tmp = path.with_extension("json.tmp");
+        let err = |source| BusError::Persist {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = serde_json::to_vec(durable).expect("state is always serialisable");
+        let mut file = std::fs::File::create(&tmp).map_err(err)?;
+        file.write_all(&bytes).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for MemoryStore {
+    async fn safety(&self, key: &str) -> Result<SafetyState> {
+        let durable = self.durable.lock().expect("store mutex");
+        Ok(durable.safety.get(key).cloned().unwrap_or_default())
+    }
+
+    async fn update_safety(
+        &self,
+        key: &str,
+        update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
+    ) -> Result<SafetyState> {
+        let mut durable = self.durable.lock().expect("store mutex");
+        let mut state = durable.safety.get(key).cloned().unwrap_or_default();
+        update(&mut state);
+        let previous = durable.safety.insert(key.to_owned(), state.clone());
+        if let Err(e) = self.persist(&durable) {
+            // Nothing half-done: the change is not kept in memory either.
+            match previous {
+                Some(p) => durable.safety.insert(key.to_owned(), p),
+                None => durable.safety.remove(key),
+            };
+            return Err(e);
+        }
+        Ok(state)
+    }
+
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        let mut locks = self.locks.lock().expect("lock mutex");
+        let now = Instant::now();
+        match locks.get(key) {
+            Some((holder, until)) if holder != owner && *until > now => Ok(false),
+            _ => {
+                locks.insert(key.to_owned(), (owner.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
+        let mut locks = self.locks.lock().expect("lock mutex");
+        if locks.get(key).is_some_and(|(holder, _)| holder == owner) {
+            locks.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn append_audit(&self, record: AuditRecord) -> Result<()> {
+        let mut durable = self.durable.lock().expect("store mutex");
+        durable.audit.push_back(record);
+        while durable.audit.len() > RETAINED {
+            durable.audit.pop_front();
+        }
+        self.persist(&durable)
+    }
+
+    async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        let durable = self.durable.lock().expect("store mutex");
+        let skip = durable.audit.len().saturating_sub(limit);
+        Ok(durable.audit.iter().skip(skip).cloned().collect())
+    }
+}
+
+/// The in-memory event sink: the newest envelopes, plus a broadcast for live consumers.
+#[derive(Debug)]
+pub struct MemorySink {
+    recent: Mutex<VecDeque<Envelope>>,
+    live: broadcast::Sender<Envelope>,
+}
+
+impl Default for MemorySink {
+    fn default() -> Self {
+        Self {
+            recent: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl MemorySink {
+    /// Live envelopes from now on (a slow receiver misses some rather than slowing HemoStat).
+    pub fn subscribe(&self) -> broadcast::Receiver<Envelope> {
+        self.live.subscribe()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for MemorySink {
+    async fn publish(&self, envelope: Envelope) {
+        {
+            let mut recent = self.recent.lock().expect("sink mutex");
+            recent.push_back(envelope.clone());
+            while recent.len() > RETAINED {
+                recent.pop_front();
+            }
+        }
+        let _ = self.live.send(envelope);
+    }
+
+    async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
+        let recent = self.recent.lock().expect("sink mutex");
+        let matching: Vec<&Envelope> = recent
+            .iter()
+            .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))
+            .collect();
+        let skip = matching.len().saturating_sub(limit);
+        matching.into_iter().skip(skip).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::respond::safety::{ActionRecord, Outcome};
+
+    fn record(id: &str) -> ActionRecord {
+        ActionRecord {
+            decision_id: id.into(),
+            at: chrono::Utc::now(),
+            action: crate::policy::ActionKind::Restart,
+            finding: "exited".into(),
+            outcome: Outcome::Pending,
+        }
+    }
+
+    #[tokio::test]
+    async fn safety_state_survives_a_reopen_of_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = MemoryStore::open(dir.path()).unwrap();
+            store
+                .update_safety("web", &mut |s| s.actions.push(record("d1")))
+                .await
+                .unwrap();
+        }
+        let store = MemoryStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.safety("web").await.unwrap().actions[0].decision_id,
+            "d1"
+        );
+        assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_state_file_is_an_error_not_a_silent_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), b"{not json").unwrap();
+        let err = MemoryStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is corrupt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_lock_has_one_holder_until_it_expires_or_is_released() {
+        let store = MemoryStore::ephemeral();
+        assert!(
+            store
+                .try_lock("c", "a", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .try_lock("c", "b", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        store.unlock("c", "b").await.unwrap();
+        assert!(
+            !store
+                .try_lock("c", "b", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        store.unlock("c", "a").await.unwrap();
+        assert!(
+            store
+                .try_lock("c", "b", Duration::from_millis(1))
+                .await
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            store
+                .try_lock("c", "a", Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sink_keeps_the_newest_envelopes_by_type() {
+        let sink = MemorySink::default();
+        for i in 0..5 {
+            sink.publish(Envelope::new(
+                EventType::FalseAlarm,
+                serde_json::json!({"i": i}),
+            ))
+            .await;
+        }
+        sink.publish(Envelope::new(EventType::HealthAlert, serde_json::json!({})))
+            .await;
+        let two = sink.recent(Some(EventType::FalseAlarm), 2).await;
+        assert_eq!(
+            two.iter()
+                .map(|e| e.data["i"].as_i64().unwrap())
+                .collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(sink.recent(None, 10).await.len(), 6);
+    }
+}

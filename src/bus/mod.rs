@@ -1,0 +1,110 @@
+//! Where decisions, events and shared state go: the `StateStore` and `EventSink` traits.
+//!
+//! The in-memory implementation ([`memory`]) is the embedded default and the tests' fake; it
+//! persists the safety state atomically under `--state-dir` so a restarted operator does not
+//! forget cooldowns and breakers.
+
+pub mod envelope;
+pub mod memory;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use envelope::{Envelope, EventType};
+
+use crate::respond::safety::SafetyState;
+
+/// Errors of a store or sink.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The state file could not be read or written.
+    #[error("state file {path}: {source}")]
+    Persist {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file holds something that is not HemoStat state.
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl BusError {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Persist { .. } => "state_persist",
+            Self::Corrupt { .. } => "state_corrupt",
+        }
+    }
+}
+
+/// The result type of this module.
+pub type Result<T, E = BusError> = std::result::Result<T, E>;
+
+/// One audited responder outcome (what `remediation_complete` announces).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The decision it belongs to.
+    pub decision_id: String,
+    /// When it ended.
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// The node that acted.
+    pub node: String,
+    /// Container name.
+    pub container: String,
+    /// Container id.
+    pub container_id: String,
+    /// The governing policy.
+    pub policy: String,
+    /// The action.
+    pub action: String,
+    /// `success`, `failed`, `rejected` or `dry_run`.
+    pub status: String,
+    /// Why it was decided.
+    pub reason: String,
+    /// What happened, or why it was refused.
+    pub details: String,
+    /// Which gate refused it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+}
+
+/// Shared state: per-container safety state, in-flight locks and the audit trail.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// The safety state of a container (empty when none is known).
+    async fn safety(&self, key: &str) -> Result<SafetyState>;
+    /// Changes the safety state of a container atomically and makes it durable before returning.
+    async fn update_safety(
+        &self,
+        key: &str,
+        update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
+    ) -> Result<SafetyState>;
+    /// Takes the in-flight lock of a container for `ttl`; false when someone else holds it.
+    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool>;
+    /// Releases the lock if `owner` holds it.
+    async fn unlock(&self, key: &str, owner: &str) -> Result<()>;
+    /// Appends to the audit trail.
+    async fn append_audit(&self, record: AuditRecord) -> Result<()>;
+    /// The newest audit records, newest last.
+    async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>>;
+}
+
+/// Where envelopes are published.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes one envelope; never blocks the caller on a slow consumer.
+    async fn publish(&self, envelope: Envelope);
+    /// The newest envelopes, newest last, optionally of one type.
+    async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope>;
+}

@@ -1,0 +1,3 @@
+//! The responder: safety gates, then the action, its verification and its audit record.
+
+pub mod safety;
