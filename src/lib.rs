@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod bus;
 pub mod cli;
 pub mod docker;
+pub mod observe;
 pub mod policy;
 pub mod respond;
 pub mod schema;
