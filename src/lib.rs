@@ -7,5 +7,6 @@
 //! - [`cli`]: the `hemostat` subcommands.
 
 pub mod cli;
+pub mod controller;
 pub mod policy;
 pub mod schema;
