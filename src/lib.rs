@@ -2,13 +2,23 @@
 //!
 //! # Layout
 //! - [`policy`]: the `HealthPolicy` language: types, loading with `file:line:col` errors,
-//!   validation, the built-in default policy.
-//! - [`schema`]: the JSON Schema of that language.
+//!   validation, selection, the built-in default policy.
+//! - [`docker`]: the `DockerApi` trait and its bollard implementation; the only place that
+//!   talks to the engine.
+//! - [`observe`]: the watcher (list, then events, resync), the store of observed containers,
+//!   the resource sampler.
+//! - [`analyze`]: pure functions from a policy and an observation to findings and a decision.
+//! - [`respond`]: the safety gates and the execution, verification and audit of actions.
+//! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`).
+//! - [`controller`]: the work queue and the reconcile loop.
+//! - [`http`]: health, readiness and the JSON API.
+//! - [`schema`]: the JSON Schema of the policy language.
 //! - [`cli`]: the `hemostat` subcommands.
 
 pub mod analyze;
 pub mod bus;
 pub mod cli;
+pub mod controller;
 pub mod docker;
 pub mod observe;
 pub mod policy;
