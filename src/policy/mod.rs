@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod duration;
 pub mod load;
 pub mod locate;
+pub mod registry;
 pub mod select;
 pub mod types;
 pub mod validate;
