@@ -54,7 +54,8 @@ pub struct ContainerInfo {
 
 pub type Result<T, E = DockerError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
-pub enum DockerError { #[error("docker: {0}")] Api(String) }
+pub enum DockerError { #[error("docker: {0}")] Api(String), #[error("not found {id}")] NotFound { id: String } }
+impl DockerError { pub fn metric_label(&self) -> &'static str { "x" } pub fn is_not_found(&self) -> bool { false } }
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EventAction { Create, Start, Die, Oom, Kill, Stop, Restart, Pause, Unpause, Destroy, HealthStatus(HealthStatus), Other(String) }
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

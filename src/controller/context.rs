@@ -1,0 +1,69 @@
+//! What the loop, the watcher, the sampler and the HTTP server share.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::queue::WorkQueue;
+use crate::bus::{EventSink, StateStore};
+use crate::docker::DockerApi;
+use crate::observe::store::ObservedStore;
+use crate::policy::registry::PolicyRegistry;
+use crate::respond::Responder;
+use crate::respond::acting::Acting;
+
+/// Settings of the loop.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// This node's name, in every payload and safety key.
+    pub node: String,
+    /// Full re-list period; also the longest a container goes without a reconcile.
+    pub resync: Duration,
+    /// Resource sampling period.
+    pub sample_interval: Duration,
+    /// Reconciles running at once.
+    pub max_concurrent: usize,
+    /// Only containers with this label (`key=value`) are observed.
+    pub label_filter: Option<String>,
+}
+
+/// What was last decided and announced for a container, so a persisting problem is announced
+/// once, and acted on again only when a gate's wait is over.
+#[derive(Clone, Debug, Default)]
+pub struct Handled {
+    /// Identifies the problem: finding, action, and the container's life.
+    pub signature: String,
+    /// When the same problem may be acted on again.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Consecutive failed reconciles (for `error_policy`).
+    pub failures: u32,
+}
+
+/// Shared by every part of the running operator.
+pub struct Context {
+    /// The engine.
+    pub docker: Arc<dyn DockerApi>,
+    /// Shared state.
+    pub store: Arc<dyn StateStore>,
+    /// Where envelopes go.
+    pub sink: Arc<dyn EventSink>,
+    /// The policies in force.
+    pub policies: Arc<PolicyRegistry>,
+    /// The observed containers.
+    pub observed: Arc<ObservedStore>,
+    /// Carries out decisions.
+    pub responder: Responder,
+    /// Which containers HemoStat is acting on.
+    pub acting: Arc<Acting>,
+    /// The work queue, keyed by container id.
+    pub queue: WorkQueue<String>,
+    /// True after the first full container list.
+    pub ready: Arc<AtomicBool>,
+    /// Settings.
+    pub config: ControllerConfig,
+    /// Last handled problem per container id. A std mutex: never held across an await.
+    pub handled: Mutex<HashMap<String, Handled>>,
+}

@@ -1,0 +1,168 @@
+//! The watcher: list every container, then follow the engine's events; on any break, back off
+//! and list again; list again periodically anyway, because the engine drops events under load.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Context;
+use crate::docker::{DockerEvent, EventAction};
+
+/// Exponential backoff for reconnecting: 250 ms doubling to 30 s, reset after a stream that
+/// stayed up for a while (kube-runtime's watcher does the same).
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Self::FIRST,
+        }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(30);
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    /// Back to the first delay.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// True when the event concerns a container the operator observes.
+fn in_scope(ctx: &Context, event: &DockerEvent) -> bool {
+    match &ctx.config.label_filter {
+        None => true,
+        Some(filter) => {
+            let (k, v) = filter.split_once('=').unwrap_or((filter.as_str(), ""));
+            event.labels.get(k).is_some_and(|value| v.is_empty() || value == v)
+        }
+    }
+}
+
+/// Lists every container into the store and schedules each for a reconcile.
+pub async fn relist(ctx: &Context) -> Result<usize, crate::docker::DockerError> {
+    let list = ctx
+        .docker
+        .list_containers(ctx.config.label_filter.as_deref())
+        .await?;
+    let n = list.len();
+    let ids: Vec<String> = list.iter().map(|c| c.id.clone()).collect();
+    let gone = ctx.observed.replace_all(list, Utc::now());
+    for id in ids.into_iter().chain(gone) {
+        ctx.queue.schedule_now(id);
+    }
+    Ok(n)
+}
+
+async fn handle_event(ctx: &Context, event: DockerEvent) {
+    debug!(container = %event.name, action = ?event.action, "docker event");
+    // What the event says beyond an inspection is recorded before the inspection replaces
+    // the container's last known state (a start after a previous life is a restart).
+    ctx.observed.apply_event(&event, &ctx.acting);
+    if event.action == EventAction::Destroy {
+        ctx.observed.remove(&event.container_id);
+    } else {
+        match ctx.docker.inspect(&event.container_id).await {
+            Ok(Some(info)) => ctx.observed.upsert(info, Utc::now()),
+            Ok(None) => ctx.observed.remove(&event.container_id),
+            Err(e) => warn!(container = %event.name, error = %e, "inspect after event failed; the resync will catch up"),
+        }
+        // A container created after the last list has no entry yet: the upsert above created
+        // it, so its events from now on are recorded.
+    }
+    ctx.queue.schedule_now(event.container_id);
+}
+
+/// Runs until `shutdown`: list, then events, resync every `config.resync`, reconnect with backoff.
+pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::default();
+    loop {
+        let since = Utc::now() - chrono::Duration::seconds(1);
+        match relist(&ctx).await {
+            Ok(n) => {
+                if !ctx.ready.swap(true, Ordering::SeqCst) {
+                    info!(containers = n, "first full container list done: ready");
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, "listing containers failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        }
+        let mut events = ctx.docker.events(Some(since));
+        let mut resync = tokio::time::interval_at(
+            tokio::time::Instant::now() + ctx.config.resync,
+            ctx.config.resync,
+        );
+        let connected = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = resync.tick() => {
+                    if let Err(e) = relist(&ctx).await {
+                        warn!(error = %e, "periodic resync failed");
+                        break;
+                    }
+                }
+                event = events.next() => match event {
+                    Some(Ok(event)) => {
+                        if in_scope(&ctx, &event) {
+                            handle_event(&ctx, event).await;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "event stream broke; listing again");
+                        break;
+                    }
+                    None => {
+                        warn!("event stream ended; listing again");
+                        break;
+                    }
+                },
+            }
+        }
+        if connected.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds_and_resets() {
+        let mut b = Backoff::default();
+        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(250));
+    }
+}
