@@ -1,1 +1,4 @@
 //! HemoStat keeps Docker containers healthy inside hard safety limits.
+
+pub mod docker;
+pub mod observe;

@@ -1,0 +1,3 @@
+//! Observing containers: resource sampling.
+
+pub mod sampler;
