@@ -1,79 +1,446 @@
-//! PLACEHOLDER types of the Docker adapter (replaced by the `docker` branch on merge).
+//! The Docker engine as HemoStat sees it: the `DockerApi` trait, its domain types and errors.
+//!
+//! Everything else in the crate codes against [`DockerApi`]; the only
+//! implementation that talks to a real engine is [`BollardDocker`]. Tests of
+//! the decision logic use fakes of the trait, and the blanket impl for
+//! `Arc<T>` lets a shared client be passed wherever a `DockerApi` is wanted.
+
+mod bollard_api;
+
+pub use bollard_api::BollardDocker;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+/// Result of a call to the engine.
+pub type Result<T, E = DockerError> = std::result::Result<T, E>;
+
+/// What can go wrong when talking to the Docker engine.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The engine could not be reached at all (socket missing, connection refused, broken pipe).
+    #[error(
+        "cannot reach the Docker engine at {endpoint}: {source}. Is the Docker daemon running, \
+         and is its socket mounted into this container? Set DOCKER_HOST to use another endpoint"
+    )]
+    Unreachable {
+        /// The endpoint we tried (`unix:///var/run/docker.sock`, `tcp://…`).
+        endpoint: String,
+        /// The transport error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The container does not exist (any more); the engine answered 404.
+    #[error("container {id} not found")]
+    NotFound {
+        /// The id or name we asked about.
+        id: String,
+    },
+    /// The engine answered a request with an error (409 conflict, 500, a bad request…).
+    #[error("Docker API call `{op}` failed: {source}")]
+    Api {
+        /// The operation, e.g. `restart`.
+        op: &'static str,
+        /// The engine's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A call did not complete within its deadline (ours, or bollard's client timeout).
+    ///
+    /// No `#[source]`: the only cause is the clock, and `after` says which deadline.
+    #[error("Docker API call `{op}` did not complete within {after:?}")]
+    Timeout {
+        /// The operation, e.g. `exec`.
+        op: &'static str,
+        /// The deadline that elapsed.
+        after: Duration,
+    },
+    /// The engine answered, but without something HemoStat needs (a missing id, no stats sample).
+    #[error("unexpected answer from Docker to `{op}`: {detail}")]
+    Malformed {
+        /// The operation, e.g. `stats`.
+        op: &'static str,
+        /// What was missing or wrong.
+        detail: String,
+    },
+}
+
+impl DockerError {
+    /// True when the container is gone (so callers can forget it rather than retry).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DockerError::NotFound { .. })
+    }
+
+    /// A short, stable label for counting errors in metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DockerError::Unreachable { .. } => "unreachable",
+            DockerError::NotFound { .. } => "not_found",
+            DockerError::Api { .. } => "api",
+            DockerError::Timeout { .. } => "timeout",
+            DockerError::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// The lifecycle state of a container, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
+    /// Created, never started.
     Created,
+    /// Running (possibly unhealthy).
     Running,
+    /// Between a crash and the engine's own restart (restart policy).
     Restarting,
+    /// Frozen by `docker pause`.
     Paused,
+    /// Stopped: exited by itself, was stopped, or was killed.
     Exited,
+    /// The engine failed to remove or stop it; needs a person.
     Dead,
+    /// Being removed.
     Removing,
+    /// A state this version of HemoStat does not know (e.g. a newer engine's).
     Unknown,
 }
 
+/// The result of the container's own healthcheck.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
+    /// No healthcheck configured.
     None,
+    /// Healthcheck configured, no verdict yet: never to be read as unhealthy.
     Starting,
+    /// The last healthcheck passed.
     Healthy,
+    /// The healthcheck failed `retries` times in a row.
     Unhealthy,
 }
 
+/// The CPU and memory limits a container was given.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceLimits {
+    /// `--cpus` in billionths of a CPU.
     pub nano_cpus: Option<i64>,
+    /// CFS quota in µs per period (`--cpu-quota`).
     pub cpu_quota: Option<i64>,
+    /// CFS period in µs (`--cpu-period`; the kernel default is 100 000).
     pub cpu_period: Option<i64>,
+    /// `--memory` in bytes.
     pub memory_bytes: Option<u64>,
 }
 
+/// The kernel's CFS period when none is set.
+const DEFAULT_CPU_PERIOD_US: i64 = 100_000;
+
+impl ResourceLimits {
+    /// CPUs the container may use: NanoCpus/1e9, else quota/period, else None (unlimited).
+    pub fn cpu_limit_cores(&self) -> Option<f64> {
+        if let Some(n) = self.nano_cpus.filter(|n| *n > 0) {
+            return Some(n as f64 / 1e9);
+        }
+        let quota = self.cpu_quota.filter(|q| *q > 0)?;
+        let period = self
+            .cpu_period
+            .filter(|p| *p > 0)
+            .unwrap_or(DEFAULT_CPU_PERIOD_US);
+        Some(quota as f64 / period as f64)
+    }
+}
+
+/// One container, as inspected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {
+    /// Full 64-hex id.
     pub id: String,
+    /// Name without the leading `/`.
     pub name: String,
+    /// The image as the user named it (`Config.Image`), not its digest.
     pub image: String,
+    /// The container's labels.
     pub labels: BTreeMap<String, String>,
+    /// Lifecycle state.
     pub state: ContainerState,
+    /// Exit code of the last run; `None` when it never ran or is running.
     pub exit_code: Option<i64>,
+    /// The kernel OOM killer ended the last run.
     pub oom_killed: bool,
+    /// The healthcheck verdict.
     pub health: HealthStatus,
+    /// Consecutive failed healthchecks.
     pub health_failing_streak: u32,
+    /// Docker's own RestartCount (restarts done by its restart policy).
     pub restart_count: u64,
-    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the current (or last) run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the last run ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// CPU and memory limits.
     pub limits: ResourceLimits,
+    /// Host pid of the main process while running.
     pub pid: Option<u32>,
 }
 
-pub type Result<T, E = DockerError> = std::result::Result<T, E>;
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError { #[error("docker: {0}")] Api(String), #[error("not found {id}")] NotFound { id: String } }
-impl DockerError { pub fn metric_label(&self) -> &'static str { "x" } pub fn is_not_found(&self) -> bool { false } }
+/// What happened to a container, from the engine's event stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum EventAction { Create, Start, Die, Oom, Kill, Stop, Restart, Pause, Unpause, Destroy, HealthStatus(HealthStatus), Other(String) }
+pub enum EventAction {
+    /// `create`
+    Create,
+    /// `start`
+    Start,
+    /// `die`: the main process ended (carries the exit code).
+    Die,
+    /// `oom`: the OOM killer hit a process of the container.
+    Oom,
+    /// `kill`: a signal was sent (carries the signal).
+    Kill,
+    /// `stop`: a `docker stop` completed.
+    Stop,
+    /// `restart`: a `docker restart` completed.
+    Restart,
+    /// `pause`
+    Pause,
+    /// `unpause`
+    Unpause,
+    /// `destroy`: the container was removed.
+    Destroy,
+    /// `health_status: <status>`
+    HealthStatus(HealthStatus),
+    /// Anything else, verbatim.
+    Other(String),
+}
+
+impl EventAction {
+    /// Parses the engine's action string (`die`, `health_status: unhealthy`, …).
+    pub fn parse(action: &str) -> EventAction {
+        match action {
+            "create" => EventAction::Create,
+            "start" => EventAction::Start,
+            "die" => EventAction::Die,
+            "oom" => EventAction::Oom,
+            "kill" => EventAction::Kill,
+            "stop" => EventAction::Stop,
+            "restart" => EventAction::Restart,
+            "pause" => EventAction::Pause,
+            "unpause" => EventAction::Unpause,
+            "destroy" => EventAction::Destroy,
+            other => match other.strip_prefix("health_status") {
+                Some(rest) => match rest.trim_start_matches(':').trim() {
+                    "healthy" => EventAction::HealthStatus(HealthStatus::Healthy),
+                    "unhealthy" => EventAction::HealthStatus(HealthStatus::Unhealthy),
+                    "starting" => EventAction::HealthStatus(HealthStatus::Starting),
+                    _ => EventAction::Other(other.to_string()),
+                },
+                None => EventAction::Other(other.to_string()),
+            },
+        }
+    }
+}
+
+/// One container event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DockerEvent { pub action: EventAction, pub container_id: String, pub name: String, pub labels: BTreeMap<String,String>,
-  pub time: chrono::DateTime<chrono::Utc>, pub exit_code: Option<i64>, pub signal: Option<String> }
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)] pub struct HostInfo { pub cpus: u32, pub memory_bytes: u64, pub server_version: String, pub cgroup_version: String, pub cgroup_driver: String }
-#[derive(Clone, Debug, PartialEq)] pub struct ExecOutcome { pub exit_code: Option<i64>, pub output: String }
-#[derive(Clone, Copy, Debug, PartialEq)] pub struct ResourceReading { pub at: std::time::Instant, pub cpu_total_ns: u64, pub memory_used_bytes: u64, pub memory_limit_bytes: Option<u64> }
+pub struct DockerEvent {
+    /// What happened.
+    pub action: EventAction,
+    /// The container's full id.
+    pub container_id: String,
+    /// The container's name (no leading `/`).
+    pub name: String,
+    /// The container's labels (the event attributes minus `name`, `image`, `exitCode`, `signal`).
+    pub labels: BTreeMap<String, String>,
+    /// When the engine recorded it.
+    pub time: DateTime<Utc>,
+    /// `die` only: the exit code.
+    pub exit_code: Option<i64>,
+    /// `kill` only: the signal sent (a number, e.g. `15`, on Docker 20.10).
+    pub signal: Option<String>,
+}
+
+/// The engine host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Online CPUs of the host.
+    pub cpus: u32,
+    /// Host memory in bytes.
+    pub memory_bytes: u64,
+    /// The engine's version, e.g. `20.10.24`.
+    pub server_version: String,
+    /// `1` or `2`.
+    pub cgroup_version: String,
+    /// `cgroupfs` or `systemd`.
+    pub cgroup_driver: String,
+}
+
+/// What an exec'd command did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecOutcome {
+    /// Its exit code (`None` if the engine did not report one).
+    pub exit_code: Option<i64>,
+    /// stdout and stderr interleaved, truncated to [`EXEC_OUTPUT_LIMIT`] bytes.
+    pub output: String,
+}
+
+/// How much exec output is kept.
+pub const EXEC_OUTPUT_LIMIT: usize = 4096;
+
+/// Cumulative counters of one container at one instant (what the sampler turns into percentages).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResourceReading {
+    /// When it was read (monotonic clock).
+    pub at: Instant,
+    /// CPU time used since the container started, in ns.
+    pub cpu_total_ns: u64,
+    /// Memory in use, minus reclaimable page cache (`inactive_file` / `total_inactive_file`).
+    pub memory_used_bytes: u64,
+    /// The memory limit the kernel enforces, `None` when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// The operations HemoStat needs from a Docker engine.
 #[async_trait::async_trait]
 pub trait DockerApi: Send + Sync + 'static {
-  async fn ping(&self) -> Result<()>;
-  async fn host_info(&self) -> Result<HostInfo>;
-  async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>>;
-  async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>>;
-  fn events(&self, since: Option<chrono::DateTime<chrono::Utc>>) -> futures::stream::BoxStream<'static, Result<DockerEvent>>;
-  async fn read_resources(&self, id: &str) -> Result<ResourceReading>;
-  async fn restart(&self, id: &str, stop_timeout: std::time::Duration) -> Result<()>;
-  async fn stop(&self, id: &str, stop_timeout: std::time::Duration) -> Result<()>;
-  async fn start(&self, id: &str) -> Result<()>;
-  async fn exec(&self, id: &str, cmd: &[String], timeout: std::time::Duration) -> Result<ExecOutcome>;
+    /// Checks that the engine answers.
+    async fn ping(&self) -> Result<()>;
+    /// Describes the host: CPUs, memory, versions.
+    async fn host_info(&self) -> Result<HostInfo>;
+    /// Every container in every state (all=true), each inspected (bounded concurrency), optionally filtered by label "k=v".
+    async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>>;
+    /// Inspects one container; `Ok(None)` when it is gone.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>>;
+    /// Container events (die, oom, health_status, start, stop, kill, restart, pause, unpause, destroy, create) from `since`.
+    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>>;
+    /// One-shot stats reading (stream=false, one_shot=true: must return immediately, no 1-2 s wait).
+    async fn read_resources(&self, id: &str) -> Result<ResourceReading>;
+    /// `docker restart -t <stop_timeout>`.
+    async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<()>;
+    /// `docker stop -t <stop_timeout>`; stopping a stopped container is not an error.
+    async fn stop(&self, id: &str, stop_timeout: Duration) -> Result<()>;
+    /// `docker start`; starting a running container is not an error.
+    async fn start(&self, id: &str) -> Result<()>;
+    /// Runs exactly `cmd` (no shell added) and waits up to `timeout`.
+    async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome>;
+}
+
+#[async_trait::async_trait]
+impl<T: DockerApi + ?Sized> DockerApi for Arc<T> {
+    async fn ping(&self) -> Result<()> {
+        (**self).ping().await
+    }
+    async fn host_info(&self) -> Result<HostInfo> {
+        (**self).host_info().await
+    }
+    async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>> {
+        (**self).list_containers(label_filter).await
+    }
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        (**self).inspect(id).await
+    }
+    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>> {
+        (**self).events(since)
+    }
+    async fn read_resources(&self, id: &str) -> Result<ResourceReading> {
+        (**self).read_resources(id).await
+    }
+    async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<()> {
+        (**self).restart(id, stop_timeout).await
+    }
+    async fn stop(&self, id: &str, stop_timeout: Duration) -> Result<()> {
+        (**self).stop(id, stop_timeout).await
+    }
+    async fn start(&self, id: &str) -> Result<()> {
+        (**self).start(id).await
+    }
+    async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome> {
+        (**self).exec(id, cmd, timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_limit_prefers_nano_cpus_then_quota_over_period() {
+        let cases = [
+            (ResourceLimits::default(), None),
+            (
+                ResourceLimits {
+                    nano_cpus: Some(500_000_000),
+                    ..Default::default()
+                },
+                Some(0.5),
+            ),
+            (
+                ResourceLimits {
+                    cpu_quota: Some(150_000),
+                    cpu_period: Some(100_000),
+                    ..Default::default()
+                },
+                Some(1.5),
+            ),
+            (
+                ResourceLimits {
+                    cpu_quota: Some(50_000),
+                    ..Default::default()
+                },
+                Some(0.5),
+            ),
+            (
+                ResourceLimits {
+                    nano_cpus: Some(0),
+                    cpu_quota: Some(-1),
+                    ..Default::default()
+                },
+                None,
+            ),
+        ];
+        for (limits, want) in cases {
+            assert_eq!(limits.cpu_limit_cores(), want, "{limits:?}");
+        }
+    }
+
+    #[test]
+    fn event_actions_parse_health_status_with_its_verdict() {
+        let cases = [
+            ("die", EventAction::Die),
+            ("oom", EventAction::Oom),
+            (
+                "health_status: unhealthy",
+                EventAction::HealthStatus(HealthStatus::Unhealthy),
+            ),
+            (
+                "health_status: healthy",
+                EventAction::HealthStatus(HealthStatus::Healthy),
+            ),
+            (
+                "health_status: starting",
+                EventAction::HealthStatus(HealthStatus::Starting),
+            ),
+            (
+                "exec_start: sh -c true",
+                EventAction::Other("exec_start: sh -c true".into()),
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(EventAction::parse(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn only_not_found_is_not_found() {
+        assert!(DockerError::NotFound { id: "x".into() }.is_not_found());
+        let malformed = DockerError::Malformed {
+            op: "stats",
+            detail: "empty".into(),
+        };
+        assert!(!malformed.is_not_found());
+        assert_eq!(malformed.metric_label(), "malformed");
+    }
 }

@@ -1,3 +1,4 @@
-//! Observation of the engine: the watcher, the store of observed containers, the sampler.
+//! Observation of the engine: the store of observed containers and the resource sampler.
 
+pub mod sampler;
 pub mod store;
