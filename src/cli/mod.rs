@@ -1,5 +1,6 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod run;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,15 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema (2020-12) of the HealthPolicy document.
     Schema,
+    /// Run the operator: watch the engine, analyze, repair within the policies' limits.
+    Run(run::RunArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate(args) => Ok(validate::run(args)),
+        Command::Run(args) => run::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

@@ -66,4 +66,6 @@ pub struct Context {
     pub config: ControllerConfig,
     /// Last handled problem per container id. A std mutex: never held across an await.
     pub handled: Mutex<HashMap<String, Handled>>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -1,6 +1,7 @@
 //! The reconcile loop: triggers feed a de-duplicating, per-container-exclusive work queue.
 
 pub mod context;
+pub mod driver;
 pub mod queue;
 pub mod reconcile;
 pub mod sample;

@@ -1,0 +1,299 @@
+//! `hemostat run`: the operator itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::bus::memory::{MemorySink, MemoryStore};
+use crate::bus::{EventSink, StateStore};
+use crate::controller::context::Context;
+use crate::controller::queue::WorkQueue;
+use crate::controller::{ControllerConfig, driver};
+use crate::docker::bollard_api::BollardDocker;
+use crate::docker::DockerApi;
+use crate::observe::sampler::CgroupReader;
+use crate::policy::registry::PolicyRegistry;
+use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
+use crate::respond::Responder;
+use crate::respond::acting::Acting;
+
+/// Arguments of `hemostat run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Policy files or directories; without any, the built-in default policy governs
+    /// containers labelled io.hemostat.enable=true.
+    #[arg(long, short = 'p', env = "HEMOSTAT_POLICIES", value_delimiter = ',')]
+    pub policies: Vec<PathBuf>,
+    /// Address of /healthz, /readyz, /metrics and /api/v1.
+    #[arg(long, env = "HEMOSTAT_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax: info, hemostat=debug, ...).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Where cooldowns, windows, breakers and the audit tail are persisted.
+    #[arg(long, env = "HEMOSTAT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Full re-list period (the engine drops events under load).
+    #[arg(long, env = "HEMOSTAT_RESYNC_INTERVAL", default_value = "30s")]
+    pub resync_interval: HumanDuration,
+    /// Resource sampling period (at least 1s).
+    #[arg(long, env = "HEMOSTAT_SAMPLE_INTERVAL", default_value = "10s")]
+    pub sample_interval: HumanDuration,
+    /// This node's name in every payload (default: the host name).
+    #[arg(long, env = "HEMOSTAT_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Decide and record, never touch a container (the original's RESPONDER_DRY_RUN).
+    #[arg(long, env = "RESPONDER_DRY_RUN")]
+    pub dry_run: bool,
+    /// Reconciles running at once.
+    #[arg(long, env = "HEMOSTAT_MAX_CONCURRENT", default_value_t = 8)]
+    pub max_concurrent: usize,
+    /// Observe only containers with this label (key or key=value).
+    #[arg(long, env = "HEMOSTAT_LABEL_FILTER")]
+    pub label_filter: Option<String>,
+    /// Where the host's cgroup files are visible (mount the host's /sys/fs/cgroup read-only
+    /// there when HemoStat runs in a container).
+    #[arg(long, env = "HEMOSTAT_CGROUP_ROOT", default_value = crate::observe::sampler::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
+        .with_context(|| format!("invalid --log-level {level:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(xdg).join("hemostat");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/state/hemostat"),
+        _ => PathBuf::from("/var/lib/hemostat"),
+    }
+}
+
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The built-in policy with the original system's environment overrides applied
+/// (THRESHOLD_CPU_PERCENT, THRESHOLD_MEMORY_PERCENT, RESPONDER_COOLDOWN_SECONDS,
+/// RESPONDER_MAX_RETRIES_PER_HOUR).
+pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
+    let mut policy = builtin::default_policy();
+    let read = |name: &str| -> anyhow::Result<Option<f64>> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse::<f64>()
+                .map(Some)
+                .with_context(|| format!("{name}={v:?} is not a number")),
+            Err(_) => Ok(None),
+        }
+    };
+    if let (Some(cpu), Some(probe)) = (read("THRESHOLD_CPU_PERCENT")?, policy.spec.probes.cpu.as_mut()) {
+        probe.above_percent = cpu;
+    }
+    if let (Some(mem), Some(probe)) = (read("THRESHOLD_MEMORY_PERCENT")?, policy.spec.probes.memory.as_mut()) {
+        probe.above_percent = mem;
+    }
+    if let Some(secs) = read("RESPONDER_COOLDOWN_SECONDS")? {
+        policy.spec.remediation.cooldown = HumanDuration::from_secs(secs.max(0.0) as u64);
+    }
+    if let Some(n) = read("RESPONDER_MAX_RETRIES_PER_HOUR")? {
+        policy.spec.remediation.max_actions.count = n.max(0.0) as u32;
+    }
+    let problems = crate::policy::validate::validate(&policy);
+    if let Some(v) = problems.first() {
+        bail!("the built-in policy is invalid after applying the environment: {}: {}", v.path, v.message);
+    }
+    Ok(policy)
+}
+
+fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
+    if paths.is_empty() {
+        info!("no --policies given: the built-in default policy governs containers labelled io.hemostat.enable=true");
+        return Ok(vec![builtin_policy_from_env()?]);
+    }
+    let report = load_paths(paths);
+    for d in &report.diagnostics {
+        error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
+    }
+    if report.policies.is_empty() {
+        bail!(
+            "no valid policy in {} ({} problem(s) above); fix them, or check with `hemostat validate`",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            report.diagnostics.len()
+        );
+    }
+    if !report.diagnostics.is_empty() {
+        warn!(valid = report.policies.len(), invalid = report.diagnostics.len(), "running with the valid policies only");
+    }
+    for p in &report.policies {
+        info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
+    }
+    Ok(report.policies.into_iter().map(|p| p.policy).collect())
+}
+
+/// The id of the container this process runs in, if any (from /proc/self/mountinfo, where
+/// Docker bind-mounts /etc/hostname from /var/lib/docker/containers/<id>/).
+pub fn own_container_id() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let at = line.find("/containers/")? + "/containers/".len();
+        let id: String = line[at..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        (id.len() == 64 && line.contains("/hostname")).then_some(id)
+    })
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+    }
+    token.cancel();
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let RunArgs {
+        policies,
+        listen,
+        log_format,
+        log_level,
+        state_dir,
+        resync_interval,
+        sample_interval,
+        node_name: node,
+        dry_run,
+        max_concurrent,
+        label_filter,
+        cgroup_root,
+    } = args;
+    init_logging(log_format, &log_level)?;
+    if sample_interval.get() < Duration::from_secs(1) {
+        bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
+    }
+    if resync_interval.get() < Duration::from_secs(1) {
+        bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
+    }
+    let policies = load_policies(&policies)?;
+    let node = node.unwrap_or_else(node_name);
+
+    let docker = BollardDocker::connect()
+        .await
+        .context("cannot reach the Docker engine")?;
+    let docker: Arc<dyn DockerApi> = Arc::new(docker);
+    let host = docker.host_info().await.context("cannot read the Docker host's info")?;
+    info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
+
+    let state_dir = state_dir.unwrap_or_else(default_state_dir);
+    let store = MemoryStore::open(&state_dir)
+        .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
+    info!(state_dir = %state_dir.display(), "safety state persisted here");
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let sink: Arc<dyn EventSink> = Arc::new(MemorySink::default());
+
+    let own = own_container_id();
+    if let Some(id) = &own {
+        info!(container = %&id[..12], "running in a container: it is never acted on");
+    }
+    let cgroups = cgroup_root.exists().then(|| CgroupReader::new(cgroup_root));
+    let acting = Arc::new(Acting::default());
+    let (queue, receiver) = WorkQueue::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ctx = Arc::new(Context {
+        docker: docker.clone(),
+        store: store.clone(),
+        sink: sink.clone(),
+        policies: Arc::new(PolicyRegistry::new(policies)),
+        observed: Default::default(),
+        responder: Responder {
+            docker: docker.clone(),
+            store: store.clone(),
+            sink: sink.clone(),
+            acting: acting.clone(),
+            node: node.clone(),
+            owner: format!("{node}/{}", uuid::Uuid::new_v4()),
+            own_container_id: own,
+            global_dry_run: dry_run,
+        },
+        acting,
+        queue,
+        ready: ready.clone(),
+        config: ControllerConfig {
+            node: node.clone(),
+            resync: resync_interval.get(),
+            sample_interval: sample_interval.get(),
+            max_concurrent,
+            label_filter,
+        },
+        handled: Default::default(),
+        metrics: metrics.clone(),
+    });
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics, /api/v1");
+    let api = crate::http::ApiState {
+        ready,
+        observed: ctx.observed.clone(),
+        sink,
+        store,
+        policies: ctx.policies.clone(),
+        metrics,
+        node,
+    };
+    let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => warn!(error = %e, "HTTP server task failed"),
+    }
+    info!("stopped");
+    Ok(0)
+}
