@@ -54,7 +54,7 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     let decision = analyze(&policy, &observation);
     if decision.findings.is_empty() {
         ctx.handled.lock().expect("handled lock").remove(id);
-        return Ok(Action::Requeue(ctx.config.resync));
+        return Ok(Action::Requeue(next_look(ctx, &policy, &observed, now)));
     }
 
     let signature = format!(
@@ -104,6 +104,19 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     let retry_at = retry_after(&response, &policy, now);
     remember(ctx, id, signature, retry_at);
     Ok(requeue_until(ctx, retry_at))
+}
+
+/// When to look again at a container with no finding yet: at the latest after a resync, or
+/// when an unhealthy healthcheck will have lasted the policy's `unhealthyFor`.
+fn next_look(ctx: &Context, policy: &HealthPolicy, observed: &Observed, now: chrono::DateTime<Utc>) -> Duration {
+    let mut wait = ctx.config.resync;
+    if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since) {
+        let due = since + chrono::Duration::from_std(probe.unhealthy_for.get()).unwrap_or_default();
+        if let Ok(left) = (due - now).to_std() {
+            wait = wait.min(left + Duration::from_millis(50));
+        }
+    }
+    wait.max(Duration::from_millis(50))
 }
 
 /// When the same problem may be acted on again after this response.
