@@ -20,6 +20,8 @@ pub mod bus;
 pub mod cli;
 pub mod controller;
 pub mod docker;
+pub mod http;
+pub mod metrics;
 pub mod observe;
 pub mod policy;
 pub mod respond;

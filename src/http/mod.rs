@@ -1,0 +1,112 @@
+//! The HTTP server: liveness, readiness, Prometheus metrics and the read-only JSON API.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz` | `200 ok` while the process runs |
+//! | `GET /readyz` | `200 ready` once the first full container list is in, else `503` |
+//! | `GET /metrics` | the OpenMetrics exposition of [`Metrics`] |
+//! | `GET /api/v1/...` | see [`api`] |
+//!
+//! Nothing served carries a secret: policies hold only references to secrets (an environment
+//! variable's or a file's name), never their values.
+
+pub mod api;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::bus::{EventSink, StateStore};
+use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+use crate::observe::store::ObservedStore;
+use crate::policy::registry::PolicyRegistry;
+
+/// What the handlers read. Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Set by the watcher once the first full container list was taken in; `/readyz` and the
+    /// `hemostat_ready` gauge read it.
+    pub ready: Arc<AtomicBool>,
+    /// The containers as observed.
+    pub observed: Arc<ObservedStore>,
+    /// Recent envelopes, for `/api/v1/decisions`.
+    pub sink: Arc<dyn EventSink>,
+    /// Safety state and audit trail.
+    pub store: Arc<dyn StateStore>,
+    /// The policies in force.
+    pub policies: Arc<PolicyRegistry>,
+    /// The metrics served on `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// This node's name: the first half of every safety key.
+    pub node: String,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("ready", &self.ready)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text `/readyz` answers before the first full container list.
+pub const NOT_READY: &str = "not ready: waiting for the first full container list";
+
+/// Every route, with request tracing.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api::routes())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` (tokio_util CancellationToken) is cancelled, then drains gracefully:
+/// the listener stops accepting, idle connections are closed, and requests under way are
+/// answered before this returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP server listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!("HTTP server stopped");
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, NOT_READY)
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    // Gauges that describe the present are read now, so a scrape never shows a stale value.
+    state.metrics.set_containers_observed(state.observed.len());
+    state.metrics.set_ready(state.ready.load(Ordering::Acquire));
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}

@@ -1,0 +1,511 @@
+//! HemoStat's Prometheus metrics (`hemostat_*`), recorded by the loop and served on `/metrics`.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::bus::EventType;
+use crate::policy::ActionKind;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The prefix of every metric.
+pub const PREFIX: &str = "hemostat";
+
+/// The responder's outcomes, the `status` label of `hemostat_actions_total`.
+pub const ACTION_STATUSES: [&str; 4] = ["success", "failed", "rejected", "dry_run"];
+
+/// Buckets of the responder's actions: a restart waits for a graceful stop (10 s by default)
+/// and then for the container to come back (30 s by default).
+const ACTION_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionStatusLabels {
+    action: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    gate: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_buckets() -> Histogram {
+    // 1 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn action_buckets() -> Histogram {
+    Histogram::new(ACTION_BUCKETS)
+}
+
+/// Every HemoStat metric, and the registry that exposes them. Shared (`Arc<Metrics>`) by the
+/// reconcile loop, the sampler, the watcher and the HTTP server; every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Owns a handle to every metric below (the handles are shared `Arc`s inside).
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    decisions: Family<TypeLabels, Counter>,
+    actions: Family<ActionStatusLabels, Counter>,
+    refusals: Family<GateLabels, Counter>,
+    docker_events: Family<ActionLabels, Counter>,
+    watch_restarts: Counter,
+    containers_observed: Gauge,
+    queue_depth: Gauge,
+    in_flight: Gauge,
+    ready: Gauge,
+    breakers_open: Gauge,
+    reconcile_duration: Histogram,
+    sample_pass_duration: Histogram,
+    action_duration: HistogramFamily<ActionLabels>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under `hemostat_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let mut m = Self {
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            decisions: Family::default(),
+            actions: Family::default(),
+            refusals: Family::default(),
+            docker_events: Family::default(),
+            watch_restarts: Counter::default(),
+            containers_observed: Gauge::default(),
+            queue_depth: Gauge::default(),
+            in_flight: Gauge::default(),
+            ready: Gauge::default(),
+            breakers_open: Gauge::default(),
+            reconcile_duration: duration_buckets(),
+            sample_pass_duration: duration_buckets(),
+            action_duration: Family::new_with_constructor(action_buckets),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "reconciles",
+            "Reconciles of one container",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Analyzer outcomes, by envelope type",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "actions",
+            "Responder outcomes, by action and status (success, failed, rejected, dry_run)",
+            m.actions.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Actions refused by a safety gate, by gate",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "docker_events",
+            "Docker container events received, by action",
+            m.docker_events.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Times the Docker watch broke and was restarted (re-list, then events)",
+            m.watch_restarts.clone(),
+        );
+        registry.register(
+            "containers_observed",
+            "Containers in the observed store",
+            m.containers_observed.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Containers waiting in the work queue",
+            m.queue_depth.clone(),
+        );
+        registry.register("in_flight", "Reconciles running now", m.in_flight.clone());
+        registry.register(
+            "ready",
+            "1 once the first full container list was taken in, else 0",
+            m.ready.clone(),
+        );
+        registry.register(
+            "breakers_open",
+            "Containers whose circuit breaker is open",
+            m.breakers_open.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time taken by one reconcile",
+            Unit::Seconds,
+            m.reconcile_duration.clone(),
+        );
+        registry.register_with_unit(
+            "sample_pass_duration",
+            "Time taken by one pass of the resource sampler over every running container",
+            Unit::Seconds,
+            m.sample_pass_duration.clone(),
+        );
+        registry.register_with_unit(
+            "action_duration",
+            "Time taken by an executed action (success or failed), verification included",
+            Unit::Seconds,
+            m.action_duration.clone(),
+        );
+        // The analyzer's three outcomes and every action's outcomes show as 0 before the first
+        // one, so rates and alerts on them are defined from the start.
+        for t in [
+            EventType::HealthAlert,
+            EventType::RemediationNeeded,
+            EventType::FalseAlarm,
+        ] {
+            let _ = m.decisions.get_or_create(&TypeLabels {
+                r#type: t.as_str().to_owned(),
+            });
+        }
+        for action in ActionKind::ALL {
+            for status in ACTION_STATUSES {
+                let _ = m.actions.get_or_create(&ActionStatusLabels {
+                    action: action.as_str().to_owned(),
+                    status: status.to_owned(),
+                });
+            }
+        }
+        m.registry = registry;
+        m
+    }
+
+    /// Counts one reconcile and returns a guard that records its duration when dropped.
+    #[must_use = "the duration is recorded when the timer is dropped"]
+    pub fn reconcile_timer(&self) -> ReconcileTimer {
+        self.reconciles.inc();
+        ReconcileTimer {
+            histogram: self.reconcile_duration.clone(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile; `error` is a short label such as `Error::metric_label()`.
+    pub fn reconcile_error(&self, error: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an envelope published by the analyzer (`health_alert`, `remediation_needed`,
+    /// `false_alarm`).
+    pub fn decision(&self, event_type: EventType) {
+        self.decisions
+            .get_or_create(&TypeLabels {
+                r#type: event_type.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a responder outcome. `status` is `success`, `failed`, `rejected` or `dry_run`;
+    /// `secs` (the time the action took) is recorded only for `success` and `failed`, the
+    /// outcomes where something was executed.
+    pub fn action(&self, action: &str, status: &str, secs: f64) {
+        self.actions
+            .get_or_create(&ActionStatusLabels {
+                action: action.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+        if matches!(status, "success" | "failed") {
+            self.action_duration
+                .get_or_create(&ActionLabels {
+                    action: action.to_owned(),
+                })
+                .observe(secs);
+        }
+    }
+
+    /// Counts an action refused by a gate (`Refusal::gate()`).
+    pub fn refusal(&self, gate: &str) {
+        self.refusals
+            .get_or_create(&GateLabels {
+                gate: gate.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a Docker event received, by its action (`start`, `die`, `oom`, …).
+    pub fn docker_event(&self, action: &str) {
+        self.docker_events
+            .get_or_create(&ActionLabels {
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a restart of the Docker watch.
+    pub fn watch_restart(&self) {
+        self.watch_restarts.inc();
+    }
+
+    /// Records how long one sampler pass took, in seconds.
+    pub fn sample_pass(&self, secs: f64) {
+        self.sample_pass_duration.observe(secs);
+    }
+
+    /// Sets the number of observed containers (the HTTP server does it at every scrape).
+    pub fn set_containers_observed(&self, n: usize) {
+        self.containers_observed.set(gauge_value(n));
+    }
+
+    /// Sets the number of keys waiting in the work queue.
+    pub fn set_queue_depth(&self, n: usize) {
+        self.queue_depth.set(gauge_value(n));
+    }
+
+    /// Sets the number of reconciles running now.
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.set(gauge_value(n));
+    }
+
+    /// Sets readiness (the HTTP server does it at every scrape).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Sets the number of containers whose circuit breaker is open.
+    pub fn set_breakers_open(&self, n: usize) {
+        self.breakers_open.set(gauge_value(n));
+    }
+
+    /// The OpenMetrics text exposition of every metric, `# EOF` included.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String never fails");
+        out
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Records the time since [`Metrics::reconcile_timer`] in `hemostat_reconcile_duration_seconds`
+/// when dropped, whichever way the reconcile ends.
+#[derive(Debug)]
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.split(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn every_metric_is_exposed_under_the_hemostat_prefix() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(line_value(&text, "hemostat_reconciles_total"), Some(0.0));
+        assert_eq!(
+            line_value(&text, r#"hemostat_decisions_total{type="false_alarm"}"#),
+            Some(0.0),
+            "the analyzer's outcomes are exposed before the first one"
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hemostat_actions_total{action="exec",status="failed"}"#
+            ),
+            Some(0.0),
+            "every action's outcomes are exposed before the first one"
+        );
+        // Families with a free-form label appear with their first series.
+        m.reconcile_error("docker");
+        m.refusal("cooldown");
+        m.docker_event("start");
+        m.action("restart", "success", 1.0);
+        let text = m.encode();
+        for name in [
+            "hemostat_reconciles",
+            "hemostat_reconcile_errors",
+            "hemostat_decisions",
+            "hemostat_actions",
+            "hemostat_refusals",
+            "hemostat_docker_events",
+            "hemostat_watch_restarts",
+            "hemostat_containers_observed",
+            "hemostat_queue_depth",
+            "hemostat_in_flight",
+            "hemostat_ready",
+            "hemostat_breakers_open",
+            "hemostat_reconcile_duration_seconds",
+            "hemostat_sample_pass_duration_seconds",
+            "hemostat_action_duration_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reconcile_timer_counts_and_measures_when_dropped() {
+        let m = Metrics::new();
+        {
+            let _timer = m.reconcile_timer();
+            let _again = m.reconcile_timer();
+        }
+        m.reconcile_error("docker");
+        let text = m.encode();
+        assert_eq!(line_value(&text, "hemostat_reconciles_total"), Some(2.0));
+        assert_eq!(
+            line_value(&text, "hemostat_reconcile_duration_seconds_count"),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"hemostat_reconcile_errors_total{error="docker"}"#),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn actions_count_every_outcome_but_time_only_executed_ones() {
+        let m = Metrics::new();
+        m.action("restart", "success", 3.0);
+        m.action("restart", "failed", 5.0);
+        m.action("restart", "rejected", 0.0);
+        m.action("restart", "dry_run", 0.0);
+        m.refusal("cooldown");
+        let text = m.encode();
+        for status in ["success", "failed", "rejected", "dry_run"] {
+            assert_eq!(
+                line_value(
+                    &text,
+                    &format!(r#"hemostat_actions_total{{action="restart",status="{status}"}}"#)
+                ),
+                Some(1.0),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hemostat_action_duration_seconds_count{action="restart"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hemostat_action_duration_seconds_sum{action="restart"}"#
+            ),
+            Some(8.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"hemostat_refusals_total{gate="cooldown"}"#),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn decisions_events_and_gauges_are_recorded() {
+        let m = Metrics::new();
+        m.decision(EventType::RemediationNeeded);
+        m.decision(EventType::RemediationNeeded);
+        m.docker_event("die");
+        m.watch_restart();
+        m.sample_pass(0.02);
+        m.set_containers_observed(7);
+        m.set_queue_depth(3);
+        m.set_in_flight(2);
+        m.set_ready(true);
+        m.set_breakers_open(1);
+        let text = m.encode();
+        let expect = [
+            (
+                r#"hemostat_decisions_total{type="remediation_needed"}"#,
+                2.0,
+            ),
+            (r#"hemostat_decisions_total{type="health_alert"}"#, 0.0),
+            (r#"hemostat_docker_events_total{action="die"}"#, 1.0),
+            ("hemostat_watch_restarts_total", 1.0),
+            ("hemostat_sample_pass_duration_seconds_count", 1.0),
+            ("hemostat_containers_observed", 7.0),
+            ("hemostat_queue_depth", 3.0),
+            ("hemostat_in_flight", 2.0),
+            ("hemostat_ready", 1.0),
+            ("hemostat_breakers_open", 1.0),
+        ];
+        for (series, value) in expect {
+            assert_eq!(
+                line_value(&text, series),
+                Some(value),
+                "{series} in\n{text}"
+            );
+        }
+        m.set_ready(false);
+        assert_eq!(line_value(&m.encode(), "hemostat_ready"), Some(0.0));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.reconcile_error("bad\"label\nvalue");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"hemostat_reconcile_errors_total{error="bad\"label\nvalue"} 1"#),
+            "{text}"
+        );
+    }
+}
