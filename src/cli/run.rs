@@ -16,7 +16,7 @@ use crate::bus::{EventSink, StateStore};
 use crate::controller::context::Context;
 use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
-use crate::docker::bollard_api::BollardDocker;
+use crate::docker::BollardDocker;
 use crate::docker::DockerApi;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
@@ -257,6 +257,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             owner: format!("{node}/{}", uuid::Uuid::new_v4()),
             own_container_id: own,
             global_dry_run: dry_run,
+            metrics: metrics.clone(),
         },
         acting,
         queue,

@@ -1,8 +1,6 @@
 //! Starts the loop's tasks (watcher, sampler, runner) and stops them on one shutdown signal.
 
 use std::sync::Arc;
-use std::time::Instant;
-
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -33,8 +31,7 @@ pub async fn run_controller(
         let ctx = work_ctx.clone();
         let span = tracing::info_span!("reconcile", container_id = %short(&id));
         async move {
-            let started = Instant::now();
-            ctx.metrics.reconcile_started();
+            let _timer = ctx.metrics.reconcile_timer();
             let action = match reconcile(&id, &ctx).await {
                 Ok(action) => {
                     if let Some(h) = ctx.handled.lock().expect("handled lock").get_mut(&id) {
@@ -53,7 +50,8 @@ pub async fn run_controller(
                     error_policy(&e, failures - 1)
                 }
             };
-            ctx.metrics.reconcile_finished(started.elapsed().as_secs_f64());
+            ctx.metrics.set_queue_depth(ctx.queue.len());
+            ctx.metrics.set_in_flight(ctx.queue.in_flight());
             if let Action::Requeue(after) = action {
                 ctx.queue.schedule_after(id, after);
             }

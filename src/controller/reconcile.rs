@@ -159,6 +159,7 @@ fn remember(ctx: &Context, id: &str, signature: String, retry_at: Option<chrono:
 }
 
 async fn publish(ctx: &Context, event_type: EventType, data: serde_json::Value) {
+    ctx.metrics.decision(event_type);
     ctx.sink.publish(Envelope::new(event_type, data)).await;
 }
 

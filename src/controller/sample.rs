@@ -51,6 +51,7 @@ pub async fn run_sampler(
         let started = std::time::Instant::now();
         let usages = sampler.sample(&infos, &host).await;
         let took = started.elapsed();
+        ctx.metrics.sample_pass(took.as_secs_f64());
         if took > ctx.config.sample_interval {
             warn!(?took, containers = infos.len(), "a sampling pass took longer than the interval");
         }

@@ -73,6 +73,7 @@ pub async fn relist(ctx: &Context) -> Result<usize, crate::docker::DockerError> 
 
 async fn handle_event(ctx: &Context, event: DockerEvent) {
     debug!(container = %event.name, action = ?event.action, "docker event");
+    ctx.metrics.docker_event(&event_label(&event.action));
     // What the event says beyond an inspection is recorded before the inspection replaces
     // the container's last known state (a start after a previous life is a restart).
     ctx.observed.apply_event(&event, &ctx.acting);
@@ -88,6 +89,14 @@ async fn handle_event(ctx: &Context, event: DockerEvent) {
         // it, so its events from now on are recorded.
     }
     ctx.queue.schedule_now(event.container_id);
+}
+
+fn event_label(action: &EventAction) -> String {
+    match action {
+        EventAction::HealthStatus(h) => format!("health_status_{}", serde_json::to_value(h).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        EventAction::Other(_) => "other".to_owned(),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    }
 }
 
 /// Runs until `shutdown`: list, then events, resync every `config.resync`, reconnect with backoff.
@@ -145,6 +154,7 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
         if connected.elapsed() > Duration::from_secs(60) {
             backoff.reset();
         }
+        ctx.metrics.watch_restart();
         let delay = backoff.next_delay();
         tokio::select! {
             _ = shutdown.cancelled() => return,

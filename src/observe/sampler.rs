@@ -258,6 +258,16 @@ impl<D: DockerApi> Sampler<D> {
         self.docker.read_resources(id).await
     }
 
+    /// A named future (not a closure's async block) so the stream above stays `Send` for any
+    /// lifetime, which `tokio::spawn` of a sampling task requires.
+    async fn read_for(
+        &self,
+        container: ContainerInfo,
+    ) -> (ContainerInfo, crate::docker::Result<ResourceReading>) {
+        let reading = self.read(&container.id).await;
+        (container, reading)
+    }
+
     /// Reads every running container of `containers` concurrently and returns the usage of
     /// each one that also had a reading in the previous pass, sorted by id.
     pub async fn sample(
@@ -269,9 +279,8 @@ impl<D: DockerApi> Sampler<D> {
             .iter()
             .filter(|c| c.state == ContainerState::Running)
             .collect();
-        let this = &*self;
-        let readings: Vec<(&ContainerInfo, _)> = stream::iter(running)
-            .map(|c| async move { (c, this.read(&c.id).await) })
+        let readings: Vec<(ContainerInfo, _)> = stream::iter(running.into_iter().cloned())
+            .map(|c| self.read_for(c))
             .buffer_unordered(self.concurrency)
             .collect()
             .await;

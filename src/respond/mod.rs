@@ -79,6 +79,8 @@ pub struct Responder {
     pub own_container_id: Option<String>,
     /// Operator-wide dry run.
     pub global_dry_run: bool,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The key of a container's safety state: node and name, so that recreating a container
@@ -90,7 +92,19 @@ pub fn safety_key(node: &str, container: &str) -> String {
 impl Responder {
     /// Runs the gates and, if they allow it, the action; announces and audits the outcome.
     pub async fn respond(&self, req: Request<'_>) -> Response {
+        let started = std::time::Instant::now();
         let response = self.decide_and_act(req).await;
+        let action = req.decision.action.map_or("none", |a| a.as_str());
+        let secs = match response {
+            Response::Success(_) | Response::Failed(_) => started.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        self.metrics.action(action, response.status(), secs);
+        match &response {
+            Response::Rejected(r) => self.metrics.refusal(r.gate()),
+            Response::GaveUp(_) => self.metrics.refusal("circuit_open"),
+            _ => {}
+        }
         self.announce(&req, &response).await;
         response
     }
