@@ -95,6 +95,21 @@ async fn connects_and_describes_the_host() {
 }
 
 #[tokio::test]
+async fn connect_names_the_endpoint_when_the_engine_is_unreachable() {
+    let err = hemostat::docker::BollardDocker::connect_to("unix:///nonexistent/docker.sock")
+        .await
+        .expect_err("no engine there");
+    assert_eq!(err.metric_label(), "unreachable", "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("unix:///nonexistent/docker.sock"),
+        "{message}"
+    );
+    assert!(message.contains("DOCKER_HOST"), "{message}");
+    eprintln!("{message}");
+}
+
+#[tokio::test]
 async fn list_sees_created_running_paused_exited_and_restarting_containers() {
     let _cpu = support::cpu_load().await;
     let docker = support::docker().await;
