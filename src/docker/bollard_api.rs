@@ -58,11 +58,17 @@ impl BollardDocker {
     /// Connects to `DOCKER_HOST` (or the default socket), negotiates the API version and pings.
     pub async fn connect() -> Result<Self> {
         let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.into());
+        Self::connect_to(&endpoint).await
+    }
+
+    /// Connects to `endpoint` (`unix:///var/run/docker.sock`, `tcp://host:2375`), negotiates
+    /// the API version and pings.
+    pub async fn connect_to(endpoint: &str) -> Result<Self> {
         let unreachable = |source| DockerError::Unreachable {
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_string(),
             source,
         };
-        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = Docker::connect_with_host(endpoint).map_err(unreachable)?;
         let docker = with_deadline(
             "negotiate_version",
             CALL_TIMEOUT,
@@ -72,7 +78,7 @@ impl BollardDocker {
         .map_err(unreachable)?;
         let this = BollardDocker {
             docker,
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_string(),
         };
         this.ping().await?;
         Ok(this)
