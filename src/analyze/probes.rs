@@ -114,7 +114,7 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
         }
     }
 
-    found.sort_by(|a, b| b.severity.cmp(&a.severity));
+    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
     found
 }
 

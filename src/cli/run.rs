@@ -79,7 +79,9 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
         .with_context(|| format!("invalid --log-level {level:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -121,10 +123,16 @@ pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
             Err(_) => Ok(None),
         }
     };
-    if let (Some(cpu), Some(probe)) = (read("THRESHOLD_CPU_PERCENT")?, policy.spec.probes.cpu.as_mut()) {
+    if let (Some(cpu), Some(probe)) = (
+        read("THRESHOLD_CPU_PERCENT")?,
+        policy.spec.probes.cpu.as_mut(),
+    ) {
         probe.above_percent = cpu;
     }
-    if let (Some(mem), Some(probe)) = (read("THRESHOLD_MEMORY_PERCENT")?, policy.spec.probes.memory.as_mut()) {
+    if let (Some(mem), Some(probe)) = (
+        read("THRESHOLD_MEMORY_PERCENT")?,
+        policy.spec.probes.memory.as_mut(),
+    ) {
         probe.above_percent = mem;
     }
     if let Some(secs) = read("RESPONDER_COOLDOWN_SECONDS")? {
@@ -135,14 +143,20 @@ pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     }
     let problems = crate::policy::validate::validate(&policy);
     if let Some(v) = problems.first() {
-        bail!("the built-in policy is invalid after applying the environment: {}: {}", v.path, v.message);
+        bail!(
+            "the built-in policy is invalid after applying the environment: {}: {}",
+            v.path,
+            v.message
+        );
     }
     Ok(policy)
 }
 
 fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
     if paths.is_empty() {
-        info!("no --policies given: the built-in default policy governs containers labelled io.hemostat.enable=true");
+        info!(
+            "no --policies given: the built-in default policy governs containers labelled io.hemostat.enable=true"
+        );
         return Ok(vec![builtin_policy_from_env()?]);
     }
     let report = load_paths(paths);
@@ -152,12 +166,20 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
     if report.policies.is_empty() {
         bail!(
             "no valid policy in {} ({} problem(s) above); fix them, or check with `hemostat validate`",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             report.diagnostics.len()
         );
     }
     if !report.diagnostics.is_empty() {
-        warn!(valid = report.policies.len(), invalid = report.diagnostics.len(), "running with the valid policies only");
+        warn!(
+            valid = report.policies.len(),
+            invalid = report.diagnostics.len(),
+            "running with the valid policies only"
+        );
     }
     for p in &report.policies {
         info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
@@ -171,7 +193,10 @@ pub fn own_container_id() -> Option<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     mountinfo.lines().find_map(|line| {
         let at = line.find("/containers/")? + "/containers/".len();
-        let id: String = line[at..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        let id: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect();
         (id.len() == 64 && line.contains("/hostname")).then_some(id)
     })
 }
@@ -223,7 +248,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .await
         .context("cannot reach the Docker engine")?;
     let docker: Arc<dyn DockerApi> = Arc::new(docker);
-    let host = docker.host_info().await.context("cannot read the Docker host's info")?;
+    let host = docker
+        .host_info()
+        .await
+        .context("cannot read the Docker host's info")?;
     info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
 
     let state_dir = state_dir.unwrap_or_else(default_state_dir);

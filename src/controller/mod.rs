@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn error_policy_backs_off_exponentially_up_to_a_minute() {
         let e = Error::Docker(crate::docker::DockerError::NotFound { id: "x".into() });
-        let delays: Vec<_> = [0, 1, 2, 5, 6, 20].iter().map(|n| error_policy(&e, *n)).collect();
+        let delays: Vec<_> = [0, 1, 2, 5, 6, 20]
+            .iter()
+            .map(|n| error_policy(&e, *n))
+            .collect();
         let secs: Vec<u64> = delays
             .iter()
             .map(|a| match a {

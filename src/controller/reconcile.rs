@@ -76,7 +76,12 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
 
     let decision_id = uuid::Uuid::new_v4().to_string();
     if is_new {
-        publish(ctx, EventType::HealthAlert, alert_data(ctx, &observed, &seen, &policy, &decision, &decision_id)).await;
+        publish(
+            ctx,
+            EventType::HealthAlert,
+            alert_data(ctx, &observed, &seen, &policy, &decision, &decision_id),
+        )
+        .await;
     }
     let Some(action) = decision.action else {
         if is_new {
@@ -108,9 +113,15 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
 
 /// When to look again at a container with no finding yet: at the latest after a resync, or
 /// when an unhealthy healthcheck will have lasted the policy's `unhealthyFor`.
-fn next_look(ctx: &Context, policy: &HealthPolicy, observed: &Observed, now: chrono::DateTime<Utc>) -> Duration {
+fn next_look(
+    ctx: &Context,
+    policy: &HealthPolicy,
+    observed: &Observed,
+    now: chrono::DateTime<Utc>,
+) -> Duration {
     let mut wait = ctx.config.resync;
-    if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since) {
+    if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
+    {
         let due = since + chrono::Duration::from_std(probe.unhealthy_for.get()).unwrap_or_default();
         if let Ok(left) = (due - now).to_std() {
             wait = wait.min(left + Duration::from_millis(50));

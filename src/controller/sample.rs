@@ -53,7 +53,11 @@ pub async fn run_sampler(
         let took = started.elapsed();
         ctx.metrics.sample_pass(took.as_secs_f64());
         if took > ctx.config.sample_interval {
-            warn!(?took, containers = infos.len(), "a sampling pass took longer than the interval");
+            warn!(
+                ?took,
+                containers = infos.len(),
+                "a sampling pass took longer than the interval"
+            );
         }
         let now = Utc::now();
         for (id, usage) in usages {

@@ -22,9 +22,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            next: Self::FIRST,
-        }
+        Self { next: Self::FIRST }
     }
 }
 
@@ -51,7 +49,10 @@ fn in_scope(ctx: &Context, event: &DockerEvent) -> bool {
         None => true,
         Some(filter) => {
             let (k, v) = filter.split_once('=').unwrap_or((filter.as_str(), ""));
-            event.labels.get(k).is_some_and(|value| v.is_empty() || value == v)
+            event
+                .labels
+                .get(k)
+                .is_some_and(|value| v.is_empty() || value == v)
         }
     }
 }
@@ -83,7 +84,9 @@ async fn handle_event(ctx: &Context, event: DockerEvent) {
         match ctx.docker.inspect(&event.container_id).await {
             Ok(Some(info)) => ctx.observed.upsert(info, Utc::now()),
             Ok(None) => ctx.observed.remove(&event.container_id),
-            Err(e) => warn!(container = %event.name, error = %e, "inspect after event failed; the resync will catch up"),
+            Err(e) => {
+                warn!(container = %event.name, error = %e, "inspect after event failed; the resync will catch up")
+            }
         }
         // A container created after the last list has no entry yet: the upsert above created
         // it, so its events from now on are recorded.
@@ -93,7 +96,13 @@ async fn handle_event(ctx: &Context, event: DockerEvent) {
 
 fn event_label(action: &EventAction) -> String {
     match action {
-        EventAction::HealthStatus(h) => format!("health_status_{}", serde_json::to_value(h).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        EventAction::HealthStatus(h) => format!(
+            "health_status_{}",
+            serde_json::to_value(h)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
         EventAction::Other(_) => "other".to_owned(),
         other => format!("{other:?}").to_ascii_lowercase(),
     }
@@ -171,7 +180,10 @@ mod tests {
     fn backoff_doubles_up_to_thirty_seconds_and_resets() {
         let mut b = Backoff::default();
         let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert_eq!(
+            delays,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(250));
     }

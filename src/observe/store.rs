@@ -72,7 +72,13 @@ impl ObservedStore {
 
     /// Copies of every view.
     pub fn all(&self) -> Vec<Observed> {
-        let mut all: Vec<Observed> = self.containers.read().expect("store lock").values().cloned().collect();
+        let mut all: Vec<Observed> = self
+            .containers
+            .read()
+            .expect("store lock")
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
         all
     }
@@ -117,7 +123,8 @@ impl ObservedStore {
                     }
                     _ => o.unhealthy_since = None,
                 }
-                if info.state == ContainerState::Running && o.info.state != ContainerState::Running {
+                if info.state == ContainerState::Running && o.info.state != ContainerState::Running
+                {
                     o.oom_seen = false;
                 }
                 o.info = info;
@@ -134,7 +141,11 @@ impl ObservedStore {
             self.upsert(info, now);
         }
         let mut map = self.containers.write().expect("store lock");
-        let gone: Vec<String> = map.keys().filter(|id| !ids.contains(*id)).cloned().collect();
+        let gone: Vec<String> = map
+            .keys()
+            .filter(|id| !ids.contains(*id))
+            .cloned()
+            .collect();
         for id in &gone {
             map.remove(id);
         }

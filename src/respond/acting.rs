@@ -24,7 +24,10 @@ pub struct ActingGuard<'a> {
 impl Acting {
     /// Marks `id` as being acted on until the guard drops.
     pub fn begin(&self, id: &str) -> ActingGuard<'_> {
-        self.ids.lock().expect("acting mutex").insert(id.to_owned(), None);
+        self.ids
+            .lock()
+            .expect("acting mutex")
+            .insert(id.to_owned(), None);
         ActingGuard {
             acting: self,
             id: id.to_owned(),

@@ -130,7 +130,9 @@ impl Responder {
             .await
         {
             Ok(s) => s,
-            Err(e) => return Response::Failed(format!("safety state unavailable, not acting: {e}")),
+            Err(e) => {
+                return Response::Failed(format!("safety state unavailable, not acting: {e}"));
+            }
         };
         if tripped {
             return self.give_up(req, safety.failures.len()).await;
@@ -186,7 +188,11 @@ impl Responder {
         let _acting = self.acting.begin(&req.info.id);
         info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
         let result = self.execute(req, action, command, now).await;
-        let outcome = if result.is_ok() { Outcome::Succeeded } else { Outcome::Failed };
+        let outcome = if result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
         let finished = Utc::now();
         let mut tripped = false;
         let after = self
@@ -223,7 +229,9 @@ impl Responder {
             GiveUp::Stop => {
                 let _acting = self.acting.begin(&req.info.id);
                 match self.docker.stop(&req.info.id, r.stop_timeout.get()).await {
-                    Ok(()) => Response::GaveUp(format!("{base}; stopped the container (onGiveUp: stop)")),
+                    Ok(()) => {
+                        Response::GaveUp(format!("{base}; stopped the container (onGiveUp: stop)"))
+                    }
                     Err(e) => Response::GaveUp(format!("{base}; onGiveUp stop failed: {e}")),
                 }
             }
@@ -248,7 +256,10 @@ impl Responder {
                 self.verify_back(req, started).await
             }
             ActionKind::Start => {
-                self.docker.start(id).await.map_err(|e| format!("start failed: {e}"))?;
+                self.docker
+                    .start(id)
+                    .await
+                    .map_err(|e| format!("start failed: {e}"))?;
                 self.verify_back(req, started).await
             }
             ActionKind::Stop => {
@@ -260,7 +271,10 @@ impl Responder {
             }
             ActionKind::Exec => {
                 let command = command.ok_or("no exec command is allow-listed")?;
-                let timeout = r.exec.as_ref().map_or(Duration::from_secs(30), |e| e.timeout.get());
+                let timeout = r
+                    .exec
+                    .as_ref()
+                    .map_or(Duration::from_secs(30), |e| e.timeout.get());
                 let out = self
                     .docker
                     .exec(id, command, timeout)
@@ -268,7 +282,10 @@ impl Responder {
                     .map_err(|e| format!("exec failed: {e}"))?;
                 match out.exit_code {
                     Some(0) => Ok(format!("exec {command:?} exited 0")),
-                    code => Err(format!("exec {command:?} exited {code:?}: {}", out.output.trim())),
+                    code => Err(format!(
+                        "exec {command:?} exited {code:?}: {}",
+                        out.output.trim()
+                    )),
                 }
             }
         }
@@ -276,7 +293,11 @@ impl Responder {
 
     /// Did it come back? Running since after the action, not unhealthy (healthy if it has a
     /// healthcheck), and still running a moment later.
-    async fn verify_back(&self, req: Request<'_>, started: DateTime<Utc>) -> Result<String, String> {
+    async fn verify_back(
+        &self,
+        req: Request<'_>,
+        started: DateTime<Utc>,
+    ) -> Result<String, String> {
         let within = req.policy.spec.remediation.verify_within.get();
         let deadline = tokio::time::Instant::now() + within;
         let settle = Duration::from_secs(1).min(within / 2);
@@ -285,7 +306,9 @@ impl Responder {
         loop {
             match self.docker.inspect(&req.info.id).await {
                 Ok(Some(info)) => {
-                    let restarted = info.started_at.is_some_and(|s| s >= started - chrono::Duration::seconds(1));
+                    let restarted = info
+                        .started_at
+                        .is_some_and(|s| s >= started - chrono::Duration::seconds(1));
                     let healthy = matches!(info.health, HealthStatus::None | HealthStatus::Healthy);
                     let up = info.state == ContainerState::Running && restarted;
                     last = format!("state {:?}, health {:?}", info.state, info.health);
@@ -302,14 +325,21 @@ impl Responder {
                 Err(e) => last = format!("inspect failed: {e}"),
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!("did not come back within {}: {last}", req.policy.spec.remediation.verify_within));
+                return Err(format!(
+                    "did not come back within {}: {last}",
+                    req.policy.spec.remediation.verify_within
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     async fn announce(&self, req: &Request<'_>, response: &Response) {
-        let action = req.decision.action.map_or("none", |a| a.as_str()).to_owned();
+        let action = req
+            .decision
+            .action
+            .map_or("none", |a| a.as_str())
+            .to_owned();
         let (details, gate) = match response {
             Response::Success(d) | Response::Failed(d) => (d.clone(), None),
             Response::Rejected(r) => (r.to_string(), Some(r.gate().to_owned())),
@@ -338,7 +368,9 @@ impl Responder {
             "gate": gate,
             "gave_up": matches!(response, Response::GaveUp(_)),
         });
-        self.sink.publish(Envelope::new(EventType::RemediationComplete, data)).await;
+        self.sink
+            .publish(Envelope::new(EventType::RemediationComplete, data))
+            .await;
         let record = AuditRecord {
             decision_id: req.decision_id.to_owned(),
             timestamp: Utc::now(),

@@ -61,7 +61,14 @@ impl Operator {
             .args(["--label-filter", run_label])
             .arg("--state-dir")
             .arg(state_dir)
-            .args(["--sample-interval", "1s", "--resync-interval", "5s", "--log-level", "hemostat=debug,info"])
+            .args([
+                "--sample-interval",
+                "1s",
+                "--resync-interval",
+                "5s",
+                "--log-level",
+                "hemostat=debug,info",
+            ])
             .args(extra)
             .env("HEMOSTAT_NODE_NAME", "test-node")
             .stdout(Stdio::null())
@@ -87,7 +94,11 @@ impl Operator {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "operator never became ready; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "operator never became ready; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -110,7 +121,11 @@ impl Operator {
 
     /// The audit trail (oldest first).
     pub async fn audit(&self) -> Vec<Value> {
-        self.get("/api/v1/audit?limit=1000").await.as_array().cloned().unwrap_or_default()
+        self.get("/api/v1/audit?limit=1000")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Audit records about one container.
@@ -124,11 +139,13 @@ impl Operator {
 
     /// Recent envelopes of one type about one container.
     pub async fn decisions(&self, event_type: &str, container: &str) -> Vec<Value> {
-        self.get(&format!("/api/v1/decisions?type={event_type}&container={container}&limit=1000"))
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.get(&format!(
+            "/api/v1/decisions?type={event_type}&container={container}&limit=1000"
+        ))
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
     }
 
     /// Sends SIGKILL: no chance to clean up (what `kill -9` does).
@@ -142,7 +159,9 @@ impl Operator {
     /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
