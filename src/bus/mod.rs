@@ -74,6 +74,9 @@ pub struct AuditRecord {
     pub reason: String,
     /// What happened, or why it was refused.
     pub details: String,
+    /// When the call to the engine started (for actions that ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Which gate refused it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,

@@ -286,6 +286,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             own_container_id: own,
             global_dry_run: dry_run,
             metrics: metrics.clone(),
+            action_started: Default::default(),
         },
         acting,
         queue,

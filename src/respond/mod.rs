@@ -81,6 +81,8 @@ pub struct Responder {
     pub global_dry_run: bool,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// When the engine call of each decision started, until it is audited.
+    pub action_started: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
 }
 
 /// The key of a container's safety state: node and name, so that recreating a container
@@ -187,6 +189,10 @@ impl Responder {
         }
         let _acting = self.acting.begin(&req.info.id);
         info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
+        self.action_started
+            .lock()
+            .expect("started lock")
+            .insert(req.decision_id.to_owned(), Utc::now());
         let result = self.execute(req, action, command, now).await;
         let outcome = if result.is_ok() {
             Outcome::Succeeded
@@ -207,14 +213,18 @@ impl Responder {
             warn!(container = %req.info.name, error = %e, "could not record the outcome");
         }
         drop(_acting);
+        let own = match result {
+            Ok(details) => Response::Success(details),
+            Err(details) => Response::Failed(details),
+        };
         if tripped {
+            // The action's own outcome is on the record too, then the give-up.
+            self.metrics.action(action.as_str(), own.status(), 0.0);
+            self.announce(&req, &own).await;
             let failures = after.map(|s| s.failures.len()).unwrap_or_default();
             return self.give_up(req, failures).await;
         }
-        match result {
-            Ok(details) => Response::Success(details),
-            Err(details) => Response::Failed(details),
-        }
+        own
     }
 
     async fn give_up(&self, req: Request<'_>, failures: usize) -> Response {
@@ -383,6 +393,11 @@ impl Responder {
             reason: req.decision.reason.clone(),
             details,
             gate,
+            action_started_at: self
+                .action_started
+                .lock()
+                .expect("started lock")
+                .remove(req.decision_id),
         };
         if let Err(e) = self.store.append_audit(record).await {
             warn!(error = %e, "could not append to the audit trail");
