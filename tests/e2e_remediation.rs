@@ -437,3 +437,36 @@ async fn sigterm_stops_the_operator_cleanly() {
     let mut op = started(&dir, &run, CRASH_POLICY, &[]).await;
     assert_eq!(op.terminate(), Some(0), "log:\n{}", op.log_text());
 }
+
+#[tokio::test]
+async fn an_allow_listed_exec_is_tried_before_a_restart() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "  probes:\n    healthcheck: {unhealthyFor: 1s}\n  remediation:\n    actions: [exec, restart]\n    exec:\n      allowed: [[\"touch\", \"/tmp/healthy\"]]\n      timeout: 5s\n    cooldown: 1h\n";
+    let op = started(&dir, &run, policy, &[]).await;
+    let id = run
+        .spawn(
+            "reloadable",
+            target(ContainerSpec::sleeper()).healthcheck(
+                ["test", "-f", "/tmp/healthy"],
+                Duration::from_secs(1),
+                1,
+            ),
+        )
+        .await;
+    let name = run.name("reloadable");
+    let started_at = state(&run, &id).1;
+    let record = wait_for(Duration::from_secs(30), "the exec repairs it", || async {
+        op.audit_for(&name)
+            .await
+            .into_iter()
+            .find(|r| r["status"] == "success")
+    })
+    .await;
+    assert_eq!(record["action"], "exec", "{record}");
+    wait_until(Duration::from_secs(10), "it turns healthy", || async {
+        run.docker_cli(&["inspect", "-f", "{{.State.Health.Status}}", &id]) == "healthy"
+    })
+    .await;
+    assert_eq!(state(&run, &id).1, started_at, "it was not restarted");
+}
