@@ -31,6 +31,7 @@ pub struct MemoryStore {
     /// across an await.
     durable: Mutex<Durable>,
     locks: Mutex<HashMap<String, (String, Instant)>>,
+    budgets: Mutex<HashMap<String, VecDeque<Instant>>>,
     path: Option<PathBuf>,
 }
 
@@ -40,6 +41,7 @@ impl MemoryStore {
         Self {
             durable: Mutex::new(Durable::default()),
             locks: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
             path: None,
         }
     }
@@ -68,6 +70,7 @@ impl MemoryStore {
         Ok(Self {
             durable: Mutex::new(durable),
             locks: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
             path: Some(path),
         })
     }
@@ -135,6 +138,26 @@ impl StateStore for MemoryStore {
             locks.remove(key);
         }
         Ok(())
+    }
+
+    async fn take_fleet_budget(
+        &self,
+        budget: &str,
+        max: u32,
+        per: Duration,
+        _id: &str,
+    ) -> Result<bool> {
+        let mut budgets = self.budgets.lock().expect("budget mutex");
+        let taken = budgets.entry(budget.to_owned()).or_default();
+        let now = Instant::now();
+        while taken.front().is_some_and(|t| now.duration_since(*t) >= per) {
+            taken.pop_front();
+        }
+        if taken.len() as u32 >= max {
+            return Ok(false);
+        }
+        taken.push_back(now);
+        Ok(true)
     }
 
     async fn append_audit(&self, record: AuditRecord) -> Result<()> {
@@ -277,6 +300,18 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn the_fleet_budget_allows_max_actions_per_window() {
+        let store = MemoryStore::ephemeral();
+        let per = Duration::from_millis(50);
+        assert!(store.take_fleet_budget("p", 2, per, "a").await.unwrap());
+        assert!(store.take_fleet_budget("p", 2, per, "b").await.unwrap());
+        assert!(!store.take_fleet_budget("p", 2, per, "c").await.unwrap());
+        assert!(store.take_fleet_budget("other", 2, per, "d").await.unwrap());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(store.take_fleet_budget("p", 2, per, "e").await.unwrap());
     }
 
     #[tokio::test]

@@ -97,6 +97,16 @@ pub trait StateStore: Send + Sync + 'static {
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool>;
     /// Releases the lock if `owner` holds it.
     async fn unlock(&self, key: &str, owner: &str) -> Result<()>;
+    /// Takes one action from the fleet-wide budget `budget` (a policy name): true when fewer
+    /// than `max` actions were taken in the last `per`, in which case this one is counted,
+    /// atomically across every operator sharing the store.
+    async fn take_fleet_budget(
+        &self,
+        budget: &str,
+        max: u32,
+        per: Duration,
+        id: &str,
+    ) -> Result<bool>;
     /// Appends to the audit trail.
     async fn append_audit(&self, record: AuditRecord) -> Result<()>;
     /// The newest audit records, newest last.

@@ -142,7 +142,8 @@ fn retry_after(
         Response::Success(_) | Response::Failed(_) => Some(after(r.cooldown.get())),
         Response::Rejected(Refusal::Cooldown { until, .. })
         | Response::Rejected(Refusal::CircuitOpen { until, .. }) => Some(*until),
-        Response::Rejected(Refusal::MaxActions { .. }) => Some(after(Duration::from_secs(60))),
+        Response::Rejected(Refusal::MaxActions { .. })
+        | Response::Rejected(Refusal::FleetBudget { .. }) => Some(after(Duration::from_secs(60))),
         Response::Rejected(Refusal::InFlight) => Some(after(Duration::from_secs(5))),
         Response::GaveUp(_) => Some(after(r.circuit_breaker.open_for.get())),
         Response::Rejected(_) | Response::DryRun => None,

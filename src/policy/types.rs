@@ -308,6 +308,21 @@ pub struct Remediation {
     /// How long a repaired container has to come back running and healthy (default 30s).
     #[serde(default = "default_verify_within")]
     pub verify_within: HumanDuration,
+    /// At most this many actions of this policy across the whole fleet per window (like a
+    /// PodDisruptionBudget); enforced atomically in the shared store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_budget: Option<FleetBudget>,
+}
+
+/// A fleet-wide limit on disruptive actions of one policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetBudget {
+    /// Actions allowed across all nodes in the window.
+    pub max_actions: u32,
+    /// The window (default 1h).
+    #[serde(default = "default_window")]
+    pub per: HumanDuration,
 }
 
 impl Default for Remediation {
@@ -323,6 +338,7 @@ impl Default for Remediation {
             min_confidence: default_min_confidence(),
             dry_run: false,
             verify_within: default_verify_within(),
+            fleet_budget: None,
         }
     }
 }

@@ -223,6 +223,14 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
         out,
     );
     check_positive("spec.remediation.verifyWithin", r.verify_within, out);
+    if let Some(budget) = &r.fleet_budget {
+        check_count(
+            "spec.remediation.fleetBudget.maxActions",
+            budget.max_actions,
+            out,
+        );
+        check_positive("spec.remediation.fleetBudget.per", budget.per, out);
+    }
     if !(0.0..=1.0).contains(&r.min_confidence) {
         out.push(Violation::new(
             "spec.remediation.minConfidence",

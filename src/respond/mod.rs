@@ -171,6 +171,32 @@ impl Responder {
             Ok(false) => return Response::Rejected(Refusal::InFlight),
             Err(e) => return Response::Failed(format!("lock unavailable, not acting: {e}")),
         }
+        if let Some(budget) = &r.fleet_budget {
+            let taken = self
+                .store
+                .take_fleet_budget(
+                    &req.policy.metadata.name,
+                    budget.max_actions,
+                    budget.per.get(),
+                    req.decision_id,
+                )
+                .await;
+            let refusal = match taken {
+                Ok(true) => None,
+                Ok(false) => Some(Response::Rejected(Refusal::FleetBudget {
+                    policy: req.policy.metadata.name.clone(),
+                    max: budget.max_actions,
+                    per: budget.per.to_string(),
+                })),
+                Err(e) => Some(Response::Failed(format!(
+                    "fleet budget unavailable, not acting: {e}"
+                ))),
+            };
+            if let Some(refusal) = refusal {
+                let _ = self.store.unlock(&key, &self.owner).await;
+                return refusal;
+            }
+        }
         // Durable before acting: a crash from here on still holds the cooldown.
         let record = ActionRecord {
             decision_id: req.decision_id.to_owned(),

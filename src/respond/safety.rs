@@ -102,6 +102,18 @@ pub enum Refusal {
     /// Another action on this container is running (here or on another node).
     #[error("another action on this container is in flight")]
     InFlight,
+    /// The policy's fleet-wide budget is spent.
+    #[error(
+        "fleet budget of policy {policy} spent: at most {max} actions per {per} across all nodes"
+    )]
+    FleetBudget {
+        /// The policy.
+        policy: String,
+        /// Its budget.
+        max: u32,
+        /// Its window.
+        per: String,
+    },
 }
 
 impl Refusal {
@@ -117,6 +129,7 @@ impl Refusal {
             Self::MaxActions { .. } => "max_actions",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::InFlight => "in_flight",
+            Self::FleetBudget { .. } => "fleet_budget",
         }
     }
 }
