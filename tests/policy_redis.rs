@@ -164,6 +164,30 @@ fn apply_get_describe_diff_delete_as_a_user_runs_them() {
         "healthpolicy/web configured\nhealthpolicy/db created\n"
     );
 
+    // `status` is the operator's: stripped before storing, and ignored when comparing.
+    let with_status = format!("{}status: {{matchedContainers: 3}}\n", policy_yaml("db", 5));
+    let status_path = write(dir.path(), "status.yaml", &with_status);
+    let (_, out, _) = redis.hemostat(&["apply", "-f", &status_path]);
+    assert_eq!(out, "healthpolicy/db unchanged\n");
+    let mut conn = redis.client().get_connection().unwrap();
+    let stored: String = redis::cmd("HGET")
+        .arg("hemostat:policies")
+        .arg("db")
+        .query(&mut conn)
+        .unwrap();
+    assert!(stored.contains("# applied by the test"), "{stored}");
+    let (_, out, _) = redis.hemostat(&["delete", "policy", "db"]);
+    assert_eq!(out, "healthpolicy/db deleted\n");
+    let (_, out, _) = redis.hemostat(&["apply", "-f", &status_path]);
+    assert_eq!(out, "healthpolicy/db created\n");
+    let stored: String = redis::cmd("HGET")
+        .arg("hemostat:policies")
+        .arg("db")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!stored.contains("status"), "{stored}");
+    assert_eq!(parse(&stored), parse(&policy_yaml("db", 5)));
+
     // get -o json / yaml / table
     let (code, out, _) = redis.hemostat(&["get", "policies", "-o", "json"]);
     assert_eq!(code, 0);
@@ -409,6 +433,23 @@ async fn the_watcher_enforces_applies_quickly_and_never_takes_garbage() {
     wait_for(&registry, Duration::from_secs(2), "deletes", |s| {
         priority_of(s, "web") == Some(99) && priority_of(s, "marker").is_none()
     })
+    .await;
+
+    // A valid value written without any announcement is picked up by the periodic poll.
+    let quiet = policy_yaml("quiet", 6);
+    let () = redis::cmd("HSET")
+        .arg("hemostat:policies")
+        .arg("quiet")
+        .arg(&quiet)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_for(
+        &registry,
+        Duration::from_secs(7),
+        "unannounced quiet",
+        |s| priority_of(s, "quiet") == Some(6),
+    )
     .await;
 
     shutdown.cancel();

@@ -41,6 +41,8 @@ pub const META_KEY: &str = "hemostat:policies:meta";
 pub const CHANGED_CHANNEL: &str = "hemostat:policies:changed";
 /// How often the watcher re-reads everything even without a change message.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the watcher waits for Redis to answer a read before reconnecting.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a repository operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -581,21 +583,27 @@ pub async fn watch_policies_with(
                     if changed.is_err() { base_open = false; continue; }
                 }
             }
-            let all: Result<BTreeMap<String, Vec<u8>>, _> = conn.hgetall(POLICIES_KEY).await;
-            match all {
-                Ok(all) => {
-                    state.update(all);
-                    let set = compose(&base.borrow(), &state.good);
-                    if registry.snapshot().as_slice() != set.as_slice() {
-                        let names: Vec<&str> =
-                            set.iter().map(|p| p.metadata.name.as_str()).collect();
-                        info!(policies = ?names, "policies in force updated");
-                        registry.replace(set);
+            let read = tokio::time::timeout(READ_TIMEOUT, conn.hgetall(POLICIES_KEY));
+            let all: BTreeMap<String, Vec<u8>> = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = read => match r {
+                    Ok(Ok(all)) => all,
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot read applied policies from Redis; keeping the policies in force and reconnecting");
+                        break;
                     }
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot read applied policies from Redis; keeping the policies in force");
-                }
+                    Err(_) => {
+                        warn!(timeout = ?READ_TIMEOUT, "Redis did not answer; keeping the policies in force and reconnecting");
+                        break;
+                    }
+                },
+            };
+            state.update(all);
+            let set = compose(&base.borrow(), &state.good);
+            if registry.snapshot().as_slice() != set.as_slice() {
+                let names: Vec<&str> = set.iter().map(|p| p.metadata.name.as_str()).collect();
+                info!(policies = ?names, "policies in force updated");
+                registry.replace(set);
             }
         }
     }
