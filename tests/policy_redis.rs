@@ -650,3 +650,33 @@ async fn describe_and_get_read_a_running_operator() {
     assert!(err.contains("not reachable at http://127.0.0.1:9"), "{err}");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_applies_each_see_a_consistent_outcome_and_generation() {
+    use hemostat::policy::remote::Outcome;
+    let redis = Redis::start();
+    let repo = PolicyRepo::connect(redis.client()).await.unwrap();
+    let tasks: Vec<_> = (1..=10)
+        .map(|priority| {
+            let mut repo = repo.clone();
+            tokio::spawn(async move {
+                repo.apply("t", &policy_yaml("race", priority))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap()[0].1);
+    }
+    let created = outcomes.iter().filter(|o| **o == Outcome::Created).count();
+    let configured = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Configured)
+        .count();
+    assert_eq!((created, configured), (1, 9), "{outcomes:?}");
+    let mut repo = repo;
+    let stored = repo.get("race").await.unwrap().unwrap();
+    assert_eq!(stored.meta.unwrap().generation, 10);
+}

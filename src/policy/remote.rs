@@ -41,6 +41,26 @@ pub const META_KEY: &str = "hemostat:policies:meta";
 pub const CHANGED_CHANNEL: &str = "hemostat:policies:changed";
 /// How often the watcher re-reads everything even without a change message.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Writes policies only if each is still what was read (KEYS: policies, meta; ARGV: channel,
+/// then per policy: name, had-a-value flag, the value read, new text, new meta JSON).
+const APPLY_SCRIPT: &str = r"
+for i = 2, #ARGV, 5 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if ARGV[i + 1] == '1' then
+    if current ~= ARGV[i + 2] then return 0 end
+  elseif current then
+    return 0
+  end
+end
+for i = 2, #ARGV, 5 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 4])
+  redis.call('PUBLISH', ARGV[1], ARGV[i])
+end
+return 1
+";
+/// How many times an apply is recomputed when the policies change under it.
+const APPLY_ATTEMPTS: u64 = 20;
 /// How long the watcher waits for Redis to answer a read before reconnecting.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -210,7 +230,9 @@ impl PolicyRepo {
 
     /// Validates every document of `text` (named `source` in diagnostics) and stores each
     /// policy. Anything invalid: [`RemoteError::Invalid`] with every diagnostic, and nothing
-    /// is written. Changes are written in one transaction and each changed name is published.
+    /// is written. Changes are written at once (a Lua compare-and-set: when someone else
+    /// changed one of these policies between the read and the write, the whole apply is
+    /// recomputed) and each changed name is published on [`CHANGED_CHANNEL`].
     pub async fn apply(
         &mut self,
         source: &str,
@@ -221,42 +243,66 @@ impl PolicyRepo {
             .iter()
             .map(|d| d.policy.metadata.name.as_str())
             .collect();
-        let stored: Vec<Option<Vec<u8>>> = self.fetch(POLICIES_KEY, &names).await?;
-        let metas: Vec<Option<String>> = self.fetch(META_KEY, &names).await?;
-        let now = Utc::now();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut outcomes = Vec::new();
-        let mut writes = 0usize;
-        for ((doc, old), meta) in docs.iter().zip(stored).zip(metas) {
-            let name = doc.policy.metadata.name.clone();
-            let previous = old.as_deref().map(|b| validate_stored(&name, b));
-            let outcome = match previous {
-                None => Outcome::Created,
-                Some(Ok(p)) if p == doc.policy => Outcome::Unchanged,
-                Some(_) => Outcome::Configured,
-            };
-            if outcome != Outcome::Unchanged {
-                let generation = meta
-                    .and_then(|m| serde_json::from_str::<PolicyMeta>(&m).ok())
-                    .filter(|_| outcome == Outcome::Configured)
-                    .map_or(1, |m| m.generation + 1);
-                let meta = PolicyMeta {
-                    generation,
-                    applied_at: now,
+        let script = redis::Script::new(APPLY_SCRIPT);
+        let mut attempt: u64 = 0;
+        loop {
+            attempt += 1;
+            let stored: Vec<Option<Vec<u8>>> = self.fetch(POLICIES_KEY, &names).await?;
+            let metas: Vec<Option<String>> = self.fetch(META_KEY, &names).await?;
+            let now = Utc::now();
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(POLICIES_KEY)
+                .key(META_KEY)
+                .arg(CHANGED_CHANNEL);
+            let mut outcomes = Vec::new();
+            let mut writes = 0usize;
+            for ((doc, old), meta) in docs.iter().zip(stored).zip(metas) {
+                let name = doc.policy.metadata.name.clone();
+                let previous = old.as_deref().map(|b| validate_stored(&name, b));
+                let outcome = match previous {
+                    None => Outcome::Created,
+                    Some(Ok(p)) if p == doc.policy => Outcome::Unchanged,
+                    Some(_) => Outcome::Configured,
                 };
-                let meta = serde_json::to_string(&meta).unwrap_or_default();
-                pipe.hset(POLICIES_KEY, &name, &doc.text).ignore();
-                pipe.hset(META_KEY, &name, meta).ignore();
-                pipe.publish(CHANGED_CHANNEL, &name).ignore();
-                writes += 1;
+                if outcome != Outcome::Unchanged {
+                    let generation = meta
+                        .and_then(|m| serde_json::from_str::<PolicyMeta>(&m).ok())
+                        .filter(|_| outcome == Outcome::Configured)
+                        .map_or(1, |m| m.generation + 1);
+                    let meta = PolicyMeta {
+                        generation,
+                        applied_at: now,
+                    };
+                    let meta = serde_json::to_string(&meta).unwrap_or_default();
+                    invocation
+                        .arg(&name)
+                        .arg(if old.is_some() { "1" } else { "0" })
+                        .arg(old.unwrap_or_default())
+                        .arg(&doc.text)
+                        .arg(meta);
+                    writes += 1;
+                }
+                outcomes.push((name, outcome));
             }
-            outcomes.push((name, outcome));
+            if writes == 0 {
+                return Ok(outcomes);
+            }
+            let written: i64 = invocation.invoke_async(&mut self.conn).await?;
+            if written == 1 || attempt >= APPLY_ATTEMPTS {
+                if written != 1 {
+                    return Err(RemoteError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "these policies keep changing under this apply; try again",
+                    ))));
+                }
+                return Ok(outcomes);
+            }
+            debug!(attempt, "policies changed during apply; recomputing");
+            // Jitter, so that concurrent appliers do not keep colliding.
+            let jitter = (uuid::Uuid::new_v4().as_u128() % 20) as u64 + 1;
+            tokio::time::sleep(Duration::from_millis(jitter * attempt)).await;
         }
-        if writes > 0 {
-            let () = pipe.query_async(&mut self.conn).await?;
-        }
-        Ok(outcomes)
     }
 
     /// One stored policy, if there is one by that name.
