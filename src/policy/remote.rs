@@ -14,7 +14,10 @@
 //!
 //! On a name clash between a policy from the operator's files (`base`) and one applied
 //! through Redis, **the Redis one wins**: `hemostat apply` is the fleet-wide, most recent
-//! intent, while files are each node's bootstrap set. The shadowing is logged.
+//! intent, while files are each node's bootstrap set.
+//!
+//! `apply` writes both hashes in one Lua script: on a Redis Cluster the two keys must share a
+//! slot, which these (compatible) names do not; a single Redis or Sentinel setup is assumed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
