@@ -1,5 +1,6 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod policy_cmds;
 pub mod run;
 pub mod validate;
 
@@ -23,6 +24,16 @@ pub enum Command {
     Schema,
     /// Run the operator: watch the engine, analyze, repair within the policies' limits.
     Run(run::RunArgs),
+    /// Create or update policies in Redis from files (`healthpolicy/NAME created|configured|unchanged`).
+    Apply(policy_cmds::ApplyArgs),
+    /// Show what `apply` would change; exits 0 when nothing, 1 when something would change.
+    Diff(policy_cmds::DiffArgs),
+    /// List policies (Redis), or containers and decisions of a running operator.
+    Get(policy_cmds::GetArgs),
+    /// Show one policy with its matched containers and recent decisions.
+    Describe(policy_cmds::DescribeArgs),
+    /// Delete a policy from Redis.
+    Delete(policy_cmds::DeleteArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -30,6 +41,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate(args) => Ok(validate::run(args)),
         Command::Run(args) => run::run(args).await,
+        Command::Apply(args) => policy_cmds::apply(args).await,
+        Command::Diff(args) => policy_cmds::diff(args).await,
+        Command::Get(args) => policy_cmds::get(args).await,
+        Command::Describe(args) => policy_cmds::describe(args).await,
+        Command::Delete(args) => policy_cmds::delete(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

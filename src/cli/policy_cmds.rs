@@ -1,0 +1,730 @@
+//! kubectl-style policy management through Redis: `apply`, `get`, `describe`, `delete`, `diff`.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, ValueEnum};
+use redis::IntoConnectionInfo as _;
+
+use crate::http::api::ContainerView;
+use crate::policy::remote::{DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml};
+use crate::policy::{HealthPolicy, load_paths};
+
+/// Where Redis is. `--redis-url`/`REDIS_URL` wins; otherwise `REDIS_HOST`/`REDIS_PORT`;
+/// `REDIS_PASSWORD` is used when the URL carries none.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (redis://[:password@]host:port[/db], rediss:// for TLS).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis host, when no URL is given.
+    #[arg(long, env = "REDIS_HOST", default_value = "127.0.0.1")]
+    pub redis_host: String,
+    /// Redis port, when no URL is given.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+    /// Redis password (never printed).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+}
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let redacted = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        // `redis://secret@host`: the single part is the password for Redis.
+        "***".to_owned()
+    };
+    format!(
+        "{}://{redacted}@{}{}",
+        &url[..scheme_end],
+        &authority[at + 1..],
+        &rest[authority_end..]
+    )
+}
+
+/// A Redis client from the arguments (or environment), and the URL to name in messages
+/// (never with the password).
+pub fn redis_client_from_env_or_args(args: &RedisArgs) -> anyhow::Result<(redis::Client, String)> {
+    let (info, shown) = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let shown = redact_url(url);
+            let info = url
+                .into_connection_info()
+                .map_err(|e| anyhow!("invalid Redis URL {shown}: {e}"))?;
+            (info, shown)
+        }
+        None => {
+            let info = (args.redis_host.as_str(), args.redis_port)
+                .into_connection_info()
+                .map_err(|e| anyhow!("invalid Redis address: {e}"))?;
+            (
+                info,
+                format!("redis://{}:{}", args.redis_host, args.redis_port),
+            )
+        }
+    };
+    let info = match args.redis_password.as_deref().filter(|p| !p.is_empty()) {
+        Some(password) if info.redis_settings().password().is_none() => {
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        }
+        _ => info,
+    };
+    let client = redis::Client::open(info).map_err(|e| anyhow!("Redis at {shown}: {e}"))?;
+    Ok((client, shown))
+}
+
+async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
+    let (client, shown) = redis_client_from_env_or_args(args)?;
+    PolicyRepo::connect(client).await.map_err(|e| {
+        anyhow!(
+            "cannot reach Redis at {shown} ({e}): start Redis there, or point --redis-url / REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) at a reachable one"
+        )
+    })
+}
+
+/// Output formats of `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// What `get` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    /// HealthPolicies applied through Redis.
+    #[value(
+        alias = "policy",
+        alias = "po",
+        alias = "healthpolicy",
+        alias = "healthpolicies"
+    )]
+    Policies,
+    /// Containers a running operator observes (its HTTP API).
+    #[value(alias = "container")]
+    Containers,
+    /// Recent decisions of a running operator (its HTTP API).
+    #[value(alias = "decision")]
+    Decisions,
+}
+
+/// What `describe` and `delete` act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A HealthPolicy applied through Redis.
+    #[value(alias = "policies", alias = "po", alias = "healthpolicy")]
+    Policy,
+}
+
+/// Arguments of `hemostat apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Policy files or directories (searched recursively for *.yaml, *.yml); `-` reads stdin.
+    #[arg(long = "filename", short = 'f', required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Redis connection.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Arguments of `hemostat diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Policy files or directories (searched recursively for *.yaml, *.yml); `-` reads stdin.
+    #[arg(long = "filename", short = 'f', required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Redis connection.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Arguments of `hemostat get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// policies (from Redis), containers or decisions (from a running operator).
+    pub resource: Resource,
+    /// Only this policy (policies only).
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// A running operator's HTTP address (containers, decisions).
+    #[arg(long, env = "HEMOSTAT_API", default_value = "http://127.0.0.1:9090")]
+    pub api: String,
+    /// Redis connection (policies).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Arguments of `hemostat describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// `policy`.
+    pub kind: Kind,
+    /// The policy's name.
+    pub name: String,
+    /// A running operator's HTTP address, for matched containers and recent decisions.
+    #[arg(long, env = "HEMOSTAT_API", default_value = "http://127.0.0.1:9090")]
+    pub api: String,
+    /// Redis connection.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Arguments of `hemostat delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// `policy`.
+    pub kind: Kind,
+    /// The policy's name.
+    pub name: String,
+    /// Redis connection.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+/// Reads the given paths: one text (source name, text) per path; a directory is read as
+/// one text of all its YAML files. Every problem is printed; `None` when there was any.
+fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Option<(String, String)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path == Path::new("-") {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read stdin")?;
+            files.push(("<stdin>".to_owned(), text));
+            continue;
+        }
+        let report = load_paths(std::slice::from_ref(path));
+        if !report.is_clean() {
+            for d in &report.diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(None);
+        }
+        for file in yaml_files(path)? {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            files.push((file.display().to_string(), text));
+        }
+    }
+    if let [(source, text)] = files.as_slice() {
+        return Ok(Some((source.clone(), text.clone())));
+    }
+    // Several files: validate the whole set (duplicates across files) then send one text.
+    let mut combined = String::new();
+    for (_, text) in &files {
+        combined.push_str(text);
+        if !combined.ends_with('\n') {
+            combined.push('\n');
+        }
+        combined.push_str("---\n");
+    }
+    Ok(Some((
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        combined,
+    )))
+}
+
+fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    let mut out = Vec::new();
+    for entry in entries {
+        if entry.is_dir() {
+            out.extend(yaml_files(&entry)?);
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+fn print_invalid(e: RemoteError) -> anyhow::Result<()> {
+    match e {
+        RemoteError::Invalid(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("nothing applied: {} error(s)", diagnostics.len());
+            Ok(())
+        }
+        other => Err(other.into()),
+    }
+}
+
+/// `hemostat apply -f PATH`: 0 when applied, 1 on invalid input (nothing written).
+pub async fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
+    let Some((source, text)) = read_inputs(&args.paths)? else {
+        eprintln!("nothing applied");
+        return Ok(1);
+    };
+    let mut repo = connect(&args.redis).await?;
+    match repo.apply(&source, &text).await {
+        Ok(outcomes) => {
+            for (name, outcome) in outcomes {
+                println!("healthpolicy/{name} {}", outcome.as_str());
+            }
+            Ok(0)
+        }
+        Err(e) => print_invalid(e).map(|()| 1),
+    }
+}
+
+/// `hemostat diff -f PATH`: 0 when nothing would change, 1 when something would, 2 on error.
+pub async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
+    let Some((source, text)) = read_inputs(&args.paths)? else {
+        return Ok(2);
+    };
+    let mut repo = connect(&args.redis).await?;
+    match repo.diff(&source, &text).await {
+        Ok(diffs) => {
+            let mut changed = false;
+            for d in diffs {
+                if d.kind != DiffKind::Unchanged {
+                    changed = true;
+                    print!("{}", d.diff);
+                }
+            }
+            Ok(i32::from(changed))
+        }
+        Err(e) => print_invalid(e).map(|()| 2),
+    }
+}
+
+/// `hemostat delete policy NAME`: 0 when deleted, 1 when there was none.
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<i32> {
+    let Kind::Policy = args.kind;
+    let mut repo = connect(&args.redis).await?;
+    if repo.delete(&args.name).await? {
+        println!("healthpolicy/{} deleted", args.name);
+        Ok(0)
+    } else {
+        eprintln!(
+            "error: healthpolicy/{} not found in Redis (hemostat:policies)",
+            args.name
+        );
+        Ok(1)
+    }
+}
+
+/// `hemostat get RESOURCE`.
+pub async fn get(args: GetArgs) -> anyhow::Result<i32> {
+    match args.resource {
+        Resource::Policies => get_policies(args).await,
+        Resource::Containers => {
+            let value: serde_json::Value = fetch_api(&args.api, "/api/v1/containers").await?;
+            print_value(args.output, &value, containers_table)?;
+            Ok(0)
+        }
+        Resource::Decisions => {
+            let value: serde_json::Value = fetch_api(&args.api, "/api/v1/decisions").await?;
+            print_value(args.output, &value, decisions_table)?;
+            Ok(0)
+        }
+    }
+}
+
+async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
+    let mut repo = connect(&args.redis).await?;
+    let all = match &args.name {
+        Some(name) => match repo.get(name).await? {
+            Some(p) => vec![p],
+            None => {
+                eprintln!("error: healthpolicy/{name} not found in Redis (hemostat:policies)");
+                return Ok(1);
+            }
+        },
+        None => repo.list().await?,
+    };
+    for p in &all {
+        if let Err(diagnostics) = &p.parsed {
+            eprintln!(
+                "warning: the stored value of healthpolicy/{} is not a valid policy (the operator ignores it):",
+                p.name
+            );
+            for d in diagnostics {
+                eprintln!("  {d}");
+            }
+        }
+    }
+    match args.output {
+        Format::Table => print!("{}", policies_table(&all)),
+        Format::Json => {
+            let items: Vec<&HealthPolicy> =
+                all.iter().filter_map(|p| p.parsed.as_ref().ok()).collect();
+            let value = if args.name.is_some() {
+                serde_json::to_value(items.first())?
+            } else {
+                serde_json::to_value(&items)?
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Format::Yaml => {
+            let texts: Vec<String> = all
+                .iter()
+                .filter(|p| p.parsed.is_ok())
+                .map(|p| {
+                    let mut t = p.text.clone();
+                    if !t.ends_with('\n') {
+                        t.push('\n');
+                    }
+                    t
+                })
+                .collect();
+            print!("{}", texts.join("---\n"));
+        }
+    }
+    Ok(0)
+}
+
+fn policies_table(all: &[StoredPolicy]) -> String {
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "PRIORITY".to_owned(),
+        "ACTIONS".to_owned(),
+        "DRY-RUN".to_owned(),
+        "GENERATION".to_owned(),
+        "APPLIED".to_owned(),
+        "VALID".to_owned(),
+    ]];
+    for p in all {
+        let (generation, applied) = p.meta.as_ref().map_or(("-".into(), "-".into()), |m| {
+            (
+                m.generation.to_string(),
+                m.applied_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            )
+        });
+        let row = match &p.parsed {
+            Ok(policy) => vec![
+                p.name.clone(),
+                policy.spec.priority.to_string(),
+                actions(policy),
+                policy.spec.remediation.dry_run.to_string(),
+                generation,
+                applied,
+                "yes".to_owned(),
+            ],
+            Err(_) => vec![
+                p.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                generation,
+                applied,
+                "no".to_owned(),
+            ],
+        };
+        rows.push(row);
+    }
+    table(&rows)
+}
+
+fn actions(policy: &HealthPolicy) -> String {
+    let names: Vec<String> = policy
+        .spec
+        .remediation
+        .actions
+        .iter()
+        .map(|a| {
+            serde_json::to_value(a)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{a:?}"))
+        })
+        .collect();
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(",")
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+        .build()?)
+}
+
+async fn fetch_api<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
+    let url = format!("{}{path}", api.trim_end_matches('/'));
+    let response = http_client()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow!("the operator is not reachable at {api} ({e}): is `hemostat run` running there? point --api / HEMOSTAT_API at its --listen address"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("{url} answered {status}: {body}");
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("{url} answered something that is not the expected JSON"))
+}
+
+fn print_value(
+    format: Format,
+    value: &serde_json::Value,
+    tabulate: fn(&serde_json::Value) -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => print!("{}", tabulate(value)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_saphyr::to_string(value)?),
+    }
+    Ok(())
+}
+
+fn text(value: &serde_json::Value, pointer: &str) -> String {
+    match value.pointer(pointer) {
+        None | Some(serde_json::Value::Null) => "-".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        Some(other) => other.to_string(),
+    }
+}
+
+fn containers_table(value: &serde_json::Value) -> String {
+    let mut rows = vec![
+        [
+            "NAME",
+            "STATE",
+            "HEALTH",
+            "POLICY",
+            "CPU%",
+            "MEM%",
+            "RESTARTS",
+            "PROTECTED",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for c in value.as_array().into_iter().flatten() {
+        rows.push(vec![
+            text(c, "/name"),
+            text(c, "/state"),
+            text(c, "/health"),
+            text(c, "/policy"),
+            text(c, "/cpu_percent"),
+            text(c, "/memory_percent"),
+            text(c, "/restarts_seen"),
+            text(c, "/protected"),
+        ]);
+    }
+    table(&rows)
+}
+
+fn decisions_table(value: &serde_json::Value) -> String {
+    let mut rows = vec![
+        ["TIME", "TYPE", "CONTAINER", "ACTION", "DETAIL"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for e in value.as_array().into_iter().flatten() {
+        let detail = ["/data/reason", "/data/result/status", "/data/issues"]
+            .iter()
+            .map(|p| text(e, p))
+            .find(|t| t != "-")
+            .unwrap_or_else(|| "-".to_owned());
+        rows.push(vec![
+            text(e, "/timestamp"),
+            text(e, "/type"),
+            text(e, "/data/container"),
+            text(e, "/data/action"),
+            detail,
+        ]);
+    }
+    table(&rows)
+}
+
+/// `hemostat describe policy NAME`: 0 when found, 1 when not.
+pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
+    let Kind::Policy = args.kind;
+    let mut repo = connect(&args.redis).await?;
+    let Some(stored) = repo.get(&args.name).await? else {
+        eprintln!(
+            "error: healthpolicy/{} not found in Redis (hemostat:policies)",
+            args.name
+        );
+        return Ok(1);
+    };
+    let mut out = String::new();
+    out.push_str(&format!("Name:         {}\n", stored.name));
+    out.push_str("Source:       redis hemostat:policies\n");
+    if let Some(meta) = &stored.meta {
+        out.push_str(&format!("Generation:   {}\n", meta.generation));
+        out.push_str(&format!(
+            "Applied:      {}\n",
+            meta.applied_at.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
+    match &stored.parsed {
+        Ok(policy) => {
+            out.push_str(&format!("Priority:     {}\n", policy.spec.priority));
+            out.push_str(&format!(
+                "Selector:     {}\n",
+                serde_json::to_string(&policy.spec.selector)?
+            ));
+            out.push_str(&format!("Actions:      {}\n", actions(policy)));
+            out.push_str(&format!(
+                "Dry run:      {}\n",
+                policy.spec.remediation.dry_run
+            ));
+            out.push_str("Spec:\n");
+            for line in canonical_yaml(policy).lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        Err(diagnostics) => {
+            out.push_str(
+                "Valid:        no (the operator ignores this value and keeps the last good one)\n",
+            );
+            for d in diagnostics {
+                out.push_str(&format!("  {d}\n"));
+            }
+        }
+    }
+    out.push_str(&format!("Operator:     {}\n", args.api));
+    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
+        Err(e) => {
+            out.push_str(&format!(
+                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
+            ));
+        }
+        Ok(containers) => {
+            let matched: Vec<&ContainerView> = containers
+                .iter()
+                .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
+                .collect();
+            out.push_str(&format!("Matched containers: {}\n", matched.len()));
+            if !matched.is_empty() {
+                let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
+                for c in &matched {
+                    let v = serde_json::to_value(c)?;
+                    rows.push(vec![
+                        text(&v, "/name"),
+                        text(&v, "/state"),
+                        text(&v, "/health"),
+                    ]);
+                }
+                for line in table(&rows).lines() {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+            let decisions: serde_json::Value =
+                fetch_api(&args.api, "/api/v1/decisions?limit=1000").await?;
+            let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
+            let recent: Vec<serde_json::Value> = decisions
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    e.pointer("/data/policy").and_then(|p| p.as_str()) == Some(stored.name.as_str())
+                        || e.pointer("/data/container")
+                            .and_then(|c| c.as_str())
+                            .is_some_and(|c| names.contains(&c))
+                })
+                .cloned()
+                .collect();
+            let skip = recent.len().saturating_sub(10);
+            out.push_str(&format!("Recent decisions: {}\n", recent.len()));
+            if !recent.is_empty() {
+                let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
+                for line in table.lines() {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+        }
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://user:s3cret@host:6379"),
+            "redis://user:***@host:6379"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    }
+}
