@@ -242,6 +242,9 @@ struct Shared {
     in_flight: AtomicUsize,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Drops not yet named in a warning (warnings are rate-limited).
+    dropped_unreported: AtomicU64,
+    last_drop_report: Mutex<Option<std::time::Instant>>,
     local: Mutex<VecDeque<Envelope>>,
 }
 
@@ -286,10 +289,12 @@ impl RedisBus {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|source| BusError::Redis {
-                op: "connect",
-                source,
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|source| {
+                BusError::Redis {
+                    op: "connect",
+                    source,
+                }
             })?;
         let shared = Arc::new(Shared {
             conn,
@@ -299,6 +304,8 @@ impl RedisBus {
             in_flight: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_unreported: AtomicU64::new(0),
+            last_drop_report: Mutex::new(None),
             local: Mutex::new(VecDeque::new()),
         });
         let drain = tokio::spawn(drain(Arc::clone(&shared)));
@@ -495,14 +502,30 @@ impl EventSink for RedisBus {
             }
             overflow
         };
-        for lost in &overflow {
-            let total = self.shared.dropped.fetch_add(1, Ordering::SeqCst) + 1;
-            tracing::warn!(
-                event_type = %lost.event_type,
-                dropped_total = total,
-                capacity = self.shared.capacity,
-                "redis outbox full; dropped the oldest envelope"
-            );
+        if !overflow.is_empty() {
+            let total = self
+                .shared
+                .dropped
+                .fetch_add(overflow.len() as u64, Ordering::SeqCst)
+                + overflow.len() as u64;
+            // One warning per second at most, each naming what it reports on.
+            let mut last = self.shared.last_drop_report.lock().expect("report mutex");
+            let unreported = self
+                .shared
+                .dropped_unreported
+                .fetch_add(overflow.len() as u64, Ordering::SeqCst)
+                + overflow.len() as u64;
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(std::time::Instant::now());
+                self.shared.dropped_unreported.store(0, Ordering::SeqCst);
+                tracing::warn!(
+                    dropped = unreported,
+                    dropped_total = total,
+                    oldest_dropped_type = %overflow[0].event_type,
+                    capacity = self.shared.capacity,
+                    "redis outbox full; dropped the oldest envelopes"
+                );
+            }
         }
         self.shared.wake.notify_one();
     }

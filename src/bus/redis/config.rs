@@ -168,8 +168,7 @@ mod tests {
 
     #[test]
     fn the_password_never_shows() {
-        let c = RedisConfig::from_url("redis://alice:s3cr3t-pw@cache.example:6380/2")
-            .unwrap();
+        let c = RedisConfig::from_url("redis://alice:s3cr3t-pw@cache.example:6380/2").unwrap();
         for shown in [format!("{c}"), format!("{c:?}"), format!("{c:#?}")] {
             assert!(!shown.contains("s3cr3t-pw"), "{shown}");
         }
