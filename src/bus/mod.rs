@@ -6,6 +6,7 @@
 
 pub mod envelope;
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -36,6 +37,21 @@ pub enum BusError {
         #[source]
         source: serde_json::Error,
     },
+    /// A Redis command failed (Redis unreachable, refused, or answered with an error).
+    #[error("redis {op}: {source}")]
+    Redis {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// The Redis settings are unusable (never contains the password).
+    #[error("redis configuration: {reason}")]
+    RedisConfig {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl BusError {
@@ -44,6 +60,8 @@ impl BusError {
         match self {
             Self::Persist { .. } => "state_persist",
             Self::Corrupt { .. } => "state_corrupt",
+            Self::Redis { .. } => "redis",
+            Self::RedisConfig { .. } => "redis_config",
         }
     }
 }

@@ -1,0 +1,227 @@
+//! Where Redis is: `--redis-url`/`REDIS_URL`, or the original's `REDIS_HOST`/`REDIS_PORT`/`REDIS_PASSWORD`.
+
+use std::fmt;
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+use crate::bus::{BusError, Result};
+
+/// The original's default port.
+pub const DEFAULT_PORT: u16 = 6379;
+/// How many envelopes may wait for Redis before the oldest is dropped.
+pub const DEFAULT_OUTBOX_CAPACITY: usize = 10_000;
+
+/// How to reach Redis. Its `Debug` and `Display` never show the password.
+#[derive(Clone)]
+pub struct RedisConfig {
+    info: ConnectionInfo,
+    outbox_capacity: usize,
+}
+
+impl RedisConfig {
+    /// Builds the configuration from the command line / environment.
+    ///
+    /// - `url` (`redis://`, `rediss://` for TLS, `redis://user:pass@host:port/db`) wins; if it
+    ///   carries no password and `password` is given, that password is used.
+    /// - otherwise `host` (with `port`, default 6379, and `password`), as in the original;
+    /// - nothing at all: `Ok(None)`, the caller uses the in-memory store;
+    /// - a port or password without a host or URL is an error rather than silently ignored.
+    pub fn from_parts(
+        url: Option<String>,
+        host: Option<String>,
+        port: Option<u16>,
+        password: Option<String>,
+    ) -> Result<Option<Self>> {
+        let url = url.filter(|u| !u.trim().is_empty());
+        let host = host.filter(|h| !h.trim().is_empty());
+        let password = password.filter(|p| !p.is_empty());
+        let info = if let Some(url) = url {
+            // The parser's errors never echo the URL, so the password cannot leak through them.
+            let info = url
+                .trim()
+                .into_connection_info()
+                .map_err(|e| BusError::RedisConfig {
+                    reason: format!("REDIS_URL is not a valid redis:// or rediss:// URL: {e}"),
+                })?;
+            match password {
+                Some(p) if info.redis_settings().password().is_none() => {
+                    let settings = info.redis_settings().clone().set_password(p);
+                    info.set_redis_settings(settings)
+                }
+                _ => info,
+            }
+        } else if let Some(host) = host {
+            let port = port.unwrap_or(DEFAULT_PORT);
+            let info = ConnectionAddr::Tcp(host.trim().to_owned(), port)
+                .into_connection_info()
+                .map_err(|e| BusError::RedisConfig {
+                    reason: format!("REDIS_HOST/REDIS_PORT: {e}"),
+                })?;
+            match password {
+                Some(p) => {
+                    let settings = info.redis_settings().clone().set_password(p);
+                    info.set_redis_settings(settings)
+                }
+                None => info,
+            }
+        } else if port.is_some() || password.is_some() {
+            return Err(BusError::RedisConfig {
+                reason: "REDIS_PORT or REDIS_PASSWORD is set but neither REDIS_HOST nor REDIS_URL"
+                    .to_owned(),
+            });
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            info,
+            outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+        }))
+    }
+
+    /// A configuration from a URL alone (tests, tools).
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_parts(Some(url.to_owned()), None, None, None)?.ok_or_else(|| {
+            BusError::RedisConfig {
+                reason: "empty Redis URL".to_owned(),
+            }
+        })
+    }
+
+    /// Sets how many envelopes may wait for Redis (at least 1).
+    pub fn with_outbox_capacity(mut self, capacity: usize) -> Self {
+        self.outbox_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many envelopes may wait for Redis.
+    pub fn outbox_capacity(&self) -> usize {
+        self.outbox_capacity
+    }
+
+    /// Whether the connection uses TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
+    }
+
+    /// The connection parameters, password included: for the client only, never for logs.
+    pub(crate) fn connection_info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let settings = self.info.redis_settings();
+        let mut auth = String::new();
+        if let Some(user) = settings.username() {
+            auth.push_str(user);
+        }
+        if settings.password().is_some() {
+            auth.push_str(":***");
+        }
+        if !auth.is_empty() {
+            auth.push('@');
+        }
+        let db = settings.db();
+        match self.info.addr() {
+            ConnectionAddr::Tcp(host, port) => format!("redis://{auth}{host}:{port}/{db}"),
+            ConnectionAddr::TcpTls { host, port, .. } => {
+                format!("rediss://{auth}{host}:{port}/{db}")
+            }
+            ConnectionAddr::Unix(path) => format!("unix://{auth}{}?db={db}", path.display()),
+            _ => format!("redis://{auth}?/{db}"),
+        }
+    }
+}
+
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted())
+            .field("outbox_capacity", &self.outbox_capacity)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_given_means_no_redis() {
+        assert!(
+            RedisConfig::from_parts(None, None, None, None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            RedisConfig::from_parts(Some(" ".into()), Some(String::new()), None, None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let c = RedisConfig::from_url("redis://alice:s3cr3t-pw@cache.example:6380/2").unwrap();
+        for shown in [format!("{c}"), format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        }
+        assert_eq!(c.to_string(), "redis://alice:***@cache.example:6380/2");
+        assert_eq!(
+            c.connection_info().redis_settings().password(),
+            Some("s3cr3t-pw")
+        );
+
+        let c = RedisConfig::from_parts(
+            None,
+            Some("redis.internal".into()),
+            None,
+            Some("hunter2-pw".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.to_string(), "redis://:***@redis.internal:6379/0");
+        assert!(!format!("{c:?}").contains("hunter2-pw"));
+        assert_eq!(
+            c.connection_info().redis_settings().password(),
+            Some("hunter2-pw")
+        );
+    }
+
+    #[test]
+    fn urls_and_parts_are_understood() {
+        let tls = RedisConfig::from_url("rediss://cache.example:6390").unwrap();
+        assert!(tls.tls());
+        assert_eq!(tls.to_string(), "rediss://cache.example:6390/0");
+
+        let c = RedisConfig::from_parts(
+            Some("redis://127.0.0.1:7000/1".into()),
+            Some("ignored".into()),
+            Some(1),
+            Some("pw-from-env".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.to_string(), "redis://:***@127.0.0.1:7000/1");
+
+        let c = RedisConfig::from_parts(None, Some("h".into()), Some(7001), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.to_string(), "redis://h:7001/0");
+    }
+
+    #[test]
+    fn bad_settings_are_errors_without_the_password() {
+        let err = RedisConfig::from_url("http://bob:pa55word-x@h/").unwrap_err();
+        assert!(!err.to_string().contains("pa55word-x"), "{err}");
+        assert_eq!(err.metric_label(), "redis_config");
+        let err = RedisConfig::from_parts(None, None, None, Some("pw".into())).unwrap_err();
+        assert!(err.to_string().contains("REDIS_HOST"), "{err}");
+    }
+}

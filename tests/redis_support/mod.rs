@@ -1,0 +1,220 @@
+//! A real `redis-server` on a free loopback port, for tests: start, stop, restart (keeping data with AOF), killed on drop.
+//!
+//! ```ignore
+//! mod redis_support;
+//! let server = redis_support::RedisServer::start();          // in-memory only
+//! let durable = redis_support::RedisServer::start_durable();  // appendonly, survives restart()
+//! let url = server.url();                                     // redis://127.0.0.1:PORT/0
+//! ```
+//!
+//! Nothing skips silently: a missing `redis-server` is a panic that says what to install.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's package puts the server; `REDIS_SERVER` overrides it.
+fn server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// A running (or stopped) test server; killed and its data removed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    durable: bool,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A server that keeps nothing on disk.
+    pub fn start() -> Self {
+        Self::launch(false, None)
+    }
+
+    /// A server with `appendonly yes` in its own directory: data survives [`Self::restart`].
+    pub fn start_durable() -> Self {
+        Self::launch(true, None)
+    }
+
+    /// A server that requires `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::launch(false, Some(password.to_owned()))
+    }
+
+    fn launch(durable: bool, password: Option<String>) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut server = Self {
+            port,
+            dir,
+            durable,
+            password,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--appendonly")
+            .arg(if self.durable { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"));
+        if let Some(pw) = &self.password {
+            cmd.arg("--requirepass").arg(pw);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({e}): install Debian's redis-server package",
+                server_binary()
+            )
+        });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer PING within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the server answers PING (a raw RESP exchange, no client library).
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut req = String::new();
+        if let Some(pw) = &self.password {
+            req.push_str(&format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len()));
+        }
+        req.push_str("*1\r\n$4\r\nPING\r\n");
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = String::new();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+            if got.contains("+PONG") {
+                return true;
+            }
+            if got.contains("-") {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT/0` (with the password when there is one).
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// A `redis` client for checks made by the test itself.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis client")
+    }
+
+    /// A fresh multiplexed connection for checks made by the test itself.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis-server")
+    }
+
+    /// Stops the server (SIGTERM: a durable server writes its AOF first) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// Stops and starts the server.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
