@@ -505,3 +505,49 @@ async fn publish_throughput() {
         n as f64 / total.as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_budget_holds_across_two_nodes_racing() {
+    let server = RedisServer::start();
+    let (a, b) = (Arc::new(bus(&server)), Arc::new(bus(&server)));
+    let per = Duration::from_secs(3600);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
+        tasks.push(tokio::spawn(async move {
+            node.take_fleet_budget("web-api", 3, per, &format!("d{i}"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 3, "exactly the budget is taken across both nodes");
+    assert!(
+        a.take_fleet_budget("other", 1, per, "x").await.unwrap(),
+        "budgets are per policy"
+    );
+    // A short window frees the budget again.
+    assert!(
+        a.take_fleet_budget("short", 1, Duration::from_millis(100), "s1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.take_fleet_budget("short", 1, Duration::from_millis(100), "s2")
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        b.take_fleet_budget("short", 1, Duration::from_millis(100), "s3")
+            .await
+            .unwrap()
+    );
+}

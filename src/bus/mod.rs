@@ -138,4 +138,7 @@ pub trait EventSink: Send + Sync + 'static {
     async fn publish(&self, envelope: Envelope);
     /// The newest envelopes, newest last, optionally of one type.
     async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope>;
+    /// Publishes a container's latest metrics (the original's `hemostat:stats:<container>`);
+    /// sinks without such a key ignore it.
+    async fn put_stats(&self, _container: &str, _node: &str, _stats: serde_json::Value) {}
 }

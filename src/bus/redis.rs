@@ -71,6 +71,24 @@ const MAX_SERVER_ERRORS: u32 = 20;
 /// Attempts of an optimistic safety update before giving up.
 const CAS_ATTEMPTS: usize = 1000;
 
+/// The sorted set of recent actions under one policy's fleet-wide budget.
+pub fn fleet_budget_key(policy: &str) -> String {
+    format!("hemostat:fleet:budget:{policy}")
+}
+
+/// Atomically: forget actions older than the window (by the server's clock, so nodes with
+/// skewed clocks agree), refuse when `max` remain, else count this one.
+const FLEET_BUDGET_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"#;
+
 /// `hemostat:safety:<key>`.
 pub fn safety_redis_key(key: &str) -> String {
     format!("hemostat:safety:{key}")
@@ -557,6 +575,12 @@ impl EventSink for RedisBus {
             }
         }
     }
+
+    async fn put_stats(&self, container: &str, node: &str, stats: serde_json::Value) {
+        if let Err(e) = RedisBus::put_stats(self, container, node, stats).await {
+            tracing::debug!(error = %e, container, "could not write stats to Redis");
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -624,6 +648,26 @@ impl StateStore for RedisBus {
                 format!("{CAS_ATTEMPTS} attempts"),
             )),
         })
+    }
+
+    async fn take_fleet_budget(
+        &self,
+        budget: &str,
+        max: u32,
+        per: Duration,
+        id: &str,
+    ) -> Result<bool> {
+        let window_ms = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
+        let cmd = redis::cmd("EVAL")
+            .arg(FLEET_BUDGET_LUA)
+            .arg(1)
+            .arg(fleet_budget_key(budget))
+            .arg(max)
+            .arg(window_ms)
+            .arg(id)
+            .clone();
+        let took: i64 = self.query("take fleet budget", &cmd).await?;
+        Ok(took == 1)
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {

@@ -65,6 +65,22 @@ pub struct RunArgs {
     /// there when HemoStat runs in a container).
     #[arg(long, env = "HEMOSTAT_CGROUP_ROOT", default_value = crate::observe::sampler::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
+    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS). Without any Redis
+    /// setting, the embedded in-memory store is used.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis host, when no URL is given (the original's REDIS_HOST).
+    #[arg(long, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+    /// Redis port (default 6379).
+    #[arg(long, env = "REDIS_PORT")]
+    pub redis_port: Option<u16>,
+    /// Redis password (never logged).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
+    #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
+    pub outbox_capacity: usize,
 }
 
 /// Log output formats.
@@ -233,6 +249,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         max_concurrent,
         label_filter,
         cgroup_root,
+        redis_url,
+        redis_host,
+        redis_port,
+        redis_password,
+        outbox_capacity,
     } = args;
     init_logging(log_format, &log_level)?;
     if sample_interval.get() < Duration::from_secs(1) {
@@ -254,13 +275,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .context("cannot read the Docker host's info")?;
     info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
 
-    let state_dir = state_dir.unwrap_or_else(default_state_dir);
-    let store = MemoryStore::open(&state_dir)
-        .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
-    info!(state_dir = %state_dir.display(), "safety state persisted here");
-    let store: Arc<dyn StateStore> = Arc::new(store);
-    let sink: Arc<dyn EventSink> = Arc::new(MemorySink::default());
+    let redis = crate::bus::redis::RedisConfig::from_parts(
+        redis_url,
+        redis_host,
+        redis_port,
+        redis_password,
+    )
+    .context("invalid Redis settings")?
+    .map(|c| c.with_outbox_capacity(outbox_capacity));
+    let mut redis_bus = None;
+    let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
+        Some(config) => {
+            let bus = Arc::new(
+                crate::bus::redis::RedisBus::new(config)
+                    .context("cannot set up the Redis client")?,
+            );
+            match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
+                Ok(Ok(())) => info!(redis = %config, "shared state and decisions go to Redis"),
+                _ => {
+                    warn!(redis = %config, "Redis does not answer yet: envelopes wait in the outbox, and no action is taken while the shared safety state is unreachable")
+                }
+            }
+            redis_bus = Some(bus.clone());
+            (bus.clone(), bus)
+        }
+        None => {
+            let state_dir = state_dir.unwrap_or_else(default_state_dir);
+            let store = MemoryStore::open(&state_dir)
+                .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
+            info!(state_dir = %state_dir.display(), "no Redis configured: safety state persisted here, decisions kept in memory");
+            (Arc::new(store), Arc::new(MemorySink::default()))
+        }
+    };
 
+    let registry = Arc::new(PolicyRegistry::new(policies.clone()));
     let own = own_container_id();
     if let Some(id) = &own {
         info!(container = %&id[..12], "running in a container: it is never acted on");
@@ -274,7 +322,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         docker: docker.clone(),
         store: store.clone(),
         sink: sink.clone(),
-        policies: Arc::new(PolicyRegistry::new(policies)),
+        policies: registry.clone(),
         observed: Default::default(),
         responder: Responder {
             docker: docker.clone(),
@@ -318,11 +366,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         node,
     };
     let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    if let Some(config) = &redis {
+        let client = redis::Client::open(config.connection_info().clone())
+            .context("cannot set up the Redis client for policies")?;
+        tokio::spawn(crate::policy::remote::watch_policies(
+            client,
+            registry.clone(),
+            policies,
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
+        ctx.clone(),
+        shutdown.clone(),
+    ));
     driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
         Err(e) => warn!(error = %e, "HTTP server task failed"),
+    }
+    if let Some(bus) = redis_bus
+        && !bus.flush(Duration::from_secs(5)).await
+    {
+        warn!(
+            left = bus.outbox_len(),
+            "Redis did not take every envelope before shutdown"
+        );
     }
     info!("stopped");
     Ok(0)

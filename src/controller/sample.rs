@@ -60,6 +60,21 @@ pub async fn run_sampler(
             );
         }
         let now = Utc::now();
+        for (id, usage) in &usages {
+            if let Some(o) = ctx.observed.get(id) {
+                let stats = serde_json::json!({
+                    "name": o.info.name,
+                    "status": o.info.state,
+                    "memory_pct": (usage.memory_percent * 10.0).round() / 10.0,
+                    "cpu_pct": (usage.cpu_percent * 10.0).round() / 10.0,
+                    "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
+                    "node": ctx.config.node,
+                });
+                ctx.sink
+                    .put_stats(&o.info.name, &ctx.config.node, stats)
+                    .await;
+            }
+        }
         for (id, usage) in usages {
             ctx.observed.push_usage(
                 &id,

@@ -188,3 +188,27 @@ mod tests {
         assert_eq!(b.next_delay(), Duration::from_millis(250));
     }
 }
+
+/// Schedules every observed container when the policies in force change (a file reload or an
+/// apply through Redis), so a new policy is enforced within a second, not at the next resync.
+pub async fn requeue_on_policy_change(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut seen = ctx.policies.snapshot();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = ctx.policies.snapshot();
+        if !Arc::ptr_eq(&seen, &now) {
+            info!(
+                policies = now.len(),
+                "policies changed: reconciling every container"
+            );
+            for o in ctx.observed.all() {
+                ctx.queue.schedule_now(o.info.id);
+            }
+            seen = now;
+        }
+    }
+}
