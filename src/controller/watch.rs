@@ -172,23 +172,6 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_thirty_seconds_and_resets() {
-        let mut b = Backoff::default();
-        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(
-            delays,
-            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
-        );
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
-    }
-}
-
 /// Schedules every observed container when the policies in force change (a file reload or an
 /// apply through Redis), so a new policy is enforced within a second, not at the next resync.
 pub async fn requeue_on_policy_change(ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -210,5 +193,22 @@ pub async fn requeue_on_policy_change(ctx: Arc<Context>, shutdown: CancellationT
             }
             seen = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds_and_resets() {
+        let mut b = Backoff::default();
+        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(
+            delays,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(250));
     }
 }
