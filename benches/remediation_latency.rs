@@ -14,6 +14,8 @@
 //! - **die → restart call**: the audit record's `action_started_at` (when HemoStat
 //!   began the engine's restart call) minus the `die` event's `timeNano`, read from
 //!   the engine's own event stream by this bench;
+//! - **die → event delivered**: when this bench's own event subscription received the
+//!   `die` (the engine's delivery delay; HemoStat subscribes the same way);
 //! - **die → running again**: the engine's next `start` event for the same container
 //!   minus the `die` event.
 //!
@@ -46,12 +48,23 @@ const CRASH_ONCE: &str =
 
 const POLICY: &str = "  probes:\n    exit: {nonZeroOnly: true}\n  remediation:\n    actions: [restart]\n    cooldown: 1h\n    maxActions: {count: 1000, per: 1h}\n    verifyWithin: 10s\n";
 
-/// Engine events seen so far: container id → (action, time) in arrival order.
-type Events = Arc<Mutex<HashMap<String, Vec<(String, DateTime<Utc>)>>>>;
+/// One engine event as this bench saw it.
+#[derive(Clone)]
+struct Seen {
+    action: String,
+    /// The engine's `timeNano`.
+    at: DateTime<Utc>,
+    /// When this bench's subscription received it (same host, same clock).
+    received: DateTime<Utc>,
+}
+
+/// Engine events seen so far: container id → events in arrival order.
+type Events = Arc<Mutex<HashMap<String, Vec<Seen>>>>;
 
 #[derive(Clone, Copy)]
 struct Sample {
     die_to_call: Duration,
+    die_to_delivered: Duration,
     die_to_running: Option<Duration>,
 }
 
@@ -115,19 +128,22 @@ async fn main() {
 
     println!();
     println!(
-        "| batch size × batches | crashes | die → restart call p50 / p95 / p99 / max (ms) | die → running again p50 / p95 / p99 / max (ms) |"
+        "| batch size × batches | crashes | die → restart call | die → event delivered (engine) | die → running again |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for (size, count, samples) in &results {
-        let call: Vec<Duration> = samples.iter().map(|s| s.die_to_call).collect();
-        let running: Vec<Duration> = samples.iter().filter_map(|s| s.die_to_running).collect();
+        let pick = |f: fn(&Sample) -> Option<Duration>| -> Vec<Duration> {
+            samples.iter().filter_map(f).collect()
+        };
         println!(
-            "| {size} × {count} | {} | {} | {} |",
+            "| {size} × {count} | {} | {} | {} | {} |",
             samples.len(),
-            quantiles(&call),
-            quantiles(&running)
+            quantiles(&pick(|s| Some(s.die_to_call))),
+            quantiles(&pick(|s| Some(s.die_to_delivered))),
+            quantiles(&pick(|s| s.die_to_running)),
         );
     }
+    println!("(each cell: p50 / p95 / p99 / max in ms)");
     println!(
         "load average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")
@@ -188,11 +204,12 @@ async fn follow_events(run_label: &str) -> Events {
             ) else {
                 continue;
             };
-            sink.lock()
-                .unwrap()
-                .entry(id)
-                .or_default()
-                .push((action, DateTime::from_timestamp_nanos(nanos)));
+            let seen = Seen {
+                action,
+                at: DateTime::from_timestamp_nanos(nanos),
+                received: Utc::now(),
+            };
+            sink.lock().unwrap().entry(id).or_default().push(seen);
         }
     });
     // The stream is live once the engine answered the request: give it a moment.
@@ -220,18 +237,21 @@ async fn measure_batch(op: &Operator, events: &Events, ids: &[String]) -> Vec<Sa
             .map(|id| {
                 let call = *started.get(id.as_str())?;
                 let evs = seen.get(id)?;
-                let die_pos = evs.iter().position(|(a, _)| a == "die")?;
-                let die = evs[die_pos].1;
+                let die_pos = evs.iter().position(|e| e.action == "die")?;
+                let die = evs[die_pos].at;
                 // The start that follows the die is the restart (`docker restart` of an exited
                 // container emits `start` then `restart`).
                 let back = evs[die_pos..]
                     .iter()
-                    .find(|(a, _)| a == "start")
-                    .map(|(_, t)| t);
+                    .find(|e| e.action == "start")
+                    .map(|e| e.at);
                 back?; // wait until it is running again
                 Some(Sample {
                     die_to_call: (call - die).to_std().unwrap_or(Duration::ZERO),
-                    die_to_running: back.and_then(|t| (*t - die).to_std().ok()),
+                    die_to_delivered: (evs[die_pos].received - die)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO),
+                    die_to_running: back.and_then(|t| (t - die).to_std().ok()),
                 })
             })
             .collect();
