@@ -55,8 +55,9 @@ pub struct RunArgs {
     /// Decide and record, never touch a container (the original's RESPONDER_DRY_RUN).
     #[arg(long, env = "RESPONDER_DRY_RUN")]
     pub dry_run: bool,
-    /// Reconciles running at once.
-    #[arg(long, env = "HEMOSTAT_MAX_CONCURRENT", default_value_t = 8)]
+    /// Reconciles running at once (they mostly wait on the engine: a repair holds one until
+    /// it is verified).
+    #[arg(long, env = "HEMOSTAT_MAX_CONCURRENT", default_value_t = 32)]
     pub max_concurrent: usize,
     /// Observe only containers with this label (key or key=value).
     #[arg(long, env = "HEMOSTAT_LABEL_FILTER")]

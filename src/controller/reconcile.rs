@@ -21,6 +21,13 @@ use crate::respond::{Request, Response, safety_key};
 /// (level-triggered), announces a problem once, and asks the responder to act when the
 /// analyzer says so. Returns when to look again.
 pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
+    // Fresh from the engine: events only trigger, the inspection here is the truth.
+    match ctx.docker.inspect(id).await {
+        Ok(Some(info)) if in_scope(ctx, &info.labels) => ctx.observed.upsert(info, Utc::now()),
+        Ok(_) => ctx.observed.remove(id),
+        Err(e) if e.is_not_found() => ctx.observed.remove(id),
+        Err(e) => return Err(Error::Docker(e)),
+    }
     let Some(observed) = ctx.observed.get(id) else {
         ctx.handled.lock().expect("handled lock").remove(id);
         return Ok(Action::AwaitChange);
@@ -109,6 +116,19 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     let retry_at = retry_after(&response, &policy, now);
     remember(ctx, id, signature, retry_at);
     Ok(requeue_until(ctx, retry_at))
+}
+
+/// True when the container carries the operator's `--label-filter` (or there is none).
+pub fn in_scope(ctx: &Context, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    match &ctx.config.label_filter {
+        None => true,
+        Some(filter) => {
+            let (k, v) = filter.split_once('=').unwrap_or((filter.as_str(), ""));
+            labels
+                .get(k)
+                .is_some_and(|value| v.is_empty() || value == v)
+        }
+    }
 }
 
 /// When to look again at a container with no finding yet: at the latest after a resync, or

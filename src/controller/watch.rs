@@ -44,17 +44,8 @@ impl Backoff {
 }
 
 /// True when the event concerns a container the operator observes.
-fn in_scope(ctx: &Context, event: &DockerEvent) -> bool {
-    match &ctx.config.label_filter {
-        None => true,
-        Some(filter) => {
-            let (k, v) = filter.split_once('=').unwrap_or((filter.as_str(), ""));
-            event
-                .labels
-                .get(k)
-                .is_some_and(|value| v.is_empty() || value == v)
-        }
-    }
+fn event_in_scope(ctx: &Context, event: &DockerEvent) -> bool {
+    super::reconcile::in_scope(ctx, &event.labels)
 }
 
 /// Lists every container into the store and schedules each for a reconcile.
@@ -80,17 +71,9 @@ async fn handle_event(ctx: &Context, event: DockerEvent) {
     ctx.observed.apply_event(&event, &ctx.acting);
     if event.action == EventAction::Destroy {
         ctx.observed.remove(&event.container_id);
-    } else {
-        match ctx.docker.inspect(&event.container_id).await {
-            Ok(Some(info)) => ctx.observed.upsert(info, Utc::now()),
-            Ok(None) => ctx.observed.remove(&event.container_id),
-            Err(e) => {
-                warn!(container = %event.name, error = %e, "inspect after event failed; the resync will catch up")
-            }
-        }
-        // A container created after the last list has no entry yet: the upsert above created
-        // it, so its events from now on are recorded.
     }
+    // The reconcile inspects the container itself: the event loop never waits on the engine,
+    // so a burst of events is read as fast as it comes.
     ctx.queue.schedule_now(event.container_id);
 }
 
@@ -145,7 +128,7 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
                 }
                 event = events.next() => match event {
                     Some(Ok(event)) => {
-                        if in_scope(&ctx, &event) {
+                        if event_in_scope(&ctx, &event) {
                             handle_event(&ctx, event).await;
                         }
                     }
