@@ -12,6 +12,11 @@ const N: usize = 20_000;
 const ROUNDS: usize = 3;
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too: measure only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark: run it with `cargo bench --bench <name>`");
+        return;
+    }
     let server = redis_support::RedisServer::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -47,6 +47,11 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` runs bench targets too: measure only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark: run it with `cargo bench --bench <name>`");
+        return;
+    }
     let n = env_usize("HEMOSTAT_BENCH_CONTAINERS", 50);
     let passes = env_usize("HEMOSTAT_BENCH_PASSES", 5).max(1);
     let run = TestRun::new();

@@ -22,4 +22,4 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 .ci/check-schema.sh
-cargo test --locked --all-targets
+cargo test --locked --lib --bins --tests
