@@ -312,3 +312,114 @@ async fn an_applied_policy_is_enforced_within_two_seconds() {
     assert_eq!(needed["data"]["policy"], "applied");
     eprintln!("apply to remediation_needed: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn an_operator_restart_keeps_the_cooldown_and_breaker_state_in_redis() {
+    let redis = RedisServer::start();
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let body =
+        "  probes:\n    exit: {}\n  remediation:\n    actions: [restart]\n    cooldown: 1h\n";
+    // Different state dirs: only Redis can carry the state across.
+    let mut first = start(dir.path(), &run, &redis, body, "first").await;
+    let id = run
+        .spawn("again", target(ContainerSpec::sh("sleep 2; exit 1")))
+        .await;
+    let name = run.name("again");
+    wait_until(
+        Duration::from_secs(30),
+        "the first crash is restarted",
+        || async {
+            first
+                .audit_for(&name)
+                .await
+                .iter()
+                .any(|r| r["status"] == "success")
+        },
+    )
+    .await;
+    first.kill9();
+    wait_until(Duration::from_secs(20), "it crashes again", || async {
+        run.docker_cli(&["inspect", "-f", "{{.State.Status}}", &id]) == "exited"
+    })
+    .await;
+    let second = start(dir.path(), &run, &redis, body, "second").await;
+    let refused = wait_for(
+        Duration::from_secs(30),
+        "the cooldown from Redis holds",
+        || async {
+            second
+                .audit_for(&name)
+                .await
+                .into_iter()
+                .find(|r| r["gate"] == "cooldown")
+        },
+    )
+    .await;
+    assert_eq!(refused["status"], "rejected");
+    let mut conn = redis.connection().await;
+    let state: String = redis::cmd("GET")
+        .arg(format!("hemostat:safety:test-node/{name}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["actions"].as_array().unwrap().len(), 1, "{state}");
+    assert_eq!(
+        state["failures"].as_array().unwrap().len(),
+        1,
+        "the crash after the repair counts for the breaker: {state}"
+    );
+}
+
+#[tokio::test]
+async fn the_fleet_budget_holds_across_two_nodes() {
+    let redis = RedisServer::start();
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |role: &str| {
+        format!(
+            "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: fleet\nspec:\n  selector:\n    matchLabels: {{hemostat.test.run: \"{}\", role: {role}}}\n  probes:\n    exit: {{}}\n  remediation:\n    actions: [restart]\n    fleetBudget: {{maxActions: 1, per: 1h}}\n",
+            run.run_id
+        )
+    };
+    let mut ops = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let node_dir = dir.path().join(node);
+        let policies = policy_dir(&node_dir, &policy(node));
+        ops.push(
+            Operator::start(
+                &policies,
+                &run.label,
+                &node_dir.join("state"),
+                &["--redis-url", &redis.url(), "--node-name", node],
+            )
+            .await,
+        );
+    }
+    run.spawn("a", ContainerSpec::sh(CRASH_ONCE).label("role", "node-a"))
+        .await;
+    run.spawn("b", ContainerSpec::sh(CRASH_ONCE).label("role", "node-b"))
+        .await;
+    let audit = wait_for(
+        Duration::from_secs(40),
+        "both crashes are decided",
+        || async {
+            let audit = ops[0].audit().await;
+            let decided = audit
+                .iter()
+                .filter(|r| r["status"] == "success" || r["gate"] == "fleet_budget")
+                .count();
+            (decided >= 2).then_some(audit)
+        },
+    )
+    .await;
+    let successes: Vec<&Value> = audit.iter().filter(|r| r["status"] == "success").collect();
+    let refused: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["gate"] == "fleet_budget")
+        .collect();
+    assert_eq!(successes.len(), 1, "{audit:?}");
+    assert_eq!(refused.len(), 1, "{audit:?}");
+    assert_ne!(successes[0]["node"], refused[0]["node"]);
+}
