@@ -243,16 +243,21 @@ async fn hostile_requests_are_refused_and_counted_and_a_valid_one_restarts_a_gov
         .count();
     publish(&redis, &request(&web, "restart", json!({}))).await;
     publish(&redis, &request(&web, "restart", json!({}))).await;
-    wait_until(
-        Duration::from_secs(30),
-        "the second of two back-to-back requests is refused by a gate",
-        || async {
-            op.audit_for(&web).await.iter().any(|r| {
-                r["status"] == "rejected" && (r["gate"] == "cooldown" || r["gate"] == "in_flight")
-            })
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let audit = op.audit_for(&web).await;
+        if audit.iter().any(|r| {
+            r["status"] == "rejected" && (r["gate"] == "cooldown" || r["gate"] == "in_flight")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second of two back-to-back requests is not refused by a gate: {audit:#?}\nlog:\n{}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let after = op.audit_for(&web).await;
     let successes = after.iter().filter(|r| r["status"] == "success").count();
     assert!(successes <= before + 1, "{after:#?}");
