@@ -245,15 +245,18 @@ async fn hostile_requests_are_refused_and_counted_and_a_valid_one_restarts_a_gov
     publish(&redis, &request(&web, "restart", json!({}))).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let audit = op.audit_for(&web).await;
-        if audit.iter().any(|r| {
-            r["status"] == "rejected" && (r["gate"] == "cooldown" || r["gate"] == "in_flight")
-        }) {
+        let complete = op.decisions("remediation_complete", &web).await;
+        let held = complete.iter().any(|e| {
+            e["data"]["analysis_method"] == "external"
+                && e["data"]["result"]["status"] == "rejected"
+                && (e["data"]["gate"] == "cooldown" || e["data"]["gate"] == "in_flight")
+        });
+        if held {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the second of two back-to-back requests is not refused by a gate: {audit:#?}\nlog:\n{}",
+            "the second of two back-to-back requests is not held by a gate: {complete:#?}\nlog:\n{}",
             op.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
