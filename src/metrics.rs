@@ -48,6 +48,11 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GateLabels {
     gate: String,
 }
@@ -74,6 +79,7 @@ pub struct Metrics {
     decisions: Family<TypeLabels, Counter>,
     actions: Family<ActionStatusLabels, Counter>,
     refusals: Family<GateLabels, Counter>,
+    external_requests: Family<ResultLabels, Counter>,
     docker_events: Family<ActionLabels, Counter>,
     watch_restarts: Counter,
     containers_observed: Gauge,
@@ -102,6 +108,7 @@ impl Metrics {
             decisions: Family::default(),
             actions: Family::default(),
             refusals: Family::default(),
+            external_requests: Family::default(),
             docker_events: Family::default(),
             watch_restarts: Counter::default(),
             containers_observed: Gauge::default(),
@@ -139,6 +146,12 @@ impl Metrics {
             "refusals",
             "Actions refused by a safety gate, by gate",
             m.refusals.clone(),
+        );
+        registry.register(
+            "external_requests",
+            "Remediation requests received from other tools (--accept-external-requests), by \
+             result (accepted, refused_<reason>, ignored_<reason>)",
+            m.external_requests.clone(),
         );
         registry.register(
             "docker_events",
@@ -208,6 +221,9 @@ impl Metrics {
                 });
             }
         }
+        let _ = m.external_requests.get_or_create(&ResultLabels {
+            result: "accepted".to_owned(),
+        });
         m.registry = registry;
         m
     }
@@ -265,6 +281,16 @@ impl Metrics {
         self.refusals
             .get_or_create(&GateLabels {
                 gate: gate.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a remediation request received from another tool, by result (`accepted`,
+    /// `refused_<reason>`, `ignored_<reason>`).
+    pub fn external_request(&self, result: &str) {
+        self.external_requests
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
             })
             .inc();
     }
@@ -374,6 +400,7 @@ mod tests {
         m.refusal("cooldown");
         m.docker_event("start");
         m.action("restart", "success", 1.0);
+        m.external_request("refused_not_json");
         let text = m.encode();
         for name in [
             "hemostat_reconciles",
@@ -381,6 +408,7 @@ mod tests {
             "hemostat_decisions",
             "hemostat_actions",
             "hemostat_refusals",
+            "hemostat_external_requests",
             "hemostat_docker_events",
             "hemostat_watch_restarts",
             "hemostat_containers_observed",
@@ -427,7 +455,24 @@ mod tests {
         m.action("restart", "rejected", 0.0);
         m.action("restart", "dry_run", 0.0);
         m.refusal("cooldown");
+        m.external_request("accepted");
+        m.external_request("refused_too_large");
+        m.external_request("refused_too_large");
         let text = m.encode();
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hemostat_external_requests_total{result="accepted"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hemostat_external_requests_total{result="refused_too_large"}"#
+            ),
+            Some(2.0)
+        );
         for status in ["success", "failed", "rejected", "dry_run"] {
             assert_eq!(
                 line_value(

@@ -87,3 +87,30 @@ async fn json_logs_are_one_json_object_per_line() {
         assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
     }
 }
+
+#[test]
+fn accepting_external_requests_without_redis_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let (code, stderr) = run_hemostat(
+        &["run", "--state-dir", state, "--accept-external-requests"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--accept-external-requests needs Redis"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_hemostat(
+        &["run", "--state-dir", state],
+        &[
+            ("HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS", "true"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--accept-external-requests needs Redis"),
+        "the environment variable turns it on too: {stderr}"
+    );
+}

@@ -135,6 +135,8 @@ pub enum AnalysisMethod {
     Rules,
     /// An LLM, its answer validated.
     Ai,
+    /// A request published by another tool on `hemostat:remediation_needed`, validated.
+    External,
 }
 
 /// The analyzer's verdict on one container.

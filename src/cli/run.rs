@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
     #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
     pub outbox_capacity: usize,
+    /// Honour remediation requests other tools publish on hemostat:remediation_needed (the
+    /// original's custom analyzer). Untrusted: validated, then subject to every policy limit and
+    /// safety gate. Needs Redis.
+    #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
+    pub accept_external_requests: bool,
 }
 
 /// Log output formats.
@@ -255,6 +260,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_port,
         redis_password,
         outbox_capacity,
+        accept_external_requests,
     } = args;
     init_logging(log_format, &log_level)?;
     if sample_interval.get() < Duration::from_secs(1) {
@@ -265,6 +271,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let policies = load_policies(&policies)?;
     let node = node.unwrap_or_else(node_name);
+    let redis = crate::bus::redis::RedisConfig::from_parts(
+        redis_url,
+        redis_host,
+        redis_port,
+        redis_password,
+    )
+    .context("invalid Redis settings")?
+    .map(|c| c.with_outbox_capacity(outbox_capacity));
+    if accept_external_requests && redis.is_none() {
+        bail!(
+            "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
+        );
+    }
 
     let docker = BollardDocker::connect()
         .await
@@ -276,14 +295,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .context("cannot read the Docker host's info")?;
     info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
 
-    let redis = crate::bus::redis::RedisConfig::from_parts(
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-    )
-    .context("invalid Redis settings")?
-    .map(|c| c.with_outbox_capacity(outbox_capacity));
     let mut redis_bus = None;
     let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
         Some(config) => {
@@ -349,6 +360,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         },
         handled: Default::default(),
         metrics: metrics.clone(),
+        own_decisions: Default::default(),
     });
 
     let shutdown = CancellationToken::new();
@@ -376,6 +388,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             policies,
             shutdown.clone(),
         ));
+        if accept_external_requests {
+            let client = redis::Client::open(config.connection_info().clone())
+                .context("cannot set up the Redis client for external requests")?;
+            tokio::spawn(crate::controller::external::run_subscriber(
+                client,
+                ctx.clone(),
+                shutdown.clone(),
+            ));
+        }
     }
     tokio::spawn(crate::controller::watch::requeue_on_policy_change(
         ctx.clone(),

@@ -1,6 +1,6 @@
 //! What the loop, the watcher, the sampler and the HTTP server share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +42,41 @@ pub struct Handled {
     pub failures: u32,
 }
 
+/// The newest decision ids this process produced, so that its own `remediation_needed`
+/// envelopes, read back from Redis, are recognised and never acted on twice.
+#[derive(Debug, Default)]
+pub struct OwnDecisions {
+    inner: Mutex<(VecDeque<String>, HashSet<String>)>,
+}
+
+impl OwnDecisions {
+    /// How many ids are remembered.
+    pub const CAPACITY: usize = 4096;
+
+    /// Remembers an id (forgetting the oldest beyond [`Self::CAPACITY`]).
+    pub fn insert(&self, id: &str) {
+        let mut guard = self.inner.lock().expect("own decisions lock");
+        let (order, set) = &mut *guard;
+        if set.insert(id.to_owned()) {
+            order.push_back(id.to_owned());
+        }
+        while order.len() > Self::CAPACITY {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether this process produced `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.inner
+            .lock()
+            .expect("own decisions lock")
+            .1
+            .contains(id)
+    }
+}
+
 /// Shared by every part of the running operator.
 pub struct Context {
     /// The engine.
@@ -68,4 +103,6 @@ pub struct Context {
     pub handled: Mutex<HashMap<String, Handled>>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Decision ids this process produced.
+    pub own_decisions: OwnDecisions,
 }

@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod driver;
+pub mod external;
 pub mod queue;
 pub mod reconcile;
 pub mod sample;

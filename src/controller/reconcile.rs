@@ -99,6 +99,7 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::Requeue(ctx.config.resync));
     };
     let data = decision_data(ctx, &observed, &policy, &decision, &decision_id);
+    ctx.own_decisions.insert(&decision_id);
     publish(ctx, EventType::RemediationNeeded, data).await;
     info!(container = %info.name, %action, reason = %decision.reason, "remediation needed");
     let response = ctx

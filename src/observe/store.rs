@@ -70,6 +70,16 @@ impl ObservedStore {
         self.containers.read().expect("store lock").get(id).cloned()
     }
 
+    /// A copy of the view of the container named `name` (without the leading `/`).
+    pub fn find_by_name(&self, name: &str) -> Option<Observed> {
+        self.containers
+            .read()
+            .expect("store lock")
+            .values()
+            .find(|o| o.info.name == name)
+            .cloned()
+    }
+
     /// Copies of every view.
     pub fn all(&self) -> Vec<Observed> {
         let mut all: Vec<Observed> = self

@@ -19,19 +19,43 @@ pub struct Acting {
 pub struct ActingGuard<'a> {
     acting: &'a Acting,
     id: String,
+    /// What was recorded for `id` before (restored by [`ActingGuard::abandon`]).
+    previous: Option<Option<Instant>>,
+    /// Set by [`ActingGuard::abandon`]: no grace period on drop.
+    abandoned: bool,
 }
 
 impl Acting {
     /// Marks `id` as being acted on until the guard drops.
     pub fn begin(&self, id: &str) -> ActingGuard<'_> {
-        self.ids
+        let previous = self
+            .ids
             .lock()
             .expect("acting mutex")
             .insert(id.to_owned(), None);
         ActingGuard {
             acting: self,
             id: id.to_owned(),
+            previous,
+            abandoned: false,
         }
+    }
+
+    /// Like [`Self::begin`], but `None` while another action of this process on `id` is in
+    /// flight: the shared lock is re-entrant for one owner, so this is what keeps two paths of
+    /// one process (the reconcile loop and external requests) from acting at once.
+    pub fn try_begin(&self, id: &str) -> Option<ActingGuard<'_>> {
+        let mut ids = self.ids.lock().expect("acting mutex");
+        if matches!(ids.get(id), Some(None)) {
+            return None;
+        }
+        let previous = ids.insert(id.to_owned(), None);
+        Some(ActingGuard {
+            acting: self,
+            id: id.to_owned(),
+            previous,
+            abandoned: false,
+        })
     }
 
     /// True while HemoStat acts on `id`, and for [`EVENT_GRACE`] after.
@@ -49,8 +73,24 @@ impl Acting {
     }
 }
 
+impl ActingGuard<'_> {
+    /// Nothing was done after all: forgets this action without a grace period.
+    pub fn abandon(mut self) {
+        if let Ok(mut ids) = self.acting.ids.lock() {
+            match self.previous.take() {
+                Some(previous) => ids.insert(self.id.clone(), previous),
+                None => ids.remove(&self.id),
+            };
+        }
+        self.abandoned = true;
+    }
+}
+
 impl Drop for ActingGuard<'_> {
     fn drop(&mut self) {
+        if self.abandoned {
+            return;
+        }
         if let Ok(mut ids) = self.acting.ids.lock() {
             ids.insert(self.id.clone(), Some(Instant::now() + EVENT_GRACE));
         }
@@ -70,5 +110,22 @@ mod tests {
         drop(guard);
         assert!(acting.is_ours("a"));
         assert!(!acting.is_ours("b"));
+    }
+
+    #[test]
+    fn only_one_action_at_a_time_and_an_abandoned_one_leaves_no_trace() {
+        let acting = Acting::default();
+        let first = acting.try_begin("a").expect("free");
+        assert!(acting.try_begin("a").is_none(), "in flight");
+        assert!(acting.try_begin("b").is_some());
+        drop(first);
+        let again = acting
+            .try_begin("a")
+            .expect("free again during the grace period");
+        again.abandon();
+        assert!(acting.is_ours("a"), "the earlier grace period is restored");
+        let c = acting.try_begin("c").expect("free");
+        c.abandon();
+        assert!(!acting.is_ours("c"));
     }
 }

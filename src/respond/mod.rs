@@ -165,11 +165,22 @@ impl Responder {
             Verdict::Execute => {}
         }
         let r = &req.policy.spec.remediation;
+        // One action per container within this process first (the shared lock below is
+        // re-entrant for this process's owner id), then across processes.
+        let Some(acting) = self.acting.try_begin(&req.info.id) else {
+            return Response::Rejected(Refusal::InFlight);
+        };
         let lock_ttl = r.stop_timeout.get() + r.verify_within.get() + Duration::from_secs(60);
         match self.store.try_lock(&key, &self.owner, lock_ttl).await {
             Ok(true) => {}
-            Ok(false) => return Response::Rejected(Refusal::InFlight),
-            Err(e) => return Response::Failed(format!("lock unavailable, not acting: {e}")),
+            Ok(false) => {
+                acting.abandon();
+                return Response::Rejected(Refusal::InFlight);
+            }
+            Err(e) => {
+                acting.abandon();
+                return Response::Failed(format!("lock unavailable, not acting: {e}"));
+            }
         }
         if let Some(budget) = &r.fleet_budget {
             let taken = self
@@ -194,6 +205,7 @@ impl Responder {
             };
             if let Some(refusal) = refusal {
                 let _ = self.store.unlock(&key, &self.owner).await;
+                acting.abandon();
                 return refusal;
             }
         }
@@ -211,9 +223,9 @@ impl Responder {
             .await
         {
             let _ = self.store.unlock(&key, &self.owner).await;
+            acting.abandon();
             return Response::Failed(format!("could not record the action, not acting: {e}"));
         }
-        let _acting = self.acting.begin(&req.info.id);
         info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
         self.action_started
             .lock()
@@ -238,7 +250,7 @@ impl Responder {
         if let Err(e) = &after {
             warn!(container = %req.info.name, error = %e, "could not record the outcome");
         }
-        drop(_acting);
+        drop(acting);
         let own = match result {
             Ok(details) => Response::Success(details),
             Err(details) => Response::Failed(details),
