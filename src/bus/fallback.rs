@@ -40,21 +40,36 @@
 //! (at least once: a record whose append reached Redis but whose reply was lost is sent
 //! again).
 //!
-//! # Limits
+//! # Restarts
 //!
-//! The dirty set and the audit backlog live in memory: an operator restarted during an outage
-//! still has its local state (persisted), but does not push it to Redis afterwards.
+//! With [`FallbackStore::with_journal`] (as `hemostat run` does), the dirty keys and the audit
+//! backlog are written atomically to `<state-dir>/fallback.json` whenever they change, so an
+//! operator restarted during an outage still merges what it did into Redis afterwards. Without
+//! a journal they live in memory only.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::memory::{MemoryStore, RETAINED};
 use super::{AuditRecord, BusError, Result, StateStore};
 use crate::respond::safety::{ActionRecord, Outcome, SafetyState};
+
+/// The journal's file name under the state directory.
+pub const JOURNAL_FILE: &str = "fallback.json";
+
+/// What waits for Redis, as written to the journal.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Journal {
+    dirty: BTreeSet<String>,
+    audit_backlog: VecDeque<AuditRecord>,
+}
 
 /// The default period of the background re-sync task.
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
@@ -114,6 +129,10 @@ pub struct FallbackStore {
     /// One audit drain at a time.
     draining: tokio::sync::Mutex<()>,
     outage: AtomicBool,
+    /// Where the dirty keys and the audit backlog are persisted, if anywhere.
+    journal: Option<PathBuf>,
+    /// Serialises journal writes.
+    journal_write: Mutex<()>,
 }
 
 impl std::fmt::Debug for FallbackStore {
@@ -139,6 +158,76 @@ impl FallbackStore {
             syncing: tokio::sync::Mutex::new(()),
             draining: tokio::sync::Mutex::new(()),
             outage: AtomicBool::new(false),
+            journal: None,
+            journal_write: Mutex::new(()),
+        }
+    }
+
+    /// Persists the dirty keys and the audit backlog to `<dir>/fallback.json` from now on,
+    /// first loading what an earlier run left there (to be pushed when Redis answers).
+    pub fn with_journal(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| BusError::Persist {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(JOURNAL_FILE);
+        let journal: Journal = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| BusError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Journal::default(),
+            Err(source) => {
+                return Err(BusError::Persist {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        if !journal.dirty.is_empty() || !journal.audit_backlog.is_empty() {
+            tracing::info!(
+                dirty = journal.dirty.len(),
+                audit_backlog = journal.audit_backlog.len(),
+                "an earlier run left changes for redis; they are merged when it answers"
+            );
+        }
+        self.dirty
+            .get_mut()
+            .expect("dirty mutex")
+            .extend(journal.dirty);
+        self.backlog
+            .get_mut()
+            .expect("backlog mutex")
+            .extend(journal.audit_backlog);
+        self.journal = Some(path);
+        Ok(self)
+    }
+
+    /// Writes the journal (temp file, fsync, rename); a failure is logged, not returned: the
+    /// local state itself is already durable.
+    fn save_journal(&self) {
+        let Some(path) = &self.journal else {
+            return;
+        };
+        let _one = self.journal_write.lock().expect("journal mutex");
+        let journal = Journal {
+            dirty: self
+                .dirty
+                .lock()
+                .expect("dirty mutex")
+                .iter()
+                .cloned()
+                .collect(),
+            audit_backlog: self.backlog.lock().expect("backlog mutex").clone(),
+        };
+        let bytes = serde_json::to_vec(&journal).expect("the journal is always serialisable");
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the fallback journal");
         }
     }
 
@@ -260,7 +349,10 @@ impl FallbackStore {
         };
         self.note_success();
         self.mirror(key, &merged).await;
-        self.dirty.lock().expect("dirty mutex").remove(key);
+        let removed = self.dirty.lock().expect("dirty mutex").remove(key);
+        if removed {
+            self.save_journal();
+        }
         tracing::debug!(
             key,
             actions = merged.actions.len(),
@@ -290,6 +382,7 @@ impl FallbackStore {
                 Ok(()) => {
                     self.note_success();
                     self.backlog.lock().expect("backlog mutex").pop_front();
+                    self.save_journal();
                 }
                 Err(e) => {
                     if is_redis(&e) {
@@ -380,10 +473,14 @@ impl StateStore for FallbackStore {
                 Err(e) if is_redis(&e) => {
                     self.note_failure("update safety state", &e);
                     let state = self.local.update_safety(key, &mut *update).await?;
-                    self.dirty
+                    let added = self
+                        .dirty
                         .lock()
                         .expect("dirty mutex")
                         .insert(key.to_owned());
+                    if added {
+                        self.save_journal();
+                    }
                     return Ok(state);
                 }
                 Err(e) => Err(e),
@@ -463,14 +560,17 @@ impl StateStore for FallbackStore {
             }
         }
         self.local.append_audit(record.clone()).await?;
-        let mut backlog = self.backlog.lock().expect("backlog mutex");
-        backlog.push_back(record);
-        while backlog.len() > RETAINED {
-            backlog.pop_front();
-            tracing::warn!(
-                "audit backlog full: dropped its oldest record (it stays in the local trail)"
-            );
+        {
+            let mut backlog = self.backlog.lock().expect("backlog mutex");
+            backlog.push_back(record);
+            while backlog.len() > RETAINED {
+                backlog.pop_front();
+                tracing::warn!(
+                    "audit backlog full: dropped its oldest record (it stays in the local trail)"
+                );
+            }
         }
+        self.save_journal();
         Ok(())
     }
 
@@ -867,6 +967,38 @@ mod tests {
         assert_eq!(remote.inner.safety("k").await.unwrap().actions.len(), 1);
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_operator_restarted_during_an_outage_still_merges_what_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Switchable::new();
+        remote.set_down(true);
+        {
+            let store = FallbackStore::new(remote.clone(), MemoryStore::open(dir.path()).unwrap())
+                .with_journal(dir.path())
+                .unwrap();
+            store
+                .update_safety("k", &mut |s| s.actions.push(rec("d1", 0, Outcome::Pending)))
+                .await
+                .unwrap();
+            store.append_audit(audit("a1")).await.unwrap();
+        }
+        let store = FallbackStore::new(remote.clone(), MemoryStore::open(dir.path()).unwrap())
+            .with_journal(dir.path())
+            .unwrap();
+        assert_eq!(store.dirty_keys(), ["k"]);
+        assert_eq!(store.audit_backlog_len(), 1);
+        remote.set_down(false);
+        store.resync().await.unwrap();
+        assert_eq!(remote.inner.safety("k").await.unwrap().actions.len(), 1);
+        assert_eq!(remote.inner.audit_tail(10).await.unwrap().len(), 1);
+        let reopened = FallbackStore::new(remote.clone(), MemoryStore::ephemeral())
+            .with_journal(dir.path())
+            .unwrap();
+        assert!(reopened.dirty_keys().is_empty(), "the journal was emptied");
+        assert_eq!(reopened.audit_backlog_len(), 0);
+        assert!(!dir.path().join("fallback.json.tmp").exists());
     }
 
     #[tokio::test]

@@ -304,7 +304,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             }
             redis_bus = Some(bus.clone());
-            let store = Arc::new(FallbackStore::new(bus.clone(), local));
+            let store = Arc::new(
+                FallbackStore::new(bus.clone(), local)
+                    .with_journal(&state_dir)
+                    .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?,
+            );
             fallback = Some(store.clone());
             (store, bus)
         }
