@@ -5,9 +5,10 @@
 //!
 //! # While Redis answers
 //!
-//! Every call goes to Redis. Each safety update's resulting state is also mirrored into the
-//! local store, so the local view is a warm copy of this node's safety state (cooldowns,
-//! action windows, breakers) when an outage begins.
+//! Every call goes to Redis. Each safety update's resulting state, and each safety state read
+//! that differs from the local one, is also mirrored into the local store, so the local view is
+//! a warm copy of this node's safety state (cooldowns, action windows, breakers) when an outage
+//! begins.
 //!
 //! # During a Redis outage
 //!
@@ -438,7 +439,14 @@ impl StateStore for FallbackStore {
                         self.note_failure("read safety state", &e);
                         return self.local.safety(key).await;
                     }
-                    other => other,
+                    Ok(state) => {
+                        // Keeps the local copy warm for containers not updated since startup.
+                        if self.local.safety(key).await.ok().as_ref() != Some(&state) {
+                            self.mirror(key, &state).await;
+                        }
+                        Ok(state)
+                    }
+                    Err(e) => Err(e),
                 }
             }
         };
@@ -819,6 +827,17 @@ mod tests {
         );
         assert!(store.dirty_keys().is_empty());
         assert!(!store.in_outage());
+        // A state written before this store existed is mirrored when it is first read.
+        remote
+            .inner
+            .update_safety("n1/old", &mut |s| s.open_until = Some(t(99)))
+            .await
+            .unwrap();
+        store.safety("n1/old").await.unwrap();
+        assert_eq!(
+            store.local().safety("n1/old").await.unwrap().open_until,
+            Some(t(99))
+        );
     }
 
     #[tokio::test]
