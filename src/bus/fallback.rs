@@ -13,7 +13,10 @@
 //! # During a Redis outage
 //!
 //! A call that fails with a Redis error is served locally instead; the outage is logged once
-//! at warn when it begins and once at info when it ends, not per call.
+//! at warn when it begins and once at info when it ends, not per call. While the outage lasts,
+//! Redis is asked at most once per probe period (default 1 s, [`DEFAULT_PROBE_EVERY`]); the other
+//! calls go straight to the local view, so an unreachable host (connection timeouts) does not
+//! slow every decision down.
 //!
 //! - **Safety state** is read from, and updated in, the local store; updated keys are marked
 //!   dirty.
@@ -71,6 +74,9 @@ struct Journal {
     dirty: BTreeSet<String>,
     audit_backlog: VecDeque<AuditRecord>,
 }
+
+/// During an outage, Redis is asked at most once per this period.
+pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The default period of the background re-sync task.
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
@@ -134,6 +140,10 @@ pub struct FallbackStore {
     journal: Option<PathBuf>,
     /// Serialises journal writes.
     journal_write: Mutex<()>,
+    /// During an outage, how often Redis is asked.
+    probe_every: Duration,
+    /// During an outage, when Redis may be asked next.
+    next_probe: Mutex<std::time::Instant>,
 }
 
 impl std::fmt::Debug for FallbackStore {
@@ -161,7 +171,75 @@ impl FallbackStore {
             outage: AtomicBool::new(false),
             journal: None,
             journal_write: Mutex::new(()),
+            probe_every: DEFAULT_PROBE_EVERY,
+            next_probe: Mutex::new(std::time::Instant::now()),
         }
+    }
+
+    /// During an outage, asks Redis at most once per `every` (zero: on every call).
+    pub fn with_probe_every(mut self, every: Duration) -> Self {
+        self.probe_every = every;
+        self
+    }
+
+    /// Whether this call should go straight to the local view: an outage is on and another
+    /// call asked Redis less than a probe period ago. Otherwise this call is the probe.
+    fn skip_remote(&self) -> bool {
+        if !self.in_outage() {
+            return false;
+        }
+        let mut next = self.next_probe.lock().expect("probe mutex");
+        let now = std::time::Instant::now();
+        if now < *next {
+            return true;
+        }
+        *next = now + self.probe_every;
+        false
+    }
+
+    fn outage_error(op: &'static str) -> BusError {
+        BusError::Redis {
+            op,
+            source: ::redis::RedisError::from((
+                ::redis::ErrorKind::Io,
+                "redis unreachable (outage in progress)",
+            )),
+        }
+    }
+
+    /// Applies an update on the local view and marks the key dirty.
+    async fn update_local(
+        &self,
+        key: &str,
+        update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
+    ) -> Result<SafetyState> {
+        let state = self.local.update_safety(key, update).await?;
+        let added = self
+            .dirty
+            .lock()
+            .expect("dirty mutex")
+            .insert(key.to_owned());
+        if added {
+            self.save_journal();
+        }
+        Ok(state)
+    }
+
+    /// Appends an audit record locally and to the backlog.
+    async fn append_local(&self, record: AuditRecord) -> Result<()> {
+        self.local.append_audit(record.clone()).await?;
+        {
+            let mut backlog = self.backlog.lock().expect("backlog mutex");
+            backlog.push_back(record);
+            while backlog.len() > RETAINED {
+                backlog.pop_front();
+                tracing::warn!(
+                    "audit backlog full: dropped its oldest record (it stays in the local trail)"
+                );
+            }
+        }
+        self.save_journal();
+        Ok(())
     }
 
     /// Persists the dirty keys and the audit backlog to `<dir>/fallback.json` from now on,
@@ -279,6 +357,8 @@ impl FallbackStore {
 
     fn note_failure(&self, op: &'static str, e: &BusError) {
         if !self.outage.swap(true, Ordering::SeqCst) {
+            *self.next_probe.lock().expect("probe mutex") =
+                std::time::Instant::now() + self.probe_every;
             tracing::warn!(
                 op,
                 error = %e,
@@ -426,6 +506,9 @@ impl StateStore for FallbackStore {
         let read = {
             let lock = self.key_lock(key);
             let _key = lock.lock().await;
+            if self.skip_remote() {
+                return self.local.safety(key).await;
+            }
             if self.is_dirty(key) {
                 // Redis must not serve this key before it knows the outage's changes.
                 match self.push_key(key).await {
@@ -464,7 +547,9 @@ impl StateStore for FallbackStore {
         let updated = {
             let lock = self.key_lock(key);
             let _key = lock.lock().await;
-            let pushed = if self.is_dirty(key) {
+            let pushed = if self.skip_remote() {
+                Err(Self::outage_error("update safety state"))
+            } else if self.is_dirty(key) {
                 self.push_key(key).await.map(|_| ())
             } else {
                 Ok(())
@@ -480,16 +565,7 @@ impl StateStore for FallbackStore {
                 }
                 Err(e) if is_redis(&e) => {
                     self.note_failure("update safety state", &e);
-                    let state = self.local.update_safety(key, &mut *update).await?;
-                    let added = self
-                        .dirty
-                        .lock()
-                        .expect("dirty mutex")
-                        .insert(key.to_owned());
-                    if added {
-                        self.save_journal();
-                    }
-                    return Ok(state);
+                    return self.update_local(key, update).await;
                 }
                 Err(e) => Err(e),
             }
@@ -501,6 +577,9 @@ impl StateStore for FallbackStore {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        if self.skip_remote() {
+            return self.local.try_lock(key, owner, ttl).await;
+        }
         match self.remote.try_lock(key, owner, ttl).await {
             Ok(took) => {
                 self.after_success().await;
@@ -517,6 +596,10 @@ impl StateStore for FallbackStore {
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
         self.local.unlock(key, owner).await?;
+        if self.skip_remote() {
+            // A lock taken in Redis before the outage expires with its TTL.
+            return Ok(());
+        }
         match self.remote.unlock(key, owner).await {
             Ok(()) => {
                 self.after_success().await;
@@ -538,6 +621,10 @@ impl StateStore for FallbackStore {
         per: Duration,
         id: &str,
     ) -> Result<bool> {
+        if self.skip_remote() {
+            // Refused: the fleet-wide budget cannot be checked without the shared store.
+            return Err(Self::outage_error("take fleet budget"));
+        }
         match self.remote.take_fleet_budget(budget, max, per, id).await {
             Ok(took) => {
                 self.after_success().await;
@@ -554,6 +641,9 @@ impl StateStore for FallbackStore {
     }
 
     async fn append_audit(&self, record: AuditRecord) -> Result<()> {
+        if self.skip_remote() {
+            return self.append_local(record).await;
+        }
         if self.audit_backlog_len() > 0 {
             let _ = self.drain_audit().await;
         }
@@ -567,22 +657,13 @@ impl StateStore for FallbackStore {
                 Err(e) => return Err(e),
             }
         }
-        self.local.append_audit(record.clone()).await?;
-        {
-            let mut backlog = self.backlog.lock().expect("backlog mutex");
-            backlog.push_back(record);
-            while backlog.len() > RETAINED {
-                backlog.pop_front();
-                tracing::warn!(
-                    "audit backlog full: dropped its oldest record (it stays in the local trail)"
-                );
-            }
-        }
-        self.save_journal();
-        Ok(())
+        self.append_local(record).await
     }
 
     async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        if self.skip_remote() {
+            return self.local.audit_tail(limit).await;
+        }
         if self.audit_backlog_len() > 0 {
             let _ = self.drain_audit().await;
         }
@@ -611,6 +692,7 @@ mod tests {
     struct Switchable {
         inner: MemoryStore,
         down: AtomicBool,
+        calls: std::sync::atomic::AtomicUsize,
     }
 
     impl Switchable {
@@ -618,6 +700,7 @@ mod tests {
             Arc::new(Self {
                 inner: MemoryStore::ephemeral(),
                 down: AtomicBool::new(false),
+                calls: Default::default(),
             })
         }
 
@@ -626,6 +709,7 @@ mod tests {
         }
 
         fn check(&self) -> Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
                 return Err(BusError::Redis {
                     op: "fake",
@@ -702,7 +786,8 @@ mod tests {
 
     fn fixture() -> (Arc<Switchable>, FallbackStore) {
         let remote = Switchable::new();
-        let store = FallbackStore::new(remote.clone(), MemoryStore::ephemeral());
+        let store = FallbackStore::new(remote.clone(), MemoryStore::ephemeral())
+            .with_probe_every(Duration::ZERO);
         (remote, store)
     }
 
@@ -1018,6 +1103,47 @@ mod tests {
         assert!(reopened.dirty_keys().is_empty(), "the journal was emptied");
         assert_eq!(reopened.audit_backlog_len(), 0);
         assert!(!dir.path().join("fallback.json.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn during_an_outage_redis_is_asked_once_per_probe_period() {
+        let remote = Switchable::new();
+        let store = FallbackStore::new(remote.clone(), MemoryStore::ephemeral())
+            .with_probe_every(Duration::from_secs(3600));
+        remote.set_down(true);
+        store.safety("k").await.unwrap();
+        let asked = remote.calls.load(Ordering::SeqCst);
+        store
+            .update_safety("k", &mut |s| s.actions.push(rec("d1", 0, Outcome::Pending)))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .try_lock("k", "me", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        store.unlock("k", "me").await.unwrap();
+        store.append_audit(audit("a1")).await.unwrap();
+        assert!(store.audit_tail(5).await.is_ok());
+        assert!(
+            store
+                .take_fleet_budget("p", 5, Duration::from_secs(60), "x")
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            remote.calls.load(Ordering::SeqCst),
+            asked,
+            "not asked again"
+        );
+        assert_eq!(store.safety("k").await.unwrap().actions.len(), 1);
+        // The re-sync always asks, and ends the outage.
+        remote.set_down(false);
+        store.resync().await.unwrap();
+        assert!(!store.in_outage());
+        assert_eq!(remote.inner.safety("k").await.unwrap().actions.len(), 1);
+        assert_eq!(remote.inner.audit_tail(5).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
