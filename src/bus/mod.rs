@@ -2,9 +2,11 @@
 //!
 //! The in-memory implementation ([`memory`]) is the embedded default and the tests' fake; it
 //! persists the safety state atomically under `--state-dir` so a restarted operator does not
-//! forget cooldowns and breakers.
+//! forget cooldowns and breakers. With Redis, [`fallback::FallbackStore`] keeps a local copy
+//! and serves it while Redis is unreachable.
 
 pub mod envelope;
+pub mod fallback;
 pub mod memory;
 pub mod redis;
 

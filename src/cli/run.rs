@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
 use crate::bus::memory::{MemorySink, MemoryStore};
 use crate::bus::{EventSink, StateStore};
 use crate::controller::context::Context;
@@ -296,6 +297,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
 
     let mut redis_bus = None;
+    let mut fallback = None;
+    let state_dir = state_dir.unwrap_or_else(default_state_dir);
+    let local = MemoryStore::open(&state_dir)
+        .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
     let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
         Some(config) => {
             let bus = Arc::new(
@@ -303,20 +308,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .context("cannot set up the Redis client")?,
             );
             match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
-                Ok(Ok(())) => info!(redis = %config, "shared state and decisions go to Redis"),
+                Ok(Ok(())) => {
+                    info!(redis = %config, state_dir = %state_dir.display(), "shared state and decisions go to Redis; safety state also kept locally for outages")
+                }
                 _ => {
-                    warn!(redis = %config, "Redis does not answer yet: envelopes wait in the outbox, and no action is taken while the shared safety state is unreachable")
+                    warn!(redis = %config, state_dir = %state_dir.display(), "Redis does not answer yet: envelopes wait in the outbox; safety state, locks and audit use this node's local view (persisted in the state dir) and are merged into Redis when it answers; fleet budgets are refused until then")
                 }
             }
             redis_bus = Some(bus.clone());
-            (bus.clone(), bus)
+            let store = Arc::new(
+                FallbackStore::new(bus.clone(), local)
+                    .with_journal(&state_dir)
+                    .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?,
+            );
+            fallback = Some(store.clone());
+            (store, bus)
         }
         None => {
-            let state_dir = state_dir.unwrap_or_else(default_state_dir);
-            let store = MemoryStore::open(&state_dir)
-                .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
             info!(state_dir = %state_dir.display(), "no Redis configured: safety state persisted here, decisions kept in memory");
-            (Arc::new(store), Arc::new(MemorySink::default()))
+            (Arc::new(local), Arc::new(MemorySink::default()))
         }
     };
 
@@ -397,6 +407,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 shutdown.clone(),
             ));
         }
+    }
+    if let Some(store) = &fallback {
+        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
     }
     tokio::spawn(crate::controller::watch::requeue_on_policy_change(
         ctx.clone(),
