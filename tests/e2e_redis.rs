@@ -423,3 +423,82 @@ async fn the_fleet_budget_holds_across_two_nodes() {
     assert_eq!(refused.len(), 1, "{audit:?}");
     assert_ne!(successes[0]["node"], refused[0]["node"]);
 }
+
+#[tokio::test]
+async fn during_a_redis_outage_containers_are_still_repaired_and_no_envelope_is_lost() {
+    let mut redis = RedisServer::start_durable();
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let body =
+        "  probes:\n    exit: {}\n  remediation:\n    actions: [restart]\n    cooldown: 1h\n";
+    let op = start(dir.path(), &run, &redis, body, "state").await;
+    redis.stop();
+    let id = run
+        .spawn("outage", target(ContainerSpec::sh(CRASH_ONCE)))
+        .await;
+    let name = run.name("outage");
+    // Repaired from the local view while Redis is down.
+    wait_until(
+        Duration::from_secs(40),
+        "the crash is repaired during the outage",
+        || async {
+            run.docker_cli(&["inspect", "-f", "{{.State.Status}} {{.RestartCount}}", &id])
+                .starts_with("running")
+                && op
+                    .audit_for(&name)
+                    .await
+                    .iter()
+                    .any(|r| r["status"] == "success")
+        },
+    )
+    .await;
+    redis.start_again();
+    // Every envelope of the scenario reaches the durable stream, in order.
+    let types = wait_for(Duration::from_secs(30), "the outbox is delivered", || {
+        let client = redis.client();
+        let name = name.clone();
+        async move {
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg("hemostat:stream:events")
+                .arg("-")
+                .arg("+")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            let types: Vec<String> = entries
+                .ids
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(&e.get::<String>("envelope")?).ok())
+                .filter(|e| e["data"]["container"] == name.as_str())
+                .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (types.len() >= 3).then_some(types)
+        }
+    })
+    .await;
+    assert_eq!(
+        types,
+        ["health_alert", "remediation_needed", "remediation_complete"]
+    );
+    // The safety state recorded during the outage was merged into Redis.
+    let key = format!("hemostat:safety:test-node/{name}");
+    wait_until(
+        Duration::from_secs(15),
+        "the local safety state is merged back",
+        || {
+            let client = redis.client();
+            let key = key.clone();
+            async move {
+                let mut c = client.get_multiplexed_async_connection().await.unwrap();
+                let state: Option<String> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                state.is_some_and(|s| s.contains("\"restart\""))
+            }
+        },
+    )
+    .await;
+}
