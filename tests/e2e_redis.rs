@@ -344,18 +344,11 @@ async fn an_operator_restart_keeps_the_cooldown_and_breaker_state_in_redis() {
     })
     .await;
     let second = start(dir.path(), &run, &redis, body, "second").await;
-    let refused = wait_for(
-        Duration::from_secs(30),
-        "the cooldown from Redis holds",
-        || async {
-            second
-                .audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["gate"] == "cooldown")
-        },
-    )
-    .await;
+    let refused = second
+        .wait_audit(&name, 30, "the cooldown from Redis holds", |r| {
+            r["gate"] == "cooldown"
+        })
+        .await;
     assert_eq!(refused["status"], "rejected");
     let mut conn = redis.connection().await;
     let state: String = redis::cmd("GET")

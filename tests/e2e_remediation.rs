@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use operator::{Operator, policy_dir, policy_for_run};
 use serde_json::Value;
-use support::{ContainerSpec, TestRun, wait_for, wait_until};
+use support::{ContainerSpec, TestRun, wait_until};
 
 /// Crashes with code 3 in its first life, then stays up (a marker survives the restart).
 const CRASH_ONCE: &str =
@@ -59,13 +59,11 @@ async fn a_crash_is_restarted_and_comes_back() {
         .spawn("crash", target(ContainerSpec::sh(CRASH_ONCE)))
         .await;
     let name = run.name("crash");
-    let record = wait_for(Duration::from_secs(30), "the crash is repaired", || async {
-        op.audit_for(&name)
-            .await
-            .into_iter()
-            .find(|r| r["status"] == "success")
-    })
-    .await;
+    let record = op
+        .wait_audit(&name, 30, "the crash is repaired", |r| {
+            r["status"] == "success"
+        })
+        .await;
     assert_eq!(record["action"], "restart");
     assert!(
         record["reason"]
@@ -133,17 +131,11 @@ async fn a_failing_healthcheck_is_restarted_after_unhealthy_for() {
         .await;
     let name = run.name("sick");
     let started_at = state(&run, &id).1;
-    let record = wait_for(
-        Duration::from_secs(40),
-        "the unhealthy container is repaired",
-        || async {
-            op.audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["status"] == "success")
-        },
-    )
-    .await;
+    let record = op
+        .wait_audit(&name, 40, "the unhealthy container is repaired", |r| {
+            r["status"] == "success"
+        })
+        .await;
     assert!(
         record["reason"].as_str().unwrap().contains("Unhealthy for"),
         "{record}"
@@ -169,17 +161,11 @@ async fn an_oom_kill_is_recognised_as_oom_and_restarted() {
         .spawn("hog", target(ContainerSpec::sh(script).memory(8 << 20)))
         .await;
     let name = run.name("hog");
-    let record = wait_for(
-        Duration::from_secs(40),
-        "the OOM kill is repaired",
-        || async {
-            op.audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["status"] == "success")
-        },
-    )
-    .await;
+    let record = op
+        .wait_audit(&name, 40, "the OOM kill is repaired", |r| {
+            r["status"] == "success"
+        })
+        .await;
     assert!(
         record["reason"].as_str().unwrap().contains("OOM killed"),
         "{record}"
@@ -202,33 +188,21 @@ async fn a_cpu_burner_is_restarted_once_and_the_cooldown_then_holds() {
         .spawn("burner", target(ContainerSpec::busy_loop().cpus(0.5)))
         .await;
     let name = run.name("burner");
-    let first = wait_for(
-        Duration::from_secs(40),
-        "the burner is restarted",
-        || async {
-            op.audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["status"] == "success")
-        },
-    )
-    .await;
+    let first = op
+        .wait_audit(&name, 40, "the burner is restarted", |r| {
+            r["status"] == "success"
+        })
+        .await;
     assert!(
         first["reason"].as_str().unwrap().contains("High CPU"),
         "{first}"
     );
     // It keeps burning after the restart: the next decision is refused by the cooldown.
-    let refused = wait_for(
-        Duration::from_secs(40),
-        "the cooldown refuses a second restart",
-        || async {
-            op.audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["gate"] == "cooldown")
-        },
-    )
-    .await;
+    let refused = op
+        .wait_audit(&name, 40, "the cooldown refuses a second restart", |r| {
+            r["gate"] == "cooldown"
+        })
+        .await;
     assert_eq!(refused["status"], "rejected");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let records = op.audit_for(&name).await;
@@ -273,13 +247,11 @@ async fn a_crash_loop_trips_the_circuit_breaker_and_on_give_up_stops_it() {
         .spawn("loop", target(ContainerSpec::sh(CRASH_ALWAYS)))
         .await;
     let name = run.name("loop");
-    let gave_up = wait_for(Duration::from_secs(60), "the breaker opens", || async {
-        op.audit_for(&name)
-            .await
-            .into_iter()
-            .find(|r| r["gate"] == "circuit_open")
-    })
-    .await;
+    let gave_up = op
+        .wait_audit(&name, 60, "the breaker opens", |r| {
+            r["gate"] == "circuit_open"
+        })
+        .await;
     assert!(
         gave_up["details"]
             .as_str()
@@ -322,17 +294,11 @@ async fn protected_and_non_matching_containers_are_never_touched() {
         .await;
     let stranger = run.spawn("stranger", ContainerSpec::sh(CRASH_ONCE)).await;
     let name = run.name("protected");
-    let refused = wait_for(
-        Duration::from_secs(30),
-        "the protected container is refused",
-        || async {
-            op.audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["gate"] == "protected")
-        },
-    )
-    .await;
+    let refused = op
+        .wait_audit(&name, 30, "the protected container is refused", |r| {
+            r["gate"] == "protected"
+        })
+        .await;
     assert_eq!(refused["status"], "rejected");
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(state(&run, &protected).0, "exited");
@@ -352,17 +318,11 @@ async fn dry_run_records_the_decision_and_touches_nothing() {
         .spawn("dry", target(ContainerSpec::sh(CRASH_ONCE)))
         .await;
     let name = run.name("dry");
-    let record = wait_for(
-        Duration::from_secs(30),
-        "the dry run is recorded",
-        || async {
-            op.audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["status"] == "dry_run")
-        },
-    )
-    .await;
+    let record = op
+        .wait_audit(&name, 30, "the dry run is recorded", |r| {
+            r["status"] == "dry_run"
+        })
+        .await;
     assert_eq!(record["action"], "restart");
     let needed = op.decisions("remediation_needed", &name).await;
     assert_eq!(needed[0]["data"]["dry_run"], true);
@@ -405,18 +365,11 @@ async fn kill_9_of_the_operator_during_a_cooldown_still_holds_the_cooldown_after
     )
     .await;
     let second = Operator::start(&policies, &run.label, &state_dir, &[]).await;
-    let refused = wait_for(
-        Duration::from_secs(30),
-        "the new operator refuses by cooldown",
-        || async {
-            second
-                .audit_for(&name)
-                .await
-                .into_iter()
-                .find(|r| r["gate"] == "cooldown")
-        },
-    )
-    .await;
+    let refused = second
+        .wait_audit(&name, 30, "the new operator refuses by cooldown", |r| {
+            r["gate"] == "cooldown"
+        })
+        .await;
     assert_eq!(refused["status"], "rejected");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -456,13 +409,11 @@ async fn an_allow_listed_exec_is_tried_before_a_restart() {
         .await;
     let name = run.name("reloadable");
     let started_at = state(&run, &id).1;
-    let record = wait_for(Duration::from_secs(30), "the exec repairs it", || async {
-        op.audit_for(&name)
-            .await
-            .into_iter()
-            .find(|r| r["status"] == "success")
-    })
-    .await;
+    let record = op
+        .wait_audit(&name, 30, "the exec repairs it", |r| {
+            r["status"] == "success"
+        })
+        .await;
     assert_eq!(record["action"], "exec", "{record}");
     wait_until(Duration::from_secs(10), "it turns healthy", || async {
         run.docker_cli(&["inspect", "-f", "{{.State.Health.Status}}", &id]) == "healthy"

@@ -137,6 +137,34 @@ impl Operator {
             .collect()
     }
 
+    /// Waits up to `secs` for an audit record about `container` that `matches`, and returns it;
+    /// panics naming `what` (and with the operator's log) when none comes.
+    pub async fn wait_audit(
+        &self,
+        container: &str,
+        secs: u64,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(record) = self
+                .audit_for(container)
+                .await
+                .into_iter()
+                .find(|r| matches(r))
+            {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs}s waiting until {what}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Recent envelopes of one type about one container.
     pub async fn decisions(&self, event_type: &str, container: &str) -> Vec<Value> {
         self.get(&format!(
