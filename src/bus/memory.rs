@@ -187,15 +187,8 @@ impl Default for MemorySink {
     fn default() -> Self {
         Self {
             recent: Mutex::new(VecDeque::new()),
-            live: broadcast::channel(1024).0,
+            live: broadcast::channel(super::LIVE_CAPACITY).0,
         }
-    }
-}
-
-impl MemorySink {
-    /// Live envelopes from now on (a slow receiver misses some rather than slowing HemoStat).
-    pub fn subscribe(&self) -> broadcast::Receiver<Envelope> {
-        self.live.subscribe()
     }
 }
 
@@ -210,6 +203,10 @@ impl EventSink for MemorySink {
             }
         }
         let _ = self.live.send(envelope);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Envelope> {
+        self.live.subscribe()
     }
 
     async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {

@@ -143,4 +143,11 @@ pub trait EventSink: Send + Sync + 'static {
     /// Publishes a container's latest metrics (the original's `hemostat:stats:<container>`);
     /// sinks without such a key ignore it.
     async fn put_stats(&self, _container: &str, _node: &str, _stats: serde_json::Value) {}
+    /// Live envelopes from now on, for in-process consumers (alerts, the dashboard's event
+    /// stream). A receiver that falls behind misses envelopes (`RecvError::Lagged`) rather
+    /// than slowing HemoStat down.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Envelope>;
 }
+
+/// How many envelopes a live subscriber may fall behind before it misses some.
+pub const LIVE_CAPACITY: usize = 1024;

@@ -264,6 +264,7 @@ struct Shared {
     dropped_unreported: AtomicU64,
     last_drop_report: Mutex<Option<std::time::Instant>>,
     local: Mutex<VecDeque<Envelope>>,
+    live: tokio::sync::broadcast::Sender<Envelope>,
 }
 
 /// The Redis [`StateStore`] and [`EventSink`]. Create it inside a Tokio runtime; dropping it
@@ -325,6 +326,7 @@ impl RedisBus {
             dropped_unreported: AtomicU64::new(0),
             last_drop_report: Mutex::new(None),
             local: Mutex::new(VecDeque::new()),
+            live: tokio::sync::broadcast::channel(super::LIVE_CAPACITY).0,
         });
         let drain = tokio::spawn(drain(Arc::clone(&shared)));
         Ok(Self {
@@ -502,8 +504,13 @@ async fn drain(shared: Arc<Shared>) {
 
 #[async_trait::async_trait]
 impl EventSink for RedisBus {
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Envelope> {
+        self.shared.live.subscribe()
+    }
+
     async fn publish(&self, envelope: Envelope) {
         let pending = Pending::new(&envelope);
+        let _ = self.shared.live.send(envelope.clone());
         {
             let mut local = self.shared.local.lock().expect("local mutex");
             local.push_back(envelope);
