@@ -20,6 +20,8 @@ pub mod bus;
 pub mod cli;
 pub mod controller;
 pub mod docker;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 pub mod http;
 pub mod metrics;
 pub mod observe;

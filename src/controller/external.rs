@@ -612,6 +612,32 @@ pub async fn run_subscriber(client: redis::Client, ctx: Arc<Context>, shutdown: 
     }
 }
 
+/// Announces two fixed refusals (one with a known container and policy, one without), for
+/// the wire golden tests.
+#[cfg(test)]
+pub(crate) async fn golden_refusal(ctx: &Context) {
+    let known = Refused {
+        reason: Reason::ActionNotAllowed,
+        detail: "policy crash does not allow stop".to_owned(),
+        container: Some("web".to_owned()),
+        container_id: Some("web-id".to_owned()),
+        policy: Some("crash".to_owned()),
+        action: Some(ActionKind::Stop),
+        agent: Some("HemoStat-Analyzer".to_owned()),
+    };
+    announce_refusal(ctx, &known).await;
+    let unknown = Refused {
+        reason: Reason::NotGoverned,
+        detail: "no governed container named ghost".to_owned(),
+        container: Some("ghost".to_owned()),
+        container_id: None,
+        policy: None,
+        action: None,
+        agent: None,
+    };
+    announce_refusal(ctx, &unknown).await;
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

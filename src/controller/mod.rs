@@ -7,6 +7,8 @@ pub mod queue;
 pub mod reconcile;
 pub mod sample;
 pub mod watch;
+#[cfg(test)]
+mod wire_golden;
 
 use std::time::Duration;
 

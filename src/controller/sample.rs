@@ -62,14 +62,7 @@ pub async fn run_sampler(
         let now = Utc::now();
         for (id, usage) in &usages {
             if let Some(o) = ctx.observed.get(id) {
-                let stats = serde_json::json!({
-                    "name": o.info.name,
-                    "status": o.info.state,
-                    "memory_pct": (usage.memory_percent * 10.0).round() / 10.0,
-                    "cpu_pct": (usage.cpu_percent * 10.0).round() / 10.0,
-                    "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
-                    "node": ctx.config.node,
-                });
+                let stats = stats_json(&o.info, usage, now, &ctx.config.node);
                 ctx.sink
                     .put_stats(&o.info.name, &ctx.config.node, stats)
                     .await;
@@ -88,4 +81,21 @@ pub async fn run_sampler(
             ctx.queue.schedule_now(id);
         }
     }
+}
+
+/// The original's stats key value: `{name, status, memory_pct, cpu_pct, timestamp, node}`.
+pub(crate) fn stats_json(
+    info: &ContainerInfo,
+    usage: &crate::observe::sampler::Usage,
+    now: chrono::DateTime<Utc>,
+    node: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": info.name,
+        "status": info.state,
+        "memory_pct": (usage.memory_percent * 10.0).round() / 10.0,
+        "cpu_pct": (usage.cpu_percent * 10.0).round() / 10.0,
+        "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
+        "node": node,
+    })
 }

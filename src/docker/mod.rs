@@ -6,6 +6,8 @@
 //! `Arc<T>` lets a shared client be passed wherever a `DockerApi` is wanted.
 
 mod bollard_api;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 
 pub use bollard_api::BollardDocker;
 
