@@ -24,6 +24,7 @@ pub mod docker;
 pub mod fixtures;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod observe;
 pub mod policy;
 pub mod respond;

@@ -8,10 +8,7 @@ use crate::docker::{ContainerState, HealthStatus};
 use crate::policy::duration::compact;
 use crate::policy::{HealthPolicy, Severity};
 
-/// Exit codes of a container ended by SIGKILL (137) or SIGTERM (143): what `docker stop` and
-/// `docker kill` leave behind. Without an event saying otherwise, such an exit is treated as
-/// a person's doing and never repaired.
-pub const SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
+pub use crate::model::container::SIGNAL_EXIT_CODES;
 
 /// Runs every probe the policy configures; returns what they found, most severe first.
 pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {

@@ -51,7 +51,7 @@
 //! operator restarted during an outage still merges what it did into Redis afterwards. Without
 //! a journal they live in memory only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +63,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::{MemoryStore, RETAINED};
 use super::{AuditRecord, BusError, Result, StateStore};
-use crate::respond::safety::{ActionRecord, Outcome, SafetyState};
+use crate::model::safety::SafetyState;
+pub use crate::model::safety::merge_safety;
 
 /// The journal's file name under the state directory.
 pub const JOURNAL_FILE: &str = "fallback.json";
@@ -80,42 +81,6 @@ pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The default period of the background re-sync task.
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
-
-/// Merges two views of one container's safety state (commutative and idempotent):
-/// actions united by `decision_id`, oldest first (an action Failed on either side stays Failed,
-/// else one Succeeded on either side is Succeeded); failures united, equal timestamps once;
-/// the later `open_until` and `gave_up_at`.
-pub fn merge_safety(a: &SafetyState, b: &SafetyState) -> SafetyState {
-    let mut by_id: BTreeMap<&str, ActionRecord> = BTreeMap::new();
-    for record in a.actions.iter().chain(&b.actions) {
-        by_id
-            .entry(record.decision_id.as_str())
-            .and_modify(|known| known.outcome = combine(known.outcome, record.outcome))
-            .or_insert_with(|| record.clone());
-    }
-    let mut actions: Vec<ActionRecord> = by_id.into_values().collect();
-    actions.sort_by(|x, y| {
-        x.at.cmp(&y.at)
-            .then_with(|| x.decision_id.cmp(&y.decision_id))
-    });
-    let mut failures: Vec<_> = a.failures.iter().chain(&b.failures).copied().collect();
-    failures.sort();
-    failures.dedup();
-    SafetyState {
-        actions,
-        failures,
-        open_until: a.open_until.max(b.open_until),
-        gave_up_at: a.gave_up_at.max(b.gave_up_at),
-    }
-}
-
-fn combine(a: Outcome, b: Outcome) -> Outcome {
-    match (a, b) {
-        (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
-        (Outcome::Succeeded, _) | (_, Outcome::Succeeded) => Outcome::Succeeded,
-        _ => Outcome::Pending,
-    }
-}
 
 fn is_redis(e: &BusError) -> bool {
     matches!(e, BusError::Redis { .. })
@@ -684,6 +649,7 @@ impl StateStore for FallbackStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::safety::{ActionRecord, Outcome};
     use crate::policy::ActionKind;
     use chrono::{DateTime, Utc};
 

@@ -12,11 +12,10 @@ pub mod redis;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::model::audit::AuditRecord;
 pub use envelope::{Envelope, EventType};
 
-use crate::respond::safety::SafetyState;
+use crate::model::safety::SafetyState;
 
 /// Errors of a store or sink.
 #[derive(Debug, thiserror::Error)]
@@ -70,37 +69,6 @@ impl BusError {
 
 /// The result type of this module.
 pub type Result<T, E = BusError> = std::result::Result<T, E>;
-
-/// One audited responder outcome (what `remediation_complete` announces).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// The decision it belongs to.
-    pub decision_id: String,
-    /// When it ended.
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    /// The node that acted.
-    pub node: String,
-    /// Container name.
-    pub container: String,
-    /// Container id.
-    pub container_id: String,
-    /// The governing policy.
-    pub policy: String,
-    /// The action.
-    pub action: String,
-    /// `success`, `failed`, `rejected` or `dry_run`.
-    pub status: String,
-    /// Why it was decided.
-    pub reason: String,
-    /// What happened, or why it was refused.
-    pub details: String,
-    /// When the call to the engine started (for actions that ran).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action_started_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Which gate refused it, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<String>,
-}
 
 /// Shared state: per-container safety state, in-flight locks and the audit trail.
 #[async_trait::async_trait]

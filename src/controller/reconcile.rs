@@ -56,7 +56,7 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         restarts: &restarts,
         manual_stop: observed.manual_stop,
         unhealthy_since: observed.unhealthy_since,
-        failed_repairs: safety.recent_failures(&policy, now),
+        failed_repairs: safety.recent_failures(&policy.spec.remediation.limits(), now),
     };
     let decision = analyze(&policy, &observation);
     if decision.findings.is_empty() {

@@ -41,9 +41,7 @@ impl Observed {
         // `docker stop` and `docker kill` leave: taken as a person's doing, never repaired.
         let manual_stop = matches!(info.state, ContainerState::Exited | ContainerState::Dead)
             && !info.oom_killed
-            && info
-                .exit_code
-                .is_some_and(|c| crate::analyze::probes::SIGNAL_EXIT_CODES.contains(&c));
+            && info.stopped_by_signal();
         let unhealthy_since = (info.health == HealthStatus::Unhealthy).then_some(now);
         Self {
             info,

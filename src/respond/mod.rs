@@ -1,6 +1,6 @@
 //! The responder: safety gates, then the action, its verification and its audit record.
 
-pub mod acting;
+pub use crate::observe::acting;
 pub mod safety;
 
 use std::sync::Arc;
@@ -85,11 +85,7 @@ pub struct Responder {
     pub action_started: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
 }
 
-/// The key of a container's safety state: node and name, so that recreating a container
-/// (new id, same name) keeps its history and two nodes never share one.
-pub fn safety_key(node: &str, container: &str) -> String {
-    format!("{node}/{container}")
-}
+pub use crate::model::safety::safety_key;
 
 impl Responder {
     /// Runs the gates and, if they allow it, the action; announces and audits the outcome.
@@ -121,13 +117,14 @@ impl Responder {
         let key = safety_key(&self.node, &req.info.name);
         let now = Utc::now();
         let finding = req.decision.primary.clone().unwrap_or_default();
+        let limits = req.policy.spec.remediation.limits();
         let mut tripped = false;
         let safety = match self
             .store
             .update_safety(&key, &mut |s| {
-                s.prune(req.policy, now);
-                s.note_recurrence(req.policy, &finding, now);
-                tripped = s.trip_if_needed(req.policy, now);
+                s.prune(&limits, now);
+                s.note_recurrence(&limits, &finding, now);
+                tripped = s.trip_if_needed(&limits, now);
             })
             .await
         {
@@ -243,7 +240,7 @@ impl Responder {
             .store
             .update_safety(&key, &mut |s| {
                 s.finish(req.decision_id, outcome, finished);
-                tripped = s.trip_if_needed(req.policy, finished);
+                tripped = s.trip_if_needed(&limits, finished);
             })
             .await;
         let _ = self.store.unlock(&key, &self.owner).await;

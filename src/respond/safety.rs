@@ -4,49 +4,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::docker::ContainerInfo;
+pub use crate::model::safety::{ActionRecord, Outcome, SafetyState};
 use crate::policy::select::is_protected;
 use crate::policy::{ActionKind, HealthPolicy};
-
-/// How an action ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Recorded before it ran; still running, or the operator died while it ran.
-    Pending,
-    /// Ran, and the container came back as expected.
-    Succeeded,
-    /// Failed, did not bring the container back, or the same failure came back within the
-    /// circuit breaker window.
-    Failed,
-}
-
-/// One action HemoStat took on a container.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActionRecord {
-    /// The decision it carried out.
-    pub decision_id: String,
-    /// When it started.
-    pub at: DateTime<Utc>,
-    /// What was done.
-    pub action: ActionKind,
-    /// The finding it answered (`exited`, `unhealthy`, …), to recognise the same failure.
-    pub finding: String,
-    /// How it ended.
-    pub outcome: Outcome,
-}
-
-/// What the gates need to remember of one container; survives operator restarts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SafetyState {
-    /// Actions within the longest window that matters, oldest first.
-    pub actions: Vec<ActionRecord>,
-    /// Failed repairs within the circuit breaker window, oldest first.
-    pub failures: Vec<DateTime<Utc>>,
-    /// The breaker is open until then.
-    pub open_until: Option<DateTime<Utc>>,
-    /// When the breaker last opened (and `onGiveUp` ran).
-    pub gave_up_at: Option<DateTime<Utc>>,
-}
 
 /// Why a decided action was not carried out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -240,87 +200,6 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
     Verdict::Execute
 }
 
-impl SafetyState {
-    /// Forgets what no window of the policy looks at any more.
-    pub fn prune(&mut self, policy: &HealthPolicy, now: DateTime<Utc>) {
-        let r = &policy.spec.remediation;
-        let keep = [r.cooldown, r.max_actions.per, r.circuit_breaker.within]
-            .into_iter()
-            .map(|d| chrono(d.get()))
-            .max()
-            .unwrap_or(Duration::hours(1));
-        self.actions.retain(|a| now - a.at <= keep);
-        let breaker = chrono(r.circuit_breaker.within.get());
-        self.failures.retain(|t| now - *t <= breaker);
-        if self.open_until.is_some_and(|u| u <= now) {
-            self.open_until = None;
-        }
-    }
-
-    /// Failed repairs within the breaker window (escalation and the breaker read this).
-    pub fn recent_failures(&self, policy: &HealthPolicy, now: DateTime<Utc>) -> u32 {
-        let window = chrono(policy.spec.remediation.circuit_breaker.within.get());
-        self.failures.iter().filter(|t| now - **t <= window).count() as u32
-    }
-
-    /// The same failure is back: the last action that answered it within the breaker window
-    /// and was not yet counted as failed did not repair it, whatever it looked like at the time.
-    /// Returns true when this counted a new failure.
-    pub fn note_recurrence(
-        &mut self,
-        policy: &HealthPolicy,
-        finding: &str,
-        now: DateTime<Utc>,
-    ) -> bool {
-        let window = chrono(policy.spec.remediation.circuit_breaker.within.get());
-        let Some(last) = self
-            .actions
-            .iter_mut()
-            .rev()
-            .find(|a| now - a.at <= window && a.finding == finding)
-        else {
-            return false;
-        };
-        if last.outcome == Outcome::Failed {
-            return false;
-        }
-        last.outcome = Outcome::Failed;
-        self.failures.push(now);
-        true
-    }
-
-    /// Records the outcome of an action; a failure counts towards the breaker.
-    pub fn finish(&mut self, decision_id: &str, outcome: Outcome, now: DateTime<Utc>) {
-        if let Some(a) = self
-            .actions
-            .iter_mut()
-            .rev()
-            .find(|a| a.decision_id == decision_id)
-        {
-            if a.outcome == Outcome::Failed {
-                return;
-            }
-            a.outcome = outcome;
-            if outcome == Outcome::Failed {
-                self.failures.push(now);
-            }
-        }
-    }
-
-    /// Opens the breaker when failures reached the policy's limit and it is not open yet.
-    /// Returns true when it opened now (so `onGiveUp` runs once).
-    pub fn trip_if_needed(&mut self, policy: &HealthPolicy, now: DateTime<Utc>) -> bool {
-        let b = &policy.spec.remediation.circuit_breaker;
-        let open = self.open_until.is_some_and(|u| now < u);
-        if !open && self.recent_failures(policy, now) >= b.failures {
-            self.open_until = Some(now + chrono(b.open_for.get()));
-            self.gave_up_at = Some(now);
-            return true;
-        }
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -503,18 +382,21 @@ mod tests {
             s.actions.push(action(at, "exited", Outcome::Pending));
             s.finish(&format!("d{at}"), Outcome::Succeeded, t(at + 2));
             assert!(
-                s.note_recurrence(&policy, "exited", t(at + 50)),
+                s.note_recurrence(&policy.spec.remediation.limits(), "exited", t(at + 50)),
                 "failure {i} counted"
             );
             assert!(
-                !s.note_recurrence(&policy, "exited", t(at + 60)),
+                !s.note_recurrence(&policy.spec.remediation.limits(), "exited", t(at + 60)),
                 "counted once per action"
             );
-            let tripped = s.trip_if_needed(&policy, t(at + 50));
+            let tripped = s.trip_if_needed(&policy.spec.remediation.limits(), t(at + 50));
             assert_eq!(tripped, i == 2, "trips at the third failure");
         }
         assert_eq!(s.open_until, Some(t(250 + 3600)));
-        assert!(!s.trip_if_needed(&policy, t(260)), "gives up once");
+        assert!(
+            !s.trip_if_needed(&policy.spec.remediation.limits(), t(260)),
+            "gives up once"
+        );
     }
 
     #[test]
@@ -524,8 +406,8 @@ mod tests {
             actions: vec![action(0, "high_cpu", Outcome::Succeeded)],
             ..Default::default()
         };
-        assert!(!s.note_recurrence(&policy, "exited", t(10)));
-        assert!(!s.note_recurrence(&policy, "high_cpu", t(3601)));
+        assert!(!s.note_recurrence(&policy.spec.remediation.limits(), "exited", t(10)));
+        assert!(!s.note_recurrence(&policy.spec.remediation.limits(), "high_cpu", t(3601)));
     }
 
     #[test]
@@ -540,7 +422,7 @@ mod tests {
             open_until: Some(t(-1)),
             gave_up_at: None,
         };
-        s.prune(&policy, t(0));
+        s.prune(&policy.spec.remediation.limits(), t(0));
         assert_eq!(s.actions.len(), 1);
         assert_eq!(s.failures, vec![t(-10)]);
         assert_eq!(s.open_until, None);
