@@ -186,15 +186,15 @@ impl Pending {
         let json = serde_json::to_string(envelope).expect("an envelope is always serialisable");
         let remediation = (envelope.kind() == Some(EventType::RemediationComplete))
             .then(|| {
-                let status = envelope.data["result"]["status"].as_str()?;
+                let status = envelope.result_status()?;
                 if status != "success" && status != "failed" {
                     return None;
                 }
-                let container = envelope.data["container"]
-                    .as_str()
-                    .or_else(|| envelope.data["result"]["container"].as_str())?;
+                let container = envelope
+                    .container()
+                    .or_else(|| envelope.result_container())?;
                 let mut keys = vec![remediation_key(container)];
-                if let Some(node) = envelope.data["node"].as_str() {
+                if let Some(node) = envelope.node() {
                     keys.push(node_remediation_key(node, container));
                 }
                 // The original's `last_action`: whole seconds.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -36,6 +36,7 @@ use super::Context;
 use crate::analyze::{AnalysisMethod, Decision};
 use crate::bus::{AuditRecord, Envelope, EventType};
 use crate::docker::ContainerInfo;
+use crate::model::wire::{ActionResult, RemediationComplete};
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
@@ -520,29 +521,28 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
         "external request from {}",
         refused.agent.as_deref().unwrap_or("an unknown agent")
     );
-    let data = json!({
-        "container": container,
-        "action": action,
-        "result": {
-            "status": "rejected",
-            "action": action,
-            "container": container,
-            "details": details,
+    let payload = RemediationComplete {
+        container: container.clone(),
+        action: action.to_owned(),
+        result: ActionResult {
+            status: "rejected".to_owned(),
+            action: action.to_owned(),
+            container: container.clone(),
+            details: details.clone(),
         },
-        "dry_run": false,
-        "reason": reason,
-        "decision_id": decision_id,
-        "analysis_method": AnalysisMethod::External,
-        "container_id": refused.container_id,
-        "policy": refused.policy,
-        "node": ctx.config.node,
-        "gate": GATE,
-        "refusal": refused.reason.label(),
-        "gave_up": false,
-    });
-    ctx.sink
-        .publish(Envelope::new(EventType::RemediationComplete, data))
-        .await;
+        dry_run: false,
+        confidence: None,
+        reason: reason.clone(),
+        decision_id: decision_id.clone(),
+        analysis_method: AnalysisMethod::External,
+        container_id: refused.container_id.clone(),
+        policy: refused.policy.clone(),
+        node: ctx.config.node.clone(),
+        gate: Some(GATE.to_owned()),
+        refusal: Some(refused.reason.label().to_owned()),
+        gave_up: false,
+    };
+    ctx.sink.publish(Envelope::of(&payload)).await;
     let record = AuditRecord {
         decision_id,
         timestamp: Utc::now(),
@@ -646,6 +646,7 @@ mod tests {
     use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
+    use serde_json::json;
 
     const NODE: &str = "node-a";
 

@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::json;
 use tracing::{debug, info};
 
 use super::context::Handled;
 use super::{Action, Context, Error};
 use crate::analyze::{Decision, Observation, analyze};
-use crate::bus::envelope::wire_timestamp_secs;
-use crate::bus::{Envelope, EventType};
+use crate::model::wire::{
+    DecisionPayload, Envelope, FalseAlarm, HealthAlert, MetricsSnapshot, Payload,
+    RemediationNeeded, round1, wire_timestamp_secs,
+};
 use crate::observe::store::Observed;
 use crate::policy::HealthPolicy;
 use crate::policy::select::Target;
@@ -83,24 +84,20 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
 
     let decision_id = uuid::Uuid::new_v4().to_string();
     if is_new {
-        publish(
-            ctx,
-            EventType::HealthAlert,
-            alert_data(ctx, &observed, &seen, &policy, &decision, &decision_id),
-        )
-        .await;
+        let alert = alert_data(ctx, &observed, &seen, &policy, &decision, &decision_id);
+        publish(ctx, &alert).await;
     }
     let Some(action) = decision.action else {
         if is_new {
             let data = decision_data(ctx, &observed, &policy, &decision, &decision_id);
-            publish(ctx, EventType::FalseAlarm, data).await;
+            publish(ctx, &FalseAlarm(data)).await;
         }
         remember(ctx, id, signature, None);
         return Ok(Action::Requeue(ctx.config.resync));
     };
     let data = decision_data(ctx, &observed, &policy, &decision, &decision_id);
     ctx.own_decisions.insert(&decision_id);
-    publish(ctx, EventType::RemediationNeeded, data).await;
+    publish(ctx, &RemediationNeeded(data)).await;
     info!(container = %info.name, %action, reason = %decision.reason, "remediation needed");
     let response = ctx
         .responder
@@ -191,25 +188,21 @@ fn remember(ctx: &Context, id: &str, signature: String, retry_at: Option<chrono:
     );
 }
 
-async fn publish(ctx: &Context, event_type: EventType, data: serde_json::Value) {
-    ctx.metrics.decision(event_type);
-    ctx.sink.publish(Envelope::new(event_type, data)).await;
+async fn publish<P: Payload>(ctx: &Context, payload: &P) {
+    ctx.metrics.decision(P::TYPE);
+    ctx.sink.publish(Envelope::of(payload)).await;
 }
 
-/// The original's `metrics` object: `{name, status, memory_pct, cpu_pct, timestamp}`.
-fn metrics_json(observed: &Observed) -> serde_json::Value {
+/// The original's `metrics` object: the latest usage sample, `null`s before the first.
+fn metrics_of(observed: &Observed) -> MetricsSnapshot {
     let latest = observed.usage.back();
-    json!({
-        "name": observed.info.name,
-        "status": observed.info.state,
-        "memory_pct": latest.map(|u| round1(u.memory_percent)),
-        "cpu_pct": latest.map(|u| round1(u.cpu_percent)),
-        "timestamp": wire_timestamp_secs(latest.map_or_else(Utc::now, |u| u.at)),
-    })
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
+    MetricsSnapshot {
+        name: observed.info.name.clone(),
+        status: observed.info.state,
+        memory_pct: latest.map(|u| round1(u.memory_percent)),
+        cpu_pct: latest.map(|u| round1(u.cpu_percent)),
+        timestamp: wire_timestamp_secs(latest.map_or_else(Utc::now, |u| u.at)),
+    }
 }
 
 fn alert_data(
@@ -219,20 +212,24 @@ fn alert_data(
     policy: &HealthPolicy,
     decision: &Decision,
     decision_id: &str,
-) -> serde_json::Value {
-    json!({
-        "container": seen.name,
-        "issues": decision.findings.iter().map(|f| f.message.clone()).collect::<Vec<_>>(),
-        "metrics": metrics_json(observed),
-        "findings": decision.findings,
-        "exit_code": seen.exit_code,
-        "oom_killed": seen.oom_killed,
-        "health": seen.health,
-        "container_id": seen.id,
-        "decision_id": decision_id,
-        "policy": policy.metadata.name,
-        "node": ctx.config.node,
-    })
+) -> HealthAlert {
+    HealthAlert {
+        container: seen.name.clone(),
+        issues: decision
+            .findings
+            .iter()
+            .map(|f| f.message.clone())
+            .collect(),
+        metrics: metrics_of(observed),
+        findings: decision.findings.clone(),
+        exit_code: seen.exit_code,
+        oom_killed: seen.oom_killed,
+        health: seen.health,
+        container_id: seen.id.clone(),
+        decision_id: decision_id.to_owned(),
+        policy: policy.metadata.name.clone(),
+        node: ctx.config.node.clone(),
+    }
 }
 
 fn decision_data(
@@ -241,21 +238,18 @@ fn decision_data(
     policy: &HealthPolicy,
     decision: &Decision,
     decision_id: &str,
-) -> serde_json::Value {
-    let mut data = json!({
-        "container": observed.info.name,
-        "reason": decision.reason,
-        "confidence": decision.confidence,
-        "metrics": metrics_json(observed),
-        "analysis_method": decision.method,
-        "decision_id": decision_id,
-        "container_id": observed.info.id,
-        "policy": policy.metadata.name,
-        "node": ctx.config.node,
-        "dry_run": policy.spec.remediation.dry_run || ctx.responder.global_dry_run,
-    });
-    if let Some(action) = decision.action {
-        data["action"] = json!(action.as_str());
+) -> DecisionPayload {
+    DecisionPayload {
+        container: observed.info.name.clone(),
+        reason: decision.reason.clone(),
+        confidence: decision.confidence,
+        metrics: metrics_of(observed),
+        analysis_method: decision.method,
+        decision_id: decision_id.to_owned(),
+        container_id: observed.info.id.clone(),
+        policy: policy.metadata.name.clone(),
+        node: ctx.config.node.clone(),
+        dry_run: policy.spec.remediation.dry_run || ctx.responder.global_dry_run,
+        action: decision.action,
     }
-    data
 }

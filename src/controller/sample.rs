@@ -9,6 +9,7 @@ use tracing::warn;
 use super::Context;
 use crate::analyze::UsagePoint;
 use crate::docker::{ContainerInfo, DockerApi, HostInfo};
+use crate::model::wire::{ContainerStats, round1, wire_timestamp_secs};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
 
@@ -90,12 +91,13 @@ pub(crate) fn stats_json(
     now: chrono::DateTime<Utc>,
     node: &str,
 ) -> serde_json::Value {
-    serde_json::json!({
-        "name": info.name,
-        "status": info.state,
-        "memory_pct": (usage.memory_percent * 10.0).round() / 10.0,
-        "cpu_pct": (usage.cpu_percent * 10.0).round() / 10.0,
-        "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
-        "node": node,
-    })
+    ContainerStats {
+        name: info.name.clone(),
+        status: info.state,
+        memory_pct: round1(usage.memory_percent),
+        cpu_pct: round1(usage.cpu_percent),
+        timestamp: wire_timestamp_secs(now),
+        node: node.to_owned(),
+    }
+    .to_json()
 }

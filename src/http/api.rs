@@ -175,7 +175,7 @@ async fn decisions(
                 .recent(event_type, MAX_LIMIT)
                 .await
                 .into_iter()
-                .filter(|e| e.data.get("container").and_then(|c| c.as_str()) == Some(&container))
+                .filter(|e| e.container() == Some(container.as_str()))
                 .collect();
             let skip = matching.len().saturating_sub(limit);
             matching.drain(..skip);

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tracing::{info, warn};
 
 use self::acting::Acting;
 use self::safety::{ActionRecord, GateInput, Outcome, Refusal, Verdict, check_gates};
 use crate::analyze::Decision;
-use crate::bus::{AuditRecord, Envelope, EventSink, EventType, StateStore};
+use crate::bus::{AuditRecord, EventSink, StateStore};
 use crate::docker::{ContainerInfo, ContainerState, DockerApi, HealthStatus};
+use crate::model::wire::{ActionResult, Envelope, RemediationComplete};
 use crate::policy::{ActionKind, GiveUp, HealthPolicy};
 
 /// What the responder is asked to carry out.
@@ -393,29 +393,28 @@ impl Responder {
         };
         let status = response.status();
         let dry_run = matches!(response, Response::DryRun);
-        let data = json!({
-            "container": req.info.name,
-            "action": action,
-            "result": {
-                "status": status,
-                "action": action,
-                "container": req.info.name,
-                "details": details,
+        let payload = RemediationComplete {
+            container: req.info.name.clone(),
+            action: action.clone(),
+            result: ActionResult {
+                status: status.to_owned(),
+                action: action.clone(),
+                container: req.info.name.clone(),
+                details: details.clone(),
             },
-            "dry_run": dry_run,
-            "confidence": req.decision.confidence,
-            "reason": req.decision.reason,
-            "decision_id": req.decision_id,
-            "analysis_method": req.decision.method,
-            "container_id": req.info.id,
-            "policy": req.policy.metadata.name,
-            "node": self.node,
-            "gate": gate,
-            "gave_up": matches!(response, Response::GaveUp(_)),
-        });
-        self.sink
-            .publish(Envelope::new(EventType::RemediationComplete, data))
-            .await;
+            dry_run,
+            confidence: Some(req.decision.confidence),
+            reason: req.decision.reason.clone(),
+            decision_id: req.decision_id.to_owned(),
+            analysis_method: req.decision.method,
+            container_id: Some(req.info.id.clone()),
+            policy: Some(req.policy.metadata.name.clone()),
+            node: self.node.clone(),
+            gate: gate.clone(),
+            refusal: None,
+            gave_up: matches!(response, Response::GaveUp(_)),
+        };
+        self.sink.publish(Envelope::of(&payload)).await;
         let record = AuditRecord {
             decision_id: req.decision_id.to_owned(),
             timestamp: Utc::now(),
