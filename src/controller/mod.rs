@@ -6,6 +6,8 @@ pub mod external;
 pub mod queue;
 pub mod reconcile;
 pub mod sample;
+#[cfg(test)]
+mod scenarios;
 pub mod watch;
 #[cfg(test)]
 mod wire_golden;
