@@ -29,3 +29,4 @@ pub mod observe;
 pub mod policy;
 pub mod respond;
 pub mod schema;
+pub mod util;

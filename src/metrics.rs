@@ -87,6 +87,8 @@ pub struct Metrics {
     in_flight: Gauge,
     ready: Gauge,
     breakers_open: Gauge,
+    /// Safety keys whose breaker was last seen open. A std mutex: never held across an await.
+    open_breakers: std::sync::Mutex<std::collections::HashSet<String>>,
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
     action_duration: HistogramFamily<ActionLabels>,
@@ -116,6 +118,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             ready: Gauge::default(),
             breakers_open: Gauge::default(),
+            open_breakers: Default::default(),
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
             action_duration: Family::new_with_constructor(action_buckets),
@@ -337,6 +340,23 @@ impl Metrics {
     /// Sets the number of containers whose circuit breaker is open.
     pub fn set_breakers_open(&self, n: usize) {
         self.breakers_open.set(gauge_value(n));
+    }
+
+    /// Notes whether the breaker of one container (its safety key) is open now, and sets
+    /// `hemostat_breakers_open` to the number of open ones.
+    pub fn note_breaker(&self, key: &str, open: bool) {
+        let mut keys = self
+            .open_breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = if open {
+            keys.insert(key.to_owned())
+        } else {
+            keys.remove(key)
+        };
+        if changed {
+            self.set_breakers_open(keys.len());
+        }
     }
 
     /// The OpenMetrics text exposition of every metric, `# EOF` included.

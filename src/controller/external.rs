@@ -40,6 +40,7 @@ use crate::model::wire::{ActionResult, RemediationComplete};
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
+use crate::util::backoff::Backoff;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -568,7 +569,7 @@ pub async fn run_subscriber(client: redis::Client, ctx: Arc<Context>, shutdown: 
     let channel = EventType::RemediationNeeded.channel();
     let slots = Arc::new(Semaphore::new(CONCURRENT));
     let mut budget = AnnounceBudget::new();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -582,16 +583,14 @@ pub async fn run_subscriber(client: redis::Client, ctx: Arc<Context>, shutdown: 
         let pubsub = match result {
             Ok(p) => p,
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "cannot subscribe to external remediation requests");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                warn!(error = %e, retry_in = ?backoff.peek(), "cannot subscribe to external remediation requests");
+                if !backoff.wait(&shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        backoff = Duration::from_millis(250);
+        backoff.reset();
         info!(channel = %channel, "accepting external remediation requests");
         let mut messages = pubsub.into_on_message();
         loop {

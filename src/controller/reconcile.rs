@@ -46,6 +46,8 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     let now = Utc::now();
     let key = safety_key(&ctx.config.node, &info.name);
     let safety = ctx.store.safety(&key).await.map_err(Error::Store)?;
+    ctx.metrics
+        .note_breaker(&key, safety.open_until.is_some_and(|u| now < u));
     let mut seen = info.clone();
     seen.oom_killed |= observed.oom_seen;
     let usage: Vec<_> = observed.usage.iter().copied().collect();
@@ -111,6 +113,9 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         })
         .await;
     debug!(container = %info.name, status = response.status(), "responded");
+    if matches!(response, Response::GaveUp(_)) {
+        ctx.metrics.note_breaker(&key, true);
+    }
     let retry_at = retry_after(&response, &policy, now);
     remember(ctx, id, signature, retry_at);
     Ok(requeue_until(ctx, retry_at))

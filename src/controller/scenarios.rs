@@ -142,10 +142,23 @@ async fn the_breaker_opens_after_failed_repairs_and_gives_up_by_stopping() {
     );
     let state = t.store.safety(&safety_key(NODE, "web")).await.unwrap();
     assert!(state.open_until.is_some() && state.gave_up_at.is_some());
+    assert!(
+        t.ctx
+            .metrics
+            .encode()
+            .contains("\nhemostat_breakers_open 1\n"),
+        "the gauge counts the open breaker"
+    );
     // Open: the next crash is refused without touching the engine.
     t.engine.put(crashed(2));
     reconcile(ID, &t.ctx).await.unwrap();
     assert_eq!(t.engine.calls().len(), 2);
+    assert!(
+        t.ctx
+            .metrics
+            .encode()
+            .contains("\nhemostat_breakers_open 1\n")
+    );
     assert_eq!(
         completes(&t).await.last().unwrap().1.as_deref(),
         Some("cooldown")

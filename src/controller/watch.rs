@@ -13,35 +13,7 @@ use tracing::{debug, info, warn};
 use super::Context;
 use crate::docker::{DockerEvent, EventAction};
 
-/// Exponential backoff for reconnecting: 250 ms doubling to 30 s, reset after a stream that
-/// stayed up for a while (kube-runtime's watcher does the same).
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(30);
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    /// Back to the first delay.
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
+pub use crate::util::backoff::Backoff;
 
 /// True when the event concerns a container the operator observes.
 fn event_in_scope(ctx: &Context, event: &DockerEvent) -> bool {
@@ -176,22 +148,5 @@ pub async fn requeue_on_policy_change(ctx: Arc<Context>, shutdown: CancellationT
             }
             seen = now;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_thirty_seconds_and_resets() {
-        let mut b = Backoff::default();
-        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(
-            delays,
-            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
-        );
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
     }
 }

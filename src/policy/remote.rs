@@ -30,6 +30,8 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::util::backoff::Backoff;
 use tracing::{debug, info, warn};
 
 use super::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
@@ -586,7 +588,7 @@ pub async fn watch_policies_with(
     shutdown: CancellationToken,
 ) {
     let mut state = WatchState::default();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     let mut base_open = true;
     loop {
         let connected = async {
@@ -602,16 +604,14 @@ pub async fn watch_policies_with(
         let (pubsub, mut conn) = match result {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "policy watcher cannot reach Redis; keeping the policies in force");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                warn!(error = %e, retry_in = ?backoff.peek(), "policy watcher cannot reach Redis; keeping the policies in force");
+                if !backoff.wait(&shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        backoff = Duration::from_millis(250);
+        backoff.reset();
         info!(channel = CHANGED_CHANNEL, "policy watcher subscribed");
         let mut messages = pubsub.into_on_message();
         let mut poll = tokio::time::interval(POLL_INTERVAL);

@@ -1,0 +1,3 @@
+//! Small helpers shared by several modules, with no knowledge of the domain.
+
+pub mod backoff;
