@@ -204,6 +204,9 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
             "running with the valid policies only"
         );
     }
+    for w in &report.warnings {
+        warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
+    }
     for p in &report.policies {
         info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
     }

@@ -29,6 +29,16 @@ pub struct Diagnostic {
     pub policy: Option<String>,
 }
 
+impl Diagnostic {
+    /// `file:line:col: warning: message`, for a [`LoadReport::warnings`] entry.
+    pub fn as_warning(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -59,6 +69,9 @@ pub struct LoadReport {
     pub policies: Vec<LoadedPolicy>,
     /// Every problem, in file and line order.
     pub diagnostics: Vec<Diagnostic>,
+    /// Fields of valid policies that are accepted but not acted on yet
+    /// ([`super::unimplemented`]).
+    pub warnings: Vec<Diagnostic>,
     /// How many files were read.
     pub files: usize,
 }
@@ -278,7 +291,7 @@ fn load_into(source: &str, text: &str, report: &mut LoadReport) {
         return;
     }
     for chunk in chunks {
-        match load_document(source, &chunk) {
+        match load_document(source, &chunk, &mut report.warnings) {
             Ok(loaded) => report.policies.push(loaded),
             Err(mut diagnostics) => report.diagnostics.append(&mut diagnostics),
         }
@@ -299,7 +312,11 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
-fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Diagnostic>> {
+fn load_document(
+    source: &str,
+    chunk: &Chunk<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<LoadedPolicy, Vec<Diagnostic>> {
     let offset = chunk.first_line - 1;
     let at = |p: Position, message: String, policy: Option<String>| Diagnostic {
         file: source.to_owned(),
@@ -325,6 +342,9 @@ fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Di
             .into_iter()
             .map(|Violation { path, message }| at(index.best(&path), message, name.clone()))
             .collect());
+    }
+    for (path, message) in super::unimplemented::warnings(&policy) {
+        warnings.push(at(index.best(path), message, name.clone()));
     }
     let shift = |p: Position| Position::new(p.line + offset, p.column);
     Ok(LoadedPolicy {

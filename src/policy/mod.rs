@@ -8,6 +8,7 @@ pub mod registry;
 pub mod remote;
 pub mod select;
 pub mod types;
+pub mod unimplemented;
 pub mod validate;
 
 pub use duration::HumanDuration;
