@@ -15,6 +15,7 @@
 //! - [`schema`]: the JSON Schema of the policy language.
 //! - [`cli`]: the `hemostat` subcommands.
 
+pub mod adapters;
 pub mod analyze;
 pub mod bus;
 pub mod cli;

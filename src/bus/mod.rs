@@ -8,7 +8,6 @@
 pub mod envelope;
 pub mod fallback;
 pub mod memory;
-pub mod redis;
 
 use std::time::Duration;
 

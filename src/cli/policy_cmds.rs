@@ -8,8 +8,10 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, ValueEnum};
 use redis::IntoConnectionInfo as _;
 
+use crate::adapters::redis::policies::{
+    DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml,
+};
 use crate::http::api::ContainerView;
-use crate::policy::remote::{DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml};
 use crate::policy::{HealthPolicy, load_paths};
 
 /// Where Redis is. `--redis-url`/`REDIS_URL` wins; otherwise `REDIS_HOST`/`REDIS_PORT`;

@@ -275,7 +275,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let policies = load_policies(&policies)?;
     let node = node.unwrap_or_else(node_name);
-    let redis = crate::bus::redis::RedisConfig::from_parts(
+    let redis = crate::adapters::redis::RedisConfig::from_parts(
         redis_url,
         redis_host,
         redis_port,
@@ -307,7 +307,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
         Some(config) => {
             let bus = Arc::new(
-                crate::bus::redis::RedisBus::new(config)
+                crate::adapters::redis::RedisBus::new(config)
                     .context("cannot set up the Redis client")?,
             );
             match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
@@ -395,7 +395,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;
-        tokio::spawn(crate::policy::remote::watch_policies(
+        tokio::spawn(crate::adapters::redis::policies::watch_policies(
             client,
             registry.clone(),
             policies,

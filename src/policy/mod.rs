@@ -5,7 +5,6 @@ pub mod duration;
 pub mod load;
 pub mod locate;
 pub mod registry;
-pub mod remote;
 pub mod select;
 pub mod types;
 pub mod unimplemented;

@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::util::backoff::Backoff;
 use tracing::{debug, info, warn};
 
-use super::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
-use super::registry::PolicyRegistry;
-use super::types::HealthPolicy;
+use crate::policy::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
+use crate::policy::registry::PolicyRegistry;
+use crate::policy::types::HealthPolicy;
 
 /// The hash of applied policies: field = name, value = YAML text of one document.
 pub const POLICIES_KEY: &str = "hemostat:policies";

@@ -28,8 +28,6 @@
 //! envelope is dropped, counted ([`RedisBus::dropped`]) and logged. Delivery is at least once: a
 //! batch whose `EXEC` reached Redis but whose reply was lost with the connection is sent again.
 
-mod config;
-
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,10 +37,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script};
 use tokio::sync::Notify;
 
-pub use config::{DEFAULT_OUTBOX_CAPACITY, DEFAULT_PORT, RedisConfig};
+use super::config::RedisConfig;
 
-use super::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
-use crate::respond::safety::SafetyState;
+use crate::bus::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
+use crate::model::safety::SafetyState;
 
 /// The durable stream every envelope is appended to.
 pub const STREAM_KEY: &str = "hemostat:stream:events";
@@ -326,7 +324,7 @@ impl RedisBus {
             dropped_unreported: AtomicU64::new(0),
             last_drop_report: Mutex::new(None),
             local: Mutex::new(VecDeque::new()),
-            live: tokio::sync::broadcast::channel(super::LIVE_CAPACITY).0,
+            live: tokio::sync::broadcast::channel(crate::bus::LIVE_CAPACITY).0,
         });
         let drain = tokio::spawn(drain(Arc::clone(&shared)));
         Ok(Self {
