@@ -19,11 +19,11 @@ use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
 use crate::docker::BollardDocker;
 use crate::docker::DockerApi;
+use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
 use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
