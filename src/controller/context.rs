@@ -30,12 +30,21 @@ pub struct ControllerConfig {
     pub label_filter: Option<String>,
 }
 
+impl ControllerConfig {
+    /// True when the container carries the operator's `--label-filter` (or there is none).
+    pub fn in_scope(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.label_filter
+            .as_deref()
+            .is_none_or(|f| crate::policy::select::LabelFilter::parse(f).matches(labels))
+    }
+}
+
 /// What was last decided and announced for a container, so a persisting problem is announced
 /// once, and acted on again only when a gate's wait is over.
 #[derive(Clone, Debug, Default)]
 pub struct Handled {
     /// Identifies the problem: finding, action, and the container's life.
-    pub signature: String,
+    pub signature: super::announce::Signature,
     /// When the same problem may be acted on again.
     pub retry_at: Option<DateTime<Utc>>,
     /// Consecutive failed reconciles (for `error_policy`).

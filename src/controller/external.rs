@@ -433,11 +433,7 @@ async fn handle(
     let lookup = |name: &str| {
         let observed = ctx.observed.find_by_name(name)?;
         let info = observed.info;
-        let policy = ctx.policies.governing(Target {
-            name: &info.name,
-            image: &info.image,
-            labels: &info.labels,
-        })?;
+        let policy = ctx.policies.governing(Target::from(&info))?;
         Some((info, policy))
     };
     let valid = validate_request(

@@ -15,12 +15,7 @@ use crate::policy::select::Target;
 
 /// True when the container's policy has a probe that reads resource usage.
 fn needs_samples(ctx: &Context, info: &ContainerInfo) -> bool {
-    let target = Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    };
-    ctx.policies.governing(target).is_some_and(|p| {
+    ctx.policies.governing(Target::from(info)).is_some_and(|p| {
         let probes = &p.spec.probes;
         probes.cpu.is_some() || probes.memory.is_some() || probes.memory_leak.is_some()
     })

@@ -17,7 +17,7 @@ pub use crate::util::backoff::Backoff;
 
 /// True when the event concerns a container the operator observes.
 fn event_in_scope(ctx: &Context, event: &DockerEvent) -> bool {
-    super::reconcile::in_scope(ctx, &event.labels)
+    ctx.config.in_scope(&event.labels)
 }
 
 /// Lists every container into the store and schedules each for a reconcile.
