@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use crate::bus::{AuditRecord, BusError, Envelope, EventType};
-use crate::docker::{ContainerState, HealthStatus};
+use crate::model::container::{ContainerState, HealthStatus};
 use crate::model::safety::SafetyState;
 use crate::model::safety::safety_key;
 use crate::observe::store::Observed;

@@ -7,8 +7,10 @@ use std::sync::RwLock;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, ContainerState, DockerEvent, EventAction, HealthStatus};
+use crate::model::container::{
+    ContainerInfo, ContainerState, DockerEvent, EventAction, HealthStatus,
+};
+use crate::model::usage::UsagePoint;
 use crate::observe::acting::Acting;
 
 /// How many usage samples are kept per container (at 10 s, a little over an hour).
@@ -211,7 +213,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::ResourceLimits;
+    use crate::model::container::ResourceLimits;
 
     fn info(state: ContainerState, exit_code: Option<i64>) -> ContainerInfo {
         ContainerInfo {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::docker::{ContainerInfo, ContainerState, HealthStatus};
+use crate::model::container::{ContainerInfo, ContainerState, HealthStatus};
 
 /// What the verification says after one inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
