@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`policy`]: the `HealthPolicy` language: types, loading with `file:line:col` errors,
 //!   validation, selection, the built-in default policy.
-//! - [`docker`]: the `DockerApi` trait and its bollard implementation; the only place that
+//! - [`docker`]: the `ContainerEngine` trait and its bollard implementation; the only place that
 //!   talks to the engine.
 //! - [`observe`]: the watcher (list, then events, resync), the store of observed containers,
 //!   the resource sampler.
@@ -20,7 +20,7 @@ pub mod analyze;
 pub mod bus;
 pub mod cli;
 pub mod controller;
-pub mod docker;
+pub mod engine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod http;

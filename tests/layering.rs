@@ -11,14 +11,14 @@ const RULES: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("util", &[]),
     ("policy", &["model"]),
-    ("docker", &["model"]),
+    ("engine", &["model"]),
     ("analyze", &["model", "policy"]),
-    ("observe", &["model", "policy", "docker"]),
+    ("observe", &["model", "policy", "engine"]),
     ("bus", &["model", "util"]),
     (
         "respond",
         // `observe` for the acting marks the claim holds (observe/acting.rs).
-        &["model", "policy", "docker", "bus", "observe", "metrics"],
+        &["model", "policy", "engine", "bus", "observe", "metrics"],
     ),
     ("http", &["model", "policy", "observe", "bus", "metrics"]),
     ("metrics.rs", &["model"]),

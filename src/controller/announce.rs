@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::Context;
 use super::context::Handled;
 use crate::analyze::Decision;
-use crate::docker::ContainerInfo;
+use crate::engine::ContainerInfo;
 use crate::model::wire::{
     DecisionPayload, Envelope, FalseAlarm, HealthAlert, MetricsSnapshot, Payload,
     RemediationNeeded, round1, wire_timestamp_secs,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::queue::WorkQueue;
 use crate::bus::{EventSink, StateStore};
-use crate::docker::DockerApi;
+use crate::engine::ContainerEngine;
 use crate::observe::acting::Acting;
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
@@ -89,7 +89,7 @@ impl OwnDecisions {
 /// Shared by every part of the running operator.
 pub struct Context {
     /// The engine.
-    pub docker: Arc<dyn DockerApi>,
+    pub docker: Arc<dyn ContainerEngine>,
     /// Shared state.
     pub store: Arc<dyn StateStore>,
     /// Where envelopes go.

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 use super::announce::{self, Problem, Signature, Turn, remember};
 use super::{Action, Context, Error};
 use crate::analyze::{Decision, Observation, analyze};
-use crate::docker::ContainerInfo;
+use crate::engine::ContainerInfo;
 use crate::model::safety::{SafetyState, safety_key};
 use crate::observe::store::Observed;
 use crate::policy::HealthPolicy;

@@ -8,7 +8,7 @@ use tracing::warn;
 
 use super::Context;
 use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, DockerApi, HostInfo};
+use crate::engine::{ContainerEngine, ContainerInfo, HostInfo};
 use crate::model::wire::{ContainerStats, round1, wire_timestamp_secs};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
@@ -28,7 +28,7 @@ pub async fn run_sampler(
     cgroups: Option<CgroupReader>,
     shutdown: CancellationToken,
 ) {
-    let docker: Arc<dyn DockerApi> = ctx.docker.clone();
+    let docker: Arc<dyn ContainerEngine> = ctx.docker.clone();
     let mut sampler = Sampler::new(docker, cgroups);
     let mut tick = tokio::time::interval(ctx.config.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

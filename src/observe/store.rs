@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::container::{
-    ContainerInfo, ContainerState, DockerEvent, EventAction, HealthStatus,
+    ContainerEvent, ContainerInfo, ContainerState, EventAction, HealthStatus,
 };
 use crate::model::usage::UsagePoint;
 use crate::observe::acting::Acting;
@@ -169,7 +169,7 @@ impl ObservedStore {
 
     /// Records what an event tells beyond an inspection. `acting` says which containers
     /// HemoStat itself is acting on: their stops and kills are not manual.
-    pub fn apply_event(&self, event: &DockerEvent, acting: &Acting) {
+    pub fn apply_event(&self, event: &ContainerEvent, acting: &Acting) {
         let mut map = self.containers.write().expect("store lock");
         let Some(o) = map.get_mut(&event.container_id) else {
             return;
@@ -234,8 +234,8 @@ mod tests {
         }
     }
 
-    fn event(action: EventAction) -> DockerEvent {
-        DockerEvent {
+    fn event(action: EventAction) -> ContainerEvent {
+        ContainerEvent {
             action,
             container_id: "c1".into(),
             name: "web".into(),

@@ -79,7 +79,7 @@ impl Verify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::fake::running;
+    use crate::engine::fake::running;
 
     #[test]
     fn verification_waits_for_a_settled_healthy_run_started_after_the_action() {
