@@ -48,18 +48,18 @@
 //! ```
 
 pub mod adapters;
-pub mod model;
-pub mod policy;
-pub mod engine;
-pub mod observe;
 pub mod analyze;
-pub mod respond;
 pub mod bus;
-pub mod controller;
-pub mod http;
-pub mod metrics;
-pub mod util;
-pub mod schema;
 pub mod cli;
+pub mod controller;
+pub mod engine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod observe;
+pub mod policy;
+pub mod respond;
+pub mod schema;
+pub mod util;
