@@ -41,8 +41,14 @@ async fn a_restart_loop_fires_at_exactly_n_engine_restarts() {
         .parse()
         .unwrap();
     assert_eq!(
-        engine_restarts, RESTARTS,
-        "the probe must fire at the {RESTARTS}th restart, not before: {record}"
+        engine_restarts,
+        RESTARTS,
+        "the probe must fire at the {RESTARTS}th restart, not before: {record}\n{}",
+        op.log_text()
+            .lines()
+            .filter(|l| l.contains("restart") || l.contains("docker event"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let reason = record["reason"].as_str().unwrap();
     assert!(

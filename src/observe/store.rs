@@ -104,6 +104,9 @@ impl RestartTally {
             started_at: info.started_at,
             restart_count: info.restart_count,
             ran_before: info.started_at.is_some() || info.finished_at.is_some(),
+            // Starts up to the first inspection are its baseline, never restarts: their events
+            // (the one of the start it shows, arriving after it) add nothing.
+            closed_accounted: u64::MAX,
             ..Self::default()
         }
     }
@@ -243,6 +246,9 @@ impl ObservedStore {
                 // RestartCount, any start as a new StartedAt); each counted once.
                 let missed = o.tally.on_inspect(&info);
                 let at = info.started_at.unwrap_or(now);
+                if missed > 0 {
+                    tracing::debug!(container = %info.name, missed, restart_count = info.restart_count, started_at = ?info.started_at, state = ?info.state, "restarts counted from an inspection");
+                }
                 for _ in 0..missed.min(RESTARTS_RETAINED as u64) {
                     push_capped(&mut o.restarts, at, RESTARTS_RETAINED);
                 }
@@ -298,6 +304,7 @@ impl ObservedStore {
             EventAction::Kill | EventAction::Stop if !ours => o.manual_stop = true,
             EventAction::Start => {
                 if o.tally.on_start_event(event.time) {
+                    tracing::debug!(container = %event.name, at = %event.time, "restart counted from a start event");
                     push_capped(&mut o.restarts, event.time, RESTARTS_RETAINED);
                 }
                 o.manual_stop = false;
