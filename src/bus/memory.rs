@@ -126,7 +126,12 @@ impl StateStore for MemoryStore {
         match locks.get(key) {
             Some((holder, until)) if holder != owner && *until > now => Ok(false),
             _ => {
-                locks.insert(key.to_owned(), (owner.to_owned(), now + ttl));
+                // A TTL too large for the clock holds "for good" (a year) rather than panicking.
+                let until = now
+                    .checked_add(ttl)
+                    .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+                    .unwrap_or(now);
+                locks.insert(key.to_owned(), (owner.to_owned(), until));
                 Ok(true)
             }
         }
@@ -331,5 +336,20 @@ mod tests {
             [3, 4]
         );
         assert_eq!(sink.recent(None, 10).await.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_lock_ttl_too_large_for_the_clock_holds_instead_of_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemoryStore::open(dir.path()).unwrap();
+        assert!(store.try_lock("k", "a", Duration::MAX).await.unwrap());
+        assert!(!store.try_lock("k", "b", Duration::MAX).await.unwrap());
+        store.unlock("k", "a").await.unwrap();
+        assert!(
+            store
+                .try_lock("k", "b", Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
     }
 }

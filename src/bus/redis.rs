@@ -62,6 +62,8 @@ pub const AUDIT_CAP: usize = 1000;
 pub const LOCAL_RECENT: usize = 1000;
 
 /// Envelopes sent per `MULTI`/`EXEC`.
+/// The longest expiry or window sent to Redis: a year, in milliseconds.
+const MAX_EXPIRY_MS: u64 = 365 * 86_400 * 1_000;
 const BATCH: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -664,7 +666,9 @@ impl StateStore for RedisBus {
         per: Duration,
         id: &str,
     ) -> Result<bool> {
-        let window_ms = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window_ms = u64::try_from(per.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_EXPIRY_MS);
         let cmd = redis::cmd("EVAL")
             .arg(FLEET_BUDGET_LUA)
             .arg(1)
@@ -678,7 +682,10 @@ impl StateStore for RedisBus {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Redis refuses an expiry it cannot add to its clock: at most a year.
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_EXPIRY_MS);
         let cmd = redis::cmd("EVAL")
             .arg(LOCK_LUA)
             .arg(1)

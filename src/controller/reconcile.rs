@@ -143,9 +143,9 @@ fn next_look(
     let mut wait = ctx.config.resync;
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
-        let due = since + chrono::Duration::from_std(probe.unhealthy_for.get()).unwrap_or_default();
+        let due = crate::respond::safety::later(since, probe.unhealthy_for.get());
         if let Ok(left) = (due - now).to_std() {
-            wait = wait.min(left + Duration::from_millis(50));
+            wait = wait.min(left.saturating_add(Duration::from_millis(50)));
         }
     }
     wait.max(Duration::from_millis(50))
@@ -158,7 +158,7 @@ fn retry_after(
     now: chrono::DateTime<Utc>,
 ) -> Option<chrono::DateTime<Utc>> {
     let r = &policy.spec.remediation;
-    let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let after = |d: Duration| crate::respond::safety::later(now, d);
     match response {
         Response::Success(_) | Response::Failed(_) => Some(after(r.cooldown.get())),
         Response::Rejected(Refusal::Cooldown { until, .. })

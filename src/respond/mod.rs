@@ -61,6 +61,9 @@ impl Response {
     }
 }
 
+/// The longest a verification waits, whatever the policy says (its documented maximum).
+const MAX_VERIFY_WAIT: Duration = crate::policy::duration::MAX_ACTION_TIME;
+
 /// Carries out decisions within the safety limits.
 pub struct Responder {
     /// The engine.
@@ -170,7 +173,11 @@ impl Responder {
         let Some(acting) = self.acting.try_begin(&req.info.id) else {
             return Response::Rejected(Refusal::InFlight);
         };
-        let lock_ttl = r.stop_timeout.get() + r.verify_within.get() + Duration::from_secs(60);
+        let lock_ttl = r
+            .stop_timeout
+            .get()
+            .saturating_add(r.verify_within.get())
+            .saturating_add(Duration::from_secs(60));
         match self.store.try_lock(&key, &self.owner, lock_ttl).await {
             Ok(true) => {}
             Ok(false) => {
@@ -347,7 +354,8 @@ impl Responder {
         started: DateTime<Utc>,
     ) -> Result<String, String> {
         let within = req.policy.spec.remediation.verify_within.get();
-        let deadline = tokio::time::Instant::now() + within;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(within).unwrap_or(now + MAX_VERIFY_WAIT);
         let settle = Duration::from_secs(1).min(within / 2);
         let mut last;
         let mut up_since: Option<tokio::time::Instant> = None;
@@ -356,7 +364,7 @@ impl Responder {
                 Ok(Some(info)) => {
                     let restarted = info
                         .started_at
-                        .is_some_and(|s| s >= started - chrono::Duration::seconds(1));
+                        .is_some_and(|s| s >= safety::earlier(started, Duration::from_secs(1)));
                     let healthy = matches!(info.health, HealthStatus::None | HealthStatus::Healthy);
                     let up = info.state == ContainerState::Running && restarted;
                     last = format!("state {:?}, health {:?}", info.state, info.health);
