@@ -96,7 +96,10 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl StateStore for MemoryStore {
     async fn safety(&self, key: &str) -> Result<SafetyState> {
-        let durable = self.durable.lock().expect("store mutex");
+        let durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(durable.safety.get(key).cloned().unwrap_or_default())
     }
 
@@ -105,7 +108,10 @@ impl StateStore for MemoryStore {
         key: &str,
         update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
     ) -> Result<SafetyState> {
-        let mut durable = self.durable.lock().expect("store mutex");
+        let mut durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut state = durable.safety.get(key).cloned().unwrap_or_default();
         update(&mut state);
         let previous = durable.safety.insert(key.to_owned(), state.clone());
@@ -121,7 +127,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let mut locks = self.locks.lock().expect("lock mutex");
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         match locks.get(key) {
             Some((holder, until)) if holder != owner && *until > now => Ok(false),
@@ -138,7 +147,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
-        let mut locks = self.locks.lock().expect("lock mutex");
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if locks.get(key).is_some_and(|(holder, _)| holder == owner) {
             locks.remove(key);
         }
@@ -152,7 +164,10 @@ impl StateStore for MemoryStore {
         per: Duration,
         _id: &str,
     ) -> Result<bool> {
-        let mut budgets = self.budgets.lock().expect("budget mutex");
+        let mut budgets = self
+            .budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken = budgets.entry(budget.to_owned()).or_default();
         let now = Instant::now();
         while taken.front().is_some_and(|t| now.duration_since(*t) >= per) {
@@ -166,7 +181,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn append_audit(&self, record: AuditRecord) -> Result<()> {
-        let mut durable = self.durable.lock().expect("store mutex");
+        let mut durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         durable.audit.push_back(record);
         while durable.audit.len() > RETAINED {
             durable.audit.pop_front();
@@ -175,7 +193,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
-        let durable = self.durable.lock().expect("store mutex");
+        let durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let skip = durable.audit.len().saturating_sub(limit);
         Ok(durable.audit.iter().skip(skip).cloned().collect())
     }
@@ -201,7 +222,10 @@ impl Default for MemorySink {
 impl EventSink for MemorySink {
     async fn publish(&self, envelope: Envelope) {
         {
-            let mut recent = self.recent.lock().expect("sink mutex");
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             recent.push_back(envelope.clone());
             while recent.len() > RETAINED {
                 recent.pop_front();
@@ -215,7 +239,10 @@ impl EventSink for MemorySink {
     }
 
     async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
-        let recent = self.recent.lock().expect("sink mutex");
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let matching: Vec<&Envelope> = recent
             .iter()
             .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))

@@ -352,7 +352,11 @@ impl RedisBus {
 
     /// Envelopes waiting for Redis (including the batch being sent).
     pub fn outbox_len(&self) -> usize {
-        self.shared.queue.lock().expect("outbox mutex").len()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
             + self.shared.in_flight.load(Ordering::SeqCst)
     }
 
@@ -424,7 +428,11 @@ impl RedisBus {
     }
 
     fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
-        let local = self.shared.local.lock().expect("local mutex");
+        let local = self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let matching: Vec<&Envelope> = local
             .iter()
             .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))
@@ -443,7 +451,10 @@ async fn drain(shared: Arc<Shared>) {
     loop {
         while batch.is_empty() {
             {
-                let mut queue = shared.queue.lock().expect("outbox mutex");
+                let mut queue = shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let n = queue.len().min(BATCH);
                 batch.extend(queue.drain(..n));
                 shared.in_flight.store(batch.len(), Ordering::SeqCst);
@@ -514,14 +525,22 @@ impl EventSink for RedisBus {
         let pending = Pending::new(&envelope);
         let _ = self.shared.live.send(envelope.clone());
         {
-            let mut local = self.shared.local.lock().expect("local mutex");
+            let mut local = self
+                .shared
+                .local
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             local.push_back(envelope);
             while local.len() > LOCAL_RECENT {
                 local.pop_front();
             }
         }
         let overflow = {
-            let mut queue = self.shared.queue.lock().expect("outbox mutex");
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             queue.push_back(pending);
             let mut overflow = Vec::new();
             while queue.len() > self.shared.capacity {
@@ -536,7 +555,11 @@ impl EventSink for RedisBus {
                 .fetch_add(overflow.len() as u64, Ordering::SeqCst)
                 + overflow.len() as u64;
             // One warning per second at most, each naming what it reports on.
-            let mut last = self.shared.last_drop_report.lock().expect("report mutex");
+            let mut last = self
+                .shared
+                .last_drop_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let unreported = self
                 .shared
                 .dropped_unreported

@@ -29,7 +29,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return Err(Error::Docker(e)),
     }
     let Some(observed) = ctx.observed.get(id) else {
-        ctx.handled.lock().expect("handled lock").remove(id);
+        ctx.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         return Ok(Action::AwaitChange);
     };
     let info = &observed.info;
@@ -39,7 +42,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         labels: &info.labels,
     };
     let Some(policy) = ctx.policies.governing(target) else {
-        ctx.handled.lock().expect("handled lock").remove(id);
+        ctx.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         return Ok(Action::Requeue(ctx.config.resync));
     };
     let now = Utc::now();
@@ -60,7 +66,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     };
     let decision = analyze(&policy, &observation);
     if decision.findings.is_empty() {
-        ctx.handled.lock().expect("handled lock").remove(id);
+        ctx.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         return Ok(Action::Requeue(next_look(ctx, &policy, &observed, now)));
     }
 
@@ -71,7 +80,12 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         info.started_at,
         info.finished_at
     );
-    let previous = ctx.handled.lock().expect("handled lock").get(id).cloned();
+    let previous = ctx
+        .handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(id)
+        .cloned();
     let is_new = previous.as_ref().is_none_or(|p| p.signature != signature);
     let retry_due = previous
         .as_ref()
@@ -181,14 +195,17 @@ fn requeue_until(ctx: &Context, at: Option<chrono::DateTime<Utc>>) -> Action {
 }
 
 fn remember(ctx: &Context, id: &str, signature: String, retry_at: Option<chrono::DateTime<Utc>>) {
-    ctx.handled.lock().expect("handled lock").insert(
-        id.to_owned(),
-        Handled {
-            signature,
-            retry_at,
-            failures: 0,
-        },
-    );
+    ctx.handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            id.to_owned(),
+            Handled {
+                signature,
+                retry_at,
+                failures: 0,
+            },
+        );
 }
 
 async fn publish(ctx: &Context, event_type: EventType, data: serde_json::Value) {

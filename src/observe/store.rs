@@ -187,14 +187,18 @@ pub struct ObservedStore {
 impl ObservedStore {
     /// A copy of one container's view.
     pub fn get(&self, id: &str) -> Option<Observed> {
-        self.containers.read().expect("store lock").get(id).cloned()
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
     /// A copy of the view of the container named `name` (without the leading `/`).
     pub fn find_by_name(&self, name: &str) -> Option<Observed> {
         self.containers
             .read()
-            .expect("store lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .find(|o| o.info.name == name)
             .cloned()
@@ -205,7 +209,7 @@ impl ObservedStore {
         let mut all: Vec<Observed> = self
             .containers
             .read()
-            .expect("store lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .cloned()
             .collect();
@@ -217,7 +221,7 @@ impl ObservedStore {
     pub fn running_ids(&self) -> Vec<String> {
         self.containers
             .read()
-            .expect("store lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .filter(|o| o.info.state == ContainerState::Running)
             .map(|o| o.info.id.clone())
@@ -226,7 +230,10 @@ impl ObservedStore {
 
     /// How many containers are known.
     pub fn len(&self) -> usize {
-        self.containers.read().expect("store lock").len()
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// True when none is known.
@@ -236,7 +243,10 @@ impl ObservedStore {
 
     /// Takes in a fresh inspection, keeping the history.
     pub fn upsert(&self, info: ContainerInfo, now: DateTime<Utc>) {
-        let mut map = self.containers.write().expect("store lock");
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get_mut(&info.id) {
             None => {
                 map.insert(info.id.clone(), Observed::new(info, now));
@@ -275,7 +285,10 @@ impl ObservedStore {
         for info in list {
             self.upsert(info, now);
         }
-        let mut map = self.containers.write().expect("store lock");
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let gone: Vec<String> = map
             .keys()
             .filter(|id| !ids.contains(*id))
@@ -289,13 +302,19 @@ impl ObservedStore {
 
     /// Forgets a container.
     pub fn remove(&self, id: &str) {
-        self.containers.write().expect("store lock").remove(id);
+        self.containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 
     /// Records what an event tells beyond an inspection. `acting` says which containers
     /// HemoStat itself is acting on: their stops and kills are not manual.
     pub fn apply_event(&self, event: &DockerEvent, acting: &Acting) {
-        let mut map = self.containers.write().expect("store lock");
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(o) = map.get_mut(&event.container_id) else {
             return;
         };
@@ -321,7 +340,12 @@ impl ObservedStore {
 
     /// Appends a usage sample.
     pub fn push_usage(&self, id: &str, point: UsagePoint) {
-        if let Some(o) = self.containers.write().expect("store lock").get_mut(id) {
+        if let Some(o) = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+        {
             push_capped(&mut o.usage, point, USAGE_RETAINED);
         }
     }
@@ -627,6 +651,27 @@ mod tests {
         for (what, steps, want) in cases {
             assert_eq!(restarts_after(steps), *want, "{what}: {steps:?}");
         }
+    }
+
+    #[test]
+    fn a_panic_while_the_lock_is_held_does_not_stop_the_store() {
+        let store = std::sync::Arc::new(ObservedStore::default());
+        store.upsert(info(ContainerState::Running, None), Utc::now());
+        let holder = store.clone();
+        let panicked = std::thread::spawn(move || {
+            let _map = holder.containers.write().unwrap();
+            panic!("a bug while holding the store's lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(store.containers.is_poisoned());
+        let mut again = info(ContainerState::Exited, Some(1));
+        again.id = "c2".into();
+        store.upsert(again, Utc::now());
+        assert_eq!(store.len(), 2);
+        assert!(store.get("c1").is_some());
+        store.apply_event(&event(EventAction::Kill), &Acting::default());
+        assert!(store.get("c1").unwrap().manual_stop);
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Responder {
         info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
         self.action_started
             .lock()
-            .expect("started lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(req.decision_id.to_owned(), Utc::now());
         let result = self.execute(req, action, command, now).await;
         let outcome = if result.is_ok() {
@@ -442,7 +442,7 @@ impl Responder {
             action_started_at: self
                 .action_started
                 .lock()
-                .expect("started lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(req.decision_id),
         };
         if let Err(e) = self.store.append_audit(record).await {
