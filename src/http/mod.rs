@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process runs |
-//! | `GET /readyz` | `200 ready` once the first full container list is in, else `503` |
+//! | `GET /readyz` | `200 ready` while the container list and event stream are live, else `503` |
 //! | `GET /metrics` | the OpenMetrics exposition of [`Metrics`] |
 //! | `GET /api/v1/...` | see [`api`] |
 //!
@@ -57,8 +57,8 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The text `/readyz` answers before the first full container list.
-pub const NOT_READY: &str = "not ready: waiting for the first full container list";
+/// The text `/readyz` answers while the engine's list or event stream is not live.
+pub const NOT_READY: &str = "not ready: no live container list and event stream from the engine (starting, or the engine is unreachable)";
 
 /// Every route, with request tracing.
 pub fn router(state: ApiState) -> Router {
