@@ -117,8 +117,10 @@ fn combine(a: Outcome, b: Outcome) -> Outcome {
     }
 }
 
+/// Redis is unreachable: only then does the local view stand in. An error reply (a key of the
+/// wrong type…) is passed on, never taken for an outage (two operators would both act).
 fn is_redis(e: &BusError) -> bool {
-    matches!(e, BusError::Redis { .. })
+    e.is_outage()
 }
 
 /// Redis first, the local view during an outage; see the module documentation.

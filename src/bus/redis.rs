@@ -141,7 +141,15 @@ return 0
 ";
 
 /// Takes or refreshes a lock: free, or already held by the same owner.
+/// A key of another type (junk written into it) is replaced by the lock (returns 2, reported
+/// once): only one caller replaces it, so the junk never lets two operators act.
 const LOCK_LUA: &str = r"
+local ty = redis.call('TYPE', KEYS[1]).ok
+if ty ~= 'none' and ty ~= 'string' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -152,7 +160,7 @@ return 0
 
 /// Deletes a lock only if the owner holds it.
 const UNLOCK_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -285,7 +293,12 @@ impl Drop for RedisBus {
 }
 
 /// Connection errors (as opposed to Redis answering with an error): worth one more try.
-fn is_connection_error(e: &RedisError) -> bool {
+/// A `WRONGTYPE` reply: a key holds another type than HemoStat writes there.
+pub(crate) fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
+}
+
+pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -478,6 +491,23 @@ async fn drain(shared: Arc<Shared>) {
                     );
                     failing = false;
                 }
+                shared
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                batch.clear();
+                shared.in_flight.store(0, Ordering::SeqCst);
+                backoff = BACKOFF_MIN;
+                server_errors = 0;
+            }
+            Err(e) if is_wrong_type(&e) => {
+                // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
+                // sending it again would publish every envelope again. Delivered, and the
+                // wrong-typed key reported once.
+                super::report_bad_value(
+                    &e.to_string(),
+                    "a key of the envelopes' path has the wrong type",
+                    "envelopes delivered everywhere else, never sent twice",
+                );
                 shared
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::SeqCst);
@@ -716,8 +746,16 @@ impl StateStore for RedisBus {
             .arg(owner)
             .arg(ttl_ms)
             .clone();
+        let redis_key = lock_redis_key(key);
         let took: i64 = self.query("take lock", &cmd).await?;
-        Ok(took == 1)
+        if took == 2 {
+            super::report_bad_value(
+                &redis_key,
+                "not a string (wrong type)",
+                "replaced by the lock",
+            );
+        }
+        Ok(took >= 1)
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
@@ -756,25 +794,38 @@ impl StateStore for RedisBus {
             .arg(limit.min(AUDIT_CAP) - 1)
             .clone();
         let newest_first: Vec<String> = self.query("read audit", &cmd).await?;
-        newest_first
+        // One junk entry never breaks the listing: it is skipped and reported.
+        Ok(newest_first
             .iter()
             .rev()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-                    path: AUDIT_KEY.to_owned(),
-                    source,
-                })
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    super::report_bad_value(
+                        AUDIT_KEY,
+                        &format!("an entry is not an audit record: {e}"),
+                        "skipped in listings",
+                    );
+                    None
+                }
             })
-            .collect()
+            .collect())
     }
 }
 
+/// A safety state that is not one (junk written into the key) reads as empty, reported once:
+/// it cannot stop the container's repairs, and the next update replaces it (atomically, so
+/// only one operator's update wins).
 fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
     match json {
         None => Ok(SafetyState::default()),
-        Some(json) => serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-            path: redis_key.to_owned(),
-            source,
-        }),
+        Some(json) => Ok(serde_json::from_str(json).unwrap_or_else(|e| {
+            super::report_bad_value(
+                redis_key,
+                &format!("not a safety state: {e}"),
+                "read as empty, replaced on the next update",
+            );
+            SafetyState::default()
+        })),
     }
 }

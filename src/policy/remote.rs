@@ -665,6 +665,17 @@ pub async fn watch_policies_with(
                 () = shutdown.cancelled() => return,
                 r = read => match r {
                     Ok(Ok(all)) => all,
+                    Ok(Err(e)) if !crate::bus::redis::is_connection_error(&e) => {
+                        // Redis answered with an error (hemostat:policies is not a hash…): the
+                        // connection is fine, reconnecting would only storm. Reported once,
+                        // read again at the next poll.
+                        crate::bus::report_bad_value(
+                            POLICIES_KEY,
+                            &e.to_string(),
+                            "policies in force kept; read again every poll",
+                        );
+                        continue;
+                    }
                     Ok(Err(e)) => {
                         warn!(error = %e, "cannot read applied policies from Redis; keeping the policies in force and reconnecting");
                         break;
