@@ -10,7 +10,7 @@
 //! | remediation | `hemostat:remediation:<container>` | `{last_action, count}`, TTL 3600 s |
 //! | stats | `hemostat:stats:<container>` | TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`], no TTL |
-//! | in-flight lock | `hemostat:lock:<node>/<container>` | owner id, `PX` ttl |
+//! | in-flight lock | `hemostat:lock:engine:<engine id>/<container id>` | owner id, `PX` ttl |
 //! | audit | `hemostat:audit` | list, newest first, 1000 |
 //!
 //! Two nodes may run containers of the same name. The original's keys

@@ -413,6 +413,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             sink: sink.clone(),
             acting: acting.clone(),
             node: node.clone(),
+            engine_id: host.engine_id.clone(),
             owner: format!("{node}/{}", uuid::Uuid::new_v4()),
             own_container_id: own,
             global_dry_run: dry_run,

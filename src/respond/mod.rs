@@ -76,6 +76,8 @@ pub struct Responder {
     pub acting: Arc<Acting>,
     /// This node's name.
     pub node: String,
+    /// The engine's own ID: the in-flight lock is keyed by it (see [`lock_key`]).
+    pub engine_id: String,
     /// Lock owner id of this operator process.
     pub owner: String,
     /// HemoStat's own container, when it runs in one.
@@ -92,6 +94,12 @@ pub struct Responder {
 /// (new id, same name) keeps its history and two nodes never share one.
 pub fn safety_key(node: &str, container: &str) -> String {
     format!("{node}/{container}")
+}
+
+/// The key of a container's in-flight lock: the engine's own ID and the container's ID, so two
+/// operators on one engine never both act on one container whatever their `--node-name`s.
+pub fn lock_key(engine_id: &str, container_id: &str) -> String {
+    format!("engine:{engine_id}/{container_id}")
 }
 
 impl Responder {
@@ -178,7 +186,8 @@ impl Responder {
             .get()
             .saturating_add(r.verify_within.get())
             .saturating_add(Duration::from_secs(60));
-        match self.store.try_lock(&key, &self.owner, lock_ttl).await {
+        let lock = lock_key(&self.engine_id, &req.info.id);
+        match self.store.try_lock(&lock, &self.owner, lock_ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 acting.abandon();
@@ -211,7 +220,7 @@ impl Responder {
                 ))),
             };
             if let Some(refusal) = refusal {
-                let _ = self.store.unlock(&key, &self.owner).await;
+                let _ = self.store.unlock(&lock, &self.owner).await;
                 acting.abandon();
                 return refusal;
             }
@@ -229,7 +238,7 @@ impl Responder {
             .update_safety(&key, &mut |s| s.actions.push(record.clone()))
             .await
         {
-            let _ = self.store.unlock(&key, &self.owner).await;
+            let _ = self.store.unlock(&lock, &self.owner).await;
             acting.abandon();
             return Response::Failed(format!("could not record the action, not acting: {e}"));
         }
@@ -253,7 +262,7 @@ impl Responder {
                 tripped = s.trip_if_needed(req.policy, finished);
             })
             .await;
-        let _ = self.store.unlock(&key, &self.owner).await;
+        let _ = self.store.unlock(&lock, &self.owner).await;
         if let Err(e) = &after {
             warn!(container = %req.info.name, error = %e, "could not record the outcome");
         }
