@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// A file holding the Redis password, instead of --redis-password.
     #[arg(long, env = "REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
     pub redis_password_file: Option<PathBuf>,
+    /// At most this many open HTTP connections; beyond it new ones are closed at once (idle
+    /// ones close after 30 s, ones that send no request within 10 s sooner).
+    #[arg(long, env = "HEMOSTAT_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
     /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
     #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
     pub outbox_capacity: usize,
@@ -306,6 +310,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_password,
         redis_url_file,
         redis_password_file,
+        http_max_connections,
         outbox_capacity,
         accept_external_requests,
     } = args;
@@ -450,7 +455,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         metrics,
         node,
     };
-    let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    let server = tokio::spawn(crate::http::serve_limited(
+        listener,
+        api,
+        http_max_connections,
+        shutdown.clone(),
+    ));
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;

@@ -11,6 +11,7 @@
 //! variable's or a file's name), never their values.
 
 pub mod api;
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,9 +80,20 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_limited(listener, state, limits::DEFAULT_MAX_CONNECTIONS, shutdown).await
+}
+
+/// Like [`serve`], with at most `max_connections` open connections (see [`limits`]).
+pub async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP server listening");
+        tracing::info!(%addr, max_connections, "HTTP server listening");
     }
+    let listener = limits::LimitedListener::new(listener, max_connections);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
