@@ -813,19 +813,22 @@ impl StateStore for RedisBus {
     }
 }
 
-/// A safety state that is not one (junk written into the key) reads as empty, reported once:
-/// it cannot stop the container's repairs, and the next update replaces it (atomically, so
-/// only one operator's update wins).
+/// A safety state that is not one (junk written into the key) is an error, never a reset that
+/// would forget cooldowns and breakers; it is reported once (log, metric) so a person fixes it,
+/// and listings show the container without it.
 fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
     match json {
         None => Ok(SafetyState::default()),
-        Some(json) => Ok(serde_json::from_str(json).unwrap_or_else(|e| {
+        Some(json) => serde_json::from_str(json).map_err(|source| {
             super::report_bad_value(
                 redis_key,
-                &format!("not a safety state: {e}"),
-                "read as empty, replaced on the next update",
+                &format!("not a safety state: {source}"),
+                "no action on this container until it is fixed or deleted; listings skip it",
             );
-            SafetyState::default()
-        })),
+            BusError::Corrupt {
+                path: redis_key.to_owned(),
+                source,
+            }
+        }),
     }
 }
