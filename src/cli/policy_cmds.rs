@@ -9,13 +9,13 @@ use clap::{Args, ValueEnum};
 
 use crate::adapters::redis::config::RedisArgs;
 use crate::adapters::redis::policies::{
-    DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml,
+    DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
 };
 use crate::http::api::ContainerView;
 use crate::policy::{HealthPolicy, load_paths};
 
 async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
-    let (client, shown) = args.cli_client()?;
+    let (client, shown) = super::run::redis_secrets_from_files(args.clone())?.cli_client()?;
     PolicyRepo::connect(client).await.map_err(|e| {
         anyhow!(
             "cannot reach Redis at {shown} ({e}): start Redis there, or point --redis-url / REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) at a reachable one"
@@ -261,12 +261,12 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
     let mut repo = connect(&args.redis).await?;
     if repo.delete(&args.name).await? {
-        println!("healthpolicy/{} deleted", args.name);
+        println!("healthpolicy/{} deleted", printable(&args.name));
         Ok(0)
     } else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
-            args.name
+            printable(&args.name)
         );
         Ok(1)
     }
@@ -295,7 +295,10 @@ async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
         Some(name) => match repo.get(name).await? {
             Some(p) => vec![p],
             None => {
-                eprintln!("error: healthpolicy/{name} not found in Redis (hemostat:policies)");
+                eprintln!(
+                    "error: healthpolicy/{} not found in Redis (hemostat:policies)",
+                    printable(name)
+                );
                 return Ok(1);
             }
         },
@@ -305,7 +308,7 @@ async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
         if let Err(diagnostics) = &p.parsed {
             eprintln!(
                 "warning: the stored value of healthpolicy/{} is not a valid policy (the operator ignores it):",
-                p.name
+                printable(&p.name)
             );
             for d in diagnostics {
                 eprintln!("  {d}");
@@ -361,7 +364,7 @@ fn policies_table(all: &[StoredPolicy]) -> String {
         });
         let row = match &p.parsed {
             Ok(policy) => vec![
-                p.name.clone(),
+                printable(&p.name).into_owned(),
                 policy.spec.priority.to_string(),
                 actions(policy),
                 policy.spec.remediation.dry_run.to_string(),
@@ -370,7 +373,7 @@ fn policies_table(all: &[StoredPolicy]) -> String {
                 "yes".to_owned(),
             ],
             Err(_) => vec![
-                p.name.clone(),
+                printable(&p.name).into_owned(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -540,12 +543,12 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     let Some(stored) = repo.get(&args.name).await? else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
-            args.name
+            printable(&args.name)
         );
         return Ok(1);
     };
     let mut out = String::new();
-    out.push_str(&format!("Name:         {}\n", stored.name));
+    out.push_str(&format!("Name:         {}\n", printable(&stored.name)));
     out.push_str("Source:       redis hemostat:policies\n");
     if let Some(meta) = &stored.meta {
         out.push_str(&format!("Generation:   {}\n", meta.generation));

@@ -1,7 +1,7 @@
 //! `hemostat run`: the operator itself.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Where Redis is.
     #[command(flatten)]
     pub redis: crate::adapters::redis::config::RedisArgs,
+    /// At most this many open HTTP connections; beyond it new ones are closed at once (idle
+    /// ones close after 30 s, ones that send no request within 10 s sooner).
+    #[arg(long, env = "HEMOSTAT_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
     /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
     #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
     pub outbox_capacity: usize,
@@ -235,6 +239,57 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 /// Runs the operator until SIGTERM/SIGINT.
+/// The flag that put a Redis password on the command line (`--redis-password`, or a
+/// `--redis-url` whose authority has `:password@`), if any.
+fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
+    let url_has_password = |url: &str| {
+        url.split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| !userinfo.is_empty())
+    };
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--redis-password" || arg.starts_with("--redis-password=") {
+            return Some("--redis-password");
+        }
+        let url = if arg == "--redis-url" {
+            args.next().map(String::as_str)
+        } else {
+            arg.strip_prefix("--redis-url=")
+        };
+        if url.is_some_and(url_has_password) {
+            return Some("--redis-url");
+        }
+    }
+    None
+}
+
+/// The Redis settings with `--redis-url-file` / `--redis-password-file` read into the URL and
+/// the password (shared by `run` and the policy commands).
+pub fn redis_secrets_from_files(
+    mut redis: crate::adapters::redis::config::RedisArgs,
+) -> anyhow::Result<crate::adapters::redis::config::RedisArgs> {
+    if let Some(path) = redis.redis_url_file.take() {
+        redis.redis_url = Some(secret_from_file(&path, "--redis-url-file")?);
+    }
+    if let Some(path) = redis.redis_password_file.take() {
+        redis.redis_password = Some(secret_from_file(&path, "--redis-password-file")?);
+    }
+    Ok(redis)
+}
+
+/// A secret read from a file (one line; surrounding whitespace and the newline dropped).
+fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read the file", path.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        bail!("{flag} {}: the file is empty", path.display());
+    }
+    Ok(secret)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let RunArgs {
         policies,
@@ -250,10 +305,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         label_filter,
         cgroup_root,
         redis,
+        http_max_connections,
         outbox_capacity,
         accept_external_requests,
     } = args;
     init_logging(log_format, &log_level)?;
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(flag) = password_on_command_line(&argv) {
+        warn!(
+            flag,
+            "a Redis password is on the command line, readable by every user in `ps`: put it in a file and use REDIS_PASSWORD_FILE or --redis-url-file"
+        );
+    }
+    let redis = redis_secrets_from_files(redis)?;
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -338,6 +402,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             sink: sink.clone(),
             acting: acting.clone(),
             node: node.clone(),
+            engine_id: host.engine_id.clone(),
             owner: format!("{node}/{}", uuid::Uuid::new_v4()),
             own_container_id: own,
             global_dry_run: dry_run,
@@ -374,7 +439,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         metrics,
         node,
     };
-    let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    let server = tokio::spawn(crate::http::serve_limited(
+        listener,
+        api,
+        http_max_connections,
+        shutdown.clone(),
+    ));
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;
@@ -417,4 +487,63 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     info!("stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_on_the_command_line_is_noticed() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["hemostat", "run"], None),
+            (
+                &["hemostat", "run", "--redis-password", "pw"],
+                Some("--redis-password"),
+            ),
+            (
+                &["hemostat", "run", "--redis-password=pw"],
+                Some("--redis-password"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://:pw@h:6379/0"],
+                Some("--redis-url"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url=redis://u:pw@h"],
+                Some("--redis-url"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://h:6379/0"],
+                None,
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://h/0?x=a@b"],
+                None,
+            ),
+            (
+                &["hemostat", "run", "--redis-url-file", "/run/secrets/url"],
+                None,
+            ),
+        ];
+        for (argv, want) in cases {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            assert_eq!(password_on_command_line(&argv), *want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_trimmed_and_an_empty_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(
+            secret_from_file(&file, "--redis-password-file").unwrap(),
+            "s3cret"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = secret_from_file(&file, "--redis-password-file").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(secret_from_file(&dir.path().join("none"), "--redis-url-file").is_err());
+    }
 }
