@@ -35,7 +35,7 @@ pub enum Error {
     Docker(#[source] crate::engine::EngineError),
     /// The state store failed.
     #[error("state store: {0}")]
-    Store(#[source] crate::bus::BusError),
+    Store(#[source] crate::store::StoreError),
 }
 
 impl Error {
