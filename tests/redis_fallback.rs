@@ -1,5 +1,7 @@
 //! The fallback store against a real `redis-server`: the local view through an outage, then a merge without duplicates.
 
+#[path = "support/audit.rs"]
+mod audit;
 mod redis_support;
 
 use std::sync::Arc;
@@ -27,20 +29,7 @@ fn record(id: &str, secs_ago: i64) -> ActionRecord {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    AuditRecord {
-        decision_id: id.into(),
-        timestamp: chrono::Utc::now(),
-        node: "n1".into(),
-        container: "web".into(),
-        container_id: "abc".into(),
-        policy: "default".into(),
-        action: "restart".into(),
-        status: "success".into(),
-        reason: "exited".into(),
-        details: String::new(),
-        action_started_at: None,
-        gate: None,
-    }
+    audit::record(id, "")
 }
 
 async fn redis_state(server: &RedisServer) -> SafetyState {
