@@ -11,10 +11,14 @@
 //! - [`respond`]: the safety gates and the execution, verification and audit of actions.
 //! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`).
 //! - [`controller`]: the work queue and the reconcile loop.
+//! - [`alert`]: alerts to people (Slack, webhooks, Alertmanager): dedup, grouping, silences.
+//! - [`adapters`]: clients of third-party services (Slack, webhooks, Alertmanager, Redis alert state).
 //! - [`http`]: health, readiness and the JSON API.
 //! - [`schema`]: the JSON Schema of the policy language.
 //! - [`cli`]: the `hemostat` subcommands.
 
+pub mod adapters;
+pub mod alert;
 pub mod analyze;
 pub mod bus;
 pub mod cli;
