@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
+    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
+    pub alert_timeout: HumanDuration,
 }
 
 /// Log output formats.
@@ -112,7 +115,8 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-fn default_state_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
+pub fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -262,6 +266,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_password,
         outbox_capacity,
         accept_external_requests,
+        alert_timeout,
     } = args;
     init_logging(log_format, &log_level)?;
     if sample_interval.get() < Duration::from_secs(1) {
@@ -339,7 +344,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let acting = Arc::new(Acting::default());
     let (queue, receiver) = WorkQueue::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let mut metrics = crate::metrics::Metrics::new();
+    let alert_metrics = crate::alert::metrics::AlertMetrics::register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let ctx = Arc::new(Context {
         docker: docker.clone(),
         store: store.clone(),
@@ -375,6 +382,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
+    let alerts = super::alerting::start(
+        redis.as_ref(),
+        &state_dir,
+        registry.clone(),
+        sink.as_ref(),
+        alert_metrics,
+        alert_timeout.get(),
+        shutdown.clone(),
+    )?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -388,7 +404,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         metrics,
         node,
     };
-    let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    let routes = crate::http::router(api).merge(crate::http::alerts::routes(alerts));
+    let server = tokio::spawn(crate::http::serve_router(
+        listener,
+        routes,
+        shutdown.clone(),
+    ));
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;

@@ -10,6 +10,7 @@
 //! Nothing served carries a secret: policies hold only references to secrets (an environment
 //! variable's or a file's name), never their values.
 
+pub mod alerts;
 pub mod api;
 
 use std::sync::Arc;
@@ -82,7 +83,16 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP server listening");
     }
-    axum::serve(listener, router(state))
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// [`serve`] for a router with more routes merged in (the alert routes).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     tracing::info!("HTTP server stopped");

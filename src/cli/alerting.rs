@@ -1,0 +1,85 @@
+//! Wiring of the alerts into `hemostat run`: the silence store, the channels' notifiers and
+//! the router task subscribed to the live envelopes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::adapters::redis::alert_state::RedisAlertState;
+use crate::alert::channels::{operator_alerts, policy_channels};
+use crate::alert::metrics::AlertMetrics;
+use crate::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions};
+use crate::alert::state::{AlertState, FileAlertState};
+use crate::bus::EventSink;
+use crate::bus::redis::RedisConfig;
+use crate::http::alerts::AlertsApi;
+use crate::policy::registry::PolicyRegistry;
+
+/// Starts alerting; returns what the HTTP API serves about it.
+pub fn start(
+    redis: Option<&RedisConfig>,
+    state_dir: &Path,
+    policies: Arc<PolicyRegistry>,
+    sink: &dyn EventSink,
+    metrics: AlertMetrics,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<AlertsApi> {
+    let operator = operator_alerts(|k| std::env::var(k).ok()).context("invalid alert settings")?;
+    let state: Arc<dyn AlertState> = match redis {
+        Some(config) => {
+            let client = redis::Client::open(config.connection_info().clone())
+                .context("cannot set up the Redis client for silences")?;
+            Arc::new(RedisAlertState::new(client)?)
+        }
+        None => Arc::new(FileAlertState::new(state_dir)),
+    };
+    let history = Arc::new(History::default());
+    let api = AlertsApi {
+        state: state.clone(),
+        history: history.clone(),
+    };
+    if !operator.enabled {
+        info!("ALERT_ENABLED=false: no notification is sent (repairs and records go on)");
+        return Ok(api);
+    }
+    let client = crate::adapters::http_client(timeout);
+    let build: Arc<BuildNotifier> =
+        Arc::new(move |spec| crate::adapters::notifier_for(spec, &client, timeout));
+    // Say now, not at the first crash, when a channel cannot work.
+    let check_client = crate::adapters::http_client(timeout);
+    let mut names = Vec::new();
+    for policy in policies.snapshot().iter() {
+        for ch in policy_channels(policy) {
+            if let Err(e) = crate::adapters::notifier_for(&ch.spec, &check_client, timeout) {
+                error!(channel = %ch.name, error = %e, "alert channel unusable: its alerts will not be sent until this is fixed");
+            }
+            names.push(ch.name);
+        }
+    }
+    names.extend(operator.channel.as_ref().map(|c| c.name.clone()));
+    info!(channels = %names.join(", "), "alerts on");
+    let router = AlertRouter::new(
+        policies,
+        operator.channel,
+        build,
+        state,
+        metrics,
+        history,
+        RouterOptions {
+            timeout,
+            ..RouterOptions::default()
+        },
+        shutdown,
+    );
+    let rx = sink.subscribe();
+    tokio::spawn(tracing::Instrument::instrument(
+        router.run(rx),
+        tracing::info_span!("alert_router"),
+    ));
+    Ok(api)
+}
