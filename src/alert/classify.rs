@@ -203,7 +203,14 @@ mod tests {
             finding: "high_cpu".into(),
             at: Utc::now(),
         };
-        let cases: Vec<(&str, Envelope, Option<&Noted>, &Alerts, Option<AlertKind>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Envelope,
+            Option<&'a Noted>,
+            &'a Alerts,
+            Option<AlertKind>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "success",
                 complete("success", None, false),

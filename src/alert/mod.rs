@@ -11,7 +11,7 @@
 //! - [`channels`]: channels from policies and the original's environment.
 //! - [`router`]: the task consuming `EventSink::subscribe()`.
 //! - [`secret`]: webhook URLs and keys, resolved from env or file, never printed.
-//! - [`metrics`]: `hemostat_notifications_*`.
+//! - [`metrics`]: the `hemostat_notifications_*` metrics.
 
 pub mod channels;
 pub mod classify;
