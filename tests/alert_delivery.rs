@@ -121,6 +121,35 @@ async fn a_hung_endpoint_never_blocks_the_caller_and_a_full_queue_drops_the_olde
     assert_eq!(metrics.get("h", "dropped"), 90);
 }
 
+#[tokio::test]
+async fn a_slack_channel_sends_at_most_one_message_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let slack = Receiver::ok().await;
+    let metrics = AlertMetrics::default();
+    let ch = slack_channel(
+        &dir,
+        &slack.base,
+        Delivery {
+            per_second: std::num::NonZeroU32::new(1).unwrap(),
+            ..quick("rl")
+        },
+        &metrics,
+    );
+    for i in 0..3 {
+        ch.push(outcome(&format!("c{i}")));
+        until(&metrics, "rl", "sent", i + 1, 10).await;
+    }
+    let at: Vec<Instant> = slack.accepted().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 3);
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(900),
+            "two messages {gap:?} apart"
+        );
+    }
+}
+
 fn policy_with_slack(
     name: &str,
     url: SecretRef,

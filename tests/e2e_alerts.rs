@@ -154,6 +154,21 @@ async fn a_crash_sends_one_slack_message_after_a_429_and_signed_webhook_envelope
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(slack.accepted().len(), 1, "one message per crash");
+    let metrics = reqwest::get(format!("{}/metrics", op.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"hemostat_notifications_total{channel="alerts/slack",result="sent"} 1"#,
+        r#"hemostat_notifications_total{channel="alerts/webhook",result="sent"} 1"#,
+        r#"hemostat_notification_retries_total{channel="alerts/slack"} 1"#,
+        r#"hemostat_notification_queue_depth{channel="alerts/slack"} 0"#,
+        r#"hemostat_notification_latency_seconds_count{channel="alerts/slack"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line}");
+    }
     assert_no_token(&op, &tok).await;
 }
 
