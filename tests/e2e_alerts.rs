@@ -5,6 +5,7 @@
 
 mod operator;
 mod receiver;
+mod redis_support;
 mod support;
 
 use std::time::Duration;
@@ -412,4 +413,79 @@ async fn alertmanager_receives_the_alert_with_its_labels_and_the_resolve() {
         })
     })
     .await;
+}
+
+#[tokio::test]
+async fn with_redis_a_silence_added_from_the_cli_is_honoured_by_the_operator() {
+    let redis = redis_support::RedisServer::start();
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let slack = Receiver::ok().await;
+    let url = secret_file(
+        &dir,
+        "slack",
+        &format!("{}/services/T01/B01/{}", slack.base, token()),
+    );
+    let alerts = format!(
+        "  alerts:\n    groupWait: 0s\n    resolveAfter: 0s\n    channels:\n      - slack: {{webhookUrlFrom: {{file: {url}}}}}\n"
+    );
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run("shared", &run.run_id, &format!("{PROBES}{alerts}")),
+    );
+    let op = Operator::start(
+        &policies,
+        &run.label,
+        &dir.path().join("state"),
+        &["--redis-url", &redis.url()],
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hemostat"))
+        .args([
+            "silence",
+            "add",
+            "--policy",
+            "shared",
+            "--for",
+            "10m",
+            "--comment",
+            "fleet-wide",
+            "--redis-url",
+            &redis.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let silences = op.get("/api/v1/silences").await;
+    assert_eq!(
+        silences[0]["id"],
+        id.as_str(),
+        "served from Redis: {silences}"
+    );
+    assert_eq!(silences[0]["policy"], "shared");
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the router re-reads within 1 s
+    let name = run.name("crash");
+    run.spawn("crash", target(ContainerSpec::sh(CRASH_ONCE)))
+        .await;
+    op.wait_audit(&name, 30, "the crash is repaired", |r| {
+        r["status"] == "success"
+    })
+    .await;
+    let routed = support::wait_for(Duration::from_secs(10), "the alert is routed", || async {
+        let all = op.get("/api/v1/alerts?limit=500").await;
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"]["container"] == name.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(routed["result"], "silenced");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(slack.received().is_empty(), "a silenced alert was sent");
 }
