@@ -489,3 +489,53 @@ async fn with_redis_a_silence_added_from_the_cli_is_honoured_by_the_operator() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(slack.received().is_empty(), "a silenced alert was sent");
 }
+
+#[tokio::test]
+async fn a_crash_loop_that_opens_the_breaker_is_announced_as_a_refusal_in_orange() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let slack = Receiver::ok().await;
+    let url = secret_file(
+        &dir,
+        "slack",
+        &format!("{}/services/T01/B01/{}", slack.base, token()),
+    );
+    let policy = format!(
+        "  probes:\n    exit: {{}}\n  remediation:\n    actions: [restart]\n    cooldown: 1s\n    maxActions: {{count: 20, per: 1h}}\n    circuitBreaker: {{failures: 2, within: 1h, openFor: 1h}}\n    verifyWithin: 5s\n  alerts:\n    groupWait: 0s\n    resolveAfter: 0s\n    channels:\n      - slack: {{webhookUrlFrom: {{file: {url}}}}}\n"
+    );
+    let policies = policy_dir(dir.path(), &policy_for_run("loop", &run.run_id, &policy));
+    let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
+    run.spawn("loop", target(ContainerSpec::sh("sleep 1; exit 1")))
+        .await;
+    let name = run.name("loop");
+    op.wait_audit(&name, 60, "the breaker opens", |r| {
+        r["gate"] == "circuit_open"
+    })
+    .await;
+    let got = slack
+        .wait(20, "the give-up is announced", |r| {
+            r.iter().any(|r| {
+                r.body["attachments"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["color"] == "#ff9900"))
+            })
+        })
+        .await;
+    let refusal = got
+        .iter()
+        .find(|r| {
+            r.body["attachments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["color"] == "#ff9900")
+        })
+        .unwrap();
+    let text = slack_text(&refusal.body);
+    assert!(
+        text.contains(&name)
+            && text.contains("circuit_open")
+            && text.contains("circuit breaker opened"),
+        "{text}"
+    );
+}
