@@ -333,3 +333,29 @@ async fn alert_test_sends_a_test_notification_through_the_named_channel() {
         String::from_utf8_lossy(&out.1.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_transport_error_never_carries_the_webhook_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = ChannelSpec::Slack {
+        url: url_file(
+            &dir,
+            &format!("http://127.0.0.1:{port}/services/T/B/SECRETTOKEN"),
+        ),
+    };
+    let client = hemostat::adapters::http_client(Duration::from_secs(2));
+    let notifier =
+        hemostat::adapters::notifier_for(&spec, &client, Duration::from_secs(2)).unwrap();
+    let err = notifier.send(&[outcome("web-1")]).await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("transport"), "{shown}");
+    assert!(
+        !shown.contains("SECRETTOKEN") && !shown.contains("/services/"),
+        "{shown}"
+    );
+}

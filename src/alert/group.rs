@@ -35,6 +35,11 @@ impl<T> Group<T> {
         self.opened.map(|t| t + self.wait)
     }
 
+    /// How many items wait.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

@@ -248,13 +248,18 @@ async fn worker(
     loop {
         let drained: Vec<_> = queue.items.lock().expect("queue lock").drain(..).collect();
         if !drained.is_empty() {
-            metrics.queue_depth(&delivery.name, 0);
             let now = Instant::now();
             for item in drained {
                 group.push(item, now);
             }
         }
-        if let Some(batch) = group.take_due(Instant::now()) {
+        let due = group.take_due(Instant::now());
+        // Waiting = still queued + grouped, not yet handed to the receiver.
+        metrics.queue_depth(
+            &delivery.name,
+            group.len() + queue.items.lock().expect("queue lock").len(),
+        );
+        if let Some(batch) = due {
             tokio::select! {
                 () = limiter.until_ready() => {}
                 () = shutdown.cancelled() => return,
