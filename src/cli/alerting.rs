@@ -62,7 +62,13 @@ pub fn start(
         }
     }
     names.extend(operator.channel.as_ref().map(|c| c.name.clone()));
-    info!(channels = %names.join(", "), "alerts on");
+    if names.is_empty() {
+        info!(
+            "no alert channel configured (spec.alerts.channels, SLACK_WEBHOOK_URL); policies applied later may add some"
+        );
+    } else {
+        info!(channels = %names.join(", "), "alerts on");
+    }
     let router = AlertRouter::new(
         policies,
         operator.channel,
