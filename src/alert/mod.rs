@@ -11,8 +11,10 @@
 //! - [`channels`]: channels from policies and the original's environment.
 //! - [`router`]: the task consuming `EventSink::subscribe()`.
 //! - [`secret`]: webhook URLs and keys, resolved from env or file, never printed.
+//! - [`api`]: `GET /api/v1/silences` and `GET /api/v1/alerts`.
 //! - [`metrics`]: the `hemostat_notifications_*` metrics.
 
+pub mod api;
 pub mod channels;
 pub mod classify;
 pub mod dedup;

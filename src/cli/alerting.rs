@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::adapters::redis::alert_state::RedisAlertState;
+use crate::alert::api::AlertsApi;
 use crate::alert::channels::{operator_alerts, policy_channels};
 use crate::alert::metrics::AlertMetrics;
 use crate::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions};
 use crate::alert::state::{AlertState, FileAlertState};
 use crate::bus::EventSink;
 use crate::bus::redis::RedisConfig;
-use crate::http::alerts::AlertsApi;
 use crate::policy::registry::PolicyRegistry;
 
 /// Starts alerting; returns what the HTTP API serves about it.

@@ -404,7 +404,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         metrics,
         node,
     };
-    let routes = crate::http::router(api).merge(crate::http::alerts::routes(alerts));
+    let routes = crate::http::router(api).merge(crate::alert::api::routes(alerts));
     let server = tokio::spawn(crate::http::serve_router(
         listener,
         routes,

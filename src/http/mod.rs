@@ -10,7 +10,6 @@
 //! Nothing served carries a secret: policies hold only references to secrets (an environment
 //! variable's or a file's name), never their values.
 
-pub mod alerts;
 pub mod api;
 
 use std::sync::Arc;
@@ -86,7 +85,7 @@ pub async fn serve(
     serve_router(listener, router(state), shutdown).await
 }
 
-/// [`serve`] for a router with more routes merged in (the alert routes).
+/// [`serve`] for a router with more routes merged in (the alert routes, `alert::api`).
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,

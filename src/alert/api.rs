@@ -1,4 +1,4 @@
-//! `GET /api/v1/silences` (every silence, active or expired within a day) and
+//! The alert routes of the HTTP API: `GET /api/v1/silences` (every silence, active or expired within a day) and
 //! `GET /api/v1/alerts?limit=` (what the alert router did with each alert: queued, silenced,
 //! deduplicated). Neither holds a secret: channels are named, never addressed.
 
@@ -11,8 +11,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::alert::router::History;
-use crate::alert::state::AlertState;
+use super::router::History;
+use super::state::AlertState;
 
 /// What the alert routes read.
 #[derive(Clone)]
@@ -48,9 +48,6 @@ struct Limit {
 }
 
 async fn alerts(State(api): State<AlertsApi>, Query(q): Query<Limit>) -> Response {
-    let limit = q
-        .limit
-        .unwrap_or(100)
-        .clamp(1, crate::alert::router::HISTORY);
+    let limit = q.limit.unwrap_or(100).clamp(1, super::router::HISTORY);
     Json(api.history.recent(limit)).into_response()
 }
