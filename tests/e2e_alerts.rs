@@ -539,3 +539,72 @@ async fn a_crash_loop_that_opens_the_breaker_is_announced_as_a_refusal_in_orange
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_observe_only_policy_sends_the_finding_and_alert_enabled_false_sends_nothing() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let slack = Receiver::ok().await;
+    let url = secret_file(
+        &dir,
+        "slack",
+        &format!("{}/services/T01/B01/{}", slack.base, token()),
+    );
+    let policy = format!(
+        "  probes:\n    exit: {{}}\n  remediation:\n    actions: []\n  alerts:\n    minSeverity: medium\n    groupWait: 0s\n    channels:\n      - slack: {{webhookUrlFrom: {{file: {url}}}}}\n"
+    );
+    let policies = policy_dir(dir.path(), &policy_for_run("watch", &run.run_id, &policy));
+    let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
+    let name = run.name("crash");
+    run.spawn("crash", target(ContainerSpec::sh("sleep 1; exit 3")))
+        .await;
+    let got = slack
+        .wait(20, "the finding is announced", |r| {
+            r.iter()
+                .any(|r| slack_text(&r.body).contains(name.as_str()))
+        })
+        .await;
+    let text = slack_text(&got[0].body);
+    assert!(
+        text.contains("problem found, nothing done") && text.contains("Exited with code 3"),
+        "{text}"
+    );
+    drop(op);
+
+    // The same with the original's kill switch: nothing is sent.
+    let quiet = Receiver::ok().await;
+    let url2 = format!("{}/services/T01/B01/{}", quiet.base, token());
+    let run2 = TestRun::new();
+    let dir2 = tempfile::tempdir().unwrap();
+    let policies = policy_dir(
+        dir2.path(),
+        &policy_for_run(
+            "watch",
+            &run2.run_id,
+            &policy.replace(&url, &secret_file(&dir2, "slack", &url2)),
+        ),
+    );
+    let op = Operator::start_env(
+        &policies,
+        &run2.label,
+        &dir2.path().join("state"),
+        &[],
+        &[("ALERT_ENABLED", "false"), ("SLACK_WEBHOOK_URL", &url2)],
+    )
+    .await;
+    let name2 = run2.name("crash");
+    run2.spawn("crash", target(ContainerSpec::sh("sleep 1; exit 3")))
+        .await;
+    support::wait_for(
+        Duration::from_secs(20),
+        "the finding is decided",
+        || async { (!op.decisions("false_alarm", &name2).await.is_empty()).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        quiet.received().is_empty(),
+        "ALERT_ENABLED=false, yet something was sent"
+    );
+    assert!(op.log_text().contains("ALERT_ENABLED=false"));
+}
