@@ -174,21 +174,23 @@ async fn a_crash_sends_one_slack_message_after_a_429_and_signed_webhook_envelope
 }
 
 #[tokio::test]
-async fn six_containers_crashing_within_a_second_are_at_most_three_messages_naming_all_six_on_the_operator_wide_channel()
- {
+async fn six_containers_crashing_within_a_second_are_at_most_three_messages_naming_all_six() {
     let run = TestRun::new();
     let dir = tempfile::tempdir().unwrap();
     let slack = Receiver::ok().await;
-    let url = format!("{}/services/T01/B01/{}", slack.base, token());
-    let policies = policy_dir(dir.path(), &policy_for_run("storm", &run.run_id, PROBES));
-    let op = Operator::start_env(
-        &policies,
-        &run.label,
-        &dir.path().join("state"),
-        &[],
-        &[("SLACK_WEBHOOK_URL", &url), ("ALERT_DEDUPE_TTL", "60")],
-    )
-    .await;
+    let url = secret_file(
+        &dir,
+        "slack",
+        &format!("{}/services/T01/B01/{}", slack.base, token()),
+    );
+    let alerts = format!(
+        "  alerts:\n    groupWait: 5s\n    resolveAfter: 0s\n    channels:\n      - slack: {{webhookUrlFrom: {{file: {url}}}}}\n"
+    );
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run("storm", &run.run_id, &format!("{PROBES}{alerts}")),
+    );
+    let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
     let names: Vec<String> = (0..6).map(|i| run.name(&format!("storm{i}"))).collect();
     let suffixes: Vec<String> = (0..6).map(|i| format!("storm{i}")).collect();
     let spawns = suffixes
@@ -541,7 +543,8 @@ async fn a_crash_loop_that_opens_the_breaker_is_announced_as_a_refusal_in_orange
 }
 
 #[tokio::test]
-async fn an_observe_only_policy_sends_the_finding_and_alert_enabled_false_sends_nothing() {
+async fn the_operator_wide_slack_webhook_url_gets_an_observe_only_finding_and_alert_enabled_false_sends_nothing()
+ {
     let run = TestRun::new();
     let dir = tempfile::tempdir().unwrap();
     let slack = Receiver::ok().await;
@@ -553,8 +556,21 @@ async fn an_observe_only_policy_sends_the_finding_and_alert_enabled_false_sends_
     let policy = format!(
         "  probes:\n    exit: {{}}\n  remediation:\n    actions: []\n  alerts:\n    minSeverity: medium\n    groupWait: 0s\n    channels:\n      - slack: {{webhookUrlFrom: {{file: {url}}}}}\n"
     );
-    let policies = policy_dir(dir.path(), &policy_for_run("watch", &run.run_id, &policy));
-    let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
+    // No channel in the policy: the original's SLACK_WEBHOOK_URL is the operator-wide one.
+    let no_channel = policy.split("    channels:").next().unwrap().to_owned();
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run("watch", &run.run_id, &no_channel),
+    );
+    let env_url = format!("{}/services/T01/B01/{}", slack.base, token());
+    let op = Operator::start_env(
+        &policies,
+        &run.label,
+        &dir.path().join("state"),
+        &[],
+        &[("SLACK_WEBHOOK_URL", &env_url), ("ALERT_DEDUPE_TTL", "60")],
+    )
+    .await;
     let name = run.name("crash");
     run.spawn("crash", target(ContainerSpec::sh("sleep 1; exit 3")))
         .await;
