@@ -342,6 +342,12 @@ async fn a_silenced_container_is_still_repaired_but_nothing_is_sent() {
         .unwrap_or_else(|| panic!("no routing record for {muted}: {routed}"));
     assert_eq!(record["result"], "silenced");
     assert_eq!(record["silence"], id.as_str());
+    // The decision's record says so too; the other container's does not.
+    let done = op.decisions("remediation_complete", &muted).await;
+    assert_eq!(done[0]["data"]["result"]["status"], "success");
+    assert_eq!(done[0]["data"]["silenced"], id.as_str(), "{done:?}");
+    let other = op.decisions("remediation_complete", &loud).await;
+    assert!(other[0]["data"].get("silenced").is_none(), "{other:?}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hemostat"))
         .args(["silence", "expire", &id, "--state-dir"])

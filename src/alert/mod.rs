@@ -5,7 +5,8 @@
 //! - [`classify`]: pure: an envelope (and the finding announced before it) → an [`Alert`] or nothing.
 //! - [`dedup`]: pure: the same alert (node, container, finding, outcome) once per window.
 //! - [`group`]: pure: alerts that arrive together go out as one message.
-//! - [`silence`]: pure: silences and their matcher; [`state`]: where silences are kept.
+//! - [`silence`]: pure: silences and their matcher; [`state`]: where silences are kept;
+//!   [`mark`]: envelopes about silenced containers carry `data.silenced`.
 //! - [`notify`]: the `Notifier` trait and the per-channel delivery worker (bounded queue,
 //!   rate limit, timeouts, retries honouring `Retry-After`).
 //! - [`channels`]: channels from policies and the original's environment.
@@ -19,6 +20,7 @@ pub mod channels;
 pub mod classify;
 pub mod dedup;
 pub mod group;
+pub mod mark;
 pub mod metrics;
 pub mod notify;
 pub mod router;

@@ -87,13 +87,24 @@ impl Silence {
     /// are never silenced.
     pub fn matches(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
         alert.kind != AlertKind::Test
-            && self.is_active(now)
+            && self.matches_target(&alert.node, &alert.container, &alert.policy, now)
+    }
+
+    /// True when it is in force and matches this container (on `node`, governed by `policy`).
+    pub fn matches_target(
+        &self,
+        node: &str,
+        container: &str,
+        policy: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.is_active(now)
             && self
                 .container
                 .as_deref()
-                .is_none_or(|g| glob_matches(g, &alert.container))
-            && self.policy.as_deref().is_none_or(|p| p == alert.policy)
-            && self.node.as_deref().is_none_or(|n| n == alert.node)
+                .is_none_or(|g| glob_matches(g, container))
+            && self.policy.as_deref().is_none_or(|p| p == policy)
+            && self.node.as_deref().is_none_or(|n| n == node)
     }
 }
 

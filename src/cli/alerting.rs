@@ -12,17 +12,40 @@ use tracing::{error, info};
 use crate::adapters::redis::alert_state::RedisAlertState;
 use crate::alert::api::AlertsApi;
 use crate::alert::channels::{operator_alerts, policy_channels};
+use crate::alert::mark::{MarkingSink, SilenceCache};
 use crate::alert::metrics::AlertMetrics;
-use crate::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions};
+use crate::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions, SILENCE_REFRESH};
 use crate::alert::state::{AlertState, FileAlertState};
 use crate::bus::EventSink;
 use crate::bus::redis::RedisConfig;
 use crate::policy::registry::PolicyRegistry;
 
+/// Where silences are kept: Redis when configured (the whole fleet honours them), else the
+/// state dir.
+pub fn state(redis: Option<&RedisConfig>, state_dir: &Path) -> anyhow::Result<Arc<dyn AlertState>> {
+    Ok(match redis {
+        Some(config) => {
+            let client = redis::Client::open(config.connection_info().clone())
+                .context("cannot set up the Redis client for silences")?;
+            Arc::new(RedisAlertState::new(client)?)
+        }
+        None => Arc::new(FileAlertState::new(state_dir)),
+    })
+}
+
+/// `sink`, marking envelopes about silenced containers.
+pub fn marking(
+    sink: Arc<dyn EventSink>,
+    state: Arc<dyn AlertState>,
+    shutdown: CancellationToken,
+) -> Arc<dyn EventSink> {
+    let cache = SilenceCache::spawn(state, SILENCE_REFRESH, shutdown);
+    Arc::new(MarkingSink::new(sink, cache))
+}
+
 /// Starts alerting; returns what the HTTP API serves about it.
 pub fn start(
-    redis: Option<&RedisConfig>,
-    state_dir: &Path,
+    state: Arc<dyn AlertState>,
     policies: Arc<PolicyRegistry>,
     sink: &dyn EventSink,
     metrics: AlertMetrics,
@@ -30,14 +53,6 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<AlertsApi> {
     let operator = operator_alerts(|k| std::env::var(k).ok()).context("invalid alert settings")?;
-    let state: Arc<dyn AlertState> = match redis {
-        Some(config) => {
-            let client = redis::Client::open(config.connection_info().clone())
-                .context("cannot set up the Redis client for silences")?;
-            Arc::new(RedisAlertState::new(client)?)
-        }
-        None => Arc::new(FileAlertState::new(state_dir)),
-    };
     let history = Arc::new(History::default());
     let api = AlertsApi {
         state: state.clone(),

@@ -335,6 +335,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
 
+    let shutdown = CancellationToken::new();
+    // Envelopes about silenced containers say so (data.silenced); see alert::mark.
+    let alert_state = super::alerting::state(redis.as_ref(), &state_dir)?;
+    let sink = super::alerting::marking(sink, alert_state.clone(), shutdown.clone());
     let registry = Arc::new(PolicyRegistry::new(policies.clone()));
     let own = own_container_id();
     if let Some(id) = &own {
@@ -380,11 +384,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         own_decisions: Default::default(),
     });
 
-    let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let alerts = super::alerting::start(
-        redis.as_ref(),
-        &state_dir,
+        alert_state,
         registry.clone(),
         sink.as_ref(),
         alert_metrics,
