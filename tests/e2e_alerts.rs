@@ -569,7 +569,7 @@ async fn the_operator_wide_slack_webhook_url_gets_an_observe_only_finding_and_al
         &policy_for_run("watch", &run.run_id, &no_channel),
     );
     let env_url = format!("{}/services/T01/B01/{}", slack.base, token());
-    let op = Operator::start_env(
+    let op = Operator::start_with_env(
         &policies,
         &run.label,
         &dir.path().join("state"),
@@ -606,7 +606,7 @@ async fn the_operator_wide_slack_webhook_url_gets_an_observe_only_finding_and_al
             &policy.replace(&url, &secret_file(&dir2, "slack", &url2)),
         ),
     );
-    let op = Operator::start_env(
+    let op = Operator::start_with_env(
         &policies,
         &run2.label,
         &dir2.path().join("state"),

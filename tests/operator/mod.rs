@@ -50,11 +50,11 @@ impl Operator {
     /// Starts `hemostat run` observing only the run's containers (`--label-filter`), with fast
     /// intervals, its state in `state_dir`, and waits until it is ready.
     pub async fn start(policies: &Path, run_label: &str, state_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_env(policies, run_label, state_dir, extra, &[]).await
+        Self::start_with_env(policies, run_label, state_dir, extra, &[]).await
     }
 
-    /// [`Operator::start`] with extra environment variables.
-    pub async fn start_env(
+    /// Like [`Operator::start`], with extra environment variables (e.g. `DOCKER_HOST`).
+    pub async fn start_with_env(
         policies: &Path,
         run_label: &str,
         state_dir: &Path,
@@ -113,6 +113,11 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Its log so far.
