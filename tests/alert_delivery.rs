@@ -359,3 +359,20 @@ async fn a_transport_error_never_carries_the_webhook_url() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_malformed_alert_environment_stops_run_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hemostat"))
+        .args(["run", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path())
+        .env("ALERT_DEDUPE_TTL", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ALERT_DEDUPE_TTL=\"soon\": seconds (60) or a duration (1m)"),
+        "{err}"
+    );
+}

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -20,14 +19,32 @@ use crate::bus::EventSink;
 use crate::bus::redis::RedisConfig;
 use crate::policy::registry::PolicyRegistry;
 
+/// Why alerting could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertingError {
+    /// `ALERT_ENABLED` or `ALERT_DEDUPE_TTL` is malformed.
+    #[error("invalid alert settings")]
+    Env(#[source] crate::alert::channels::EnvError),
+    /// The silence store cannot be set up.
+    #[error("cannot set up the silence store")]
+    State(#[source] crate::alert::state::AlertStateError),
+}
+
 /// Where silences are kept: Redis when configured (the whole fleet honours them), else the
 /// state dir.
-pub fn state(redis: Option<&RedisConfig>, state_dir: &Path) -> anyhow::Result<Arc<dyn AlertState>> {
+pub fn state(
+    redis: Option<&RedisConfig>,
+    state_dir: &Path,
+) -> Result<Arc<dyn AlertState>, AlertingError> {
     Ok(match redis {
         Some(config) => {
-            let client = redis::Client::open(config.connection_info().clone())
-                .context("cannot set up the Redis client for silences")?;
-            Arc::new(RedisAlertState::new(client)?)
+            let client = redis::Client::open(config.connection_info().clone()).map_err(|e| {
+                AlertingError::State(crate::alert::state::AlertStateError::Unavailable {
+                    op: "client",
+                    source: Box::new(e),
+                })
+            })?;
+            Arc::new(RedisAlertState::new(client).map_err(AlertingError::State)?)
         }
         None => Arc::new(FileAlertState::new(state_dir)),
     })
@@ -51,8 +68,8 @@ pub fn start(
     metrics: AlertMetrics,
     timeout: Duration,
     shutdown: CancellationToken,
-) -> anyhow::Result<AlertsApi> {
-    let operator = operator_alerts(|k| std::env::var(k).ok()).context("invalid alert settings")?;
+) -> Result<AlertsApi, AlertingError> {
+    let operator = operator_alerts(|k| std::env::var(k).ok()).map_err(AlertingError::Env)?;
     let history = Arc::new(History::default());
     let api = AlertsApi {
         state: state.clone(),
