@@ -1,5 +1,4 @@
-//! The modules that talk to third-party services: Slack, generic webhooks, Alertmanager, and
-//! Redis for alert state.
+//! The only modules that talk to third-party services; each implements one trait of the core.
 
 pub mod alertmanager;
 pub mod redis;

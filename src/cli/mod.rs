@@ -1,7 +1,6 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
 pub mod alert;
-pub mod alerting;
 pub mod policy_cmds;
 pub mod run;
 pub mod silence;

@@ -35,7 +35,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// Opens the store these settings name.
     pub fn open(self) -> anyhow::Result<Arc<dyn AlertState>> {
-        let redis = crate::bus::redis::RedisConfig::from_parts(
+        let redis = crate::adapters::redis::RedisConfig::from_parts(
             self.redis_url,
             self.redis_host,
             self.redis_port,

@@ -1,4 +1,4 @@
-//! Wiring of the alerts into `hemostat run`: the silence store, the channels' notifiers and
+//! The alerts in the composition root: the silence store, the channels' notifiers and
 //! the router task subscribed to the live envelopes.
 
 use std::path::Path;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::adapters::redis::RedisConfig;
 use crate::adapters::redis::alert_state::RedisAlertState;
 use crate::alert::api::AlertsApi;
 use crate::alert::channels::{operator_alerts, policy_channels};
@@ -16,7 +17,6 @@ use crate::alert::metrics::AlertMetrics;
 use crate::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions, SILENCE_REFRESH};
 use crate::alert::state::{AlertState, FileAlertState};
 use crate::bus::EventSink;
-use crate::bus::redis::RedisConfig;
 use crate::policy::registry::PolicyRegistry;
 
 /// Why alerting could not be set up.
