@@ -16,6 +16,8 @@
 //!                      ▼                                                 ▼
 //!        store::StateStore (safety, locks, audit)     bus::EventSink (typed envelopes, subscribe())
 //!                      └──────── adapters::redis (outbox, state, policies, requests) ─┘
+//!                                                                        ├─► alert (dedup, silences,
+//!                                                                        │   Slack/webhook/Alertmanager)
 //!                                                                        └─► http (JSON API)
 //! ```
 //!
@@ -32,7 +34,10 @@
 //!   atomically, and the Redis outage fallback with its journal.
 //! - [`bus`]: where envelopes go (`EventSink`) and the in-memory sink; re-exports the store's
 //!   items at their old `crate::bus::…` paths.
-//! - [`adapters`]: the only code that talks to third-party services (Redis).
+//! - [`alert`]: alerts to people (Slack, webhooks, Alertmanager): classification, dedup,
+//!   grouping, silences, the delivery worker and the router task on `EventSink::subscribe()`.
+//! - [`adapters`]: the only code that talks to third-party services (Redis, Slack, webhooks,
+//!   Alertmanager).
 //! - [`controller`]: the work queue, the watcher, the sampling task, reconcile and announce,
 //!   external requests.
 //! - [`http`]: health, readiness, metrics and the JSON API; [`metrics`]: Prometheus.
@@ -47,11 +52,13 @@
 //! analyze ← model, policy  observe ← model, policy, engine
 //! store ← model            bus ← model (+ store, re-exports only)
 //! respond ← model, policy, engine, store, bus, observe (acting marks)
-//! http ← model, policy, observe, store, bus        adapters ← model, policy, store, bus
+//! http ← model, policy, observe, store, bus        alert ← model, policy, bus
+//! adapters ← model, policy, store, bus, alert (the traits its clients implement)
 //! controller, app, cli ← everything
 //! ```
 
 pub mod adapters;
+pub mod alert;
 pub mod analyze;
 pub mod app;
 pub mod bus;

@@ -28,9 +28,16 @@ const RULES: &[(&str, &[&str])] = &[
         "http",
         &["model", "policy", "observe", "store", "bus", "metrics"],
     ),
+    // Decisions to people: reads envelopes (bus) and the policies' alert settings.
+    ("alert", &["model", "policy", "bus"]),
     // `bus` (or `store`) for the bad-values counter the stores report into.
     ("metrics.rs", &["model", "store", "bus"]),
-    ("adapters", &["model", "policy", "store", "bus", "util"]),
+    // `alert` for the Notifier and AlertState traits the Slack, webhook, Alertmanager and
+    // Redis silence adapters implement.
+    (
+        "adapters",
+        &["model", "policy", "store", "bus", "util", "alert"],
+    ),
 ];
 
 fn src() -> PathBuf {
