@@ -1,7 +1,5 @@
 //! The Redis bus against a real `redis-server`: wire protocol, durable stream, outbox through a restart, state store.
 
-#[path = "support/audit.rs"]
-mod audit;
 mod redis_support;
 
 use std::sync::Arc;
@@ -401,7 +399,20 @@ async fn a_corrupt_safety_state_is_an_error_not_a_reset() {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    audit::record(id, "restarted")
+    AuditRecord {
+        decision_id: id.to_owned(),
+        timestamp: chrono::Utc::now(),
+        node: "n1".into(),
+        container: "web".into(),
+        container_id: "abc".into(),
+        policy: "default".into(),
+        action: "restart".into(),
+        status: "success".into(),
+        reason: "exited".into(),
+        details: "restarted".into(),
+        action_started_at: None,
+        gate: None,
+    }
 }
 
 #[tokio::test]

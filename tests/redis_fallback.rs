@@ -1,7 +1,5 @@
 //! The fallback store against a real `redis-server`: the local view through an outage, then a merge without duplicates.
 
-#[path = "support/audit.rs"]
-mod audit;
 mod redis_support;
 
 use std::sync::Arc;
@@ -29,7 +27,20 @@ fn record(id: &str, secs_ago: i64) -> ActionRecord {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    audit::record(id, "")
+    AuditRecord {
+        decision_id: id.into(),
+        timestamp: chrono::Utc::now(),
+        node: "n1".into(),
+        container: "web".into(),
+        container_id: "abc".into(),
+        policy: "default".into(),
+        action: "restart".into(),
+        status: "success".into(),
+        reason: "exited".into(),
+        details: String::new(),
+        action_started_at: None,
+        gate: None,
+    }
 }
 
 async fn redis_state(server: &RedisServer) -> SafetyState {

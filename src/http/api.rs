@@ -11,10 +11,7 @@
 //! `limit` defaults to [`DEFAULT_LIMIT`] and may not exceed [`MAX_LIMIT`]. Every error is
 //! `{"error": "..."}` with a 4xx or 5xx status.
 
-/// The answer types (`src/http/views.rs`); declared here, not in `http/mod.rs`, only until the
-/// branches editing that file have merged.
-#[path = "views.rs"]
-pub mod views;
+use std::collections::BTreeMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -26,12 +23,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use crate::bus::{Envelope, EventType};
+use crate::bus::{AuditRecord, BusError, Envelope, EventType};
+use crate::model::container::{ContainerState, HealthStatus};
+use crate::model::safety::SafetyState;
 use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
 use crate::policy::select::{Target, is_protected};
-use crate::store::{AuditRecord, StoreError};
-pub use views::{ContainerView, PolicyView, SafetyView};
+use crate::policy::{ActionKind, HealthPolicy, Selector};
 
 /// How many records a list answers when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -52,7 +50,7 @@ pub enum ApiError {
     Store {
         /// Why.
         #[source]
-        source: StoreError,
+        source: BusError,
     },
 }
 
@@ -67,8 +65,8 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(source: StoreError) -> Self {
+impl From<BusError> for ApiError {
+    fn from(source: BusError) -> Self {
         Self::Store { source }
     }
 }
@@ -196,6 +194,93 @@ async fn audit(
     Ok(Json(state.store.audit_tail(limit).await?))
 }
 
+/// One observed container, with the policy that governs it and its safety state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerView {
+    /// Name, without the leading `/`.
+    pub name: String,
+    /// Full id.
+    pub id: String,
+    /// Image reference.
+    pub image: String,
+    /// `running`, `exited`, …
+    pub state: ContainerState,
+    /// `none`, `starting`, `healthy` or `unhealthy`.
+    pub health: HealthStatus,
+    /// The last exit code, when it exited.
+    pub exit_code: Option<i64>,
+    /// The engine says the kernel OOM-killed it.
+    pub oom_killed: bool,
+    /// Docker's own restart count (restart policy).
+    pub restart_count: u64,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// A person stopped or killed it, and nobody started it since: left alone.
+    pub manual_stop: bool,
+    /// Labelled `io.hemostat.protected=true`: never acted on.
+    pub protected: bool,
+    /// The name of the governing policy, if any.
+    pub policy: Option<String>,
+    /// CPU in percent of its limit (or of all host cores), from the latest sample.
+    pub cpu_percent: Option<f64>,
+    /// Memory in percent of its limit (or of host memory), from the latest sample.
+    pub memory_percent: Option<f64>,
+    /// Restarts HemoStat has seen recently (Docker's and its own).
+    pub restarts_seen: usize,
+    /// Unhealthy without interruption since then.
+    pub unhealthy_since: Option<DateTime<Utc>>,
+    /// What the safety gates remember of it on this node.
+    pub safety: SafetyView,
+}
+
+/// The safety state of a container as the gates see it now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SafetyView {
+    /// When HemoStat last acted on it.
+    pub last_action_at: Option<DateTime<Utc>>,
+    /// Actions within the governing policy's `maxActions.per` window (every remembered
+    /// action when no policy governs it).
+    pub actions_in_window: usize,
+    /// Failed repairs within the governing policy's breaker window (every remembered failure
+    /// when no policy governs it).
+    pub failures: usize,
+    /// The circuit breaker is open until then; null when closed.
+    pub breaker_open_until: Option<DateTime<Utc>>,
+}
+
+impl SafetyView {
+    /// What `safety` means under `policy` at `now`.
+    pub fn new(safety: &SafetyState, policy: Option<&HealthPolicy>, now: DateTime<Utc>) -> Self {
+        let within = |window: std::time::Duration, at: DateTime<Utc>| {
+            chrono::Duration::from_std(window).map_or(true, |w| now - at <= w)
+        };
+        let (actions_in_window, failures) = match policy {
+            Some(p) => {
+                let r = &p.spec.remediation;
+                (
+                    safety
+                        .actions
+                        .iter()
+                        .filter(|a| within(r.max_actions.per.get(), a.at))
+                        .count(),
+                    safety
+                        .failures
+                        .iter()
+                        .filter(|t| within(r.circuit_breaker.within.get(), **t))
+                        .count(),
+                )
+            }
+            None => (safety.actions.len(), safety.failures.len()),
+        };
+        Self {
+            last_action_at: safety.actions.iter().map(|a| a.at).max(),
+            actions_in_window,
+            failures,
+            breaker_open_until: safety.open_until.filter(|until| *until > now),
+        }
+    }
+}
+
 async fn container_view(
     state: &ApiState,
     observed: Observed,
@@ -208,7 +293,7 @@ async fn container_view(
     let safety = match state.store.safety(&key).await {
         Ok(safety) => safety,
         Err(e) => {
-            crate::store::report_bad_value(&key, &e.to_string(), "shown without safety state");
+            crate::bus::report_bad_value(&key, &e.to_string(), "shown without safety state");
             Default::default()
         }
     };
@@ -259,6 +344,34 @@ async fn container(
     Ok(Json(container_view(&state, observed, Utc::now()).await?))
 }
 
+/// A policy in force, as served by `/api/v1/policies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.priority`.
+    pub priority: i32,
+    /// `spec.selector`.
+    pub selector: Selector,
+    /// `spec.remediation.actions`, in escalation order.
+    pub actions: Vec<ActionKind>,
+    /// `spec.remediation.dryRun`.
+    pub dry_run: bool,
+}
+
+impl From<&HealthPolicy> for PolicyView {
+    fn from(p: &HealthPolicy) -> Self {
+        Self {
+            name: p.metadata.name.clone(),
+            priority: p.spec.priority,
+            selector: p.spec.selector.clone(),
+            actions: p.spec.remediation.actions.clone(),
+            dry_run: p.spec.remediation.dry_run,
+        }
+    }
+}
+
 async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
     let mut views: Vec<PolicyView> = state
         .policies
@@ -277,6 +390,7 @@ async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::safety::{ActionRecord, Outcome};
 
     #[test]
     fn limits_default_and_are_bounded() {
@@ -300,5 +414,34 @@ mod tests {
         );
         let err = parse_type(Some("nope".into())).unwrap_err();
         assert!(err.to_string().contains("health_alert"), "{err}");
+    }
+
+    #[test]
+    fn the_safety_view_counts_within_the_policy_windows_and_hides_a_closed_breaker() {
+        let now = Utc::now();
+        let hours = |h: i64| now - chrono::Duration::hours(h);
+        let record = |at| ActionRecord {
+            decision_id: "d".into(),
+            at,
+            action: ActionKind::Restart,
+            finding: "exited".into(),
+            outcome: Outcome::Failed,
+        };
+        let safety = SafetyState {
+            actions: vec![record(hours(3)), record(hours(0))],
+            failures: vec![hours(3), hours(0)],
+            open_until: Some(hours(-1)),
+            gave_up_at: None,
+        };
+        let policy = crate::policy::builtin::default_policy();
+        let view = SafetyView::new(&safety, Some(&policy), now);
+        assert_eq!(view.actions_in_window, 1);
+        assert_eq!(view.failures, 1);
+        assert_eq!(view.last_action_at, Some(now));
+        assert_eq!(view.breaker_open_until, Some(hours(-1)));
+        let unpoliced = SafetyView::new(&safety, None, now);
+        assert_eq!(unpoliced.actions_in_window, 2);
+        let later = SafetyView::new(&safety, Some(&policy), hours(-2));
+        assert_eq!(later.breaker_open_until, None);
     }
 }
