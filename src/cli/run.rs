@@ -88,6 +88,11 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// Leave the hemostat:events:* lists to an external alert agent (the original's Alert
+    /// agent, which fills them itself): HemoStat stops writing them, so no event is listed
+    /// twice, and serves recent envelopes from hemostat:stream:events. Needs Redis.
+    #[arg(long, env = "HEMOSTAT_EXTERNAL_ALERT_AGENT")]
+    pub external_alert_agent: bool,
 }
 
 /// Log output formats.
@@ -265,6 +270,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_password,
         outbox_capacity,
         accept_external_requests,
+        external_alert_agent,
     } = args;
     init_logging(log_format, &log_level)?;
     if sample_interval.get() < Duration::from_secs(1) {
@@ -282,7 +288,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_password,
     )
     .context("invalid Redis settings")?
-    .map(|c| c.with_outbox_capacity(outbox_capacity));
+    .map(|c| {
+        c.with_outbox_capacity(outbox_capacity)
+            .with_external_alert_agent(external_alert_agent)
+    });
+    if external_alert_agent && redis.is_none() {
+        bail!(
+            "--external-alert-agent needs Redis: it leaves the hemostat:events:* lists in Redis to another agent (set --redis-url or REDIS_HOST)"
+        );
+    }
     if accept_external_requests && redis.is_none() {
         bail!(
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"

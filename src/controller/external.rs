@@ -525,12 +525,7 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
     let payload = RemediationComplete {
         container: container.clone(),
         action: action.to_owned(),
-        result: ActionResult {
-            status: "rejected".to_owned(),
-            action: action.to_owned(),
-            container: container.clone(),
-            details: details.clone(),
-        },
+        result: ActionResult::new("rejected", action, &container, &details),
         dry_run: false,
         confidence: None,
         reason: reason.clone(),

@@ -9,7 +9,7 @@ use tracing::warn;
 use super::Context;
 use crate::analyze::UsagePoint;
 use crate::docker::{ContainerInfo, DockerApi, HostInfo};
-use crate::model::wire::{ContainerStats, round1, wire_timestamp_secs};
+use crate::model::wire::{ContainerStateKey, ContainerStats};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
 
@@ -67,6 +67,8 @@ pub async fn run_sampler(
                 ctx.sink
                     .put_stats(&o.info.name, &ctx.config.node, stats)
                     .await;
+                let state = ContainerStateKey::of(&o.info, Some(usage), now, &ctx.config.node);
+                ctx.sink.put_state(&state).await;
             }
         }
         for (id, usage) in usages {
@@ -84,20 +86,13 @@ pub async fn run_sampler(
     }
 }
 
-/// The original's stats key value: `{name, status, memory_pct, cpu_pct, timestamp, node}`.
+/// The stats key value: `{name, status, memory_pct, cpu_pct, memory_percent, cpu_percent,
+/// timestamp, node}` ([`ContainerStats`]).
 pub(crate) fn stats_json(
     info: &ContainerInfo,
     usage: &crate::observe::sampler::Usage,
     now: chrono::DateTime<Utc>,
     node: &str,
 ) -> serde_json::Value {
-    ContainerStats {
-        name: info.name.clone(),
-        status: info.state,
-        memory_pct: round1(usage.memory_percent),
-        cpu_pct: round1(usage.cpu_percent),
-        timestamp: wire_timestamp_secs(now),
-        node: node.to_owned(),
-    }
-    .to_json()
+    ContainerStats::of(info, Some(usage), now, node).to_json()
 }

@@ -28,9 +28,10 @@ fn lines(envelopes: &[Envelope]) -> String {
     for e in envelopes {
         let mut line = serde_json::to_string(e).unwrap();
         assert!(
-            chrono::NaiveDateTime::parse_from_str(&e.timestamp, "%Y-%m-%dT%H:%M:%S%.6f").is_ok()
-                && e.timestamp.len() == 26,
-            "envelope timestamp {} is not naive ISO-8601 with microseconds",
+            chrono::DateTime::parse_from_str(&e.timestamp, "%Y-%m-%dT%H:%M:%S%.6f%:z").is_ok()
+                && e.timestamp.len() == 32
+                && e.timestamp.ends_with("+00:00"),
+            "envelope timestamp {} is not ISO-8601 UTC with microseconds and +00:00",
             e.timestamp
         );
         line = line.replacen(&format!("\"{}\"", e.timestamp), "\"<timestamp>\"", 1);

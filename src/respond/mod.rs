@@ -396,12 +396,7 @@ impl Responder {
         let payload = RemediationComplete {
             container: req.info.name.clone(),
             action: action.clone(),
-            result: ActionResult {
-                status: status.to_owned(),
-                action: action.clone(),
-                container: req.info.name.clone(),
-                details: details.clone(),
-            },
+            result: ActionResult::new(status, &action, &req.info.name, &details),
             dry_run,
             confidence: Some(req.decision.confidence),
             reason: req.decision.reason.clone(),

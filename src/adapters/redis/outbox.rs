@@ -6,9 +6,10 @@
 //! |---|---|---|
 //! | live events | `PUBLISH hemostat:<type>` | the exact JSON envelope, as the original |
 //! | durable events | `XADD hemostat:stream:events MAXLEN ~ 10000` | fields `envelope` (JSON), `type` |
-//! | history | `hemostat:events:<type>`, `hemostat:events:all` | lists, newest first, 100, TTL 3600 s |
+//! | history | `hemostat:events:<type>`, `hemostat:events:all` | lists, newest first, 100, TTL 3600 s; not written with `--external-alert-agent` |
 //! | remediation | `hemostat:remediation:<container>` | `{last_action, count}`, TTL 3600 s |
 //! | stats | `hemostat:stats:<container>` | TTL 300 s |
+//! | monitor state | `hemostat:state:container:<short id>` | the original monitor's, TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`], no TTL |
 //! | in-flight lock | `hemostat:lock:<node>/<container>` | owner id, `PX` ttl |
 //! | audit | `hemostat:audit` | list, newest first, 1000 |
@@ -41,6 +42,7 @@ use super::config::RedisConfig;
 
 use crate::bus::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
 use crate::model::safety::SafetyState;
+use crate::model::wire::ContainerStateKey;
 
 /// The durable stream every envelope is appended to.
 pub const STREAM_KEY: &str = "hemostat:stream:events";
@@ -52,6 +54,8 @@ pub const EVENTS_CAP: usize = 100;
 pub const EVENTS_TTL_SECS: u64 = 3600;
 /// TTL of the stats keys, seconds.
 pub const STATS_TTL_SECS: u64 = 300;
+/// TTL of the monitor state keys `hemostat:state:container:<id>`, seconds (the original's).
+pub const STATE_TTL_SECS: u64 = 300;
 /// The audit list.
 pub const AUDIT_KEY: &str = "hemostat:audit";
 /// Cap of the audit list.
@@ -59,6 +63,8 @@ pub const AUDIT_CAP: usize = 1000;
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
 pub const LOCAL_RECENT: usize = 1000;
 
+/// Stream entries read per `XREVRANGE` when serving recent envelopes from the stream.
+const STREAM_PAGE: usize = 500;
 /// Envelopes sent per `MULTI`/`EXEC`.
 const BATCH: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -113,6 +119,14 @@ pub fn stats_key(container: &str) -> String {
 /// `hemostat:node:<node>:stats:<container>` (exact per node).
 pub fn node_stats_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:stats:{container}")
+}
+
+/// `hemostat:state:container:<short id>` (the original monitor's per-container state).
+pub fn container_state_key(container_id: &str) -> String {
+    format!(
+        "hemostat:state:container:{}",
+        crate::model::wire::short_id(container_id)
+    )
 }
 
 /// `hemostat:remediation:<container>` (the original's, last writer wins across nodes).
@@ -175,12 +189,15 @@ return 1
 struct Pending {
     json: String,
     event_type: String,
+    /// Whether to append it to the `hemostat:events:*` lists (not when an external alert
+    /// agent owns them).
+    lists: bool,
     /// Keys to bump for a finished (success/failed) remediation, and its `last_action`.
     remediation: Option<(Vec<String>, String)>,
 }
 
 impl Pending {
-    fn new(envelope: &Envelope) -> Self {
+    fn new(envelope: &Envelope, lists: bool) -> Self {
         let json = serde_json::to_string(envelope).expect("an envelope is always serialisable");
         let remediation = (envelope.kind() == Some(EventType::RemediationComplete))
             .then(|| {
@@ -195,14 +212,18 @@ impl Pending {
                 if let Some(node) = envelope.node() {
                     keys.push(node_remediation_key(node, container));
                 }
-                // The original's `last_action`: whole seconds.
-                let last_action: String = envelope.timestamp.chars().take(19).collect();
+                // The original's `last_action`: whole seconds, with the offset.
+                let last_action = envelope.time().map_or_else(
+                    || envelope.timestamp.clone(),
+                    crate::model::wire::wire_timestamp_secs,
+                );
                 Some((keys, last_action))
             })
             .flatten();
         Self {
             json,
             event_type: envelope.event_type.clone(),
+            lists,
             remediation,
         }
     }
@@ -224,10 +245,12 @@ impl Pending {
             .arg("type")
             .arg(&self.event_type)
             .ignore();
-        for list in [
-            format!("hemostat:events:{}", self.event_type),
-            events_key(None),
-        ] {
+        let lists = if self.lists {
+            vec![format!("hemostat:events:{}", self.event_type), events_key(None)]
+        } else {
+            Vec::new()
+        };
+        for list in lists {
             pipe.cmd("LPUSH").arg(&list).arg(&self.json).ignore();
             pipe.cmd("LTRIM")
                 .arg(&list)
@@ -399,6 +422,79 @@ impl RedisBus {
         self.query_pipe::<()>("put stats", &pipe).await
     }
 
+    /// Writes a container's state as the original monitor kept it:
+    /// `hemostat:state:container:<short id>`, TTL 300 s.
+    pub async fn put_state(&self, state: &ContainerStateKey) -> Result<()> {
+        let cmd = redis::cmd("SET")
+            .arg(container_state_key(&state.container_id))
+            .arg(state.to_json().to_string())
+            .arg("EX")
+            .arg(STATE_TTL_SECS)
+            .clone();
+        self.query::<()>("put state", &cmd).await
+    }
+
+    /// The newest envelopes of the `hemostat:events:*` lists, newest last.
+    async fn recent_from_lists(
+        &self,
+        event_type: Option<EventType>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(events_key(event_type))
+            .arg(0)
+            .arg(limit.min(EVENTS_CAP) - 1)
+            .clone();
+        let newest_first: Vec<String> = self.query("read events", &cmd).await?;
+        Ok(newest_first.iter().rev().filter_map(|j| parse_envelope(j)).collect())
+    }
+
+    /// The newest envelopes of the stream, newest last (when the lists are someone else's).
+    async fn recent_from_stream(
+        &self,
+        event_type: Option<EventType>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>> {
+        let mut newest_first = Vec::new();
+        let mut end = "+".to_owned();
+        // Read back in pages until `limit` envelopes of the type are found or the stream ends.
+        loop {
+            let cmd = redis::cmd("XREVRANGE")
+                .arg(STREAM_KEY)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(STREAM_PAGE)
+                .clone();
+            let page: Vec<(String, Vec<(String, String)>)> =
+                self.query("read stream", &cmd).await?;
+            let Some((last_id, _)) = page.last() else {
+                break;
+            };
+            end = format!("({last_id}");
+            let full = page.len() == STREAM_PAGE;
+            for (_, fields) in page {
+                let Some((_, json)) = fields.iter().find(|(k, _)| k == "envelope") else {
+                    continue;
+                };
+                let Some(e) = parse_envelope(json) else {
+                    continue;
+                };
+                if event_type.is_none_or(|t| e.kind() == Some(t)) {
+                    newest_first.push(e);
+                    if newest_first.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if newest_first.len() == limit || !full {
+                break;
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
     /// Runs a command, once more after a connection error (the first command after a Redis
     /// restart fails while the manager reconnects).
     async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
@@ -507,7 +603,7 @@ impl EventSink for RedisBus {
     }
 
     async fn publish(&self, envelope: Envelope) {
-        let pending = Pending::new(&envelope);
+        let pending = Pending::new(&envelope, !self.config.external_alert_agent());
         let _ = self.shared.live.send(envelope.clone());
         {
             let mut local = self.shared.local.lock().expect("local mutex");
@@ -557,23 +653,13 @@ impl EventSink for RedisBus {
         if limit == 0 {
             return Vec::new();
         }
-        let cmd = redis::cmd("LRANGE")
-            .arg(events_key(event_type))
-            .arg(0)
-            .arg(limit.min(EVENTS_CAP) - 1)
-            .clone();
-        match self.query::<Vec<String>>("read events", &cmd).await {
-            Ok(newest_first) => newest_first
-                .iter()
-                .rev()
-                .filter_map(|json| match serde_json::from_str::<Envelope>(json) {
-                    Ok(e) => Some(e),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "skipping a malformed envelope in redis");
-                        None
-                    }
-                })
-                .collect(),
+        let read = if self.config.external_alert_agent() {
+            self.recent_from_stream(event_type, limit).await
+        } else {
+            self.recent_from_lists(event_type, limit).await
+        };
+        match read {
+            Ok(envelopes) => envelopes,
             Err(e) => {
                 tracing::warn!(error = %e, "redis unavailable; serving recent events from memory");
                 self.local_recent(event_type, limit)
@@ -584,6 +670,12 @@ impl EventSink for RedisBus {
     async fn put_stats(&self, container: &str, node: &str, stats: serde_json::Value) {
         if let Err(e) = RedisBus::put_stats(self, container, node, stats).await {
             tracing::debug!(error = %e, container, "could not write stats to Redis");
+        }
+    }
+
+    async fn put_state(&self, state: &ContainerStateKey) {
+        if let Err(e) = RedisBus::put_state(self, state).await {
+            tracing::debug!(error = %e, container = %state.name, "could not write state to Redis");
         }
     }
 }
@@ -734,6 +826,17 @@ impl StateStore for RedisBus {
                 })
             })
             .collect()
+    }
+}
+
+/// An envelope read back from Redis; a malformed one is logged and skipped.
+fn parse_envelope(json: &str) -> Option<Envelope> {
+    match serde_json::from_str::<Envelope>(json) {
+        Ok(e) => Some(e),
+        Err(err) => {
+            tracing::warn!(error = %err, "skipping a malformed envelope in redis");
+            None
+        }
     }
 }
 
