@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::documents::{Chunk, split_documents};
 use super::locate::{PathIndex, Position};
 use super::types::HealthPolicy;
 use super::validate::{Violation, validate};
@@ -227,55 +228,6 @@ fn decode(source: &str, bytes: &[u8]) -> Result<String, Diagnostic> {
             })
         }
     }
-}
-
-/// One YAML document cut out of a multi-document text, with the line it starts on.
-struct Chunk<'a> {
-    text: &'a str,
-    first_line: u64,
-}
-
-/// Splits on `---` document markers (and `...` end markers) at the start of a line, so that a
-/// broken document never hides the valid ones around it.
-fn split_documents(text: &str) -> Vec<Chunk<'_>> {
-    let mut chunks = Vec::new();
-    let mut start = 0usize;
-    let mut start_line = 1u64;
-    let mut offset = 0usize;
-    for (line_no, line) in (1u64..).zip(text.split_inclusive('\n')) {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
-        let is_end = bare == "..." || bare.starts_with("... ");
-        if is_start || is_end {
-            chunks.push(Chunk {
-                text: &text[start..offset],
-                first_line: start_line,
-            });
-            // A start marker stays with the document it opens (it may carry content after it).
-            start = if is_start {
-                offset
-            } else {
-                offset + line.len()
-            };
-            start_line = if is_start { line_no } else { line_no + 1 };
-        }
-        offset += line.len();
-    }
-    chunks.push(Chunk {
-        text: &text[start..],
-        first_line: start_line,
-    });
-    chunks
-        .into_iter()
-        .filter(|c| !is_blank_document(c.text))
-        .collect()
-}
-
-fn is_blank_document(text: &str) -> bool {
-    text.lines().all(|l| {
-        let t = l.trim();
-        t.is_empty() || t.starts_with('#') || t == "---" || t.starts_with('%')
-    })
 }
 
 fn load_into(source: &str, text: &str, report: &mut LoadReport) {
