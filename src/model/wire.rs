@@ -184,6 +184,32 @@ pub fn parse_wire_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|naive| naive.and_utc())
 }
 
+/// Serde for a `DateTime<Utc>` on the wire: written as [`wire_timestamp`], read in any form
+/// [`parse_wire_timestamp`] accepts (`#[serde(with = "crate::model::wire::wire_time")]`).
+pub mod wire_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `2025-11-03T10:30:45.123456+00:00`.
+    pub fn serialize<S: Serializer>(
+        at: &chrono::DateTime<chrono::Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::wire_timestamp(*at))
+    }
+
+    /// Reads naive (UTC), `Z` or any offset.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<chrono::DateTime<chrono::Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_wire_timestamp(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an ISO-8601 time such as 2025-11-03T10:30:45.123456+00:00"
+            ))
+        })
+    }
+}
+
 /// A payload of one of the four envelope types.
 pub trait Payload: Serialize {
     /// The envelope type it travels in.
@@ -548,6 +574,73 @@ mod tests {
             EventType::RemediationComplete.channel(),
             "hemostat:remediation_complete"
         );
+    }
+
+    #[test]
+    fn wire_timestamps_read_in_every_form_the_original_and_hemostat_wrote() {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let cases = [
+            ("2025-11-03T10:30:45.123456+00:00", Some(t("2025-11-03T10:30:45.123456Z"))),
+            ("2025-11-03T10:30:45.123456", Some(t("2025-11-03T10:30:45.123456Z"))),
+            ("2025-11-03T10:30:45+00:00", Some(t("2025-11-03T10:30:45Z"))),
+            ("2025-11-03T10:30:45", Some(t("2025-11-03T10:30:45Z"))),
+            ("2025-11-03T10:30:45Z", Some(t("2025-11-03T10:30:45Z"))),
+            ("2025-11-03T12:30:45.5+02:00", Some(t("2025-11-03T10:30:45.5Z"))),
+            ("yesterday", None),
+            ("2025-11-03", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_wire_timestamp(text), want, "{text:?}");
+        }
+        let at = t("2025-11-03T10:30:45.123456Z");
+        assert_eq!(wire_timestamp(at), "2025-11-03T10:30:45.123456+00:00");
+        assert_eq!(wire_timestamp_secs(at), "2025-11-03T10:30:45+00:00");
+        assert_eq!(parse_wire_timestamp(&wire_timestamp(at)), Some(at));
+    }
+
+    #[test]
+    fn envelopes_are_read_with_type_event_type_or_both() {
+        let read = |v: serde_json::Value| serde_json::from_value::<Envelope>(v);
+        let data = serde_json::json!({"container": "c"});
+        let documented = read(serde_json::json!({"timestamp": "2025-11-03T10:30:45.123456", "agent": "a", "type": "false_alarm", "data": data})).unwrap();
+        let original = read(serde_json::json!({"event_type": "false_alarm", "timestamp": "2025-11-03T10:30:45.123456+00:00", "agent": "analyzer", "data": data})).unwrap();
+        let both = read(serde_json::json!({"timestamp": "2025-11-03T10:30:45.123456+00:00", "agent": "a", "type": "false_alarm", "event_type": "other", "data": data})).unwrap();
+        for e in [&documented, &original, &both] {
+            assert_eq!(e.kind(), Some(EventType::FalseAlarm));
+            assert_eq!(e.time(), documented.time());
+            assert!(e.time().is_some());
+        }
+        let neither = read(serde_json::json!({"timestamp": "t", "agent": "a", "data": data}));
+        assert!(neither.unwrap_err().to_string().contains("`type` or `event_type`"));
+    }
+
+    #[test]
+    fn analysis_methods_have_the_original_vocabulary_and_old_values_still_read() {
+        for m in AnalysisMethod::ALL {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+            assert_eq!(serde_json::from_value::<AnalysisMethod>(m.as_str().into()).unwrap(), m);
+        }
+        assert_eq!(AnalysisMethod::Rules.as_str(), "rule_based");
+        assert_eq!(AnalysisMethod::Ai.as_str(), "ai");
+        assert_eq!(
+            serde_json::from_value::<AnalysisMethod>("rules".into()).unwrap(),
+            AnalysisMethod::Rules
+        );
+    }
+
+    #[test]
+    fn results_carry_reason_when_rejected_and_error_when_failed() {
+        let v = |status| serde_json::to_value(ActionResult::new(status, "restart", "c", "why")).unwrap();
+        assert_eq!(v("rejected")["reason"], "why");
+        assert!(v("rejected").get("error").is_none());
+        assert_eq!(v("failed")["error"], "why");
+        assert!(v("failed").get("reason").is_none());
+        for status in ["success", "dry_run"] {
+            let r = v(status);
+            assert_eq!(r["details"], "why");
+            assert!(r.get("reason").is_none() && r.get("error").is_none(), "{r}");
+        }
     }
 
     /// Every envelope of the golden files (captured from the `json!` builders) parses into its
