@@ -418,9 +418,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         if accept_external_requests {
             let client = redis::Client::open(config.connection_info().clone())
                 .context("cannot set up the Redis client for external requests")?;
-            tokio::spawn(crate::controller::external::run_subscriber(
+            tokio::spawn(crate::adapters::redis::requests::run_subscriber(
                 client,
-                ctx.clone(),
+                crate::controller::external::Intake::new(ctx.clone()),
                 shutdown.clone(),
             ));
         }

@@ -26,13 +26,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use crate::adapters::redis::requests::RequestHandler;
 use crate::analyze::{AnalysisMethod, Decision};
 use crate::bus::{AuditRecord, Envelope, EventType};
 use crate::docker::ContainerInfo;
@@ -40,7 +39,6 @@ use crate::model::wire::{ActionResult, RemediationComplete};
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
-use crate::util::backoff::Backoff;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -573,50 +571,28 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
     }
 }
 
-/// Subscribes to `hemostat:remediation_needed` and handles every request until `shutdown`;
-/// reconnects with backoff (up to 30 s) when Redis goes away.
-pub async fn run_subscriber(client: redis::Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let channel = EventType::RemediationNeeded.channel();
-    let slots = Arc::new(Semaphore::new(CONCURRENT));
-    let mut budget = AnnounceBudget::new();
-    let mut backoff = Backoff::default();
-    loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = connected => r,
-        };
-        let pubsub = match result {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff.peek(), "cannot subscribe to external remediation requests");
-                if !backoff.wait(&shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        backoff.reset();
-        info!(channel = %channel, "accepting external remediation requests");
-        let mut messages = pubsub.into_on_message();
-        loop {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => return,
-                msg = messages.next() => msg,
-            };
-            let Some(msg) = msg else {
-                warn!("lost the subscription to external remediation requests; reconnecting");
-                break;
-            };
-            let handled = handle(&ctx, msg.get_payload_bytes(), &mut budget, &slots);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = handled => {}
-            }
+/// Validates and handles the requests of one subscription, one message at a time (each
+/// accepted request runs in a task, at most [`CONCURRENT`] at once).
+pub struct Intake {
+    ctx: Arc<Context>,
+    budget: AnnounceBudget,
+    slots: Arc<Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Intake {
+    async fn handle(&mut self, payload: &[u8]) {
+        handle(&self.ctx, payload, &mut self.budget, &self.slots).await;
+    }
+}
+
+impl Intake {
+    /// An intake acting through `ctx`.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            budget: AnnounceBudget::new(),
+            slots: Arc::new(Semaphore::new(CONCURRENT)),
         }
     }
 }

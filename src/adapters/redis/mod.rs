@@ -2,8 +2,12 @@
 //! the policy repository and source, the external request subscriber, their keys and settings.
 
 pub mod config;
+pub mod conn;
+pub mod keys;
 pub mod outbox;
 pub mod policies;
+pub mod requests;
+pub mod state;
 
 pub use config::{DEFAULT_OUTBOX_CAPACITY, DEFAULT_PORT, RedisConfig};
 pub use outbox::*;

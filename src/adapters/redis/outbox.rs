@@ -1,25 +1,5 @@
 //! The Redis bus: the original's wire protocol plus a durable stream, and the shared state store.
 //!
-//! # Keys and channels
-//!
-//! | what | key | notes |
-//! |---|---|---|
-//! | live events | `PUBLISH hemostat:<type>` | the exact JSON envelope, as the original |
-//! | durable events | `XADD hemostat:stream:events MAXLEN ~ 10000` | fields `envelope` (JSON), `type` |
-//! | history | `hemostat:events:<type>`, `hemostat:events:all` | lists, newest first, 100, TTL 3600 s; not written with `--external-alert-agent` |
-//! | remediation | `hemostat:remediation:<container>` | `{last_action, count}`, TTL 3600 s |
-//! | stats | `hemostat:stats:<container>` | TTL 300 s |
-//! | monitor state | `hemostat:state:container:<short id>` | the original monitor's, TTL 300 s |
-//! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`], no TTL |
-//! | in-flight lock | `hemostat:lock:<node>/<container>` | owner id, `PX` ttl |
-//! | audit | `hemostat:audit` | list, newest first, 1000 |
-//!
-//! Two nodes may run containers of the same name. The original's keys
-//! (`hemostat:stats:<container>`, `hemostat:remediation:<container>`) are kept for its
-//! dashboards and are *last writer wins* across nodes; each is also written per node, at
-//! `hemostat:node:<node>:stats:<container>` and `hemostat:node:<node>:remediation:<container>`,
-//! which are exact. HemoStat's own state (safety, locks) is always keyed by node.
-//!
 //! # Delivery
 //!
 //! [`EventSink::publish`] never waits for Redis: envelopes go to a bounded in-memory outbox
@@ -34,32 +14,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script};
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, Pipeline};
+
+use super::conn::is_connection_error;
 use tokio::sync::Notify;
 
 use super::config::RedisConfig;
 
-use crate::bus::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
-use crate::model::safety::SafetyState;
+pub use super::keys::*;
+use crate::bus::{Envelope, EventSink, EventType, Result};
 use crate::model::wire::ContainerStateKey;
 
-/// The durable stream every envelope is appended to.
-pub const STREAM_KEY: &str = "hemostat:stream:events";
-/// Approximate cap of the stream.
-pub const STREAM_MAXLEN: usize = 10_000;
-/// Cap of the `hemostat:events:*` lists (the original's).
-pub const EVENTS_CAP: usize = 100;
-/// TTL of the `hemostat:events:*` lists and remediation keys, seconds.
-pub const EVENTS_TTL_SECS: u64 = 3600;
-/// TTL of the stats keys, seconds.
-pub const STATS_TTL_SECS: u64 = 300;
-/// TTL of the monitor state keys `hemostat:state:container:<id>`, seconds (the original's).
-pub const STATE_TTL_SECS: u64 = 300;
-/// The audit list.
-pub const AUDIT_KEY: &str = "hemostat:audit";
-/// Cap of the audit list.
-pub const AUDIT_CAP: usize = 1000;
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
 pub const LOCAL_RECENT: usize = 1000;
 
@@ -72,119 +38,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Consecutive failures of a batch that are not connection errors (Redis answered with an
 /// error, e.g. a key of the wrong type) before the batch is dropped and counted.
 const MAX_SERVER_ERRORS: u32 = 20;
-/// Attempts of an optimistic safety update before giving up.
-const CAS_ATTEMPTS: usize = 1000;
 
-/// The sorted set of recent actions under one policy's fleet-wide budget.
-pub fn fleet_budget_key(policy: &str) -> String {
-    format!("hemostat:fleet:budget:{policy}")
-}
-
-/// Atomically: forget actions older than the window (by the server's clock, so nodes with
-/// skewed clocks agree), refuse when `max` remain, else count this one.
-const FLEET_BUDGET_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return 1
-"#;
-
-/// `hemostat:safety:<key>`.
-pub fn safety_redis_key(key: &str) -> String {
-    format!("hemostat:safety:{key}")
-}
-
-/// `hemostat:lock:<key>`.
-pub fn lock_redis_key(key: &str) -> String {
-    format!("hemostat:lock:{key}")
-}
-
-/// `hemostat:events:<type>`.
-pub fn events_key(event_type: Option<EventType>) -> String {
-    match event_type {
-        Some(t) => format!("hemostat:events:{}", t.as_str()),
-        None => "hemostat:events:all".to_owned(),
-    }
-}
-
-/// `hemostat:stats:<container>` (the original's, last writer wins across nodes).
-pub fn stats_key(container: &str) -> String {
-    format!("hemostat:stats:{container}")
-}
-
-/// `hemostat:node:<node>:stats:<container>` (exact per node).
-pub fn node_stats_key(node: &str, container: &str) -> String {
-    format!("hemostat:node:{node}:stats:{container}")
-}
-
-/// `hemostat:state:container:<short id>` (the original monitor's per-container state).
-pub fn container_state_key(container_id: &str) -> String {
-    format!(
-        "hemostat:state:container:{}",
-        crate::model::wire::short_id(container_id)
-    )
-}
-
-/// `hemostat:remediation:<container>` (the original's, last writer wins across nodes).
-pub fn remediation_key(container: &str) -> String {
-    format!("hemostat:remediation:{container}")
-}
-
-/// `hemostat:node:<node>:remediation:<container>` (exact per node).
-pub fn node_remediation_key(node: &str, container: &str) -> String {
-    format!("hemostat:node:{node}:remediation:{container}")
-}
-
-/// Compare-and-set of a safety state: ARGV[1] = "1" if ARGV[2] is the expected current value,
-/// "0" if the key is expected to be missing; ARGV[3] = the new value.
-const CAS_LUA: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if (ARGV[1] == '0' and cur == false) or (ARGV[1] == '1' and cur == ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-";
-
-/// Takes or refreshes a lock: free, or already held by the same owner.
-const LOCK_LUA: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// Deletes a lock only if the owner holds it.
-const UNLOCK_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
-const REMEDIATION_LUA: &str = r"
-for _, key in ipairs(KEYS) do
-  local count = 0
-  local cur = redis.call('GET', key)
-  if cur then
-    local ok, doc = pcall(cjson.decode, cur)
-    if ok and type(doc) == 'table' and tonumber(doc['count']) then
-      count = tonumber(doc['count'])
-    end
-  end
-  redis.call('SET', key, cjson.encode({last_action = ARGV[1], count = count + 1}), 'EX', ARGV[2])
-end
-return 1
-";
-
-/// An envelope waiting for Redis, already serialised.
 #[derive(Debug)]
 struct Pending {
     json: String,
@@ -303,39 +157,12 @@ impl Drop for RedisBus {
     }
 }
 
-/// Connection errors (as opposed to Redis answering with an error): worth one more try.
-fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.is_unrecoverable_error()
-}
-
 impl RedisBus {
     /// A bus for `config`. It does not wait for Redis: the connection is made on first use and
     /// remade after failures, so HemoStat starts while Redis is still coming up (see
     /// [`RedisBus::ping`] for readiness).
     pub fn new(config: &RedisConfig) -> Result<Self> {
-        let client = redis::Client::open(config.connection_info().clone()).map_err(|source| {
-            BusError::Redis {
-                op: "client",
-                source,
-            }
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|source| {
-                BusError::Redis {
-                    op: "connect",
-                    source,
-                }
-            })?;
+        let conn = super::conn::manager(config)?;
         let shared = Arc::new(Shared {
             conn,
             queue: Mutex::new(VecDeque::new()),
@@ -446,7 +273,11 @@ impl RedisBus {
             .arg(limit.min(EVENTS_CAP) - 1)
             .clone();
         let newest_first: Vec<String> = self.query("read events", &cmd).await?;
-        Ok(newest_first.iter().rev().filter_map(|j| parse_envelope(j)).collect())
+        Ok(newest_first
+            .iter()
+            .rev()
+            .filter_map(|j| parse_envelope(j))
+            .collect())
     }
 
     /// The newest envelopes of the stream, newest last (when the lists are someone else's).
@@ -495,24 +326,23 @@ impl RedisBus {
         Ok(newest_first)
     }
 
-    /// Runs a command, once more after a connection error (the first command after a Redis
-    /// restart fails while the manager reconnects).
-    async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
-        let mut conn = self.shared.conn.clone();
-        match cmd.query_async(&mut conn).await {
-            Err(e) if is_connection_error(&e) => cmd.query_async(&mut conn).await,
-            r => r,
-        }
-        .map_err(|source| BusError::Redis { op, source })
+    /// Runs a command through [`super::conn::query`].
+    pub(super) async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+        super::conn::query(&self.shared.conn, op, cmd).await
     }
 
-    async fn query_pipe<T: FromRedisValue>(&self, op: &'static str, pipe: &Pipeline) -> Result<T> {
-        let mut conn = self.shared.conn.clone();
-        match pipe.query_async(&mut conn).await {
-            Err(e) if is_connection_error(&e) => pipe.query_async(&mut conn).await,
-            r => r,
-        }
-        .map_err(|source| BusError::Redis { op, source })
+    /// Runs a pipeline through [`super::conn::query_pipe`].
+    pub(super) async fn query_pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        super::conn::query_pipe(&self.shared.conn, op, pipe).await
+    }
+
+    /// A handle on the shared connection.
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
     }
 
     fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
@@ -680,155 +510,6 @@ impl EventSink for RedisBus {
     }
 }
 
-#[async_trait::async_trait]
-impl StateStore for RedisBus {
-    async fn safety(&self, key: &str) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
-        let json: Option<String> = self
-            .query("read safety state", redis::cmd("GET").arg(&redis_key))
-            .await?;
-        parse_safety(&redis_key, json.as_deref())
-    }
-
-    async fn update_safety(
-        &self,
-        key: &str,
-        update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
-    ) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
-        let script = Script::new(CAS_LUA);
-        for _ in 0..CAS_ATTEMPTS {
-            let old: Option<String> = self
-                .query("read safety state", redis::cmd("GET").arg(&redis_key))
-                .await?;
-            let mut state = parse_safety(&redis_key, old.as_deref())?;
-            update(&mut state);
-            let new = serde_json::to_string(&state).expect("safety state is always serialisable");
-            let mut conn = self.shared.conn.clone();
-            let (flag, expected) = match &old {
-                Some(o) => ("1", o.as_str()),
-                None => ("0", ""),
-            };
-            let swapped: std::result::Result<i64, RedisError> = script
-                .key(&redis_key)
-                .arg(flag)
-                .arg(expected)
-                .arg(&new)
-                .invoke_async(&mut conn)
-                .await;
-            match swapped {
-                Ok(1) => return Ok(state),
-                Ok(_) => continue,
-                Err(e) if is_connection_error(&e) => {
-                    // The swap may have happened before the connection broke: if the key now
-                    // holds our value, it did (re-applying the update would apply it twice).
-                    let now: Option<String> = self
-                        .query("read safety state", redis::cmd("GET").arg(&redis_key))
-                        .await?;
-                    if now.as_deref() == Some(new.as_str()) {
-                        return Ok(state);
-                    }
-                }
-                Err(source) => {
-                    return Err(BusError::Redis {
-                        op: "update safety state",
-                        source,
-                    });
-                }
-            }
-        }
-        Err(BusError::Redis {
-            op: "update safety state",
-            source: RedisError::from((
-                redis::ErrorKind::Client,
-                "too much contention",
-                format!("{CAS_ATTEMPTS} attempts"),
-            )),
-        })
-    }
-
-    async fn take_fleet_budget(
-        &self,
-        budget: &str,
-        max: u32,
-        per: Duration,
-        id: &str,
-    ) -> Result<bool> {
-        let window_ms = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
-        let cmd = redis::cmd("EVAL")
-            .arg(FLEET_BUDGET_LUA)
-            .arg(1)
-            .arg(fleet_budget_key(budget))
-            .arg(max)
-            .arg(window_ms)
-            .arg(id)
-            .clone();
-        let took: i64 = self.query("take fleet budget", &cmd).await?;
-        Ok(took == 1)
-    }
-
-    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let cmd = redis::cmd("EVAL")
-            .arg(LOCK_LUA)
-            .arg(1)
-            .arg(lock_redis_key(key))
-            .arg(owner)
-            .arg(ttl_ms)
-            .clone();
-        let took: i64 = self.query("take lock", &cmd).await?;
-        Ok(took == 1)
-    }
-
-    async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
-        let cmd = redis::cmd("EVAL")
-            .arg(UNLOCK_LUA)
-            .arg(1)
-            .arg(lock_redis_key(key))
-            .arg(owner)
-            .clone();
-        self.query::<i64>("release lock", &cmd).await.map(|_| ())
-    }
-
-    async fn append_audit(&self, record: AuditRecord) -> Result<()> {
-        let json = serde_json::to_string(&record).expect("an audit record is always serialisable");
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LPUSH")
-            .arg(AUDIT_KEY)
-            .arg(json)
-            .ignore()
-            .cmd("LTRIM")
-            .arg(AUDIT_KEY)
-            .arg(0)
-            .arg(AUDIT_CAP - 1)
-            .ignore();
-        self.query_pipe("append audit", &pipe).await
-    }
-
-    async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let cmd = redis::cmd("LRANGE")
-            .arg(AUDIT_KEY)
-            .arg(0)
-            .arg(limit.min(AUDIT_CAP) - 1)
-            .clone();
-        let newest_first: Vec<String> = self.query("read audit", &cmd).await?;
-        newest_first
-            .iter()
-            .rev()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-                    path: AUDIT_KEY.to_owned(),
-                    source,
-                })
-            })
-            .collect()
-    }
-}
-
 /// An envelope read back from Redis; a malformed one is logged and skipped.
 fn parse_envelope(json: &str) -> Option<Envelope> {
     match serde_json::from_str::<Envelope>(json) {
@@ -837,15 +518,5 @@ fn parse_envelope(json: &str) -> Option<Envelope> {
             tracing::warn!(error = %err, "skipping a malformed envelope in redis");
             None
         }
-    }
-}
-
-fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
-    match json {
-        None => Ok(SafetyState::default()),
-        Some(json) => serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-            path: redis_key.to_owned(),
-            source,
-        }),
     }
 }

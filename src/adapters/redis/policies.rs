@@ -31,9 +31,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::subscribe_with_backoff;
 use crate::util::backoff::Backoff;
 use tracing::{debug, info, warn};
 
+use super::keys::APPLY_SCRIPT;
+pub use super::keys::{CHANGED_CHANNEL, META_KEY, POLICIES_KEY};
 pub use crate::policy::diff::{canonical_yaml, unified_diff};
 use crate::policy::documents::split_documents;
 use crate::policy::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
@@ -41,32 +44,8 @@ use crate::policy::registry::PolicyRegistry;
 pub use crate::policy::source::compose;
 use crate::policy::types::HealthPolicy;
 
-/// The hash of applied policies: field = name, value = YAML text of one document.
-pub const POLICIES_KEY: &str = "hemostat:policies";
-/// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`].
-pub const META_KEY: &str = "hemostat:policies:meta";
-/// Every change publishes the policy's name here.
-pub const CHANGED_CHANNEL: &str = "hemostat:policies:changed";
 /// How often the watcher re-reads everything even without a change message.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// Writes policies only if each is still what was read (KEYS: policies, meta; ARGV: channel,
-/// then per policy: name, had-a-value flag, the value read, new text, new meta JSON).
-const APPLY_SCRIPT: &str = r"
-for i = 2, #ARGV, 5 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if ARGV[i + 1] == '1' then
-    if current ~= ARGV[i + 2] then return 0 end
-  elseif current then
-    return 0
-  end
-end
-for i = 2, #ARGV, 5 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 4])
-  redis.call('PUBLISH', ARGV[1], ARGV[i])
-end
-return 1
-";
 /// How many times an apply is recomputed when the policies change under it.
 const APPLY_ATTEMPTS: u64 = 20;
 /// How long the watcher waits for Redis to answer a read before reconnecting.
@@ -470,29 +449,19 @@ pub async fn watch_policies_with(
     let mut backoff = Backoff::default();
     let mut base_open = true;
     loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANGED_CHANNEL).await?;
-            let conn = client.get_multiplexed_async_connection().await?;
-            Ok::<_, redis::RedisError>((pubsub, conn))
+        let Some((mut messages, mut conn)) = subscribe_with_backoff(
+            &client,
+            CHANGED_CHANNEL,
+            "policy watcher cannot reach Redis; keeping the policies in force",
+            &mut backoff,
+            &shutdown,
+            || client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            return;
         };
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = connected => r,
-        };
-        let (pubsub, mut conn) = match result {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff.peek(), "policy watcher cannot reach Redis; keeping the policies in force");
-                if !backoff.wait(&shutdown).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        backoff.reset();
         info!(channel = CHANGED_CHANNEL, "policy watcher subscribed");
-        let mut messages = pubsub.into_on_message();
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate: the initial (or post-reconnect) full read.
