@@ -17,11 +17,11 @@ use hemostat::bus::{Envelope, EventSink, EventType};
 use hemostat::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
+use hemostat::model::decision::AnalysisMethod;
 use hemostat::model::usage::Usage;
 use hemostat::model::wire::{
     ActionResult, ContainerStateKey, ContainerStats, RemediationComplete, parse_wire_timestamp,
 };
-use hemostat::model::decision::AnalysisMethod;
 use hemostat::observe::store::ObservedStore;
 use hemostat::policy::registry::PolicyRegistry;
 use redis::AsyncCommands;
@@ -116,7 +116,9 @@ async fn the_keys_the_original_dashboard_reads_have_its_fields_types_and_ttls() 
     ] {
         let c = info(state);
         let stats = ContainerStats::of(&c, usage, at, "node-a");
-        bus.put_stats(&c.name, "node-a", stats.to_json()).await.unwrap();
+        bus.put_stats(&c.name, "node-a", stats.to_json())
+            .await
+            .unwrap();
         bus.put_state(&ContainerStateKey::of(&c, usage, at, "node-a"))
             .await
             .unwrap();
@@ -167,7 +169,10 @@ async fn the_keys_the_original_dashboard_reads_have_its_fields_types_and_ttls() 
         } else {
             // A stopped container: its status with zero figures, never null (the dashboard
             // formats them with `:.1f`).
-            assert_eq!((v["cpu_percent"].as_f64(), v["memory_usage"].as_u64()), (Some(0.0), Some(0)));
+            assert_eq!(
+                (v["cpu_percent"].as_f64(), v["memory_usage"].as_u64()),
+                (Some(0.0), Some(0))
+            );
         }
     }
 
@@ -184,8 +189,14 @@ async fn the_keys_the_original_dashboard_reads_have_its_fields_types_and_ttls() 
         .unwrap();
     let newest: Value = serde_json::from_str(&listed[0]).unwrap();
     let oldest: Value = serde_json::from_str(&listed[1]).unwrap();
-    assert_eq!(newest["data"]["result"]["error"], "did not come back within 30s");
-    assert_eq!(oldest["data"]["result"]["reason"], "cooldown: last action 2m ago");
+    assert_eq!(
+        newest["data"]["result"]["error"],
+        "did not come back within 30s"
+    );
+    assert_eq!(
+        oldest["data"]["result"]["reason"],
+        "cooldown: last action 2m ago"
+    );
     for e in [&newest, &oldest] {
         assert_eq!(e["event_type"], "remediation_complete");
         assert_eq!(e["data"]["event_type"], "remediation_complete");
@@ -193,15 +204,24 @@ async fn the_keys_the_original_dashboard_reads_have_its_fields_types_and_ttls() 
         let ts = e["timestamp"].as_str().unwrap();
         assert!(ts.ends_with("+00:00") && ts.len() == 32, "{ts}");
     }
-    for list in ["hemostat:events:remediation_complete", "hemostat:events:all"] {
+    for list in [
+        "hemostat:events:remediation_complete",
+        "hemostat:events:all",
+    ] {
         let ttl: i64 = conn.ttl(list).await.unwrap();
         assert!((3595..=3600).contains(&ttl), "{list} TTL {ttl}");
     }
-    let history: String = conn.get("hemostat:remediation:hemostat-test-api").await.unwrap();
+    let history: String = conn
+        .get("hemostat:remediation:hemostat-test-api")
+        .await
+        .unwrap();
     let history: Value = serde_json::from_str(&history).unwrap();
     assert_eq!(history["count"], 1, "only the failure is an action taken");
     assert_aware_secs(&history["last_action"]);
-    let ttl: i64 = conn.ttl("hemostat:remediation:hemostat-test-api").await.unwrap();
+    let ttl: i64 = conn
+        .ttl("hemostat:remediation:hemostat-test-api")
+        .await
+        .unwrap();
     assert!((3595..=3600).contains(&ttl), "remediation TTL {ttl}");
 }
 
@@ -258,7 +278,10 @@ async fn beside_the_original_alert_agent_every_event_is_listed_once() {
 
     let sent = [
         Envelope::new(EventType::HealthAlert, json!({"container": "web"})),
-        Envelope::new(EventType::FalseAlarm, json!({"container": "web", "reason": "r"})),
+        Envelope::new(
+            EventType::FalseAlarm,
+            json!({"container": "web", "reason": "r"}),
+        ),
         complete("success", "container is back"),
     ];
     for e in &sent {
@@ -280,13 +303,23 @@ async fn beside_the_original_alert_agent_every_event_is_listed_once() {
         let kind = envelope["event_type"].as_str().unwrap().to_owned();
         if kind == "remediation_complete" || kind == "false_alarm" {
             let entry = alert_agent_entry(&envelope);
-            let _: () = conn.lpush(format!("hemostat:events:{kind}"), &entry).await.unwrap();
+            let _: () = conn
+                .lpush(format!("hemostat:events:{kind}"), &entry)
+                .await
+                .unwrap();
             let _: () = conn.lpush("hemostat:events:all", &entry).await.unwrap();
         }
     }
     let all: Vec<String> = conn.lrange("hemostat:events:all", 0, -1).await.unwrap();
-    assert_eq!(all.len(), 2, "listed once each, by the Alert agent only: {all:?}");
-    let complete_list: usize = conn.llen("hemostat:events:remediation_complete").await.unwrap();
+    assert_eq!(
+        all.len(),
+        2,
+        "listed once each, by the Alert agent only: {all:?}"
+    );
+    let complete_list: usize = conn
+        .llen("hemostat:events:remediation_complete")
+        .await
+        .unwrap();
     assert_eq!(complete_list, 1);
     let health: bool = conn.exists("hemostat:events:health_alert").await.unwrap();
     assert!(!health, "HemoStat wrote no list");
@@ -303,7 +336,10 @@ async fn beside_the_original_alert_agent_every_event_is_listed_once() {
     let (base, shutdown) = api(bus.clone()).await;
     let served = decisions(&base, "").await;
     let types: Vec<&str> = served.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["health_alert", "false_alarm", "remediation_complete"]);
+    assert_eq!(
+        types,
+        ["health_alert", "false_alarm", "remediation_complete"]
+    );
     shutdown.cancel();
 }
 
@@ -319,7 +355,10 @@ async fn the_api_over_redis_serves_envelopes_in_both_timestamp_forms() {
     let original = json!({"timestamp": "2025-11-03T10:30:48.456789+00:00", "agent": "alert",
                           "event_type": "false_alarm", "data": {"container": "web", "reason": "r"}});
     for e in [&old, &original] {
-        let _: () = conn.lpush("hemostat:events:all", e.to_string()).await.unwrap();
+        let _: () = conn
+            .lpush("hemostat:events:all", e.to_string())
+            .await
+            .unwrap();
     }
     let now = Envelope::new(EventType::FalseAlarm, json!({"container": "web"}));
     bus.publish(now.clone()).await;

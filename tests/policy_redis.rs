@@ -706,7 +706,11 @@ async fn policy_metadata_reads_every_timestamp_form() {
     use redis::AsyncCommands;
     let redis = Redis::start();
     let mut repo = PolicyRepo::connect(redis.client()).await.unwrap();
-    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     for (i, applied) in [
         "2025-11-03T10:30:45.123456",
         "2025-11-03T10:30:45.123456Z",

@@ -138,7 +138,11 @@ fn hemostat_examples() -> BTreeMap<&'static str, String> {
     let examples: Vec<(&str, String)> = vec![
         (
             "health_alert",
-            envelope("2025-11-03T10:30:45.123456Z", EventType::HealthAlert, value(&alert)),
+            envelope(
+                "2025-11-03T10:30:45.123456Z",
+                EventType::HealthAlert,
+                value(&alert),
+            ),
         ),
         (
             "remediation_needed",
@@ -212,7 +216,9 @@ fn hemostat_examples() -> BTreeMap<&'static str, String> {
         ),
         (
             "remediation",
-            pretty(&serde_json::json!({"count": 1, "last_action": wire_timestamp_secs(at("2025-11-03T10:30:53Z"))})),
+            pretty(
+                &serde_json::json!({"count": 1, "last_action": wire_timestamp_secs(at("2025-11-03T10:30:53Z"))}),
+            ),
         ),
     ];
     examples.into_iter().collect()
@@ -274,9 +280,11 @@ fn covers(path: &str, original: &Value, ours: &Value, allowed_missing: &[&str]) 
                 problems.extend(covers(&format!("{path}[0]"), o, h, allowed_missing));
             }
         }
-        (o, h) if kind(o) != kind(h) => {
-            problems.push(format!("{path}: {} in the original, {} here", kind(o), kind(h)))
-        }
+        (o, h) if kind(o) != kind(h) => problems.push(format!(
+            "{path}: {} in the original, {} here",
+            kind(o),
+            kind(h)
+        )),
         (Value::String(o), Value::String(h))
             if path.ends_with("timestamp") || path.ends_with("last_action") =>
         {
@@ -316,7 +324,10 @@ fn the_hemostat_examples_are_what_the_types_serialise() {
         let (_, got) = found
             .get(&key)
             .unwrap_or_else(|| panic!("docs/PROTOCOL.md has no example hemostat/{name}"));
-        assert_eq!(got, want, "docs/PROTOCOL.md hemostat/{name} drifted from the types");
+        assert_eq!(
+            got, want,
+            "docs/PROTOCOL.md hemostat/{name} drifted from the types"
+        );
     }
     for ((k, n), _) in &found {
         assert!(

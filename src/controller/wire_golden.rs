@@ -144,7 +144,7 @@ fn stats_values_are_byte_identical() {
         memory_used_bytes: 1 << 20,
         memory_limit_bytes: 1 << 30,
     };
-    let v = super::sample::stats_json(&info, &usage, at(), "node-a");
+    let v = crate::model::wire::ContainerStats::of(&info, Some(&usage), at(), "node-a").to_json();
     check("stats", &(serde_json::to_string(&v).unwrap() + "\n"));
 }
 

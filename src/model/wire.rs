@@ -381,7 +381,11 @@ impl ActionResult {
             action: action.to_owned(),
             container: container.to_owned(),
             details: details.to_owned(),
-            reason: if status == "rejected" { text.clone() } else { None },
+            reason: if status == "rejected" {
+                text.clone()
+            } else {
+                None
+            },
             error: if status == "failed" { text } else { None },
         }
     }
@@ -580,12 +584,21 @@ mod tests {
     fn wire_timestamps_read_in_every_form_the_original_and_hemostat_wrote() {
         let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
         let cases = [
-            ("2025-11-03T10:30:45.123456+00:00", Some(t("2025-11-03T10:30:45.123456Z"))),
-            ("2025-11-03T10:30:45.123456", Some(t("2025-11-03T10:30:45.123456Z"))),
+            (
+                "2025-11-03T10:30:45.123456+00:00",
+                Some(t("2025-11-03T10:30:45.123456Z")),
+            ),
+            (
+                "2025-11-03T10:30:45.123456",
+                Some(t("2025-11-03T10:30:45.123456Z")),
+            ),
             ("2025-11-03T10:30:45+00:00", Some(t("2025-11-03T10:30:45Z"))),
             ("2025-11-03T10:30:45", Some(t("2025-11-03T10:30:45Z"))),
             ("2025-11-03T10:30:45Z", Some(t("2025-11-03T10:30:45Z"))),
-            ("2025-11-03T12:30:45.5+02:00", Some(t("2025-11-03T10:30:45.5Z"))),
+            (
+                "2025-11-03T12:30:45.5+02:00",
+                Some(t("2025-11-03T10:30:45.5Z")),
+            ),
             ("yesterday", None),
             ("2025-11-03", None),
             ("", None),
@@ -612,14 +625,22 @@ mod tests {
             assert!(e.time().is_some());
         }
         let neither = read(serde_json::json!({"timestamp": "t", "agent": "a", "data": data}));
-        assert!(neither.unwrap_err().to_string().contains("`type` or `event_type`"));
+        assert!(
+            neither
+                .unwrap_err()
+                .to_string()
+                .contains("`type` or `event_type`")
+        );
     }
 
     #[test]
     fn analysis_methods_have_the_original_vocabulary_and_old_values_still_read() {
         for m in AnalysisMethod::ALL {
             assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
-            assert_eq!(serde_json::from_value::<AnalysisMethod>(m.as_str().into()).unwrap(), m);
+            assert_eq!(
+                serde_json::from_value::<AnalysisMethod>(m.as_str().into()).unwrap(),
+                m
+            );
         }
         assert_eq!(AnalysisMethod::Rules.as_str(), "rule_based");
         assert_eq!(AnalysisMethod::Ai.as_str(), "ai");
@@ -631,7 +652,9 @@ mod tests {
 
     #[test]
     fn results_carry_reason_when_rejected_and_error_when_failed() {
-        let v = |status| serde_json::to_value(ActionResult::new(status, "restart", "c", "why")).unwrap();
+        let v = |status| {
+            serde_json::to_value(ActionResult::new(status, "restart", "c", "why")).unwrap()
+        };
         assert_eq!(v("rejected")["reason"], "why");
         assert!(v("rejected").get("error").is_none());
         assert_eq!(v("failed")["error"], "why");

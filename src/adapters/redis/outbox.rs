@@ -100,7 +100,10 @@ impl Pending {
             .arg(&self.event_type)
             .ignore();
         let lists = if self.lists {
-            vec![format!("hemostat:events:{}", self.event_type), events_key(None)]
+            vec![
+                format!("hemostat:events:{}", self.event_type),
+                events_key(None),
+            ]
         } else {
             Vec::new()
         };
