@@ -10,10 +10,10 @@ use crate::bus::{Envelope, EventSink};
 use crate::controller::queue::WorkQueue;
 use crate::controller::{Context, ControllerConfig};
 use crate::docker::fake::FakeEngine;
+use crate::observe::acting::Acting;
 use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;
 use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// The node name every fixture uses.
 pub const NODE: &str = "node-a";

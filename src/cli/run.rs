@@ -19,11 +19,11 @@ use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
 use crate::docker::BollardDocker;
 use crate::docker::DockerApi;
+use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
 use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
@@ -67,19 +67,9 @@ pub struct RunArgs {
     /// there when HemoStat runs in a container).
     #[arg(long, env = "HEMOSTAT_CGROUP_ROOT", default_value = crate::observe::sampler::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
-    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS). Without any Redis
-    /// setting, the embedded in-memory store is used.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Redis host, when no URL is given (the original's REDIS_HOST).
-    #[arg(long, env = "REDIS_HOST")]
-    pub redis_host: Option<String>,
-    /// Redis port (default 6379).
-    #[arg(long, env = "REDIS_PORT")]
-    pub redis_port: Option<u16>,
-    /// Redis password (never logged).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: crate::adapters::redis::config::RedisArgs,
     /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
     #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
     pub outbox_capacity: usize,
@@ -264,10 +254,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         max_concurrent,
         label_filter,
         cgroup_root,
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
+        redis,
         outbox_capacity,
         accept_external_requests,
         external_alert_agent,
@@ -281,14 +268,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let policies = load_policies(&policies)?;
     let node = node.unwrap_or_else(node_name);
-    let redis = crate::adapters::redis::RedisConfig::from_parts(
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-    )
-    .context("invalid Redis settings")?
-    .map(|c| {
+    let redis = redis.config().context("invalid Redis settings")?.map(|c| {
         c.with_outbox_capacity(outbox_capacity)
             .with_external_alert_agent(external_alert_agent)
     });

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use super::queue::WorkQueue;
 use crate::bus::{EventSink, StateStore};
 use crate::docker::DockerApi;
+use crate::observe::acting::Acting;
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
 use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Settings of the loop.
 #[derive(Clone, Debug)]

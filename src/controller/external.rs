@@ -33,12 +33,12 @@ use tracing::{debug, info, warn};
 use super::Context;
 use crate::adapters::redis::requests::RequestHandler;
 use crate::analyze::{AnalysisMethod, Decision};
-use crate::bus::{AuditRecord, Envelope, EventType};
+use crate::bus::{Envelope, EventType};
 use crate::docker::ContainerInfo;
-use crate::model::wire::{ActionResult, RemediationComplete};
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
+use crate::respond::report::Report;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -535,38 +535,26 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
         "external request from {}",
         refused.agent.as_deref().unwrap_or("an unknown agent")
     );
-    let payload = RemediationComplete {
+    let report = Report {
         container: container.clone(),
-        action: action.to_owned(),
-        result: ActionResult::new("rejected", action, &container, &details),
-        dry_run: false,
-        confidence: None,
-        reason: reason.clone(),
-        decision_id: decision_id.clone(),
-        analysis_method: AnalysisMethod::External,
         container_id: refused.container_id.clone(),
         policy: refused.policy.clone(),
-        node: ctx.config.node.clone(),
+        action: action.to_owned(),
+        status: "rejected",
+        details,
         gate: Some(GATE.to_owned()),
+        dry_run: false,
+        confidence: None,
+        reason,
+        decision_id,
+        method: AnalysisMethod::External,
+        node: ctx.config.node.clone(),
         refusal: Some(refused.reason.label().to_owned()),
         gave_up: false,
-    };
-    ctx.sink.publish(Envelope::of(&payload)).await;
-    let record = AuditRecord {
-        decision_id,
-        timestamp: Utc::now(),
-        node: ctx.config.node.clone(),
-        container: container.clone(),
-        container_id: refused.container_id.clone().unwrap_or_default(),
-        policy: refused.policy.clone().unwrap_or_default(),
-        action: action.to_owned(),
-        status: "rejected".to_owned(),
-        reason,
-        details,
         action_started_at: None,
-        gate: Some(GATE.to_owned()),
     };
-    if let Err(e) = ctx.store.append_audit(record).await {
+    ctx.sink.publish(Envelope::of(&report.payload())).await;
+    if let Err(e) = ctx.store.append_audit(report.audit(Utc::now())).await {
         warn!(error = %e, "could not append to the audit trail");
     }
 }

@@ -15,7 +15,7 @@ use crate::model::wire::{
 use crate::observe::store::Observed;
 use crate::policy::HealthPolicy;
 use crate::policy::select::Target;
-use crate::respond::safety::Refusal;
+use crate::respond::gates::Refusal;
 use crate::respond::{Request, Response, safety_key};
 
 /// Reconciles one container: computes everything again from what is observed now

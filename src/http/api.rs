@@ -25,11 +25,11 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use crate::bus::{AuditRecord, BusError, Envelope, EventType};
 use crate::docker::{ContainerState, HealthStatus};
+use crate::model::safety::SafetyState;
+use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
 use crate::policy::select::{Target, is_protected};
 use crate::policy::{ActionKind, HealthPolicy, Selector};
-use crate::respond::safety::SafetyState;
-use crate::respond::safety_key;
 
 /// How many records a list answers when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -389,7 +389,7 @@ async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::respond::safety::{ActionRecord, Outcome};
+    use crate::model::safety::{ActionRecord, Outcome};
 
     #[test]
     fn limits_default_and_are_bounded() {

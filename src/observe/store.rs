@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::analyze::UsagePoint;
 use crate::docker::{ContainerInfo, ContainerState, DockerEvent, EventAction, HealthStatus};
-use crate::respond::acting::Acting;
+use crate::observe::acting::Acting;
 
 /// How many usage samples are kept per container (at 10 s, a little over an hour).
 pub const USAGE_RETAINED: usize = 400;

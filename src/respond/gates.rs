@@ -1,4 +1,4 @@
-//! The safety gates and the per-container safety state they read: pure, clock passed in.
+//! The safety gates: pure, clock passed in; the first refusal wins.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
