@@ -150,8 +150,6 @@ end
 return 1
 ";
 
-/// An envelope waiting for Redis, already serialised.
-
 /// The hash of applied policies: field = name, value = YAML text of one document.
 pub const POLICIES_KEY: &str = "hemostat:policies";
 /// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`].
