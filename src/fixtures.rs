@@ -9,7 +9,7 @@ use crate::bus::memory::{MemorySink, MemoryStore};
 use crate::bus::{Envelope, EventSink};
 use crate::controller::queue::WorkQueue;
 use crate::controller::{Context, ControllerConfig};
-use crate::docker::fake::FakeEngine;
+use crate::engine::fake::FakeEngine;
 use crate::observe::acting::Acting;
 use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;

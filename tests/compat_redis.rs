@@ -14,9 +14,9 @@ use chrono::Utc;
 use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
 use hemostat::bus::memory::MemoryStore;
 use hemostat::bus::{Envelope, EventSink, EventType};
-use hemostat::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
+use hemostat::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::model::decision::AnalysisMethod;
 use hemostat::model::usage::Usage;
 use hemostat::model::wire::{

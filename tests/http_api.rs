@@ -10,7 +10,7 @@ use chrono::Utc;
 use hemostat::analyze::UsagePoint;
 use hemostat::bus::memory::{MemorySink, MemoryStore};
 use hemostat::bus::{Envelope, EventSink, EventType, StateStore};
-use hemostat::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
+use hemostat::engine::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
 use hemostat::model::safety::safety_key;

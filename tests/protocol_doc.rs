@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use hemostat::adapters::redis::{EVENTS_CAP, EVENTS_TTL_SECS, STATE_TTL_SECS, STATS_TTL_SECS};
-use hemostat::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
+use hemostat::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::model::decision::{AnalysisMethod, Finding, FindingKind, Severity};
 use hemostat::model::usage::Usage;
 use hemostat::model::wire::{

@@ -9,7 +9,7 @@ pub mod trend;
 
 use chrono::{DateTime, Utc};
 
-use crate::docker::ContainerInfo;
+use crate::model::container::ContainerInfo;
 
 pub use crate::model::decision::{AnalysisMethod, Decision, Finding, FindingKind};
 pub use crate::model::usage::UsagePoint;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::trend::linear_trend;
 use super::{Finding, FindingKind, Observation, UsagePoint};
-use crate::docker::{ContainerState, HealthStatus};
+use crate::model::container::{ContainerState, HealthStatus};
 use crate::policy::duration::compact;
 use crate::policy::{HealthPolicy, Severity};
 

@@ -649,8 +649,8 @@ impl StateStore for FallbackStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::decision::ActionKind;
     use crate::model::safety::{ActionRecord, Outcome};
-    use crate::policy::ActionKind;
     use chrono::{DateTime, Utc};
 
     /// A remote that can be switched to fail with a Redis (I/O) error; state in memory.

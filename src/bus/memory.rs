@@ -229,7 +229,7 @@ mod tests {
         ActionRecord {
             decision_id: id.into(),
             at: chrono::Utc::now(),
-            action: crate::policy::ActionKind::Restart,
+            action: crate::model::decision::ActionKind::Restart,
             finding: "exited".into(),
             outcome: Outcome::Pending,
         }

@@ -17,8 +17,8 @@ use crate::bus::{EventSink, StateStore};
 use crate::controller::context::Context;
 use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
-use crate::docker::BollardDocker;
-use crate::docker::DockerApi;
+use crate::engine::BollardEngine;
+use crate::engine::ContainerEngine;
 use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
@@ -283,10 +283,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
     }
 
-    let docker = BollardDocker::connect()
+    let docker = BollardEngine::connect()
         .await
         .context("cannot reach the Docker engine")?;
-    let docker: Arc<dyn DockerApi> = Arc::new(docker);
+    let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
     let host = docker
         .host_info()
         .await

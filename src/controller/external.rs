@@ -34,7 +34,7 @@ use super::Context;
 use crate::adapters::redis::requests::RequestHandler;
 use crate::analyze::{AnalysisMethod, Decision};
 use crate::bus::{Envelope, EventType};
-use crate::docker::ContainerInfo;
+use crate::engine::ContainerInfo;
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
@@ -448,11 +448,7 @@ async fn handle(
     let lookup = |name: &str| {
         let observed = ctx.observed.find_by_name(name)?;
         let info = observed.info;
-        let policy = ctx.policies.governing(Target {
-            name: &info.name,
-            image: &info.image,
-            labels: &info.labels,
-        })?;
+        let policy = ctx.policies.governing(Target::from(&info))?;
         Some((info, policy))
     };
     let valid = validate_request(
@@ -616,7 +612,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::engine::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
     use serde_json::json;

@@ -8,7 +8,7 @@ use tracing::warn;
 
 use super::Context;
 use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, ContainerState, DockerApi, HostInfo};
+use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo};
 use crate::model::wire::{ContainerStateKey, ContainerStats};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
@@ -16,12 +16,7 @@ use crate::policy::select::Target;
 /// Whether a policy governs the container, and whether that policy has a probe that reads
 /// resource usage.
 fn governed(ctx: &Context, info: &ContainerInfo) -> Option<bool> {
-    let target = Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    };
-    ctx.policies.governing(target).map(|p| {
+    ctx.policies.governing(Target::from(info)).map(|p| {
         let probes = &p.spec.probes;
         probes.cpu.is_some() || probes.memory.is_some() || probes.memory_leak.is_some()
     })
@@ -36,7 +31,7 @@ pub async fn run_sampler(
     cgroups: Option<CgroupReader>,
     shutdown: CancellationToken,
 ) {
-    let docker: Arc<dyn DockerApi> = ctx.docker.clone();
+    let docker: Arc<dyn ContainerEngine> = ctx.docker.clone();
     let mut sampler = Sampler::new(docker, cgroups);
     let mut tick = tokio::time::interval(ctx.config.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -8,8 +8,8 @@ use chrono::Utc;
 
 use super::{Action, reconcile};
 use crate::bus::{EventType, StateStore};
-use crate::docker::fake::{Call, Script, exited, running};
-use crate::docker::{ContainerInfo, HealthStatus};
+use crate::engine::fake::{Call, Script, exited, running};
+use crate::engine::{ContainerInfo, HealthStatus};
 use crate::fixtures::{NODE, TestContext, policy};
 use crate::model::safety::safety_key;
 

@@ -11,17 +11,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::docker::{DockerEvent, EventAction};
+use crate::engine::{ContainerEvent, EventAction};
 
 pub use crate::util::backoff::Backoff;
 
 /// True when the event concerns a container the operator observes.
-fn event_in_scope(ctx: &Context, event: &DockerEvent) -> bool {
-    super::reconcile::in_scope(ctx, &event.labels)
+fn event_in_scope(ctx: &Context, event: &ContainerEvent) -> bool {
+    ctx.config.in_scope(&event.labels)
 }
 
 /// Lists every container into the store and schedules each for a reconcile.
-pub async fn relist(ctx: &Context) -> Result<usize, crate::docker::DockerError> {
+pub async fn relist(ctx: &Context) -> Result<usize, crate::engine::EngineError> {
     let list = ctx
         .docker
         .list_containers(ctx.config.label_filter.as_deref())
@@ -35,7 +35,7 @@ pub async fn relist(ctx: &Context) -> Result<usize, crate::docker::DockerError> 
     Ok(n)
 }
 
-async fn handle_event(ctx: &Context, event: DockerEvent) {
+async fn handle_event(ctx: &Context, event: ContainerEvent) {
     debug!(container = %event.name, action = ?event.action, "docker event");
     ctx.metrics.docker_event(&event_label(&event.action));
     // What the event says beyond an inspection is recorded before the inspection replaces

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::bus::Envelope;
-use crate::docker::fake::{Script, exited, running};
+use crate::engine::fake::{Script, exited, running};
 use crate::fixtures::{TestContext, policy};
 use crate::observe::sampler::Usage;
 

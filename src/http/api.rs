@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use crate::bus::{AuditRecord, BusError, Envelope, EventType};
-use crate::docker::{ContainerState, HealthStatus};
+use crate::model::container::{ContainerState, HealthStatus};
 use crate::model::safety::SafetyState;
 use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
@@ -287,11 +287,7 @@ async fn container_view(
     now: DateTime<Utc>,
 ) -> Result<ContainerView, ApiError> {
     let info = &observed.info;
-    let policy = state.policies.governing(Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    });
+    let policy = state.policies.governing(Target::from(info));
     let safety = state
         .store
         .safety(&safety_key(&state.node, &info.name))

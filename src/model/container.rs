@@ -168,7 +168,7 @@ impl EventAction {
 
 /// One container event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DockerEvent {
+pub struct ContainerEvent {
     /// What happened.
     pub action: EventAction,
     /// The container's full id.

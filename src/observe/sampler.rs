@@ -29,7 +29,7 @@
 //!
 //! i.e. `CgroupReader::new("/host/sys/fs/cgroup")`. When the files are not there
 //! (another cgroup driver layout, rootless Docker, a remote engine) the sampler
-//! falls back to [`DockerApi::read_resources`] without configuration.
+//! falls back to [`ContainerEngine::read_resources`] without configuration.
 
 use std::collections::HashMap;
 use std::fs;
@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-use crate::docker::{ContainerInfo, ContainerState, DockerApi, HostInfo, ResourceReading};
+use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo, ResourceReading};
 pub use crate::model::usage::{Usage, usage_between};
 
 /// Where the host's cgroup hierarchy is usually mounted.
@@ -177,7 +177,7 @@ pub struct Sampler<D> {
     previous: HashMap<String, ResourceReading>,
 }
 
-impl<D: DockerApi> Sampler<D> {
+impl<D: ContainerEngine> Sampler<D> {
     /// A sampler that prefers `cgroups` (when given and readable) and falls back to `docker`.
     pub fn new(docker: D, cgroups: Option<CgroupReader>) -> Self {
         Sampler {
@@ -195,7 +195,7 @@ impl<D: DockerApi> Sampler<D> {
     }
 
     /// One reading of one container: cgroup files if visible, else the engine's one-shot stats.
-    pub async fn read(&self, id: &str) -> crate::docker::Result<ResourceReading> {
+    pub async fn read(&self, id: &str) -> crate::engine::Result<ResourceReading> {
         if let Some(reading) = self.cgroups.as_ref().and_then(|c| c.read(id)) {
             return Ok(reading);
         }
@@ -207,7 +207,7 @@ impl<D: DockerApi> Sampler<D> {
     async fn read_for(
         &self,
         container: ContainerInfo,
-    ) -> (ContainerInfo, crate::docker::Result<ResourceReading>) {
+    ) -> (ContainerInfo, crate::engine::Result<ResourceReading>) {
         let reading = self.read(&container.id).await;
         (container, reading)
     }

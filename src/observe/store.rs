@@ -7,8 +7,10 @@ use std::sync::RwLock;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, ContainerState, DockerEvent, EventAction, HealthStatus};
+use crate::model::container::{
+    ContainerEvent, ContainerInfo, ContainerState, EventAction, HealthStatus,
+};
+use crate::model::usage::UsagePoint;
 use crate::observe::acting::Acting;
 
 /// How many usage samples are kept per container (at 10 s, a little over an hour).
@@ -167,7 +169,7 @@ impl ObservedStore {
 
     /// Records what an event tells beyond an inspection. `acting` says which containers
     /// HemoStat itself is acting on: their stops and kills are not manual.
-    pub fn apply_event(&self, event: &DockerEvent, acting: &Acting) {
+    pub fn apply_event(&self, event: &ContainerEvent, acting: &Acting) {
         let mut map = self.containers.write().expect("store lock");
         let Some(o) = map.get_mut(&event.container_id) else {
             return;
@@ -211,7 +213,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::ResourceLimits;
+    use crate::model::container::ResourceLimits;
 
     fn info(state: ContainerState, exit_code: Option<i64>) -> ContainerInfo {
         ContainerInfo {
@@ -232,8 +234,8 @@ mod tests {
         }
     }
 
-    fn event(action: EventAction) -> DockerEvent {
-        DockerEvent {
+    fn event(action: EventAction) -> ContainerEvent {
+        ContainerEvent {
             action,
             container_id: "c1".into(),
             name: "web".into(),

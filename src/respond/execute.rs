@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::docker::{DockerApi, DockerError};
+use crate::engine::{ContainerEngine, EngineError};
 use crate::policy::{ActionKind, HealthPolicy};
 
 /// Why an action failed; the message is what `remediation_complete` reports.
@@ -15,7 +15,7 @@ pub enum ActionError {
         op: &'static str,
         /// The engine's error.
         #[source]
-        source: DockerError,
+        source: EngineError,
     },
     /// An exec was decided, but the policy allow-lists no command.
     #[error("no exec command is allow-listed")]
@@ -46,7 +46,7 @@ pub enum Done {
 
 /// Makes the engine call of `action` on `id`.
 pub async fn execute(
-    docker: &dyn DockerApi,
+    docker: &dyn ContainerEngine,
     policy: &HealthPolicy,
     id: &str,
     action: ActionKind,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::docker::ContainerInfo;
+use crate::model::container::ContainerInfo;
 pub use crate::model::safety::{ActionRecord, Outcome, SafetyState};
 use crate::policy::select::is_protected;
 use crate::policy::{ActionKind, HealthPolicy};
@@ -205,7 +205,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::builtin::{PROTECTED_LABEL, default_policy};
 
     fn t(secs: i64) -> DateTime<Utc> {

@@ -16,8 +16,8 @@ pub use crate::model::safety::safety_key;
 pub use crate::observe::acting;
 pub use responder::Responder;
 
-use crate::analyze::Decision;
-use crate::docker::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::Decision;
 use crate::policy::HealthPolicy;
 use gates::Refusal;
 

@@ -14,7 +14,7 @@ use super::report::Report;
 use super::verify::{Step, Verify};
 use super::{Request, Response};
 use crate::bus::{BusError, EventSink, StateStore};
-use crate::docker::DockerApi;
+use crate::engine::ContainerEngine;
 use crate::model::safety::{Limits, safety_key};
 use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;
@@ -23,7 +23,7 @@ use crate::policy::{ActionKind, GiveUp, HealthPolicy};
 /// Carries out decisions within the safety limits.
 pub struct Responder {
     /// The engine.
-    pub docker: Arc<dyn DockerApi>,
+    pub docker: Arc<dyn ContainerEngine>,
     /// Safety state, locks, audit.
     pub store: Arc<dyn StateStore>,
     /// Where `remediation_complete` goes.
@@ -224,7 +224,7 @@ impl Responder {
         command: Option<&[String]>,
         started: DateTime<Utc>,
     ) -> Result<String, ActionError> {
-        let docker: &dyn DockerApi = &*self.docker;
+        let docker: &dyn ContainerEngine = &*self.docker;
         match execute(docker, req.policy, &req.info.id, action, command).await? {
             Done::Finished(details) => Ok(details),
             Done::Verify => self.verify_back(req, started).await,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::docker::{ContainerInfo, ContainerState, HealthStatus};
+use crate::model::container::{ContainerInfo, ContainerState, HealthStatus};
 
 /// What the verification says after one inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl Verify {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::fake::running;
+    use crate::engine::fake::running;
 
     #[test]
     fn verification_waits_for_a_settled_healthy_run_started_after_the_action() {

@@ -16,8 +16,8 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerInfo, ContainerState, DockerApi, DockerError, DockerEvent, ExecOutcome, HealthStatus,
-    HostInfo, ResourceLimits, ResourceReading, Result,
+    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, EngineError, ExecOutcome,
+    HealthStatus, HostInfo, ResourceLimits, ResourceReading, Result,
 };
 
 /// One call the responder (or anyone) made on the fake.
@@ -51,7 +51,7 @@ pub struct FakeEngine {
     scripts: Mutex<HashMap<String, Script>>,
     readings: Mutex<HashMap<String, ResourceReading>>,
     calls: Mutex<Vec<Call>>,
-    events: broadcast::Sender<DockerEvent>,
+    events: broadcast::Sender<ContainerEvent>,
 }
 
 impl Default for FakeEngine {
@@ -141,7 +141,7 @@ impl FakeEngine {
     }
 
     /// Emits an event to every open `events()` stream.
-    pub fn emit(&self, event: DockerEvent) {
+    pub fn emit(&self, event: ContainerEvent) {
         let _ = self.events.send(event);
     }
 
@@ -162,11 +162,11 @@ impl FakeEngine {
     fn act(&self, op: &'static str, call: Call, id: &str) -> Result<Script> {
         self.calls.lock().expect("fake lock").push(call);
         if !self.containers.lock().expect("fake lock").contains_key(id) {
-            return Err(DockerError::NotFound { id: id.to_owned() });
+            return Err(EngineError::NotFound { id: id.to_owned() });
         }
         let script = self.script_of(id);
         if script.fail_actions {
-            return Err(DockerError::Malformed {
+            return Err(EngineError::Malformed {
                 op,
                 detail: "scripted failure".to_owned(),
             });
@@ -193,7 +193,7 @@ impl FakeEngine {
 }
 
 #[async_trait::async_trait]
-impl DockerApi for FakeEngine {
+impl ContainerEngine for FakeEngine {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
@@ -228,7 +228,7 @@ impl DockerApi for FakeEngine {
         Ok(self.get(id))
     }
 
-    fn events(&self, _since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>> {
+    fn events(&self, _since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<ContainerEvent>> {
         tokio_stream_of(self.events.subscribe())
     }
 
@@ -283,8 +283,8 @@ impl DockerApi for FakeEngine {
 
 /// The events of a broadcast receiver as the trait's stream (lagged events are skipped).
 fn tokio_stream_of(
-    rx: broadcast::Receiver<DockerEvent>,
-) -> BoxStream<'static, Result<DockerEvent>> {
+    rx: broadcast::Receiver<ContainerEvent>,
+) -> BoxStream<'static, Result<ContainerEvent>> {
     futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {

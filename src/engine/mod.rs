@@ -1,17 +1,18 @@
-//! The Docker engine as HemoStat sees it: the `DockerApi` trait, its domain types and errors.
+//! The port to the container engine: the `ContainerEngine` trait and its errors.
 //!
-//! Everything else in the crate codes against [`DockerApi`]; the only
-//! implementation that talks to a real engine is [`BollardDocker`]. Tests of
-//! the decision logic use fakes of the trait, and the blanket impl for
-//! `Arc<T>` lets a shared client be passed wherever a `DockerApi` is wanted.
+//! Everything else in the crate codes against [`ContainerEngine`]; the only
+//! implementation that talks to a real engine is [`BollardEngine`] (the only `use bollard`).
+//! Tests use [`fake::FakeEngine`] (feature `test-util`), and the blanket impl for
+//! `Arc<T>` lets a shared client be passed wherever a `ContainerEngine` is wanted. The domain
+//! types live in [`crate::model::container`] and are re-exported here.
 
-mod bollard_api;
+mod bollard;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 
+pub use self::bollard::BollardEngine;
 pub use crate::model::container::*;
 pub use crate::model::usage::ResourceReading;
-pub use bollard_api::BollardDocker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,11 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 /// Result of a call to the engine.
-pub type Result<T, E = DockerError> = std::result::Result<T, E>;
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// What can go wrong when talking to the Docker engine.
 #[derive(Debug, thiserror::Error)]
-pub enum DockerError {
+pub enum EngineError {
     /// The engine could not be reached at all (socket missing, connection refused, broken pipe).
     #[error(
         "cannot reach the Docker engine at {endpoint}: {source}. Is the Docker daemon running, \
@@ -35,7 +36,7 @@ pub enum DockerError {
         endpoint: String,
         /// The transport error.
         #[source]
-        source: bollard::errors::Error,
+        source: ::bollard::errors::Error,
     },
     /// The container does not exist (any more); the engine answered 404.
     #[error("container {id} not found")]
@@ -50,7 +51,7 @@ pub enum DockerError {
         op: &'static str,
         /// The engine's answer.
         #[source]
-        source: bollard::errors::Error,
+        source: ::bollard::errors::Error,
     },
     /// A call did not complete within its deadline (ours, or bollard's client timeout).
     ///
@@ -72,27 +73,27 @@ pub enum DockerError {
     },
 }
 
-impl DockerError {
+impl EngineError {
     /// True when the container is gone (so callers can forget it rather than retry).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, DockerError::NotFound { .. })
+        matches!(self, EngineError::NotFound { .. })
     }
 
     /// A short, stable label for counting errors in metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            DockerError::Unreachable { .. } => "unreachable",
-            DockerError::NotFound { .. } => "not_found",
-            DockerError::Api { .. } => "api",
-            DockerError::Timeout { .. } => "timeout",
-            DockerError::Malformed { .. } => "malformed",
+            EngineError::Unreachable { .. } => "unreachable",
+            EngineError::NotFound { .. } => "not_found",
+            EngineError::Api { .. } => "api",
+            EngineError::Timeout { .. } => "timeout",
+            EngineError::Malformed { .. } => "malformed",
         }
     }
 }
 
 /// The operations HemoStat needs from a Docker engine.
 #[async_trait::async_trait]
-pub trait DockerApi: Send + Sync + 'static {
+pub trait ContainerEngine: Send + Sync + 'static {
     /// Checks that the engine answers.
     async fn ping(&self) -> Result<()>;
     /// Describes the host: CPUs, memory, versions.
@@ -102,7 +103,7 @@ pub trait DockerApi: Send + Sync + 'static {
     /// Inspects one container; `Ok(None)` when it is gone.
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>>;
     /// Container events (die, oom, health_status, start, stop, kill, restart, pause, unpause, destroy, create) from `since`.
-    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>>;
+    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<ContainerEvent>>;
     /// One-shot stats reading (stream=false, one_shot=true: must return immediately, no 1-2 s wait).
     async fn read_resources(&self, id: &str) -> Result<ResourceReading>;
     /// `docker restart -t <stop_timeout>`.
@@ -116,7 +117,7 @@ pub trait DockerApi: Send + Sync + 'static {
 }
 
 #[async_trait::async_trait]
-impl<T: DockerApi + ?Sized> DockerApi for Arc<T> {
+impl<T: ContainerEngine + ?Sized> ContainerEngine for Arc<T> {
     async fn ping(&self) -> Result<()> {
         (**self).ping().await
     }
@@ -129,7 +130,7 @@ impl<T: DockerApi + ?Sized> DockerApi for Arc<T> {
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
         (**self).inspect(id).await
     }
-    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>> {
+    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<ContainerEvent>> {
         (**self).events(since)
     }
     async fn read_resources(&self, id: &str) -> Result<ResourceReading> {
@@ -155,8 +156,8 @@ mod tests {
 
     #[test]
     fn only_not_found_is_not_found() {
-        assert!(DockerError::NotFound { id: "x".into() }.is_not_found());
-        let malformed = DockerError::Malformed {
+        assert!(EngineError::NotFound { id: "x".into() }.is_not_found());
+        let malformed = EngineError::Malformed {
             op: "stats",
             detail: "empty".into(),
         };
