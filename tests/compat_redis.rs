@@ -384,3 +384,43 @@ async fn the_api_over_redis_serves_envelopes_in_both_timestamp_forms() {
     assert_eq!(served[2]["timestamp"], now.timestamp.as_str());
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_the_stream_old_envelopes_of_a_type_are_found_past_the_newest_page() {
+    let server = RedisServer::start();
+    let bus = bus(&server, true);
+    // Three false alarms, then 1200 health alerts on top of them (more than two pages).
+    for i in 0..3 {
+        bus.publish(Envelope::new(
+            EventType::FalseAlarm,
+            json!({"container": "web", "seq": i}),
+        ))
+        .await;
+    }
+    for i in 0..1200 {
+        bus.publish(Envelope::new(
+            EventType::HealthAlert,
+            json!({"container": "web", "seq": i}),
+        ))
+        .await;
+    }
+    assert!(bus.flush(Duration::from_secs(20)).await);
+    let seqs = |v: Vec<Envelope>| -> Vec<u64> {
+        v.iter().map(|e| e.data["seq"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(
+        seqs(bus.recent(Some(EventType::FalseAlarm), 10).await),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        seqs(bus.recent(Some(EventType::FalseAlarm), 2).await),
+        [1, 2]
+    );
+    assert_eq!(seqs(bus.recent(None, 3).await), [1197, 1198, 1199]);
+    assert_eq!(bus.recent(None, 1000).await.len(), 1000);
+    assert!(
+        bus.recent(Some(EventType::RemediationNeeded), 10)
+            .await
+            .is_empty()
+    );
+}
