@@ -39,6 +39,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// error, e.g. a key of the wrong type) before the batch is dropped and counted.
 const MAX_SERVER_ERRORS: u32 = 20;
 
+/// An envelope waiting for Redis, already serialised.
 #[derive(Debug)]
 struct Pending {
     json: String,
