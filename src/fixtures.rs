@@ -66,6 +66,7 @@ impl TestContext {
                 sink: sink.clone(),
                 acting: acting.clone(),
                 node: NODE.to_owned(),
+                engine_id: "fake-engine".to_owned(),
                 owner: format!("{NODE}/test"),
                 own_container_id: own,
                 global_dry_run: dry_run,

@@ -9,13 +9,14 @@ use clap::{Args, ValueEnum};
 
 use crate::adapters::redis::config::RedisArgs;
 use crate::adapters::redis::policies::{
-    DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml,
+    DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
 };
 use crate::http::api::ContainerView;
+use crate::model::wire::Envelope;
 use crate::policy::{HealthPolicy, load_paths};
 
 async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
-    let (client, shown) = args.cli_client()?;
+    let (client, shown) = super::run::redis_secrets_from_files(args.clone())?.cli_client()?;
     PolicyRepo::connect(client).await.map_err(|e| {
         anyhow!(
             "cannot reach Redis at {shown} ({e}): start Redis there, or point --redis-url / REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) at a reachable one"
@@ -261,12 +262,12 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
     let mut repo = connect(&args.redis).await?;
     if repo.delete(&args.name).await? {
-        println!("healthpolicy/{} deleted", args.name);
+        println!("healthpolicy/{} deleted", printable(&args.name));
         Ok(0)
     } else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
-            args.name
+            printable(&args.name)
         );
         Ok(1)
     }
@@ -295,7 +296,10 @@ async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
         Some(name) => match repo.get(name).await? {
             Some(p) => vec![p],
             None => {
-                eprintln!("error: healthpolicy/{name} not found in Redis (hemostat:policies)");
+                eprintln!(
+                    "error: healthpolicy/{} not found in Redis (hemostat:policies)",
+                    printable(name)
+                );
                 return Ok(1);
             }
         },
@@ -305,7 +309,7 @@ async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
         if let Err(diagnostics) = &p.parsed {
             eprintln!(
                 "warning: the stored value of healthpolicy/{} is not a valid policy (the operator ignores it):",
-                p.name
+                printable(&p.name)
             );
             for d in diagnostics {
                 eprintln!("  {d}");
@@ -361,7 +365,7 @@ fn policies_table(all: &[StoredPolicy]) -> String {
         });
         let row = match &p.parsed {
             Ok(policy) => vec![
-                p.name.clone(),
+                printable(&p.name).into_owned(),
                 policy.spec.priority.to_string(),
                 actions(policy),
                 policy.spec.remediation.dry_run.to_string(),
@@ -370,7 +374,7 @@ fn policies_table(all: &[StoredPolicy]) -> String {
                 "yes".to_owned(),
             ],
             Err(_) => vec![
-                p.name.clone(),
+                printable(&p.name).into_owned(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -550,12 +554,28 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     let Some(stored) = repo.get(&args.name).await? else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
-            args.name
+            printable(&args.name)
         );
         return Ok(1);
     };
+    let mut out = describe_stored(&stored)?;
+    out.push_str(&format!("Operator:     {}\n", args.api));
+    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
+        Err(e) => {
+            out.push_str(&format!(
+                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
+            ));
+        }
+        Ok(containers) => describe_live(&args.api, &stored, &containers, &mut out).await?,
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+/// The stored policy: name, generation, and its spec or why it is invalid.
+fn describe_stored(stored: &StoredPolicy) -> anyhow::Result<String> {
     let mut out = String::new();
-    out.push_str(&format!("Name:         {}\n", stored.name));
+    out.push_str(&format!("Name:         {}\n", printable(&stored.name)));
     out.push_str("Source:       redis hemostat:policies\n");
     if let Some(meta) = &stored.meta {
         out.push_str(&format!("Generation:   {}\n", meta.generation));
@@ -590,58 +610,52 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    out.push_str(&format!("Operator:     {}\n", args.api));
-    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
-        Err(e) => {
-            out.push_str(&format!(
-                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
-            ));
+    Ok(out)
+}
+
+/// What the running operator says: the matched containers and the recent decisions about them.
+async fn describe_live(
+    api: &str,
+    stored: &StoredPolicy,
+    containers: &[ContainerView],
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let matched: Vec<&ContainerView> = containers
+        .iter()
+        .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
+        .collect();
+    out.push_str(&format!("Matched containers: {}\n", matched.len()));
+    if !matched.is_empty() {
+        let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
+        for c in &matched {
+            let v = serde_json::to_value(c)?;
+            rows.push(vec![
+                text(&v, "/name"),
+                text(&v, "/state"),
+                text(&v, "/health"),
+            ]);
         }
-        Ok(containers) => {
-            let matched: Vec<&ContainerView> = containers
-                .iter()
-                .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
-                .collect();
-            out.push_str(&format!("Matched containers: {}\n", matched.len()));
-            if !matched.is_empty() {
-                let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
-                for c in &matched {
-                    let v = serde_json::to_value(c)?;
-                    rows.push(vec![
-                        text(&v, "/name"),
-                        text(&v, "/state"),
-                        text(&v, "/health"),
-                    ]);
-                }
-                for line in table(&rows).lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
-            let decisions: serde_json::Value =
-                fetch_api(&args.api, "/api/v1/decisions?limit=1000").await?;
-            let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
-            let recent: Vec<serde_json::Value> = decisions
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| {
-                    e.pointer("/data/policy").and_then(|p| p.as_str()) == Some(stored.name.as_str())
-                        || e.pointer("/data/container")
-                            .and_then(|c| c.as_str())
-                            .is_some_and(|c| names.contains(&c))
-                })
-                .cloned()
-                .collect();
-            let skip = recent.len().saturating_sub(10);
-            out.push_str(&format!("Recent decisions: {}\n", recent.len()));
-            if !recent.is_empty() {
-                let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
-                for line in table.lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
+        for line in table(&rows).lines() {
+            out.push_str(&format!("  {line}\n"));
         }
     }
-    print!("{out}");
-    Ok(0)
+    let decisions: Vec<Envelope> = fetch_api(api, "/api/v1/decisions?limit=1000").await?;
+    let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
+    let recent: Vec<serde_json::Value> = decisions
+        .iter()
+        .filter(|e| {
+            e.policy() == Some(stored.name.as_str())
+                || e.container().is_some_and(|c| names.contains(&c))
+        })
+        .map(|e| serde_json::to_value(e))
+        .collect::<Result<_, _>>()?;
+    let skip = recent.len().saturating_sub(10);
+    out.push_str(&format!("Recent decisions: {}\n", recent.len()));
+    if !recent.is_empty() {
+        let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
+        for line in table.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    Ok(())
 }

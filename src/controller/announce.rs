@@ -59,14 +59,17 @@ pub fn turn(previous: Option<&Handled>, signature: &Signature, now: DateTime<Utc
 
 /// Remembers the problem handled for `id`, and when it may be acted on again.
 pub fn remember(ctx: &Context, id: &str, signature: Signature, retry_at: Option<DateTime<Utc>>) {
-    ctx.handled.lock().expect("handled lock").insert(
-        id.to_owned(),
-        Handled {
-            signature,
-            retry_at,
-            failures: 0,
-        },
-    );
+    ctx.handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            id.to_owned(),
+            Handled {
+                signature,
+                retry_at,
+                failures: 0,
+            },
+        );
 }
 
 /// Counts and publishes one payload.

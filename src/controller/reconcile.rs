@@ -41,7 +41,12 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::Requeue(next_look(ctx, &policy, &observed, now)));
     }
     let signature = Signature::of(&decision, &observed.info);
-    let previous = ctx.handled.lock().expect("handled lock").get(id).cloned();
+    let previous = ctx
+        .handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(id)
+        .cloned();
     let turn = announce::turn(previous.as_ref(), &signature, now);
     if let Turn::Quiet(retry_at) = turn {
         return Ok(requeue_until(ctx, retry_at));
@@ -88,7 +93,10 @@ async fn refresh(ctx: &Context, id: &str) -> Result<Option<Observed>, Error> {
 }
 
 fn forget(ctx: &Context, id: &str) {
-    ctx.handled.lock().expect("handled lock").remove(id);
+    ctx.handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(id);
 }
 
 fn analyze_now(
@@ -134,9 +142,9 @@ fn next_look(
     let mut wait = ctx.config.resync;
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
-        let due = since + chrono::Duration::from_std(probe.unhealthy_for.get()).unwrap_or_default();
+        let due = crate::model::safety::later(since, probe.unhealthy_for.get());
         if let Ok(left) = (due - now).to_std() {
-            wait = wait.min(left + Duration::from_millis(50));
+            wait = wait.min(left.saturating_add(Duration::from_millis(50)));
         }
     }
     wait.max(Duration::from_millis(50))
@@ -149,7 +157,7 @@ fn retry_after(
     now: chrono::DateTime<Utc>,
 ) -> Option<chrono::DateTime<Utc>> {
     let r = &policy.spec.remediation;
-    let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let after = |d: Duration| crate::model::safety::later(now, d);
     match response {
         Response::Success(_) | Response::Failed(_) => Some(after(r.cooldown.get())),
         Response::Rejected(Refusal::Cooldown { until, .. })

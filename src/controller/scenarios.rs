@@ -11,7 +11,7 @@ use crate::bus::{EventType, StateStore};
 use crate::engine::fake::{Call, Script, exited, running};
 use crate::engine::{ContainerInfo, HealthStatus};
 use crate::fixtures::{NODE, TestContext, policy};
-use crate::model::safety::safety_key;
+use crate::model::safety::{lock_key, safety_key};
 
 const ID: &str = "web-id";
 const CRASH: &str =
@@ -200,7 +200,7 @@ async fn an_action_already_in_flight_is_refused_in_this_process_and_across_proce
         reconcile(ID, &t.ctx).await.unwrap();
     }
     let other = given(CRASH, crashed(1));
-    let key = safety_key(NODE, "web");
+    let key = lock_key("fake-engine", ID);
     assert!(
         other
             .store

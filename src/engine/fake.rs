@@ -205,6 +205,7 @@ impl ContainerEngine for FakeEngine {
             server_version: "fake".to_owned(),
             cgroup_version: "2".to_owned(),
             cgroup_driver: "cgroupfs".to_owned(),
+            engine_id: "fake-engine".to_owned(),
         })
     }
 

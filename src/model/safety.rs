@@ -31,9 +31,33 @@ pub fn safety_key(node: &str, container: &str) -> String {
     format!("{node}/{container}")
 }
 
+/// The key of a container's in-flight lock: the engine's own ID and the container's ID, so two
+/// operators on one engine never both act on one container whatever their `--node-name`s.
+pub fn lock_key(engine_id: &str, container_id: &str) -> String {
+    format!("engine:{engine_id}/{container_id}")
+}
+
 /// A std duration as a chrono one, saturating.
 fn chrono(d: std::time::Duration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::MAX)
+}
+
+/// The latest instant time arithmetic saturates at: 9999-12-31T23:59:59Z, which every store
+/// and every RFC 3339 reader still takes.
+pub fn far_future() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at + d`, saturating at [`far_future`]: no duration, however large, panics here.
+pub fn later(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    at.checked_add_signed(chrono(d))
+        .map_or_else(far_future, |t| t.min(far_future()))
+}
+
+/// `at - d`, saturating at the Unix epoch.
+pub fn earlier(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    at.checked_sub_signed(chrono(d))
+        .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH))
 }
 
 /// How an action ended.
@@ -147,7 +171,7 @@ impl SafetyState {
     pub fn trip_if_needed(&mut self, limits: &Limits, now: DateTime<Utc>) -> bool {
         let open = self.open_until.is_some_and(|u| now < u);
         if !open && self.recent_failures(limits, now) >= limits.breaker_failures {
-            self.open_until = Some(now + chrono(limits.breaker_open_for));
+            self.open_until = Some(later(now, limits.breaker_open_for));
             self.gave_up_at = Some(now);
             return true;
         }

@@ -24,7 +24,7 @@ pub enum ClaimError {
 pub struct ClaimRequest<'a> {
     /// The container id (this process's acting mark).
     pub id: &'a str,
-    /// The safety key (the shared lock).
+    /// The shared in-flight lock's key ([`crate::model::safety::lock_key`]).
     pub key: &'a str,
     /// This process's lock owner id.
     pub owner: &'a str,

@@ -1,10 +1,10 @@
 //! The safety gates: pure, clock passed in; the first refusal wins.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::container::ContainerInfo;
-pub use crate::model::safety::{ActionRecord, Outcome, SafetyState};
+pub use crate::model::safety::{ActionRecord, Outcome, SafetyState, earlier, far_future, later};
 use crate::policy::select::is_protected;
 use crate::policy::{ActionKind, HealthPolicy};
 
@@ -128,10 +128,6 @@ pub struct GateInput<'a> {
     pub global_dry_run: bool,
 }
 
-fn chrono(d: std::time::Duration) -> Duration {
-    Duration::from_std(d).unwrap_or(Duration::MAX)
-}
-
 /// The gates, in order: allowed by the policy; protected label and HemoStat's own container;
 /// manual stop; dry-run; cooldown; maximum actions per window; circuit breaker. (The last gate,
 /// one action in flight, is a lock taken by the responder.)
@@ -168,7 +164,7 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
     }
     let now = input.now;
     if let Some(last) = input.safety.actions.last() {
-        let until = last.at + chrono(r.cooldown.get());
+        let until = later(last.at, r.cooldown.get());
         if now < until {
             return Verdict::Refuse(Refusal::Cooldown {
                 last: last.at,
@@ -176,7 +172,7 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
             });
         }
     }
-    let window_start = now - chrono(r.max_actions.per.get());
+    let window_start = earlier(now, r.max_actions.per.get());
     let in_window = input
         .safety
         .actions
@@ -203,6 +199,8 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use chrono::Duration;
 
     use super::*;
     use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
@@ -426,5 +424,55 @@ mod tests {
         assert_eq!(s.actions.len(), 1);
         assert_eq!(s.failures, vec![t(-10)]);
         assert_eq!(s.open_until, None);
+    }
+
+    /// The probe's values (`openFor: 99999999999999h`, `verifyWithin: 18446744073709551515s`):
+    /// refused by the parser and `validate`, and the arithmetic saturates for any value built
+    /// otherwise, so no gate or breaker ever panics.
+    #[test]
+    fn huge_durations_saturate_instead_of_panicking() {
+        let huge = crate::policy::HumanDuration::from_secs(u64::MAX);
+        let mut policy = default_policy();
+        let r = &mut policy.spec.remediation;
+        r.cooldown = huge;
+        r.max_actions.per = huge;
+        r.circuit_breaker.within = huge;
+        r.circuit_breaker.open_for = huge;
+        r.circuit_breaker.failures = 1;
+        let info = container(&[]);
+        let mut state = SafetyState {
+            actions: vec![action(-10, "exited", Outcome::Succeeded)],
+            ..Default::default()
+        };
+        let verdict = check_gates(GateInput {
+            policy: &policy,
+            info: &info,
+            action: ActionKind::Restart,
+            command: None,
+            own_container_id: None,
+            manual_stop: false,
+            safety: &state,
+            now: t(0),
+            global_dry_run: false,
+        });
+        assert!(
+            matches!(verdict, Verdict::Refuse(Refusal::Cooldown { until, .. }) if until == far_future()),
+            "{verdict:?}"
+        );
+        assert!(state.note_recurrence(&policy.spec.remediation.limits(), "exited", t(0)));
+        assert!(state.trip_if_needed(&policy.spec.remediation.limits(), t(1)));
+        assert_eq!(state.open_until, Some(far_future()));
+        state.prune(&policy.spec.remediation.limits(), t(2));
+        assert_eq!(
+            later(DateTime::<Utc>::MAX_UTC, Duration::MAX.to_std().unwrap()),
+            far_future()
+        );
+        assert_eq!(
+            earlier(t(0), std::time::Duration::MAX),
+            DateTime::UNIX_EPOCH
+        );
+        // The saturated instant survives a round trip through the stores' JSON.
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<SafetyState>(&json).unwrap(), state);
     }
 }

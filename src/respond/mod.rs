@@ -12,7 +12,7 @@ pub mod report;
 pub mod responder;
 pub mod verify;
 
-pub use crate::model::safety::safety_key;
+pub use crate::model::safety::{lock_key, safety_key};
 pub use crate::observe::acting;
 pub use responder::Responder;
 

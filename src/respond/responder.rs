@@ -15,7 +15,7 @@ use super::verify::{Step, Verify};
 use super::{Request, Response};
 use crate::bus::{BusError, EventSink, StateStore};
 use crate::engine::ContainerEngine;
-use crate::model::safety::{Limits, safety_key};
+use crate::model::safety::{Limits, lock_key, safety_key};
 use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;
 use crate::policy::{ActionKind, GiveUp, HealthPolicy};
@@ -32,6 +32,8 @@ pub struct Responder {
     pub acting: Arc<Acting>,
     /// This node's name.
     pub node: String,
+    /// The engine's own ID: the in-flight lock is keyed by it (see [`lock_key`]).
+    pub engine_id: String,
     /// Lock owner id of this operator process.
     pub owner: String,
     /// HemoStat's own container, when it runs in one.
@@ -43,6 +45,9 @@ pub struct Responder {
     /// When the engine call of each decision started, until it is audited.
     pub action_started: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
 }
+
+/// The longest a verification waits, whatever the policy says (its documented maximum).
+const MAX_VERIFY_WAIT: Duration = crate::policy::duration::MAX_ACTION_TIME;
 
 impl Responder {
     /// Runs the gates and, if they allow it, the action; announces and audits the outcome.
@@ -90,7 +95,8 @@ impl Responder {
             Verdict::DryRun => return Response::DryRun,
             Verdict::Execute => {}
         }
-        let claim = match self.claim(req, &key).await {
+        let lock = lock_key(&self.engine_id, &req.info.id);
+        let claim = match self.claim(req, &lock).await {
             Ok(claim) => claim,
             Err(refused) => return refused,
         };
@@ -158,18 +164,22 @@ impl Responder {
         }
     }
 
-    /// Takes the container for this action, or says why not.
-    async fn claim(&self, req: Request<'_>, key: &str) -> Result<Claim<'_>, Response> {
+    /// Takes the container for this action (its in-flight lock is `lock`), or says why not.
+    async fn claim(&self, req: Request<'_>, lock: &str) -> Result<Claim<'_>, Response> {
         let r = &req.policy.spec.remediation;
         let name = &req.policy.metadata.name;
-        let ttl = r.stop_timeout.get() + r.verify_within.get() + Duration::from_secs(60);
+        let ttl = r
+            .stop_timeout
+            .get()
+            .saturating_add(r.verify_within.get())
+            .saturating_add(Duration::from_secs(60));
         let budget = r
             .fleet_budget
             .as_ref()
             .map(|b| (name.as_str(), b.max_actions, b.per.get(), req.decision_id));
         let request = ClaimRequest {
             id: &req.info.id,
-            key,
+            key: lock,
             owner: &self.owner,
             ttl,
             budget,
@@ -238,7 +248,8 @@ impl Responder {
         started: DateTime<Utc>,
     ) -> Result<String, ActionError> {
         let within = req.policy.spec.remediation.verify_within.get();
-        let deadline = tokio::time::Instant::now() + within;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(within).unwrap_or(now + MAX_VERIFY_WAIT);
         let mut verify = Verify::new(started, Duration::from_secs(1).min(within / 2));
         loop {
             let inspected = self.docker.inspect(&req.info.id).await;
@@ -292,7 +303,7 @@ impl Responder {
     fn started(&self, decision_id: &str) {
         self.action_started
             .lock()
-            .expect("started lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(decision_id.to_owned(), Utc::now());
     }
 
@@ -347,7 +358,7 @@ impl Responder {
             action_started_at: self
                 .action_started
                 .lock()
-                .expect("started lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(req.decision_id),
         };
         self.sink.publish(Envelope::of(&report.payload())).await;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::model::container::{ContainerInfo, ContainerState, HealthStatus};
+use crate::model::safety::earlier;
 
 /// What the verification says after one inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +56,7 @@ impl Verify {
         };
         let restarted = info
             .started_at
-            .is_some_and(|s| s >= self.started - chrono::Duration::seconds(1));
+            .is_some_and(|s| s >= earlier(self.started, Duration::from_secs(1)));
         let healthy = matches!(info.health, HealthStatus::None | HealthStatus::Healthy);
         let up = info.state == ContainerState::Running && restarted;
         self.last = format!("state {:?}, health {:?}", info.state, info.health);

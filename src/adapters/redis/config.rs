@@ -178,9 +178,16 @@ pub struct RedisArgs {
     /// Redis port (default 6379).
     #[arg(long, env = "REDIS_PORT")]
     pub redis_port: Option<u16>,
-    /// Redis password (never logged).
+    /// Redis password (never logged). On the command line it is readable by every user in
+    /// `ps`: prefer REDIS_PASSWORD_FILE or --redis-url-file.
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// A file holding the Redis URL (with its password), instead of --redis-url.
+    #[arg(long, env = "REDIS_URL_FILE", conflicts_with = "redis_url")]
+    pub redis_url_file: Option<std::path::PathBuf>,
+    /// A file holding the Redis password, instead of --redis-password.
+    #[arg(long, env = "REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
+    pub redis_password_file: Option<std::path::PathBuf>,
 }
 
 /// The host the policy commands use when none is given.

@@ -13,6 +13,27 @@ use super::config::RedisConfig;
 use crate::bus::{BusError, Result};
 use crate::util::backoff::Backoff;
 
+/// A Redis error as a [`BusError`]: `Unavailable` when Redis could not be reached (the
+/// outage path applies), `Refused` when it answered with an error.
+pub fn redis_error(op: &'static str, source: RedisError) -> BusError {
+    if is_connection_error(&source) {
+        BusError::Unavailable {
+            op,
+            source: Box::new(source),
+        }
+    } else {
+        BusError::Refused {
+            op,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// A `WRONGTYPE` reply: a key holds another type than HemoStat writes there.
+pub fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
+}
+
 /// Connection errors (as opposed to Redis answering with an error): worth one more try.
 pub fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error()
@@ -24,10 +45,7 @@ pub fn is_connection_error(e: &RedisError) -> bool {
 
 /// A client for `config`.
 pub fn client(config: &RedisConfig) -> Result<redis::Client> {
-    redis::Client::open(config.connection_info().clone()).map_err(|source| BusError::Redis {
-        op: "client",
-        source,
-    })
+    redis::Client::open(config.connection_info().clone()).map_err(|e| redis_error("client", e))
 }
 
 /// A connection manager that does not wait for Redis: the connection is made on first use
@@ -39,12 +57,8 @@ pub fn manager(config: &RedisConfig) -> Result<ConnectionManager> {
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client(config)?, manager_config).map_err(|source| {
-        BusError::Redis {
-            op: "connect",
-            source,
-        }
-    })
+    ConnectionManager::new_lazy_with_config(client(config)?, manager_config)
+        .map_err(|source| redis_error("connect", source))
 }
 
 /// Runs a command, once more after a connection error (the first command after a Redis
@@ -59,7 +73,7 @@ pub async fn query<T: FromRedisValue>(
         Err(e) if is_connection_error(&e) => cmd.query_async(&mut conn).await,
         r => r,
     }
-    .map_err(|source| BusError::Redis { op, source })
+    .map_err(|source| redis_error(op, source))
 }
 
 /// [`query`] for a pipeline.
@@ -73,7 +87,7 @@ pub async fn query_pipe<T: FromRedisValue>(
         Err(e) if is_connection_error(&e) => pipe.query_async(&mut conn).await,
         r => r,
     }
-    .map_err(|source| BusError::Redis { op, source })
+    .map_err(|source| redis_error(op, source))
 }
 
 /// Subscribes to `channel` (and opens what `extra` opens) until it works, backing off between

@@ -9,7 +9,7 @@
 //! | stats | `hemostat:stats:<container>` | TTL 300 s |
 //! | monitor state | `hemostat:state:container:<short id>` | the original monitor's, TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`](crate::model::safety::SafetyState), no TTL |
-//! | in-flight lock | `hemostat:lock:<node>/<container>` | owner id, `PX` ttl |
+//! | in-flight lock | `hemostat:lock:engine:<engine id>/<container id>` | owner id, `PX` ttl |
 //! | audit | `hemostat:audit` | list, newest first, 1000 |
 //! | fleet budget | `hemostat:fleet:budget:<policy>` | sorted set of recent actions |
 //! | policies | `hemostat:policies`, `hemostat:policies:meta` | hashes: YAML per name, JSON meta per name |
@@ -117,7 +117,15 @@ return 0
 ";
 
 /// Takes or refreshes a lock: free, or already held by the same owner.
+/// A key of another type (junk written into it) is replaced by the lock (returns 2, reported
+/// once): only one caller replaces it, so the junk never lets two operators act.
 pub(crate) const LOCK_LUA: &str = r"
+local ty = redis.call('TYPE', KEYS[1]).ok
+if ty ~= 'none' and ty ~= 'string' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -128,7 +136,7 @@ return 0
 
 /// Deletes a lock only if the owner holds it.
 pub(crate) const UNLOCK_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0

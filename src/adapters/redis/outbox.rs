@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline};
 
-use super::conn::is_connection_error;
+use super::conn::{is_connection_error, is_wrong_type};
 use tokio::sync::Notify;
 
 use super::config::RedisConfig;
@@ -202,7 +202,11 @@ impl RedisBus {
 
     /// Envelopes waiting for Redis (including the batch being sent).
     pub fn outbox_len(&self) -> usize {
-        self.shared.queue.lock().expect("outbox mutex").len()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
             + self.shared.in_flight.load(Ordering::SeqCst)
     }
 
@@ -350,7 +354,11 @@ impl RedisBus {
     }
 
     fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
-        let local = self.shared.local.lock().expect("local mutex");
+        let local = self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let matching: Vec<&Envelope> = local
             .iter()
             .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))
@@ -369,7 +377,10 @@ async fn drain(shared: Arc<Shared>) {
     loop {
         while batch.is_empty() {
             {
-                let mut queue = shared.queue.lock().expect("outbox mutex");
+                let mut queue = shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let n = queue.len().min(BATCH);
                 batch.extend(queue.drain(..n));
                 shared.in_flight.store(batch.len(), Ordering::SeqCst);
@@ -393,6 +404,23 @@ async fn drain(shared: Arc<Shared>) {
                     );
                     failing = false;
                 }
+                shared
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                batch.clear();
+                shared.in_flight.store(0, Ordering::SeqCst);
+                backoff = BACKOFF_MIN;
+                server_errors = 0;
+            }
+            Err(e) if is_wrong_type(&e) => {
+                // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
+                // sending it again would publish every envelope again. Delivered, and the
+                // wrong-typed key reported once.
+                crate::bus::report_bad_value(
+                    &e.to_string(),
+                    "a key of the envelopes' path has the wrong type",
+                    "envelopes delivered everywhere else, never sent twice",
+                );
                 shared
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::SeqCst);
@@ -440,14 +468,22 @@ impl EventSink for RedisBus {
         let pending = Pending::new(&envelope, !self.config.external_alert_agent());
         let _ = self.shared.live.send(envelope.clone());
         {
-            let mut local = self.shared.local.lock().expect("local mutex");
+            let mut local = self
+                .shared
+                .local
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             local.push_back(envelope);
             while local.len() > LOCAL_RECENT {
                 local.pop_front();
             }
         }
         let overflow = {
-            let mut queue = self.shared.queue.lock().expect("outbox mutex");
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             queue.push_back(pending);
             let mut overflow = Vec::new();
             while queue.len() > self.shared.capacity {
@@ -462,7 +498,11 @@ impl EventSink for RedisBus {
                 .fetch_add(overflow.len() as u64, Ordering::SeqCst)
                 + overflow.len() as u64;
             // One warning per second at most, each naming what it reports on.
-            let mut last = self.shared.last_drop_report.lock().expect("report mutex");
+            let mut last = self
+                .shared
+                .last_drop_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let unreported = self
                 .shared
                 .dropped_unreported

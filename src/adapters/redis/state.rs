@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{RedisError, Script};
 
-use super::conn::is_connection_error;
+use super::conn::{is_connection_error, redis_error};
 use super::keys::*;
 use super::outbox::RedisBus;
 use crate::bus::{AuditRecord, BusError, Result, StateStore};
@@ -13,6 +13,8 @@ use crate::model::safety::SafetyState;
 
 /// Attempts of an optimistic safety update before giving up.
 const CAS_ATTEMPTS: usize = 1000;
+/// The longest expiry or window sent to Redis: a year, in milliseconds.
+const MAX_EXPIRY_MS: u64 = 365 * 86_400 * 1_000;
 
 #[async_trait::async_trait]
 impl StateStore for RedisBus {
@@ -64,21 +66,18 @@ impl StateStore for RedisBus {
                     }
                 }
                 Err(source) => {
-                    return Err(BusError::Redis {
-                        op: "update safety state",
-                        source,
-                    });
+                    return Err(redis_error("update safety state", source));
                 }
             }
         }
-        Err(BusError::Redis {
-            op: "update safety state",
-            source: RedisError::from((
+        Err(redis_error(
+            "update safety state",
+            RedisError::from((
                 redis::ErrorKind::Client,
                 "too much contention",
                 format!("{CAS_ATTEMPTS} attempts"),
             )),
-        })
+        ))
     }
 
     async fn take_fleet_budget(
@@ -88,7 +87,9 @@ impl StateStore for RedisBus {
         per: Duration,
         id: &str,
     ) -> Result<bool> {
-        let window_ms = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window_ms = u64::try_from(per.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_EXPIRY_MS);
         let cmd = redis::cmd("EVAL")
             .arg(FLEET_BUDGET_LUA)
             .arg(1)
@@ -102,7 +103,10 @@ impl StateStore for RedisBus {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Redis refuses an expiry it cannot add to its clock: at most a year.
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_EXPIRY_MS);
         let cmd = redis::cmd("EVAL")
             .arg(LOCK_LUA)
             .arg(1)
@@ -110,8 +114,16 @@ impl StateStore for RedisBus {
             .arg(owner)
             .arg(ttl_ms)
             .clone();
+        let redis_key = lock_redis_key(key);
         let took: i64 = self.query("take lock", &cmd).await?;
-        Ok(took == 1)
+        if took == 2 {
+            crate::bus::report_bad_value(
+                &redis_key,
+                "not a string (wrong type)",
+                "replaced by the lock",
+            );
+        }
+        Ok(took >= 1)
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
@@ -150,25 +162,41 @@ impl StateStore for RedisBus {
             .arg(limit.min(AUDIT_CAP) - 1)
             .clone();
         let newest_first: Vec<String> = self.query("read audit", &cmd).await?;
-        newest_first
+        // One junk entry never breaks the listing: it is skipped and reported.
+        Ok(newest_first
             .iter()
             .rev()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-                    path: AUDIT_KEY.to_owned(),
-                    source,
-                })
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    crate::bus::report_bad_value(
+                        AUDIT_KEY,
+                        &format!("an entry is not an audit record: {e}"),
+                        "skipped in listings",
+                    );
+                    None
+                }
             })
-            .collect()
+            .collect())
     }
 }
 
+/// A safety state that is not one (junk written into the key) is an error, never a reset that
+/// would forget cooldowns and breakers; it is reported once (log, metric) so a person fixes it,
+/// and listings show the container without it.
 fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
     match json {
         None => Ok(SafetyState::default()),
-        Some(json) => serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-            path: redis_key.to_owned(),
-            source,
+        Some(json) => serde_json::from_str(json).map_err(|source| {
+            crate::bus::report_bad_value(
+                redis_key,
+                &format!("not a safety state: {source}"),
+                "no action on this container until it is fixed or deleted; listings skip it",
+            );
+            BusError::Corrupt {
+                path: redis_key.to_owned(),
+                source,
+            }
         }),
     }
 }
