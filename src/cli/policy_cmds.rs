@@ -647,7 +647,7 @@ async fn describe_live(
             e.policy() == Some(stored.name.as_str())
                 || e.container().is_some_and(|c| names.contains(&c))
         })
-        .map(|e| serde_json::to_value(e))
+        .map(serde_json::to_value)
         .collect::<Result<_, _>>()?;
     let skip = recent.len().saturating_sub(10);
     out.push_str(&format!("Recent decisions: {}\n", recent.len()));
