@@ -16,6 +16,7 @@ pub const DEFAULT_OUTBOX_CAPACITY: usize = 10_000;
 pub struct RedisConfig {
     info: ConnectionInfo,
     outbox_capacity: usize,
+    external_alert_agent: bool,
 }
 
 impl RedisConfig {
@@ -75,6 +76,7 @@ impl RedisConfig {
         Ok(Some(Self {
             info,
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            external_alert_agent: false,
         }))
     }
 
@@ -96,6 +98,19 @@ impl RedisConfig {
     /// How many envelopes may wait for Redis.
     pub fn outbox_capacity(&self) -> usize {
         self.outbox_capacity
+    }
+
+    /// Leaves the `hemostat:events:*` lists to an external alert agent (the original's Alert
+    /// agent writes them): HemoStat then never writes them and serves its recent envelopes
+    /// from the stream `hemostat:stream:events` instead. Off by default.
+    pub fn with_external_alert_agent(mut self, external: bool) -> Self {
+        self.external_alert_agent = external;
+        self
+    }
+
+    /// Whether an external alert agent owns the `hemostat:events:*` lists.
+    pub fn external_alert_agent(&self) -> bool {
+        self.external_alert_agent
     }
 
     /// Whether the connection uses TLS (`rediss://`).
@@ -144,6 +159,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted())
             .field("outbox_capacity", &self.outbox_capacity)
+            .field("external_alert_agent", &self.external_alert_agent)
             .finish()
     }
 }

@@ -99,7 +99,9 @@ impl Outcome {
 pub struct PolicyMeta {
     /// 1 when created, +1 on each change.
     pub generation: u64,
-    /// When it was last created or configured.
+    /// When it was last created or configured (written with `+00:00`; read naive, `Z` or
+    /// with an offset).
+    #[serde(with = "crate::model::wire::wire_time")]
     pub applied_at: DateTime<Utc>,
 }
 
