@@ -11,6 +11,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::bus::EventType;
 use crate::policy::ActionKind;
+use crate::policy::source::files::{ReloadReporter, Trigger};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -53,6 +54,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GateLabels {
     gate: String,
 }
@@ -87,6 +93,9 @@ pub struct Metrics {
     in_flight: Gauge,
     ready: Gauge,
     breakers_open: Gauge,
+    policy_reloads: Family<TriggerLabels, Counter>,
+    policy_invalid_documents: Counter,
+    policies_last_good: Gauge,
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
     action_duration: HistogramFamily<ActionLabels>,
@@ -116,6 +125,9 @@ impl Metrics {
             in_flight: Gauge::default(),
             ready: Gauge::default(),
             breakers_open: Gauge::default(),
+            policy_reloads: Family::default(),
+            policy_invalid_documents: Counter::default(),
+            policies_last_good: Gauge::default(),
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
             action_duration: Family::new_with_constructor(action_buckets),
@@ -184,6 +196,21 @@ impl Metrics {
             "Containers whose circuit breaker is open",
             m.breakers_open.clone(),
         );
+        registry.register(
+            "policy_reloads",
+            "Rescans of the --policies files, by trigger (watch, rescan, sighup)",
+            m.policy_reloads.clone(),
+        );
+        registry.register(
+            "policy_invalid_documents",
+            "Invalid policy documents found in the --policies files, each counted once when found",
+            m.policy_invalid_documents.clone(),
+        );
+        registry.register(
+            "policies_last_good",
+            "Policies enforced from their last good version because their file is invalid now",
+            m.policies_last_good.clone(),
+        );
         registry.register_with_unit(
             "reconcile_duration",
             "Time taken by one reconcile",
@@ -220,6 +247,11 @@ impl Metrics {
                     status: status.to_owned(),
                 });
             }
+        }
+        for trigger in [Trigger::Watch, Trigger::Rescan, Trigger::Signal] {
+            let _ = m.policy_reloads.get_or_create(&TriggerLabels {
+                trigger: trigger.as_str().to_owned(),
+            });
         }
         let _ = m.external_requests.get_or_create(&ResultLabels {
             result: "accepted".to_owned(),
@@ -339,6 +371,15 @@ impl Metrics {
         self.breakers_open.set(gauge_value(n));
     }
 
+    /// Counts one rescan of the policy files.
+    pub fn policy_reload(&self, trigger: Trigger) {
+        self.policy_reloads
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.as_str().to_owned(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition of every metric, `# EOF` included.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -363,6 +404,20 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl ReloadReporter for Metrics {
+    fn scanned(&self, trigger: Trigger) {
+        self.policy_reload(trigger);
+    }
+
+    fn invalid_documents(&self, count: usize) {
+        self.policy_invalid_documents.inc_by(count as u64);
+    }
+
+    fn kept_last_good(&self, count: usize) {
+        self.policies_last_good.set(gauge_value(count));
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, ValueEnum};
 use redis::IntoConnectionInfo as _;
 
+use super::operator_api::{self, DEFAULT_API, api_base};
 use crate::http::api::ContainerView;
 use crate::policy::remote::{DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml};
 use crate::policy::{HealthPolicy, load_paths};
@@ -153,6 +154,10 @@ pub struct DiffArgs {
     /// Policy files or directories (searched recursively for *.yaml, *.yml); `-` reads stdin.
     #[arg(long = "filename", short = 'f', required = true)]
     pub paths: Vec<PathBuf>,
+    /// Compare with the policies in force on a running operator (URL or host:port) instead of
+    /// Redis: what would change if its --policies files were these (deletions included).
+    #[arg(long)]
+    pub api: Option<String>,
     /// Redis connection.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -168,9 +173,11 @@ pub struct GetArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// A running operator's HTTP address (containers, decisions).
-    #[arg(long, env = "HEMOSTAT_API", default_value = "http://127.0.0.1:9090")]
-    pub api: String,
+    /// A running operator's HTTP address (URL or host:port; default http://127.0.0.1:9090).
+    /// Given, policies are also read from it (those in force) instead of Redis; without
+    /// it they come from Redis, or from the operator when Redis does not answer.
+    #[arg(long, env = "HEMOSTAT_API")]
+    pub api: Option<String>,
     /// Redis connection (policies).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -183,9 +190,11 @@ pub struct DescribeArgs {
     pub kind: Kind,
     /// The policy's name.
     pub name: String,
-    /// A running operator's HTTP address, for matched containers and recent decisions.
-    #[arg(long, env = "HEMOSTAT_API", default_value = "http://127.0.0.1:9090")]
-    pub api: String,
+    /// A running operator's HTTP address (URL or host:port; default http://127.0.0.1:9090), for
+    /// matched containers and recent decisions. Given, the policy is also read from it (the
+    /// version in force) instead of Redis, as it is when Redis does not answer.
+    #[arg(long, env = "HEMOSTAT_API")]
+    pub api: Option<String>,
     /// Redis connection.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -312,6 +321,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
 
 /// `hemostat diff -f PATH`: 0 when nothing would change, 1 when something would, 2 on error.
 pub async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
+    if let Some(api) = &args.api {
+        return operator_api::diff(api, &args.paths).await;
+    }
     let Some((source, text)) = read_inputs(&args.paths)? else {
         return Ok(2);
     };
@@ -352,12 +364,12 @@ pub async fn get(args: GetArgs) -> anyhow::Result<i32> {
     match args.resource {
         Resource::Policies => get_policies(args).await,
         Resource::Containers => {
-            let value: serde_json::Value = fetch_api(&args.api, "/api/v1/containers").await?;
+            let value: serde_json::Value = fetch_api(api(&args.api), "/api/v1/containers").await?;
             print_value(args.output, &value, containers_table)?;
             Ok(0)
         }
         Resource::Decisions => {
-            let value: serde_json::Value = fetch_api(&args.api, "/api/v1/decisions").await?;
+            let value: serde_json::Value = fetch_api(api(&args.api), "/api/v1/decisions").await?;
             print_value(args.output, &value, decisions_table)?;
             Ok(0)
         }
@@ -365,7 +377,12 @@ pub async fn get(args: GetArgs) -> anyhow::Result<i32> {
 }
 
 async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
-    let mut repo = connect(&args.redis).await?;
+    let mut repo = match policy_source(&args.api, &args.redis).await {
+        PolicySource::Redis(repo) => repo,
+        PolicySource::Api(api) => {
+            return operator_api::get_policies(&api, args.name.as_deref(), args.output).await;
+        }
+    };
     let all = match &args.name {
         Some(name) => match repo.get(name).await? {
             Some(p) => vec![p],
@@ -479,7 +496,35 @@ fn actions(policy: &HealthPolicy) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+/// Where `get policies` and `describe policy` read policies.
+enum PolicySource {
+    Redis(PolicyRepo),
+    /// A running operator's API (the policies in force there).
+    Api(String),
+}
+
+/// The operator's API when `--api` is given, else Redis, else (Redis not answering) the
+/// operator at the default address.
+async fn policy_source(api: &Option<String>, redis: &RedisArgs) -> PolicySource {
+    if let Some(api) = api {
+        return PolicySource::Api(api.clone());
+    }
+    match connect(redis).await {
+        Ok(repo) => PolicySource::Redis(repo),
+        Err(e) => {
+            eprintln!(
+                "note: {e:#}\nnote: reading the policies in force from the operator at {DEFAULT_API} instead (give --api to choose it)"
+            );
+            PolicySource::Api(DEFAULT_API.to_owned())
+        }
+    }
+}
+
+fn api(api: &Option<String>) -> &str {
+    api.as_deref().unwrap_or(DEFAULT_API)
+}
+
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -512,8 +557,11 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-async fn fetch_api<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
-    let url = format!("{}{path}", api.trim_end_matches('/'));
+pub(crate) async fn fetch_api<T: serde::de::DeserializeOwned>(
+    api: &str,
+    path: &str,
+) -> anyhow::Result<T> {
+    let url = format!("{}{path}", api_base(api));
     let response = http_client()?
         .get(&url)
         .send()
@@ -611,7 +659,22 @@ fn decisions_table(value: &serde_json::Value) -> String {
 /// `hemostat describe policy NAME`: 0 when found, 1 when not.
 pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
-    let mut repo = connect(&args.redis).await?;
+    let mut repo = match policy_source(&args.api, &args.redis).await {
+        PolicySource::Redis(repo) => repo,
+        PolicySource::Api(api) => {
+            let Some(mut out) = operator_api::describe_head(&api, &args.name).await? else {
+                eprintln!(
+                    "error: healthpolicy/{} is not in force on the operator at {}",
+                    args.name,
+                    api_base(&api)
+                );
+                return Ok(1);
+            };
+            describe_live(&api, &args.name, &mut out).await?;
+            print!("{out}");
+            return Ok(0);
+        }
+    };
     let Some(stored) = repo.get(&args.name).await? else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
@@ -655,8 +718,15 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    out.push_str(&format!("Operator:     {}\n", args.api));
-    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
+    describe_live(api(&args.api), &stored.name, &mut out).await?;
+    print!("{out}");
+    Ok(0)
+}
+
+/// The operator's side of `describe policy NAME`: matched containers and recent decisions.
+async fn describe_live(api: &str, name: &str, out: &mut String) -> anyhow::Result<()> {
+    out.push_str(&format!("Operator:     {}\n", api_base(api)));
+    match fetch_api::<Vec<ContainerView>>(api, "/api/v1/containers").await {
         Err(e) => {
             out.push_str(&format!(
                 "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
@@ -665,7 +735,7 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
         Ok(containers) => {
             let matched: Vec<&ContainerView> = containers
                 .iter()
-                .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
+                .filter(|c| c.policy.as_deref() == Some(name))
                 .collect();
             out.push_str(&format!("Matched containers: {}\n", matched.len()));
             if !matched.is_empty() {
@@ -683,14 +753,14 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
                 }
             }
             let decisions: serde_json::Value =
-                fetch_api(&args.api, "/api/v1/decisions?limit=1000").await?;
+                fetch_api(api, "/api/v1/decisions?limit=1000").await?;
             let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
             let recent: Vec<serde_json::Value> = decisions
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter(|e| {
-                    e.pointer("/data/policy").and_then(|p| p.as_str()) == Some(stored.name.as_str())
+                    e.pointer("/data/policy").and_then(|p| p.as_str()) == Some(name)
                         || e.pointer("/data/container")
                             .and_then(|c| c.as_str())
                             .is_some_and(|c| names.contains(&c))
@@ -707,8 +777,7 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    print!("{out}");
-    Ok(0)
+    Ok(())
 }
 
 #[cfg(test)]

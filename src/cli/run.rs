@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
 use crate::bus::memory::{MemorySink, MemoryStore};
@@ -21,7 +22,8 @@ use crate::docker::BollardDocker;
 use crate::docker::DockerApi;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
-use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
+use crate::policy::source::files::{FileSource, Publish, ReloadReporter};
+use crate::policy::{HealthPolicy, HumanDuration, builtin};
 use crate::respond::Responder;
 use crate::respond::acting::Acting;
 
@@ -32,6 +34,10 @@ pub struct RunArgs {
     /// containers labelled io.hemostat.enable=true.
     #[arg(long, short = 'p', env = "HEMOSTAT_POLICIES", value_delimiter = ',')]
     pub policies: Vec<PathBuf>,
+    /// How often the --policies files are read again even without a file event (a safety net
+    /// for filesystems where change notification does not work; at least 1s).
+    #[arg(long, env = "HEMOSTAT_POLICIES_RESCAN_INTERVAL", default_value = "30s")]
+    pub policies_rescan_interval: HumanDuration,
     /// Address of /healthz, /readyz, /metrics and /api/v1.
     #[arg(long, env = "HEMOSTAT_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
@@ -175,39 +181,47 @@ pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     Ok(policy)
 }
 
-fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
+/// The policies to start with, and the file source that keeps them up to date (none for the
+/// built-in policy).
+fn load_policies(paths: Vec<PathBuf>) -> anyhow::Result<(Vec<HealthPolicy>, Option<FileSource>)> {
     if paths.is_empty() {
         info!(
             "no --policies given: the built-in default policy governs containers labelled io.hemostat.enable=true"
         );
-        return Ok(vec![builtin_policy_from_env()?]);
+        return Ok((vec![builtin_policy_from_env()?], None));
     }
-    let report = load_paths(paths);
-    for d in &report.diagnostics {
-        error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
-    }
-    if report.policies.is_empty() {
+    let source = FileSource::load(paths);
+    let policies = source.policies();
+    if policies.is_empty() {
         bail!(
-            "no valid policy in {} ({} problem(s) above); fix them, or check with `hemostat validate`",
-            paths
+            "no valid policy in {} (problems above); fix them, or check with `hemostat validate`",
+            source
+                .paths()
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            report.diagnostics.len()
         );
     }
-    if !report.diagnostics.is_empty() {
-        warn!(
-            valid = report.policies.len(),
-            invalid = report.diagnostics.len(),
-            "running with the valid policies only"
-        );
-    }
-    for p in &report.policies {
-        info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
-    }
-    Ok(report.policies.into_iter().map(|p| p.policy).collect())
+    Ok((policies, Some(source)))
+}
+
+/// Turns SIGHUP into a policy reload (without a handler, SIGHUP would end the process).
+fn reload_on_sighup(files: bool) -> anyhow::Result<Arc<Notify>> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let reload = Arc::new(Notify::new());
+    let notify = reload.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if files {
+                notify.notify_one();
+            } else {
+                info!("SIGHUP: no --policies to reload; the built-in policy stays in force");
+            }
+        }
+    });
+    Ok(reload)
 }
 
 /// The id of the container this process runs in, if any (from /proc/self/mountinfo, where
@@ -245,6 +259,7 @@ async fn shutdown_signal(token: CancellationToken) {
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let RunArgs {
         policies,
+        policies_rescan_interval,
         listen,
         log_format,
         log_level,
@@ -270,7 +285,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     if resync_interval.get() < Duration::from_secs(1) {
         bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
     }
-    let policies = load_policies(&policies)?;
+    if policies_rescan_interval.get() < Duration::from_secs(1) {
+        bail!(
+            "--policies-rescan-interval {policies_rescan_interval} is too short: the minimum is 1s"
+        );
+    }
+    let reload = reload_on_sighup(!policies.is_empty())?;
+    let (policies, files) = load_policies(policies)?;
     let node = node.unwrap_or_else(node_name);
     let redis = crate::bus::redis::RedisConfig::from_parts(
         redis_url,
@@ -331,6 +352,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let registry = Arc::new(PolicyRegistry::new(policies.clone()));
+    if let Some(files) = &files {
+        registry.set_provenance(files.provenance());
+    }
     let own = own_container_id();
     if let Some(id) = &own {
         info!(container = %&id[..12], "running in a container: it is never acted on");
@@ -340,6 +364,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (queue, receiver) = WorkQueue::new();
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics_for_reload: Arc<dyn ReloadReporter> = metrics.clone();
     let ctx = Arc::new(Context {
         docker: docker.clone(),
         store: store.clone(),
@@ -389,13 +414,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         node,
     };
     let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    // The file set goes to the registry, or with Redis to the watcher composing it with the
+    // applied policies.
+    let (base, base_rx) = tokio::sync::watch::channel(policies);
+    if let Some(files) = files {
+        let publish: Publish = if redis.is_some() {
+            Box::new(move |set| {
+                let _ = base.send(set);
+            })
+        } else {
+            let registry = registry.clone();
+            Box::new(move |set| registry.replace(set))
+        };
+        tokio::spawn(files.run(
+            publish,
+            registry.clone(),
+            metrics_for_reload,
+            reload,
+            policies_rescan_interval.get(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;
-        tokio::spawn(crate::policy::remote::watch_policies(
+        tokio::spawn(crate::policy::remote::watch_policies_with(
             client,
             registry.clone(),
-            policies,
+            base_rx,
             shutdown.clone(),
         ));
         if accept_external_requests {

@@ -26,8 +26,9 @@ use super::ApiState;
 use crate::bus::{AuditRecord, BusError, Envelope, EventType};
 use crate::docker::{ContainerState, HealthStatus};
 use crate::observe::store::Observed;
+use crate::policy::registry::Provenance;
 use crate::policy::select::{Target, is_protected};
-use crate::policy::{ActionKind, HealthPolicy, Selector};
+use crate::policy::{ActionKind, Condition, HealthPolicy, PolicyStatus, Selector};
 use crate::respond::safety::SafetyState;
 use crate::respond::safety_key;
 
@@ -357,26 +358,104 @@ pub struct PolicyView {
     pub actions: Vec<ActionKind>,
     /// `spec.remediation.dryRun`.
     pub dry_run: bool,
+    /// `file:line:col` the version in force was read from (policies from `--policies` files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Containers governed now, and the `Ready` / `Degraded` conditions: `Degraded` is `True`
+    /// when the policy's document is invalid now and its last good version stays in force.
+    pub status: PolicyStatus,
+    /// The whole policy as enforced (what `hemostat diff --api` compares with).
+    pub document: HealthPolicy,
 }
 
-impl From<&HealthPolicy> for PolicyView {
-    fn from(p: &HealthPolicy) -> Self {
+impl PolicyView {
+    /// The view of `p`, governing `matched` containers, read from where `provenance` says.
+    pub fn new(p: &HealthPolicy, provenance: Option<&Provenance>, matched: u32) -> Self {
+        let condition = |type_: &str, status: bool, reason: &str, message: String| Condition {
+            type_: type_.to_owned(),
+            status: if status { "True" } else { "False" }.to_owned(),
+            reason: reason.to_owned(),
+            message,
+        };
+        let conditions = match provenance {
+            None => vec![condition("Ready", true, "InForce", String::new())],
+            Some(from) if from.problems.is_empty() => vec![
+                condition(
+                    "Ready",
+                    true,
+                    "Loaded",
+                    format!("enforced from {}", from.source),
+                ),
+                condition("Degraded", false, "Valid", String::new()),
+            ],
+            Some(from) => vec![
+                condition(
+                    "Ready",
+                    true,
+                    "LastGoodKept",
+                    format!("last good version from {} enforced", from.source),
+                ),
+                condition(
+                    "Degraded",
+                    true,
+                    "InvalidDocument",
+                    from.problems.join("\n"),
+                ),
+            ],
+        };
+        let mut document = p.clone();
+        document.status = None;
         Self {
             name: p.metadata.name.clone(),
             priority: p.spec.priority,
             selector: p.spec.selector.clone(),
             actions: p.spec.remediation.actions.clone(),
             dry_run: p.spec.remediation.dry_run,
+            source: provenance.map(|from| from.source.clone()),
+            status: PolicyStatus {
+                matched_containers: matched,
+                last_reconciled: None,
+                conditions,
+            },
+            document,
         }
+    }
+
+    /// The problems of the policy's current document (empty when it is valid).
+    pub fn problems(&self) -> Vec<&str> {
+        self.status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == "Degraded" && c.status == "True")
+            .flat_map(|c| c.message.lines())
+            .collect()
     }
 }
 
 async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
-    let mut views: Vec<PolicyView> = state
-        .policies
-        .snapshot()
+    let snapshot = state.policies.snapshot();
+    let provenance = state.policies.provenance();
+    let mut matched: BTreeMap<String, u32> = BTreeMap::new();
+    for o in state.observed.all() {
+        let target = Target {
+            name: &o.info.name,
+            image: &o.info.image,
+            labels: &o.info.labels,
+        };
+        if let Some(p) = crate::policy::select::governing_policy(snapshot.iter(), target) {
+            *matched.entry(p.metadata.name.clone()).or_default() += 1;
+        }
+    }
+    let mut views: Vec<PolicyView> = snapshot
         .iter()
-        .map(PolicyView::from)
+        .map(|p| {
+            let name = &p.metadata.name;
+            PolicyView::new(
+                p,
+                provenance.get(name),
+                matched.get(name).copied().unwrap_or(0),
+            )
+        })
         .collect();
     views.sort_by(|a, b| {
         b.priority

@@ -122,7 +122,7 @@ pub fn load_bytes(source: &str, bytes: &[u8]) -> LoadReport {
     }
 }
 
-fn collect_files(
+pub(crate) fn collect_files(
     path: &Path,
     explicit: bool,
     files: &mut Vec<PathBuf>,
@@ -175,7 +175,7 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
     }
 }
 
-fn read_text(path: &Path) -> Result<String, Diagnostic> {
+pub(crate) fn read_text(path: &Path) -> Result<String, Diagnostic> {
     let size = std::fs::metadata(path)
         .map_err(|e| file_error(path, format!("cannot read: {e}")))?
         .len();
@@ -217,14 +217,14 @@ fn decode(source: &str, bytes: &[u8]) -> Result<String, Diagnostic> {
 }
 
 /// One YAML document cut out of a multi-document text, with the line it starts on.
-struct Chunk<'a> {
-    text: &'a str,
-    first_line: u64,
+pub(crate) struct Chunk<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) first_line: u64,
 }
 
 /// Splits on `---` document markers (and `...` end markers) at the start of a line, so that a
 /// broken document never hides the valid ones around it.
-fn split_documents(text: &str) -> Vec<Chunk<'_>> {
+pub(crate) fn split_documents(text: &str) -> Vec<Chunk<'_>> {
     let mut chunks = Vec::new();
     let mut start = 0usize;
     let mut start_line = 1u64;
@@ -299,7 +299,10 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
-fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Diagnostic>> {
+pub(crate) fn load_document(
+    source: &str,
+    chunk: &Chunk<'_>,
+) -> Result<LoadedPolicy, Vec<Diagnostic>> {
     let offset = chunk.first_line - 1;
     let at = |p: Position, message: String, policy: Option<String>| Diagnostic {
         file: source.to_owned(),

@@ -7,6 +7,7 @@ pub mod locate;
 pub mod registry;
 pub mod remote;
 pub mod select;
+pub mod source;
 pub mod types;
 pub mod validate;
 

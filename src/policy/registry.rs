@@ -1,5 +1,6 @@
 //! The set of policies in force, swapped whole when a new valid set is loaded.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use super::select::{Target, governing_policy};
@@ -9,6 +10,9 @@ use super::types::HealthPolicy;
 #[derive(Debug, Default)]
 pub struct PolicyRegistry {
     current: RwLock<Arc<Vec<HealthPolicy>>>,
+    /// Where each policy in force was read, and what is wrong with its current text (set by
+    /// the file source; empty for the built-in policy and for policies applied through Redis).
+    provenance: RwLock<Arc<BTreeMap<String, Provenance>>>,
 }
 
 impl PolicyRegistry {
@@ -16,6 +20,7 @@ impl PolicyRegistry {
     pub fn new(policies: Vec<HealthPolicy>) -> Self {
         Self {
             current: RwLock::new(Arc::new(policies)),
+            provenance: RwLock::default(),
         }
     }
 
@@ -33,5 +38,27 @@ impl PolicyRegistry {
     pub fn governing(&self, target: Target<'_>) -> Option<HealthPolicy> {
         let snapshot = self.snapshot();
         governing_policy(snapshot.iter(), target).cloned()
+    }
+}
+
+/// Where a policy in force was read, and whether its current text is broken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// `file:line:col` of the document in force.
+    pub source: String,
+    /// The problems of the document's current text, as `file:line:col: error: message`; when
+    /// any, the version in force is the last good one.
+    pub problems: Vec<String>,
+}
+
+impl PolicyRegistry {
+    /// Replaces what is known about where the policies come from.
+    pub fn set_provenance(&self, provenance: BTreeMap<String, Provenance>) {
+        *self.provenance.write().expect("registry lock") = Arc::new(provenance);
+    }
+
+    /// Where each policy in force was read, by name.
+    pub fn provenance(&self) -> Arc<BTreeMap<String, Provenance>> {
+        self.provenance.read().expect("registry lock").clone()
     }
 }
