@@ -176,6 +176,11 @@ impl Operator {
         .unwrap_or_default()
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends SIGKILL: no chance to clean up (what `kill -9` does).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
