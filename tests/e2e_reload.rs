@@ -4,6 +4,7 @@
 //! `get`, `describe` and `diff` against that operator's API given as `host:port`.
 
 mod operator;
+mod redis_support;
 mod support;
 
 use std::os::unix::fs::symlink;
@@ -12,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use operator::{Operator, policy_for_run};
+use redis_support::RedisServer;
 use serde_json::Value;
 use support::{ContainerSpec, TestRun, wait_until};
 
@@ -531,4 +533,53 @@ async fn get_describe_and_diff_work_against_the_api_given_as_host_and_port() {
     let (code, _, err) = hemostat(&["diff", "-f", policies.to_str().unwrap(), "--api", &api]);
     assert_eq!(code, 2, "invalid files are refused: {err}");
     assert!(err.contains("b.yaml:"), "{err}");
+}
+
+#[tokio::test]
+async fn with_redis_a_file_edit_is_enforced_within_two_seconds_and_an_applied_policy_still_wins() {
+    let redis = RedisServer::start();
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("a.yaml"),
+        policy("files-only", &run, "other", 1),
+    )
+    .unwrap();
+    std::fs::write(policies.join("b.yaml"), policy("shared", &run, "other", 1)).unwrap();
+    let op = Operator::start(
+        &policies,
+        &run.label,
+        &dir.path().join("state"),
+        &["--redis-url", &redis.url(), NO_RESCAN[0], NO_RESCAN[1]],
+    )
+    .await;
+    let applied = dir.path().join("applied.yaml");
+    std::fs::write(&applied, policy("shared", &run, "other", 50)).unwrap();
+    let (code, out, err) = hemostat(&[
+        "apply",
+        "-f",
+        applied.to_str().unwrap(),
+        "--redis-url",
+        &redis.url(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    enforced(&op, ENFORCED_WITHIN, "the applied policy", |v| {
+        priority_of(v, "shared") == Some(50)
+    })
+    .await;
+
+    std::fs::write(
+        policies.join("a.yaml"),
+        policy("files-only", &run, "other", 2),
+    )
+    .unwrap();
+    std::fs::write(policies.join("b.yaml"), policy("shared", &run, "other", 3)).unwrap();
+    enforced(&op, ENFORCED_WITHIN, "a file edit with Redis", |v| {
+        priority_of(v, "files-only") == Some(2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(priority_of(&in_force(&op).await, "shared"), Some(50));
 }
