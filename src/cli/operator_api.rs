@@ -279,12 +279,13 @@ mod tests {
 
     #[test]
     fn a_file_set_is_compared_with_what_is_in_force() {
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<HealthPolicy>,
             Vec<PolicyView>,
-            Vec<(&str, Change)>,
-        )> = vec![
+            Vec<(&'static str, Change)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "same",
                 vec![policy("a", 1)],

@@ -108,7 +108,7 @@ fn read_documents(name: &str, text: &str) -> FileScan {
         chunks
             .iter()
             .map(|chunk| match load_document(name, chunk) {
-                Ok(loaded) => Document::Valid(loaded),
+                Ok(loaded) => Document::Valid(Box::new(loaded)),
                 Err(diagnostics) => Document::Invalid {
                     name: diagnostics.iter().find_map(|d| d.policy.clone()),
                     diagnostics,

@@ -24,8 +24,8 @@ pub struct Place {
 /// What one document of a scan holds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Document {
-    /// A valid policy.
-    Valid(LoadedPolicy),
+    /// A valid policy (boxed: a policy is large beside a problem list).
+    Valid(Box<LoadedPolicy>),
     /// An invalid document.
     Invalid {
         /// Its policy's name, when it could be read.
@@ -292,12 +292,12 @@ mod tests {
     }
 
     fn valid(file: &str, line: u64, name: &str, priority: i32) -> Document {
-        Document::Valid(LoadedPolicy {
+        Document::Valid(Box::new(LoadedPolicy {
             policy: policy(name, priority),
             source: file.to_owned(),
             position: Position::new(line, 1),
             name_position: Position::new(line + 3, 9),
-        })
+        }))
     }
 
     fn problem(file: &str, line: u64, name: Option<&str>) -> Diagnostic {
@@ -355,7 +355,8 @@ mod tests {
             )
         };
         // (what happened, the scan, what is enforced after, the changes)
-        let cases: Vec<(&str, Scan, Vec<(String, i32, bool)>, Vec<Change>)> = vec![
+        type Case = (&'static str, Scan, Vec<(String, i32, bool)>, Vec<Change>);
+        let cases: Vec<Case> = vec![
             (
                 "nothing changed",
                 vec![read(
