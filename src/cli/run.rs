@@ -30,8 +30,9 @@ use crate::respond::acting::Acting;
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Policy files or directories; without any, the built-in default policy governs
-    /// containers labelled io.hemostat.enable=true.
+    /// Policy files or directories, watched and reloaded on change and on SIGHUP (the last good
+    /// version of each document stays in force); without any, the built-in default policy
+    /// governs containers labelled io.hemostat.enable=true.
     #[arg(long, short = 'p', env = "HEMOSTAT_POLICIES", value_delimiter = ',')]
     pub policies: Vec<PathBuf>,
     /// How often the --policies files are read again even without a file event (a safety net

@@ -6,7 +6,7 @@
 //! | `GET audit?limit=` | the newest audit records, oldest first |
 //! | `GET containers` | one [`ContainerView`] per observed container, by name |
 //! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
-//! | `GET policies` | one [`PolicyView`] per policy in force, highest priority first |
+//! | `GET policies` | one [`PolicyView`] per policy in force (source, document, status), highest priority first |
 //!
 //! `limit` defaults to [`DEFAULT_LIMIT`] and may not exceed [`MAX_LIMIT`]. Every error is
 //! `{"error": "..."}` with a 4xx or 5xx status.
