@@ -174,8 +174,8 @@ pub struct GetArgs {
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub output: Format,
     /// A running operator's HTTP address (URL or host:port; default http://127.0.0.1:9090).
-    /// Given, policies are also read from it (those in force) instead of Redis; without
-    /// it they come from Redis, or from the operator when Redis does not answer.
+    /// Policies come from Redis, or from this operator (those in force) when Redis does not
+    /// answer.
     #[arg(long, env = "HEMOSTAT_API")]
     pub api: Option<String>,
     /// Redis connection (policies).
@@ -191,8 +191,8 @@ pub struct DescribeArgs {
     /// The policy's name.
     pub name: String,
     /// A running operator's HTTP address (URL or host:port; default http://127.0.0.1:9090), for
-    /// matched containers and recent decisions. Given, the policy is also read from it (the
-    /// version in force) instead of Redis, as it is when Redis does not answer.
+    /// matched containers and recent decisions; the policy itself too (the version in force)
+    /// when Redis does not answer.
     #[arg(long, env = "HEMOSTAT_API")]
     pub api: Option<String>,
     /// Redis connection.
@@ -503,19 +503,18 @@ enum PolicySource {
     Api(String),
 }
 
-/// The operator's API when `--api` is given, else Redis, else (Redis not answering) the
-/// operator at the default address.
+/// Redis when it answers; else the operator's API (`--api`, or the default address): an
+/// operator without Redis takes its policies from its files.
 async fn policy_source(api: &Option<String>, redis: &RedisArgs) -> PolicySource {
-    if let Some(api) = api {
-        return PolicySource::Api(api.clone());
-    }
     match connect(redis).await {
         Ok(repo) => PolicySource::Redis(repo),
         Err(e) => {
+            let api = api.clone().unwrap_or_else(|| DEFAULT_API.to_owned());
             eprintln!(
-                "note: {e:#}\nnote: reading the policies in force from the operator at {DEFAULT_API} instead (give --api to choose it)"
+                "note: {e:#}\nnote: reading the policies in force from the operator at {} instead",
+                api_base(&api)
             );
-            PolicySource::Api(DEFAULT_API.to_owned())
+            PolicySource::Api(api)
         }
     }
 }
