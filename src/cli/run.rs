@@ -22,7 +22,7 @@ use crate::docker::BollardDocker;
 use crate::docker::DockerApi;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
-use crate::policy::source::files::{FileSource, Publish, ReloadReporter};
+use crate::policy::source::files::{FileSource, Publish, Reload, ReloadReporter};
 use crate::policy::{HealthPolicy, HumanDuration, builtin};
 use crate::respond::Responder;
 use crate::respond::acting::Acting;
@@ -432,7 +432,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             registry.clone(),
             metrics_for_reload,
             reload,
-            policies_rescan_interval.get(),
+            Reload {
+                rescan: policies_rescan_interval.get(),
+                watch: true,
+            },
             shutdown.clone(),
         ));
     }

@@ -62,6 +62,16 @@ pub trait ReloadReporter: Send + Sync {
 /// that the Redis watcher composes with the applied policies.
 pub type Publish = Box<dyn Fn(Vec<HealthPolicy>) + Send + Sync>;
 
+/// How [`FileSource::run`] notices changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reload {
+    /// The period of the safety-net rescan.
+    pub rescan: Duration,
+    /// Whether to watch the files (notify); without it only the rescan and `reload` notice
+    /// changes.
+    pub watch: bool,
+}
+
 /// The policy files given to `hemostat run --policies`, and the last good version of each
 /// of their documents.
 #[derive(Debug)]
@@ -159,23 +169,25 @@ impl FileSource {
     }
 
     /// Keeps `publish` and the registry's provenance up to date until `shutdown`: rescans on
-    /// file events, every `rescan` and whenever `reload` is notified (SIGHUP). The set is
-    /// published when it changed, and always after a `reload`.
+    /// file events (when `how.watch`), every `how.rescan` and whenever `reload` is notified
+    /// (SIGHUP). The set is published when it changed, and always after a `reload`.
     pub async fn run(
         mut self,
         publish: Publish,
         registry: Arc<PolicyRegistry>,
         reporter: Arc<dyn ReloadReporter>,
         reload: Arc<Notify>,
-        rescan: Duration,
+        how: Reload,
         shutdown: CancellationToken,
     ) {
         let changed = Arc::new(Notify::new());
-        let mut watch = Watch::new(changed.clone());
-        watch.follow(&self.paths);
+        let mut watch = how.watch.then(|| Watch::new(changed.clone()));
+        if let Some(w) = &mut watch {
+            w.follow(&self.paths);
+        }
         registry.set_provenance(self.provenance());
         reporter.kept_last_good(self.kept_last_good());
-        let mut tick = tokio::time::interval(rescan);
+        let mut tick = tokio::time::interval(how.rescan);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
@@ -209,7 +221,9 @@ impl FileSource {
             if now != before || trigger == Trigger::Signal {
                 publish(now);
             }
-            watch.follow(&self.paths);
+            if let Some(w) = &mut watch {
+                w.follow(&self.paths);
+            }
         }
     }
 }
