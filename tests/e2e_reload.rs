@@ -393,6 +393,14 @@ async fn sighup_reloads_the_policies_instead_of_ending_the_process() {
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::write(policies.join("p.yaml"), policy("hup", &run, "target", 1)).unwrap();
     let op = start(&policies, &run, dir.path()).await;
+    // Reading the files is no change: idle, the watcher does not wake itself up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        metric(&op, "hemostat_policy_reloads_total{trigger=\"watch\"}").await,
+        0.0,
+        "{}",
+        op.log_text()
+    );
     let pid = op.pid().unwrap().to_string();
     for _ in 0..2 {
         assert!(
@@ -418,6 +426,12 @@ async fn sighup_reloads_the_policies_instead_of_ending_the_process() {
         op.log_text()
     );
     assert_eq!(priority_of(&in_force(&op).await, "hup"), Some(1));
+    // The rescans opened the files: that is no change either.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        metric(&op, "hemostat_policy_reloads_total{trigger=\"watch\"}").await,
+        0.0
+    );
 }
 
 fn hemostat(args: &[&str]) -> (i32, String, String) {

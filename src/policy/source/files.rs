@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -356,7 +357,7 @@ fn start_watch(
         let wake = match &result {
             Ok(events) => events
                 .iter()
-                .any(|e| e.event.paths.iter().any(|p| relevant(p))),
+                .any(|e| is_change(&e.event.kind) && e.event.paths.iter().any(|p| relevant(p))),
             Err(errors) => {
                 debug!(?errors, "policy watcher error; rescanning");
                 true
@@ -372,9 +373,38 @@ fn start_watch(
     Ok(debouncer)
 }
 
+/// Whether an event may change what a scan reads: every kind but a read access (an open,
+/// or a close without writing: the scan's own reads produce them).
+fn is_change(kind: &EventKind) -> bool {
+    !matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_read_accesses_are_no_change() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        for (kind, change) in [
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (EventKind::Access(AccessKind::Read), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            (EventKind::Create(CreateKind::File), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), true),
+            (EventKind::Remove(RemoveKind::Any), true),
+            (EventKind::Any, true),
+        ] {
+            assert_eq!(is_change(&kind), change, "{kind:?}");
+        }
+    }
 
     #[test]
     fn a_scan_names_each_document_of_each_file() {
