@@ -368,6 +368,13 @@ pub struct PolicyView {
     pub document: HealthPolicy,
 }
 
+impl From<&HealthPolicy> for PolicyView {
+    /// The view of a policy of unknown origin, governing no container.
+    fn from(p: &HealthPolicy) -> Self {
+        Self::new(p, None, 0)
+    }
+}
+
 impl PolicyView {
     /// The view of `p`, governing `matched` containers, read from where `provenance` says.
     pub fn new(p: &HealthPolicy, provenance: Option<&Provenance>, matched: u32) -> Self {
