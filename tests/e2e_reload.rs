@@ -266,6 +266,27 @@ async fn files_added_renamed_over_and_deleted_are_enforced_within_two_seconds() 
         "{}",
         op.log_text()
     );
+
+    // The directory deleted and made again: the watch moves to the new one.
+    std::fs::remove_dir_all(&policies).unwrap();
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("a.yaml"), policy("a", &run, "target", 8)).unwrap();
+    enforced(&op, ENFORCED_WITHIN, "the directory made again", |v| {
+        priority_of(v, "a") == Some(8) && priority_of(v, "c").is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(policies.join("a.yaml"), policy("a", &run, "target", 9)).unwrap();
+    enforced(&op, ENFORCED_WITHIN, "an edit in the new directory", |v| {
+        priority_of(v, "a") == Some(9)
+    })
+    .await;
+    // Quiet files, quiet watcher: its own rescans and re-watches do not wake it up again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let watch = "hemostat_policy_reloads_total{trigger=\"watch\"}";
+    let settled = metric(&op, watch).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&op, watch).await, settled);
 }
 
 #[tokio::test]

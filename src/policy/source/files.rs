@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::Notify;
@@ -279,6 +280,9 @@ struct Watch {
     debouncer: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
     /// What the watches were set on (the canonical targets of the paths), to notice a swap.
     targets: Vec<Option<PathBuf>>,
+    /// Set by the watcher when a path itself was created, removed or renamed (a directory
+    /// deleted and made again keeps its name, maybe even its inode): watch it again.
+    rewatch: Arc<AtomicBool>,
     /// Whether the last attempt failed (warned once, retried on every scan).
     failed: bool,
 }
@@ -289,33 +293,36 @@ impl Watch {
             changed,
             debouncer: None,
             targets: Vec::new(),
+            rewatch: Arc::default(),
             failed: false,
         }
     }
 
-    /// Sets the watches up again when a path's target changed (or the last attempt failed).
+    /// Sets the watches up again when a path's target changed, a path itself was replaced, or
+    /// the last attempt failed.
     fn follow(&mut self, paths: &[PathBuf]) {
         let targets: Vec<Option<PathBuf>> = paths
             .iter()
             .map(|p| std::fs::canonicalize(p).ok())
             .collect();
-        if self.debouncer.is_some() && targets == self.targets {
+        let rewatch = self.rewatch.swap(false, Ordering::AcqRel);
+        if self.debouncer.is_some() && targets == self.targets && !rewatch {
             return;
         }
-        if !self.targets.is_empty() && targets != self.targets {
-            debug!(
-                ?targets,
-                "a policy path points elsewhere now: watching its new target"
-            );
-        }
+        debug!(?targets, rewatch, "watching the policy paths");
+        let first = self.debouncer.is_none() && !self.failed && self.targets.is_empty();
         self.debouncer = None;
-        match start_watch(paths, &targets, self.changed.clone()) {
+        match start_watch(paths, &targets, self.changed.clone(), self.rewatch.clone()) {
             Ok(d) => {
                 if self.failed {
                     info!("watching the policy files again");
                 }
                 self.debouncer = Some(d);
                 self.failed = false;
+                if !first {
+                    // What changed between the last scan and the new watches: one more scan.
+                    self.changed.notify_one();
+                }
             }
             Err(e) => {
                 if !self.failed {
@@ -332,6 +339,7 @@ fn start_watch(
     paths: &[PathBuf],
     targets: &[Option<PathBuf>],
     changed: Arc<Notify>,
+    rewatch: Arc<AtomicBool>,
 ) -> notify::Result<Debouncer<notify::RecommendedWatcher, RecommendedCache>> {
     let mut prefixes: Vec<PathBuf> = Vec::new();
     let mut watches: Vec<(PathBuf, RecursiveMode)> = Vec::new();
@@ -352,12 +360,16 @@ fn start_watch(
         }
         prefixes.push(absolute);
     }
+    let roots = prefixes.clone();
     let relevant = move |p: &Path| prefixes.iter().any(|pre| p.starts_with(pre));
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let wake = match &result {
-            Ok(events) => events
-                .iter()
-                .any(|e| is_change(&e.event.kind) && e.event.paths.iter().any(|p| relevant(p))),
+            Ok(events) => events.iter().any(|e| {
+                if replaces(&e.event.kind) && e.event.paths.iter().any(|p| roots.contains(p)) {
+                    rewatch.store(true, Ordering::Release);
+                }
+                is_change(&e.event.kind) && e.event.paths.iter().any(|p| relevant(p))
+            }),
             Err(errors) => {
                 debug!(?errors, "policy watcher error; rescanning");
                 true
@@ -379,13 +391,22 @@ fn is_change(kind: &EventKind) -> bool {
     !matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
 }
 
+/// Whether an event about a watched path itself means it was replaced (created, removed or
+/// renamed), so that its watch must be set up again.
+fn replaces(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_read_accesses_are_no_change() {
-        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        use notify::event::{CreateKind, RemoveKind, RenameMode};
         for (kind, change) in [
             (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
             (
