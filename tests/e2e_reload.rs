@@ -618,4 +618,16 @@ async fn with_redis_a_file_edit_is_enforced_within_two_seconds_and_an_applied_po
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(priority_of(&in_force(&op).await, "shared"), Some(50));
+    // Only the file policy is said to come from a file.
+    let files_only = policy_view(&op, "files-only").await.unwrap();
+    assert!(
+        files_only["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("a.yaml:1:1")
+    );
+    assert_eq!(
+        policy_view(&op, "shared").await.unwrap()["source"],
+        Value::Null
+    );
 }

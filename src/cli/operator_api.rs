@@ -259,6 +259,7 @@ mod tests {
     fn live(name: &str, priority: i32, from_file: bool) -> PolicyView {
         let provenance = crate::policy::registry::Provenance {
             source: format!("{name}.yaml:1:1"),
+            policy: policy(name, priority),
             problems: vec![],
         };
         PolicyView::new(&policy(name, priority), from_file.then_some(&provenance), 0)

@@ -441,7 +441,6 @@ impl PolicyView {
 
 async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
     let snapshot = state.policies.snapshot();
-    let provenance = state.policies.provenance();
     let mut matched: BTreeMap<String, u32> = BTreeMap::new();
     for o in state.observed.all() {
         let target = Target {
@@ -456,12 +455,8 @@ async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
     let mut views: Vec<PolicyView> = snapshot
         .iter()
         .map(|p| {
-            let name = &p.metadata.name;
-            PolicyView::new(
-                p,
-                provenance.get(name),
-                matched.get(name).copied().unwrap_or(0),
-            )
+            let matched = matched.get(&p.metadata.name).copied().unwrap_or(0);
+            PolicyView::new(p, state.policies.provenance_of(p).as_ref(), matched)
         })
         .collect();
     views.sort_by(|a, b| {

@@ -42,10 +42,13 @@ impl PolicyRegistry {
 }
 
 /// Where a policy in force was read, and whether its current text is broken.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Provenance {
-    /// `file:line:col` of the document in force.
+    /// `file:line:col` of the document the version below was read from.
     pub source: String,
+    /// The version the source holds: when the policy in force differs (a policy applied
+    /// through Redis wins over a file's), this provenance is not the policy's.
+    pub policy: HealthPolicy,
     /// The problems of the document's current text, as `file:line:col: error: message`; when
     /// any, the version in force is the last good one.
     pub problems: Vec<String>,
@@ -60,5 +63,13 @@ impl PolicyRegistry {
     /// Where each policy in force was read, by name.
     pub fn provenance(&self) -> Arc<BTreeMap<String, Provenance>> {
         self.provenance.read().expect("registry lock").clone()
+    }
+
+    /// Where `policy` (one in force) was read, if it is the version a source holds.
+    pub fn provenance_of(&self, policy: &HealthPolicy) -> Option<Provenance> {
+        self.provenance()
+            .get(&policy.metadata.name)
+            .filter(|p| p.policy == *policy)
+            .cloned()
     }
 }

@@ -232,10 +232,11 @@ impl FileSource {
 
 fn log_merge(merged: &Merged) {
     for d in &merged.new_problems {
-        let kept = d
-            .policy
-            .as_ref()
-            .is_some_and(|n| merged.next.in_force.contains_key(n));
+        let kept = merged
+            .next
+            .in_force
+            .values()
+            .any(|p| p.problems.contains(d));
         warn!(
             file = %d.file,
             line = d.line,

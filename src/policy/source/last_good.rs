@@ -109,6 +109,7 @@ impl LastGood {
             .map(|(name, p)| {
                 let provenance = Provenance {
                     source: p.source.clone(),
+                    policy: p.policy.clone(),
                     problems: p.problems.iter().map(ToString::to_string).collect(),
                 };
                 (name.clone(), provenance)
@@ -494,6 +495,7 @@ mod tests {
             again.next.provenance()["web"],
             Provenance {
                 source: "a.yaml:1:1".into(),
+                policy: policy("web", 1),
                 problems: vec!["a.yaml:4:7: error: unknown field `probs`".into()],
             }
         );
