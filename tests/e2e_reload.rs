@@ -631,3 +631,53 @@ async fn with_redis_a_file_edit_is_enforced_within_two_seconds_and_an_applied_po
         Value::Null
     );
 }
+
+#[tokio::test]
+async fn sighup_without_policy_files_keeps_the_builtin_policy_and_the_process() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("operator.log");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hemostat"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--label-filter", &run.label])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .env_remove("HEMOSTAT_POLICIES")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    };
+    wait_until(Duration::from_secs(20), "the operator is ready", ready).await;
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(Duration::from_secs(2), "SIGHUP is logged", || async {
+        text().contains("SIGHUP: no --policies to reload")
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the process"
+    );
+    assert!(ready().await);
+    let _ = child.kill();
+    let _ = child.wait();
+}
