@@ -660,7 +660,7 @@ async fn sighup_without_policy_files_keeps_the_builtin_policy_and_the_process() 
             .is_ok_and(|r| r.status().is_success())
     };
     wait_until(Duration::from_secs(20), "the operator is ready", ready).await;
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-HUP", &pid])
@@ -674,10 +674,18 @@ async fn sighup_without_policy_files_keeps_the_builtin_policy_and_the_process() 
     })
     .await;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.0.try_wait().unwrap().is_none(),
         "SIGHUP ended the process"
     );
     assert!(ready().await);
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
