@@ -94,7 +94,7 @@ pub struct Metrics {
     ready: Gauge,
     breakers_open: Gauge,
     policy_reloads: Family<TriggerLabels, Counter>,
-    policy_invalid_documents: Counter,
+    policy_problems: Counter,
     policies_last_good: Gauge,
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
@@ -126,7 +126,7 @@ impl Metrics {
             ready: Gauge::default(),
             breakers_open: Gauge::default(),
             policy_reloads: Family::default(),
-            policy_invalid_documents: Counter::default(),
+            policy_problems: Counter::default(),
             policies_last_good: Gauge::default(),
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
@@ -202,9 +202,9 @@ impl Metrics {
             m.policy_reloads.clone(),
         );
         registry.register(
-            "policy_invalid_documents",
-            "Invalid policy documents found in the --policies files, each counted once when found",
-            m.policy_invalid_documents.clone(),
+            "policy_problems",
+            "Problems (file:line:col) found in the --policies files, each counted once, when first found",
+            m.policy_problems.clone(),
         );
         registry.register(
             "policies_last_good",
@@ -412,8 +412,8 @@ impl ReloadReporter for Metrics {
         self.policy_reload(trigger);
     }
 
-    fn invalid_documents(&self, count: usize) {
-        self.policy_invalid_documents.inc_by(count as u64);
+    fn problems_found(&self, count: usize) {
+        self.policy_problems.inc_by(count as u64);
     }
 
     fn kept_last_good(&self, count: usize) {

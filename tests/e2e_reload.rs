@@ -306,10 +306,7 @@ async fn a_broken_edit_keeps_the_last_good_version_and_is_reported_once_with_its
         &FAST_RESCAN,
     )
     .await;
-    assert_eq!(
-        metric(&op, "hemostat_policy_invalid_documents_total").await,
-        0.0
-    );
+    assert_eq!(metric(&op, "hemostat_policy_problems_total").await, 0.0);
 
     // One save breaks the first document (an invalid boolean: a YAML-level error, so its
     // name cannot be read) and edits the second.
@@ -358,10 +355,7 @@ async fn a_broken_edit_keeps_the_last_good_version_and_is_reported_once_with_its
     assert_eq!(degraded["status"], "True", "{view}");
     assert_eq!(degraded["reason"], "InvalidDocument");
     assert_eq!(degraded["message"], expected.as_str(), "{view}");
-    assert_eq!(
-        metric(&op, "hemostat_policy_invalid_documents_total").await,
-        1.0
-    );
+    assert_eq!(metric(&op, "hemostat_policy_problems_total").await, 1.0);
     assert_eq!(metric(&op, "hemostat_policies_last_good").await, 1.0);
 
     // Several rescans later it is still reported once.
@@ -371,10 +365,7 @@ async fn a_broken_edit_keeps_the_last_good_version_and_is_reported_once_with_its
     let reported: Vec<&str> = log.lines().filter(|l| l.contains(&expected)).collect();
     assert_eq!(reported.len(), 1, "{reported:#?}\nlog:\n{log}");
     assert!(reported[0].contains("WARN"), "{}", reported[0]);
-    assert_eq!(
-        metric(&op, "hemostat_policy_invalid_documents_total").await,
-        1.0
-    );
+    assert_eq!(metric(&op, "hemostat_policy_problems_total").await, 1.0);
 
     // And the last good version is what acts: a crash is repaired under it.
     run.spawn(

@@ -54,8 +54,8 @@ impl Trigger {
 pub trait ReloadReporter: Send + Sync {
     /// A scan ran.
     fn scanned(&self, trigger: Trigger);
-    /// `count` invalid documents were found that had not been reported before.
-    fn invalid_documents(&self, count: usize);
+    /// `count` problems were found that had not been reported before.
+    fn problems_found(&self, count: usize);
     /// `count` policies are enforced from a last good version now.
     fn kept_last_good(&self, count: usize);
 }
@@ -216,7 +216,7 @@ impl FileSource {
             log_merge(&merged);
             self.state = merged.next.clone();
             reporter.scanned(trigger);
-            reporter.invalid_documents(merged.new_problems.len());
+            reporter.problems_found(merged.new_problems.len());
             reporter.kept_last_good(self.kept_last_good());
             registry.set_provenance(self.provenance());
             let now = self.policies();
