@@ -680,3 +680,38 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn a_broken_document_at_start_up_is_reported_and_counted_once_and_never_enforced() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("a.yaml"), policy("good", &run, "target", 1)).unwrap();
+    let broken = policy("broken", &run, "other", 1).replace("cooldown: 1h", "cooldown: soon");
+    std::fs::write(policies.join("b.yaml"), broken).unwrap();
+    let op = Operator::start(
+        &policies,
+        &run.label,
+        &dir.path().join("state"),
+        &FAST_RESCAN,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let names: Vec<Value> = in_force(&op)
+        .await
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(metric(&op, "hemostat_policy_problems_total").await, 1.0);
+    let log = op.log_text();
+    let b = policies.join("b.yaml").display().to_string();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("invalid policy document") && l.contains(&b))
+            .count(),
+        1,
+        "{log}"
+    );
+}

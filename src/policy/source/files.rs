@@ -188,6 +188,8 @@ impl FileSource {
             w.follow(&self.paths);
         }
         registry.set_provenance(self.provenance());
+        // The problems of the first load (logged by it) count too.
+        reporter.problems_found(self.state.reported.len());
         reporter.kept_last_good(self.kept_last_good());
         let mut tick = tokio::time::interval(how.rescan);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
