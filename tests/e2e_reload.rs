@@ -413,7 +413,7 @@ async fn sighup_reloads_the_policies_instead_of_ending_the_process() {
         "{}",
         op.log_text()
     );
-    let pid = op.pid().unwrap().to_string();
+    let pid = op.pid().to_string();
     for _ in 0..2 {
         assert!(
             Command::new("kill")

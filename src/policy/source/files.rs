@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::last_good::{Change, Document, FileScan, LastGood, Merged, Scan, merge};
 use crate::policy::HealthPolicy;
-use crate::policy::load::{Diagnostic, collect_files, load_document, read_text, split_documents};
+use crate::policy::load::{
+    Diagnostic, Walk, collect_files, load_document, read_text, split_documents,
+};
 use crate::policy::registry::{PolicyRegistry, Provenance};
 
 /// How long the watcher waits for a burst of file events to settle before a rescan.
@@ -87,8 +89,9 @@ pub struct FileSource {
 pub fn scan(paths: &[PathBuf]) -> Scan {
     let mut files = Vec::new();
     let mut problems = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
-        collect_files(path, true, &mut files, &mut problems);
+        collect_files(path, true, &mut walk, &mut files, &mut problems);
     }
     let mut out: Scan = problems
         .into_iter()
