@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 
 use super::policy_cmds::{Format, fetch_api, table};
 use crate::http::api::PolicyView;
-use crate::policy::remote::{canonical_yaml, unified_diff};
+use crate::policy::diff::{canonical_yaml, unified_diff};
 use crate::policy::{HealthPolicy, load_paths};
 
 /// The operator's address when none is given.

@@ -7,7 +7,7 @@
 //! paths' current targets: when a symlinked `--policies` directory now points elsewhere, the
 //! watcher is set up again on the new target.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +22,8 @@ use tracing::{debug, info, warn};
 
 use super::last_good::{Change, Document, FileScan, LastGood, Merged, Scan, merge};
 use crate::policy::HealthPolicy;
-use crate::policy::load::{
-    Diagnostic, Walk, collect_files, load_document, read_text, split_documents,
-};
+use crate::policy::documents::split_documents;
+use crate::policy::load::{Diagnostic, Walk, collect_files, load_document, read_text};
 use crate::policy::registry::{PolicyRegistry, Provenance};
 
 /// How long the watcher waits for a burst of file events to settle before a rescan.
@@ -82,11 +81,23 @@ pub struct Reload {
 pub struct FileSource {
     paths: Vec<PathBuf>,
     state: LastGood,
+    /// The warnings of the last scan, so that each is logged once.
+    warned: BTreeSet<String>,
+}
+
+/// What a scan read: the outcome of each document, and the warnings of the valid ones (a
+/// field whose feature is not implemented yet).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scanned {
+    /// Every policy file, in load order.
+    pub files: Scan,
+    /// `file:line:col` warnings about valid documents.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Reads every policy file under `paths` (as [`crate::policy::load_paths`] finds them), one
 /// outcome per document.
-pub fn scan(paths: &[PathBuf]) -> Scan {
+pub fn scan(paths: &[PathBuf]) -> Scanned {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     let mut walk = Walk::default();
@@ -97,18 +108,22 @@ pub fn scan(paths: &[PathBuf]) -> Scan {
         .into_iter()
         .map(|d| (d.file.clone(), FileScan::Unreadable(d)))
         .collect();
+    let mut warnings = Vec::new();
     for file in files {
         let name = file.display().to_string();
         let content = match read_text(&file) {
             Err(d) => FileScan::Unreadable(d),
-            Ok(text) => read_documents(&name, &text),
+            Ok(text) => read_documents(&name, &text, &mut warnings),
         };
         out.push((name, content));
     }
-    out
+    Scanned {
+        files: out,
+        warnings,
+    }
 }
 
-fn read_documents(name: &str, text: &str) -> FileScan {
+fn read_documents(name: &str, text: &str, warnings: &mut Vec<Diagnostic>) -> FileScan {
     let chunks = split_documents(text);
     if chunks.is_empty() {
         return FileScan::Unreadable(Diagnostic {
@@ -122,7 +137,7 @@ fn read_documents(name: &str, text: &str) -> FileScan {
     FileScan::Read(
         chunks
             .iter()
-            .map(|chunk| match load_document(name, chunk) {
+            .map(|chunk| match load_document(name, chunk, warnings) {
                 Ok(loaded) => Document::Valid(Box::new(loaded)),
                 Err(diagnostics) => Document::Invalid {
                     name: diagnostics.iter().find_map(|d| d.policy.clone()),
@@ -139,6 +154,7 @@ impl FileSource {
         let mut source = Self {
             paths,
             state: LastGood::default(),
+            warned: BTreeSet::new(),
         };
         source.rescan();
         source
@@ -167,7 +183,19 @@ impl FileSource {
     /// Reads the files again and merges them in; logs each new problem once (warn, with
     /// `file:line:col`) and each change (info). Returns the merge.
     pub fn rescan(&mut self) -> Merged {
-        let merged = merge(&self.state, &scan(&self.paths));
+        let scanned = scan(&self.paths);
+        self.take(merge(&self.state, &scanned.files), &scanned.warnings)
+    }
+
+    /// Logs a merge (and the warnings not logged before) and makes it the state.
+    fn take(&mut self, merged: Merged, warnings: &[Diagnostic]) -> Merged {
+        let warned: BTreeSet<String> = warnings.iter().map(Diagnostic::as_warning).collect();
+        for w in warnings {
+            if !self.warned.contains(&w.as_warning()) {
+                warn!(file = %w.file, line = w.line, column = w.column, "{}", w.as_warning());
+            }
+        }
+        self.warned = warned;
         log_merge(&merged);
         self.state = merged.next.clone();
         merged
@@ -210,16 +238,18 @@ impl FileSource {
             let before = self.policies();
             let paths = self.paths.clone();
             let state = self.state.clone();
-            let merged =
-                match tokio::task::spawn_blocking(move || merge(&state, &scan(&paths))).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "policy rescan failed; keeping the policies in force");
-                        continue;
-                    }
-                };
-            log_merge(&merged);
-            self.state = merged.next.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let scanned = scan(&paths);
+                (merge(&state, &scanned.files), scanned.warnings)
+            });
+            let (merged, warnings) = match read.await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "policy rescan failed; keeping the policies in force");
+                    continue;
+                }
+            };
+            let merged = self.take(merged, &warnings);
             reporter.scanned(trigger);
             reporter.problems_found(merged.new_problems.len());
             reporter.kept_last_good(self.kept_last_good());
@@ -444,7 +474,7 @@ mod tests {
         std::fs::write(dir.path().join("a.yaml"), text).unwrap();
         std::fs::write(dir.path().join("empty.yml"), "# nothing\n").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
-        let scan = scan(&[dir.path().to_path_buf()]);
+        let scan = scan(&[dir.path().to_path_buf()]).files;
         assert_eq!(scan.len(), 2, "{scan:?}");
         let FileScan::Read(docs) = &scan[0].1 else {
             panic!("{scan:?}")
