@@ -11,7 +11,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::decision::ActionKind;
 use crate::model::wire::EventType;
-use crate::policy::source::files::{ReloadReporter, Trigger};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -19,6 +18,10 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 
 /// The prefix of every metric.
 pub const PREFIX: &str = "hemostat";
+
+/// What triggers a rescan of the policy files, the `trigger` label of
+/// `hemostat_policy_reloads_total` (the file source's `Trigger` names).
+pub const POLICY_RELOAD_TRIGGERS: [&str; 3] = ["watch", "rescan", "sighup"];
 
 /// The responder's outcomes, the `status` label of `hemostat_actions_total`.
 pub const ACTION_STATUSES: [&str; 4] = ["success", "failed", "rejected", "dry_run"];
@@ -282,9 +285,9 @@ impl Metrics {
                 });
             }
         }
-        for trigger in [Trigger::Watch, Trigger::Rescan, Trigger::Signal] {
+        for trigger in POLICY_RELOAD_TRIGGERS {
             let _ = self.policy_reloads.get_or_create(&TriggerLabels {
-                trigger: trigger.as_str().to_owned(),
+                trigger: trigger.to_owned(),
             });
         }
         let _ = self.external_requests.get_or_create(&ResultLabels {
@@ -404,12 +407,22 @@ impl Metrics {
     }
 
     /// Counts one rescan of the policy files.
-    pub fn policy_reload(&self, trigger: Trigger) {
+    pub fn policy_reload(&self, trigger: &str) {
         self.policy_reloads
             .get_or_create(&TriggerLabels {
-                trigger: trigger.as_str().to_owned(),
+                trigger: trigger.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts problems found in the policy files (each once, when first found).
+    pub fn policy_problems(&self, count: usize) {
+        self.policy_problems.inc_by(count as u64);
+    }
+
+    /// Sets the number of policies enforced from a last good version.
+    pub fn set_policies_last_good(&self, count: usize) {
+        self.policies_last_good.set(gauge_value(count));
     }
 
     /// Notes whether the breaker of one container (its safety key) is open now, and sets
@@ -453,20 +466,6 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
-    }
-}
-
-impl ReloadReporter for Metrics {
-    fn scanned(&self, trigger: Trigger) {
-        self.policy_reload(trigger);
-    }
-
-    fn problems_found(&self, count: usize) {
-        self.policy_problems.inc_by(count as u64);
-    }
-
-    fn kept_last_good(&self, count: usize) {
-        self.policies_last_good.set(gauge_value(count));
     }
 }
 

@@ -23,7 +23,7 @@ use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;
-use crate::policy::source::files::{FileSource, Publish, Reload, ReloadReporter};
+use crate::policy::source::files::{FileSource, Publish, Reload, ReloadReporter, Trigger};
 use crate::respond::Responder;
 
 /// Everything `run` needs, validated by the command line.
@@ -301,6 +301,21 @@ fn spawn_file_source(
     base_rx
 }
 
+/// The file source reports into the operator's metrics.
+impl ReloadReporter for crate::metrics::Metrics {
+    fn scanned(&self, trigger: Trigger) {
+        self.policy_reload(trigger.as_str());
+    }
+
+    fn problems_found(&self, count: usize) {
+        self.policy_problems(count);
+    }
+
+    fn kept_last_good(&self, count: usize) {
+        self.set_policies_last_good(count);
+    }
+}
+
 /// With Redis: the policy watcher, and the external request subscriber when accepted.
 fn spawn_redis_tasks(
     config: &Config,
@@ -341,5 +356,16 @@ async fn drain(bus: Option<Arc<RedisBus>>) {
             left = bus.outbox_len(),
             "Redis did not take every envelope before shutdown"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reload_trigger_is_a_pre_created_metric_label() {
+        let names: Vec<&str> = Trigger::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, crate::metrics::POLICY_RELOAD_TRIGGERS);
     }
 }

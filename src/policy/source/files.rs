@@ -41,6 +41,9 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Self; 3] = [Self::Watch, Self::Rescan, Self::Signal];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
