@@ -3,16 +3,21 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use super::select::{Target, governing_policy};
 use super::types::HealthPolicy;
 
-/// The policies in force. Readers get a cheap snapshot; a reload replaces the whole set.
+/// The policies in force. Readers get a cheap snapshot; a reload replaces the whole set and
+/// wakes every [`PolicyRegistry::changed`] receiver.
 #[derive(Debug, Default)]
 pub struct PolicyRegistry {
     current: RwLock<Arc<Vec<HealthPolicy>>>,
     /// Where each policy in force was read, and what is wrong with its current text (set by
     /// the file source; empty for the built-in policy and for policies applied through Redis).
     provenance: RwLock<Arc<BTreeMap<String, Provenance>>>,
+    /// How many times the set was replaced; [`PolicyRegistry::changed`] watches it.
+    generation: watch::Sender<u64>,
 }
 
 impl PolicyRegistry {
@@ -21,6 +26,7 @@ impl PolicyRegistry {
         Self {
             current: RwLock::new(Arc::new(policies)),
             provenance: RwLock::default(),
+            generation: watch::Sender::new(0),
         }
     }
 
@@ -38,6 +44,12 @@ impl PolicyRegistry {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver that wakes each time the set is replaced (its value: how many times).
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The policy governing a container now, if any.
@@ -77,5 +89,26 @@ impl PolicyRegistry {
             .get(&policy.metadata.name)
             .filter(|p| p.policy == *policy)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replace_wakes_every_changed_receiver_and_counts() {
+        let registry = PolicyRegistry::new(vec![]);
+        let mut a = registry.changed();
+        let mut b = registry.changed();
+        assert!(!a.has_changed().unwrap());
+        registry.replace(vec![crate::policy::builtin::default_policy()]);
+        a.changed().await.unwrap();
+        b.changed().await.unwrap();
+        assert_eq!(*a.borrow_and_update(), 1);
+        registry.replace(vec![]);
+        assert!(a.has_changed().unwrap());
+        assert_eq!(*a.borrow_and_update(), 2);
+        assert!(!a.has_changed().unwrap());
     }
 }
