@@ -19,6 +19,10 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// The prefix of every metric.
 pub const PREFIX: &str = "hemostat";
 
+/// What triggers a rescan of the policy files, the `trigger` label of
+/// `hemostat_policy_reloads_total` (the file source's `Trigger` names).
+pub const POLICY_RELOAD_TRIGGERS: [&str; 3] = ["watch", "rescan", "sighup"];
+
 /// The responder's outcomes, the `status` label of `hemostat_actions_total`.
 pub const ACTION_STATUSES: [&str; 4] = ["success", "failed", "rejected", "dry_run"];
 
@@ -50,6 +54,11 @@ struct ActionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +96,9 @@ pub struct Metrics {
     in_flight: Gauge,
     ready: Gauge,
     breakers_open: Gauge,
+    policy_reloads: Family<TriggerLabels, Counter>,
+    policy_problems: Counter,
+    policies_last_good: Gauge,
     /// Safety keys whose breaker was last seen open. A std mutex: never held across an await.
     open_breakers: std::sync::Mutex<std::collections::HashSet<String>>,
     reconcile_duration: Histogram,
@@ -118,6 +130,9 @@ impl Metrics {
             in_flight: Gauge::default(),
             ready: Gauge::default(),
             breakers_open: Gauge::default(),
+            policy_reloads: Family::default(),
+            policy_problems: Counter::default(),
+            policies_last_good: Gauge::default(),
             open_breakers: Default::default(),
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
@@ -210,6 +225,21 @@ impl Metrics {
             "Containers whose circuit breaker is open",
             self.breakers_open.clone(),
         );
+        registry.register(
+            "policy_reloads",
+            "Rescans of the --policies files, by trigger (watch, rescan, sighup)",
+            self.policy_reloads.clone(),
+        );
+        registry.register(
+            "policy_problems",
+            "Problems (file:line:col) found in the --policies files, each counted once, when first found",
+            self.policy_problems.clone(),
+        );
+        registry.register(
+            "policies_last_good",
+            "Policies enforced from their last good version because their file is invalid now",
+            self.policies_last_good.clone(),
+        );
     }
 
     /// Histograms.
@@ -254,6 +284,11 @@ impl Metrics {
                     status: status.to_owned(),
                 });
             }
+        }
+        for trigger in POLICY_RELOAD_TRIGGERS {
+            let _ = self.policy_reloads.get_or_create(&TriggerLabels {
+                trigger: trigger.to_owned(),
+            });
         }
         let _ = self.external_requests.get_or_create(&ResultLabels {
             result: "accepted".to_owned(),
@@ -375,6 +410,25 @@ impl Metrics {
     /// Sets the number of containers whose circuit breaker is open.
     pub fn set_breakers_open(&self, n: usize) {
         self.breakers_open.set(gauge_value(n));
+    }
+
+    /// Counts one rescan of the policy files.
+    pub fn policy_reload(&self, trigger: &str) {
+        self.policy_reloads
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts problems found in the policy files (each once, when first found).
+    pub fn policy_problems(&self, count: usize) {
+        self.policy_problems.inc_by(count as u64);
+    }
+
+    /// Sets the number of policies enforced from a last good version.
+    pub fn set_policies_last_good(&self, count: usize) {
+        self.policies_last_good.set(gauge_value(count));
     }
 
     /// Notes whether the breaker of one container (its safety key) is open now, and sets

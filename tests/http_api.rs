@@ -351,15 +351,36 @@ async fn policies_are_listed_by_precedence_with_secret_references_only() {
     let h = Harness::start().await;
     let (status, policies) = h.json("/api/v1/policies").await;
     assert_eq!(status, 200);
+    let summary: Vec<Value> = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            json!({"name": p["name"], "priority": p["priority"], "selector": p["selector"],
+                   "actions": p["actions"], "dryRun": p["dryRun"]})
+        })
+        .collect();
     assert_eq!(
-        policies,
-        json!([
-            {"name": "web", "priority": 10, "selector": {"matchNames": ["web-*"]},
-             "actions": ["restart", "stop"], "dryRun": true},
-            {"name": "hemostat-default", "priority": i32::MIN,
+        summary,
+        [
+            json!({"name": "web", "priority": 10, "selector": {"matchNames": ["web-*"]},
+             "actions": ["restart", "stop"], "dryRun": true}),
+            json!({"name": "hemostat-default", "priority": i32::MIN,
              "selector": {"matchLabels": {"io.hemostat.enable": "true"}},
-             "actions": ["restart"], "dryRun": false},
-        ])
+             "actions": ["restart"], "dryRun": false}),
+        ]
+    );
+    let web = &policies[0];
+    assert_eq!(
+        web["document"]["spec"]["alerts"]["channels"][0]["slack"]["webhookUrlFrom"],
+        json!({"env": "SLACK_WEBHOOK_URL"}),
+        "only the reference to the secret: {web}"
+    );
+    // Not from a file: no source; in force; governing the one web container observed.
+    assert_eq!(web["source"], Value::Null);
+    assert_eq!(
+        web["status"],
+        json!({"matchedContainers": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "InForce"}]})
     );
     h.stop().await;
 }

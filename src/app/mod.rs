@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -24,6 +25,7 @@ use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;
+use crate::policy::source::files::{FileSource, Publish, Reload, ReloadReporter, Trigger};
 use crate::respond::Responder;
 
 /// Everything `run` needs, validated by the command line.
@@ -57,6 +59,12 @@ pub struct Config {
     pub http_max_connections: usize,
     /// One delivery attempt of a notification at most.
     pub alert_timeout: Duration,
+    /// The `--policies` files, kept up to date by their own task (none for the built-in policy).
+    pub files: Option<FileSource>,
+    /// Notified on SIGHUP: the files are read again.
+    pub reload: Arc<Notify>,
+    /// The files' safety-net rescan period.
+    pub policies_rescan: Duration,
 }
 
 /// Why the operator could not start.
@@ -109,7 +117,7 @@ struct Stores {
 }
 
 /// Runs the operator until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
     let docker = BollardEngine::connect().await.map_err(AppError::Engine)?;
     let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
     let host = docker.host_info().await.map_err(AppError::HostInfo)?;
@@ -123,6 +131,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         ..stores
     };
     let registry = Arc::new(PolicyRegistry::new(config.policies.clone()));
+    if let Some(files) = &config.files {
+        registry.set_provenance(files.provenance());
+    }
     let mut metrics = crate::metrics::Metrics::new();
     let alert_metrics = crate::alert::metrics::AlertMetrics::register(metrics.registry_mut());
     let (ctx, receiver, ready) = context(
@@ -168,7 +179,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         config.http_max_connections,
         shutdown.clone(),
     ));
-    spawn_redis_tasks(&config, &ctx, registry, &shutdown)?;
+    let base = spawn_file_source(&mut config, &ctx, registry.clone(), &shutdown);
+    spawn_redis_tasks(&config, &ctx, registry, base, &shutdown)?;
     if let Some(store) = &stores.fallback {
         store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
     }
@@ -288,11 +300,62 @@ fn context(
     (ctx, receiver, ready)
 }
 
+/// The `--policies` files' task: it feeds the registry, or with Redis the base set the policy
+/// watcher composes with the applied policies (returned).
+fn spawn_file_source(
+    config: &mut Config,
+    ctx: &Arc<Context>,
+    registry: Arc<PolicyRegistry>,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<Vec<HealthPolicy>> {
+    let (base, base_rx) = watch::channel(config.policies.clone());
+    let Some(files) = config.files.take() else {
+        return base_rx;
+    };
+    let publish: Publish = if config.redis.is_some() {
+        Box::new(move |set| {
+            let _ = base.send(set);
+        })
+    } else {
+        let registry = registry.clone();
+        Box::new(move |set| registry.replace(set))
+    };
+    let reporter: Arc<dyn ReloadReporter> = ctx.metrics.clone();
+    tokio::spawn(files.run(
+        publish,
+        registry,
+        reporter,
+        config.reload.clone(),
+        Reload {
+            rescan: config.policies_rescan,
+            watch: true,
+        },
+        shutdown.clone(),
+    ));
+    base_rx
+}
+
+/// The file source reports into the operator's metrics.
+impl ReloadReporter for crate::metrics::Metrics {
+    fn scanned(&self, trigger: Trigger) {
+        self.policy_reload(trigger.as_str());
+    }
+
+    fn problems_found(&self, count: usize) {
+        self.policy_problems(count);
+    }
+
+    fn kept_last_good(&self, count: usize) {
+        self.set_policies_last_good(count);
+    }
+}
+
 /// With Redis: the policy watcher, and the external request subscriber when accepted.
 fn spawn_redis_tasks(
     config: &Config,
     ctx: &Arc<Context>,
     registry: Arc<PolicyRegistry>,
+    base: watch::Receiver<Vec<HealthPolicy>>,
     shutdown: &CancellationToken,
 ) -> Result<(), AppError> {
     let Some(redis) = &config.redis else {
@@ -302,10 +365,10 @@ fn spawn_redis_tasks(
         crate::adapters::redis::conn::client(redis)
             .map_err(|source| AppError::Redis { what, source })
     };
-    tokio::spawn(crate::adapters::redis::policies::watch_policies(
+    tokio::spawn(crate::adapters::redis::policies::watch_policies_with(
         client(" for policies")?,
         registry,
-        config.policies.clone(),
+        base,
         shutdown.clone(),
     ));
     if config.accept_external_requests {
@@ -327,5 +390,16 @@ async fn drain(bus: Option<Arc<RedisBus>>) {
             left = bus.outbox_len(),
             "Redis did not take every envelope before shutdown"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reload_trigger_is_a_pre_created_metric_label() {
+        let names: Vec<&str> = Trigger::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, crate::metrics::POLICY_RELOAD_TRIGGERS);
     }
 }

@@ -1,6 +1,7 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
 pub mod alert;
+pub mod operator_api;
 pub mod policy_cmds;
 pub mod run;
 pub mod silence;
@@ -30,7 +31,7 @@ pub enum Command {
     Apply(policy_cmds::ApplyArgs),
     /// Show what `apply` would change; exits 0 when nothing, 1 when something would change.
     Diff(policy_cmds::DiffArgs),
-    /// List policies (Redis), or containers and decisions of a running operator.
+    /// List policies (Redis, or a running operator's with --api), or its containers and decisions.
     Get(policy_cmds::GetArgs),
     /// Show one policy with its matched containers and recent decisions.
     Describe(policy_cmds::DescribeArgs),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, ValueEnum};
 
+use super::operator_api::{self, DEFAULT_API, api_base};
 use crate::adapters::redis::config::RedisArgs;
 use crate::adapters::redis::policies::{
     DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
@@ -79,6 +80,10 @@ pub struct DiffArgs {
     /// Policy files or directories (searched recursively for *.yaml, *.yml); `-` reads stdin.
     #[arg(long = "filename", short = 'f', required = true)]
     pub paths: Vec<PathBuf>,
+    /// Compare with the policies in force on a running operator (URL or host:port) instead of
+    /// Redis: what would change if its --policies files were these (deletions included).
+    #[arg(long)]
+    pub api: Option<String>,
     /// Redis connection.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -94,9 +99,11 @@ pub struct GetArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// A running operator's HTTP address (containers, decisions).
-    #[arg(long, env = "HEMOSTAT_API", default_value = "http://127.0.0.1:9090")]
-    pub api: String,
+    /// A running operator's HTTP address (URL or host:port; default http://127.0.0.1:9090).
+    /// Policies come from Redis, or from this operator (those in force) when Redis does not
+    /// answer.
+    #[arg(long, env = "HEMOSTAT_API")]
+    pub api: Option<String>,
     /// Redis connection (policies).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -109,9 +116,11 @@ pub struct DescribeArgs {
     pub kind: Kind,
     /// The policy's name.
     pub name: String,
-    /// A running operator's HTTP address, for matched containers and recent decisions.
-    #[arg(long, env = "HEMOSTAT_API", default_value = "http://127.0.0.1:9090")]
-    pub api: String,
+    /// A running operator's HTTP address (URL or host:port; default http://127.0.0.1:9090), for
+    /// matched containers and recent decisions; the policy itself too (the version in force)
+    /// when Redis does not answer.
+    #[arg(long, env = "HEMOSTAT_API")]
+    pub api: Option<String>,
     /// Redis connection.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -238,6 +247,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
 
 /// `hemostat diff -f PATH`: 0 when nothing would change, 1 when something would, 2 on error.
 pub async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
+    if let Some(api) = &args.api {
+        return operator_api::diff(api, &args.paths).await;
+    }
     let Some((source, text)) = read_inputs(&args.paths)? else {
         return Ok(2);
     };
@@ -278,12 +290,12 @@ pub async fn get(args: GetArgs) -> anyhow::Result<i32> {
     match args.resource {
         Resource::Policies => get_policies(args).await,
         Resource::Containers => {
-            let value: serde_json::Value = fetch_api(&args.api, "/api/v1/containers").await?;
+            let value: serde_json::Value = fetch_api(api(&args.api), "/api/v1/containers").await?;
             print_value(args.output, &value, containers_table)?;
             Ok(0)
         }
         Resource::Decisions => {
-            let value: serde_json::Value = fetch_api(&args.api, "/api/v1/decisions").await?;
+            let value: serde_json::Value = fetch_api(api(&args.api), "/api/v1/decisions").await?;
             print_value(args.output, &value, decisions_table)?;
             Ok(0)
         }
@@ -291,7 +303,12 @@ pub async fn get(args: GetArgs) -> anyhow::Result<i32> {
 }
 
 async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
-    let mut repo = connect(&args.redis).await?;
+    let mut repo = match policy_source(&args.api, &args.redis).await {
+        PolicySource::Redis(repo) => repo,
+        PolicySource::Api(api) => {
+            return operator_api::get_policies(&api, args.name.as_deref(), args.output).await;
+        }
+    };
     let all = match &args.name {
         Some(name) => match repo.get(name).await? {
             Some(p) => vec![p],
@@ -408,7 +425,34 @@ fn actions(policy: &HealthPolicy) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+/// Where `get policies` and `describe policy` read policies.
+enum PolicySource {
+    Redis(PolicyRepo),
+    /// A running operator's API (the policies in force there).
+    Api(String),
+}
+
+/// Redis when it answers; else the operator's API (`--api`, or the default address): an
+/// operator without Redis takes its policies from its files.
+async fn policy_source(api: &Option<String>, redis: &RedisArgs) -> PolicySource {
+    match connect(redis).await {
+        Ok(repo) => PolicySource::Redis(repo),
+        Err(e) => {
+            let api = api.clone().unwrap_or_else(|| DEFAULT_API.to_owned());
+            eprintln!(
+                "note: {e:#}\nnote: reading the policies in force from the operator at {} instead",
+                api_base(&api)
+            );
+            PolicySource::Api(api)
+        }
+    }
+}
+
+fn api(api: &Option<String>) -> &str {
+    api.as_deref().unwrap_or(DEFAULT_API)
+}
+
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -441,8 +485,11 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-async fn fetch_api<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
-    let url = format!("{}{path}", api.trim_end_matches('/'));
+pub(crate) async fn fetch_api<T: serde::de::DeserializeOwned>(
+    api: &str,
+    path: &str,
+) -> anyhow::Result<T> {
+    let url = format!("{}{path}", api_base(api));
     let response = http_client()?
         .get(&url)
         .send()
@@ -550,7 +597,22 @@ fn decisions_table(value: &serde_json::Value) -> String {
 /// `hemostat describe policy NAME`: 0 when found, 1 when not.
 pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
-    let mut repo = connect(&args.redis).await?;
+    let mut repo = match policy_source(&args.api, &args.redis).await {
+        PolicySource::Redis(repo) => repo,
+        PolicySource::Api(api) => {
+            let Some(mut out) = operator_api::describe_head(&api, &args.name).await? else {
+                eprintln!(
+                    "error: healthpolicy/{} is not in force on the operator at {}",
+                    args.name,
+                    api_base(&api)
+                );
+                return Ok(1);
+            };
+            describe_operator(&api, &args.name, &mut out).await?;
+            print!("{out}");
+            return Ok(0);
+        }
+    };
     let Some(stored) = repo.get(&args.name).await? else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
@@ -559,17 +621,23 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
         return Ok(1);
     };
     let mut out = describe_stored(&stored)?;
-    out.push_str(&format!("Operator:     {}\n", args.api));
-    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
+    describe_operator(api(&args.api), &stored.name, &mut out).await?;
+    print!("{out}");
+    Ok(0)
+}
+
+/// The operator's side of `describe policy NAME`, or why it is unknown.
+async fn describe_operator(api: &str, name: &str, out: &mut String) -> anyhow::Result<()> {
+    out.push_str(&format!("Operator:     {}\n", api_base(api)));
+    match fetch_api::<Vec<ContainerView>>(api, "/api/v1/containers").await {
         Err(e) => {
             out.push_str(&format!(
                 "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
             ));
         }
-        Ok(containers) => describe_live(&args.api, &stored, &containers, &mut out).await?,
+        Ok(containers) => describe_live(api, name, &containers, out).await?,
     }
-    print!("{out}");
-    Ok(0)
+    Ok(())
 }
 
 /// The stored policy: name, generation, and its spec or why it is invalid.
@@ -616,13 +684,13 @@ fn describe_stored(stored: &StoredPolicy) -> anyhow::Result<String> {
 /// What the running operator says: the matched containers and the recent decisions about them.
 async fn describe_live(
     api: &str,
-    stored: &StoredPolicy,
+    name: &str,
     containers: &[ContainerView],
     out: &mut String,
 ) -> anyhow::Result<()> {
     let matched: Vec<&ContainerView> = containers
         .iter()
-        .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
+        .filter(|c| c.policy.as_deref() == Some(name))
         .collect();
     out.push_str(&format!("Matched containers: {}\n", matched.len()));
     if !matched.is_empty() {
@@ -643,10 +711,7 @@ async fn describe_live(
     let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
     let recent: Vec<serde_json::Value> = decisions
         .iter()
-        .filter(|e| {
-            e.policy() == Some(stored.name.as_str())
-                || e.container().is_some_and(|c| names.contains(&c))
-        })
+        .filter(|e| e.policy() == Some(name) || e.container().is_some_and(|c| names.contains(&c)))
         .map(serde_json::to_value)
         .collect::<Result<_, _>>()?;
     let skip = recent.len().saturating_sub(10);

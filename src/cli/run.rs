@@ -2,22 +2,30 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
+use crate::policy::source::files::FileSource;
+use crate::policy::{HealthPolicy, HumanDuration, builtin};
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Policy files or directories; without any, the built-in default policy governs
-    /// containers labelled io.hemostat.enable=true.
+    /// Policy files or directories, watched and reloaded on change and on SIGHUP (the last good
+    /// version of each document stays in force); without any, the built-in default policy
+    /// governs containers labelled io.hemostat.enable=true.
     #[arg(long, short = 'p', env = "HEMOSTAT_POLICIES", value_delimiter = ',')]
     pub policies: Vec<PathBuf>,
+    /// How often the --policies files are read again even without a file event (a safety net
+    /// for filesystems where change notification does not work; at least 1s).
+    #[arg(long, env = "HEMOSTAT_POLICIES_RESCAN_INTERVAL", default_value = "30s")]
+    pub policies_rescan_interval: HumanDuration,
     /// Address of /healthz, /readyz, /metrics and /api/v1.
     #[arg(long, env = "HEMOSTAT_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
@@ -155,42 +163,47 @@ pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     Ok(policy)
 }
 
-fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
+/// The policies to start with, and the file source that keeps them up to date (none for the
+/// built-in policy).
+fn load_policies(paths: Vec<PathBuf>) -> anyhow::Result<(Vec<HealthPolicy>, Option<FileSource>)> {
     if paths.is_empty() {
         info!(
             "no --policies given: the built-in default policy governs containers labelled io.hemostat.enable=true"
         );
-        return Ok(vec![builtin_policy_from_env()?]);
+        return Ok((vec![builtin_policy_from_env()?], None));
     }
-    let report = load_paths(paths);
-    for d in &report.diagnostics {
-        error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
-    }
-    if report.policies.is_empty() {
+    let source = FileSource::load(paths);
+    let policies = source.policies();
+    if policies.is_empty() {
         bail!(
-            "no valid policy in {} ({} problem(s) above); fix them, or check with `hemostat validate`",
-            paths
+            "no valid policy in {} (problems above); fix them, or check with `hemostat validate`",
+            source
+                .paths()
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            report.diagnostics.len()
         );
     }
-    if !report.diagnostics.is_empty() {
-        warn!(
-            valid = report.policies.len(),
-            invalid = report.diagnostics.len(),
-            "running with the valid policies only"
-        );
-    }
-    for w in &report.warnings {
-        warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
-    }
-    for p in &report.policies {
-        info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
-    }
-    Ok(report.policies.into_iter().map(|p| p.policy).collect())
+    Ok((policies, Some(source)))
+}
+
+/// Turns SIGHUP into a policy reload (without a handler, SIGHUP would end the process).
+fn reload_on_sighup(files: bool) -> anyhow::Result<Arc<Notify>> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let reload = Arc::new(Notify::new());
+    let notify = reload.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if files {
+                notify.notify_one();
+            } else {
+                info!("SIGHUP: no --policies to reload; the built-in policy stays in force");
+            }
+        }
+    });
+    Ok(reload)
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -265,6 +278,7 @@ fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let RunArgs {
         policies,
+        policies_rescan_interval,
         listen,
         log_format,
         log_level,
@@ -298,7 +312,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     if resync_interval.get() < Duration::from_secs(1) {
         bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
     }
-    let policies = load_policies(&policies)?;
+    if policies_rescan_interval.get() < Duration::from_secs(1) {
+        bail!(
+            "--policies-rescan-interval {policies_rescan_interval} is too short: the minimum is 1s"
+        );
+    }
+    let reload = reload_on_sighup(!policies.is_empty())?;
+    let (policies, files) = load_policies(policies)?;
     let node = node.unwrap_or_else(crate::observe::host::node_name);
     let redis = redis.config().context("invalid Redis settings")?.map(|c| {
         c.with_outbox_capacity(outbox_capacity)
@@ -329,6 +349,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         accept_external_requests,
         http_max_connections,
         alert_timeout: alert_timeout.get(),
+        files,
+        reload,
+        policies_rescan: policies_rescan_interval.get(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));

@@ -148,23 +148,18 @@ fn not_ready(ctx: &Context, why: &str) {
 /// Schedules every observed container when the policies in force change (a file reload or an
 /// apply through Redis), so a new policy is enforced within a second, not at the next resync.
 pub async fn requeue_on_policy_change(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let mut seen = ctx.policies.snapshot();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut changed = ctx.policies.changed();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            r = changed.changed() => if r.is_err() { return },
         }
-        let now = ctx.policies.snapshot();
-        if !Arc::ptr_eq(&seen, &now) {
-            info!(
-                policies = now.len(),
-                "policies changed: reconciling every container"
-            );
-            for o in ctx.observed.all() {
-                ctx.queue.schedule_now(o.info.id);
-            }
-            seen = now;
+        info!(
+            policies = ctx.policies.snapshot().len(),
+            "policies changed: reconciling every container"
+        );
+        for o in ctx.observed.all() {
+            ctx.queue.schedule_now(o.info.id);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! | `GET audit?limit=` | the newest audit records, oldest first |
 //! | `GET containers` | one [`ContainerView`] per observed container, by name |
 //! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
-//! | `GET policies` | one [`PolicyView`] per policy in force, highest priority first |
+//! | `GET policies` | one [`PolicyView`] per policy in force (source, document, status), highest priority first |
 //!
 //! `limit` defaults to [`DEFAULT_LIMIT`] and may not exceed [`MAX_LIMIT`]. Every error is
 //! `{"error": "..."}` with a 4xx or 5xx status.
@@ -28,8 +28,9 @@ use crate::model::container::{ContainerState, HealthStatus};
 use crate::model::safety::SafetyState;
 use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
+use crate::policy::registry::Provenance;
 use crate::policy::select::{Target, is_protected};
-use crate::policy::{ActionKind, HealthPolicy, Selector};
+use crate::policy::{ActionKind, Condition, HealthPolicy, PolicyStatus, Selector};
 
 /// How many records a list answers when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -358,26 +359,106 @@ pub struct PolicyView {
     pub actions: Vec<ActionKind>,
     /// `spec.remediation.dryRun`.
     pub dry_run: bool,
+    /// `file:line:col` the version in force was read from (policies from `--policies` files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Containers governed now, and the `Ready` / `Degraded` conditions: `Degraded` is `True`
+    /// when the policy's document is invalid now and its last good version stays in force.
+    pub status: PolicyStatus,
+    /// The whole policy as enforced (what `hemostat diff --api` compares with).
+    pub document: HealthPolicy,
 }
 
 impl From<&HealthPolicy> for PolicyView {
+    /// The view of a policy of unknown origin, governing no container.
     fn from(p: &HealthPolicy) -> Self {
+        Self::new(p, None, 0)
+    }
+}
+
+impl PolicyView {
+    /// The view of `p`, governing `matched` containers, read from where `provenance` says.
+    pub fn new(p: &HealthPolicy, provenance: Option<&Provenance>, matched: u32) -> Self {
+        let condition = |type_: &str, status: bool, reason: &str, message: String| Condition {
+            type_: type_.to_owned(),
+            status: if status { "True" } else { "False" }.to_owned(),
+            reason: reason.to_owned(),
+            message,
+        };
+        let conditions = match provenance {
+            None => vec![condition("Ready", true, "InForce", String::new())],
+            Some(from) if from.problems.is_empty() => vec![
+                condition(
+                    "Ready",
+                    true,
+                    "Loaded",
+                    format!("enforced from {}", from.source),
+                ),
+                condition("Degraded", false, "Valid", String::new()),
+            ],
+            Some(from) => vec![
+                condition(
+                    "Ready",
+                    true,
+                    "LastGoodKept",
+                    format!("last good version from {} enforced", from.source),
+                ),
+                condition(
+                    "Degraded",
+                    true,
+                    "InvalidDocument",
+                    from.problems.join("\n"),
+                ),
+            ],
+        };
+        let mut document = p.clone();
+        document.status = None;
         Self {
             name: p.metadata.name.clone(),
             priority: p.spec.priority,
             selector: p.spec.selector.clone(),
             actions: p.spec.remediation.actions.clone(),
             dry_run: p.spec.remediation.dry_run,
+            source: provenance.map(|from| from.source.clone()),
+            status: PolicyStatus {
+                matched_containers: matched,
+                last_reconciled: None,
+                conditions,
+            },
+            document,
         }
+    }
+
+    /// The problems of the policy's current document (empty when it is valid).
+    pub fn problems(&self) -> Vec<&str> {
+        self.status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == "Degraded" && c.status == "True")
+            .flat_map(|c| c.message.lines())
+            .collect()
     }
 }
 
 async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
-    let mut views: Vec<PolicyView> = state
-        .policies
-        .snapshot()
+    let snapshot = state.policies.snapshot();
+    let mut matched: BTreeMap<String, u32> = BTreeMap::new();
+    for o in state.observed.all() {
+        let target = Target {
+            name: &o.info.name,
+            image: &o.info.image,
+            labels: &o.info.labels,
+        };
+        if let Some(p) = crate::policy::select::governing_policy(snapshot.iter(), target) {
+            *matched.entry(p.metadata.name.clone()).or_default() += 1;
+        }
+    }
+    let mut views: Vec<PolicyView> = snapshot
         .iter()
-        .map(PolicyView::from)
+        .map(|p| {
+            let matched = matched.get(&p.metadata.name).copied().unwrap_or(0);
+            PolicyView::new(p, state.policies.provenance_of(p).as_ref(), matched)
+        })
         .collect();
     views.sort_by(|a, b| {
         b.priority

@@ -154,7 +154,7 @@ pub fn yaml_files<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<Diagnostic>
 /// What a directory walk has seen: directories by device and inode, so a symlink loop (three
 /// links to `.` would otherwise make the walk exponential) is read once and reported.
 #[derive(Default)]
-struct Walk {
+pub(crate) struct Walk {
     dirs: std::collections::HashSet<(u64, u64)>,
     depth: usize,
 }
@@ -162,7 +162,7 @@ struct Walk {
 /// How deep directories are followed at most.
 const MAX_DEPTH: usize = 32;
 
-fn collect_files(
+pub(crate) fn collect_files(
     path: &Path,
     explicit: bool,
     walk: &mut Walk,
@@ -242,7 +242,7 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
     }
 }
 
-fn read_text(path: &Path) -> Result<String, Diagnostic> {
+pub(crate) fn read_text(path: &Path) -> Result<String, Diagnostic> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| file_error(path, format!("cannot read: {e}"));
@@ -344,7 +344,7 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
-fn load_document(
+pub(crate) fn load_document(
     source: &str,
     chunk: &Chunk<'_>,
     warnings: &mut Vec<Diagnostic>,

@@ -1,5 +1,9 @@
 //! Where the policy set in force comes from: the operator's files (`base`) and the policies
-//! applied through Redis, composed with the Redis ones winning a name clash.
+//! applied through Redis, composed with the Redis ones winning a name clash. Each source is a
+//! task feeding the registry.
+
+pub mod files;
+pub mod last_good;
 
 use std::collections::BTreeMap;
 
