@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// twice, and serves recent envelopes from hemostat:stream:events. Needs Redis.
     #[arg(long, env = "HEMOSTAT_EXTERNAL_ALERT_AGENT")]
     pub external_alert_agent: bool,
+    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
+    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
+    pub alert_timeout: HumanDuration,
 }
 
 /// Log output formats.
@@ -97,7 +100,8 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-fn default_state_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
+pub fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -277,6 +281,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         outbox_capacity,
         accept_external_requests,
         external_alert_agent,
+        alert_timeout,
     } = args;
     init_logging(log_format, &log_level)?;
     let argv: Vec<String> = std::env::args().collect();
@@ -323,6 +328,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis,
         accept_external_requests,
         http_max_connections,
+        alert_timeout: alert_timeout.get(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
