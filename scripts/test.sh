@@ -8,8 +8,8 @@ need_apt=()
 command -v busybox >/dev/null && file -L "$(command -v busybox)" 2>/dev/null | grep -q static || need_apt+=(busybox-static)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v file >/dev/null || need_apt+=(file)
-command -v python3 >/dev/null || need_apt+=(python3)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v python3 >/dev/null || need_apt+=(python3)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need_apt[*]}"

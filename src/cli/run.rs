@@ -68,14 +68,14 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
+    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
+    pub alert_timeout: HumanDuration,
     /// Leave the hemostat:events:* lists to an external alert agent (the original's Alert
     /// agent, which fills them itself): HemoStat stops writing them, so no event is listed
     /// twice, and serves recent envelopes from hemostat:stream:events. Needs Redis.
     #[arg(long, env = "HEMOSTAT_EXTERNAL_ALERT_AGENT")]
     pub external_alert_agent: bool,
-    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
-    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
-    pub alert_timeout: HumanDuration,
 }
 
 /// Log output formats.
@@ -280,8 +280,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         http_max_connections,
         outbox_capacity,
         accept_external_requests,
-        external_alert_agent,
         alert_timeout,
+        external_alert_agent,
     } = args;
     init_logging(log_format, &log_level)?;
     let argv: Vec<String> = std::env::args().collect();

@@ -624,10 +624,7 @@ pub(crate) async fn golden_refusal(ctx: &Context) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::engine::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
     use serde_json::json;
@@ -637,19 +634,10 @@ mod tests {
     fn info(name: &str) -> ContainerInfo {
         ContainerInfo {
             id: format!("id-{name}"),
-            name: name.into(),
             image: "img".into(),
-            labels: BTreeMap::new(),
-            state: ContainerState::Running,
-            exit_code: None,
-            oom_killed: false,
-            health: HealthStatus::None,
-            health_failing_streak: 0,
-            restart_count: 0,
             started_at: None,
-            finished_at: None,
-            limits: ResourceLimits::default(),
             pid: None,
+            ..crate::engine::fake::running(name, &[])
         }
     }
 

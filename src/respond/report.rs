@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::bus::AuditRecord;
+use crate::model::audit::AuditRecord;
 use crate::model::decision::AnalysisMethod;
 use crate::model::wire::{ActionResult, RemediationComplete};
 

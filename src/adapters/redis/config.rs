@@ -4,7 +4,7 @@ use std::fmt;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
-use crate::bus::{BusError, Result};
+use crate::store::{Result, StoreError};
 
 /// The original's default port.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -41,7 +41,7 @@ impl RedisConfig {
             let info = url
                 .trim()
                 .into_connection_info()
-                .map_err(|e| BusError::RedisConfig {
+                .map_err(|e| StoreError::RedisConfig {
                     reason: format!("REDIS_URL is not a valid redis:// or rediss:// URL: {e}"),
                 })?;
             match password {
@@ -55,7 +55,7 @@ impl RedisConfig {
             let port = port.unwrap_or(DEFAULT_PORT);
             let info = ConnectionAddr::Tcp(host.trim().to_owned(), port)
                 .into_connection_info()
-                .map_err(|e| BusError::RedisConfig {
+                .map_err(|e| StoreError::RedisConfig {
                     reason: format!("REDIS_HOST/REDIS_PORT: {e}"),
                 })?;
             match password {
@@ -66,7 +66,7 @@ impl RedisConfig {
                 None => info,
             }
         } else if port.is_some() || password.is_some() {
-            return Err(BusError::RedisConfig {
+            return Err(StoreError::RedisConfig {
                 reason: "REDIS_PORT or REDIS_PASSWORD is set but neither REDIS_HOST nor REDIS_URL"
                     .to_owned(),
             });
@@ -83,7 +83,7 @@ impl RedisConfig {
     /// A configuration from a URL alone (tests, tools).
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_parts(Some(url.to_owned()), None, None, None)?.ok_or_else(|| {
-            BusError::RedisConfig {
+            StoreError::RedisConfig {
                 reason: "empty Redis URL".to_owned(),
             }
         })
@@ -270,8 +270,8 @@ fn cli_client(args: &RedisArgs) -> Result<(redis::Client, String)> {
     Ok((client, shown))
 }
 
-fn config_error(reason: String) -> BusError {
-    BusError::RedisConfig { reason }
+fn config_error(reason: String) -> StoreError {
+    StoreError::RedisConfig { reason }
 }
 
 #[cfg(test)]

@@ -500,7 +500,7 @@ pub async fn watch_policies_with(
                         // Redis answered with an error (hemostat:policies is not a hash…): the
                         // connection is fine, reconnecting would only storm. Reported once,
                         // read again at the next poll.
-                        crate::bus::report_bad_value(
+                        crate::store::report_bad_value(
                             POLICIES_KEY,
                             &e.to_string(),
                             "policies in force kept; read again every poll",
