@@ -161,10 +161,9 @@ fn str_of(data: &Value, key: &str) -> Option<String> {
     data.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// When the envelope was published: both wire forms (naive and with an offset) are read.
 fn timestamp(envelope: &Envelope) -> DateTime<Utc> {
-    chrono::NaiveDateTime::parse_from_str(&envelope.timestamp, "%Y-%m-%dT%H:%M:%S%.f")
-        .map(|t| t.and_utc())
-        .unwrap_or_else(|_| Utc::now())
+    envelope.time().unwrap_or_else(Utc::now)
 }
 
 #[cfg(test)]
@@ -189,6 +188,22 @@ mod tests {
             json!({"container": "web-1", "node": "n1", "policy": "p", "decision_id": "d1",
                    "reason": reason}),
         )
+    }
+
+    #[test]
+    fn alert_times_come_from_either_timestamp_form() {
+        let want = DateTime::parse_from_rfc3339("2025-11-03T10:30:45.123456Z")
+            .unwrap()
+            .to_utc();
+        for form in [
+            "2025-11-03T10:30:45.123456",
+            "2025-11-03T10:30:45.123456+00:00",
+            "2025-11-03T11:30:45.123456+01:00",
+        ] {
+            let mut e = false_alarm("r");
+            e.timestamp = form.to_owned();
+            assert_eq!(timestamp(&e), want, "{form}");
+        }
     }
 
     #[test]

@@ -128,6 +128,10 @@ impl EventSink for MarkingSink {
         self.inner.put_stats(container, node, stats).await;
     }
 
+    async fn put_state(&self, state: &crate::model::wire::ContainerStateKey) {
+        self.inner.put_state(state).await;
+    }
+
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Envelope> {
         self.inner.subscribe()
     }

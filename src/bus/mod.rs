@@ -28,7 +28,8 @@ pub trait EventSink: Send + Sync + 'static {
     /// sinks without such a key ignore it.
     async fn put_stats(&self, _container: &str, _node: &str, _stats: serde_json::Value) {}
     /// Publishes a container's state as the original monitor kept it
-    /// (`hemostat:state:container:<short id>`); sinks without such a key ignore it.
+    /// (`hemostat:state:container:<short id>`); sinks without such a key ignore it. A sink that
+    /// wraps another must forward it (as `put_stats`).
     async fn put_state(&self, _state: &crate::model::wire::ContainerStateKey) {}
     /// Live envelopes from now on, for in-process consumers (alerts, the dashboard's event
     /// stream). A receiver that falls behind misses envelopes (`RecvError::Lagged`) rather
