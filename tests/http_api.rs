@@ -140,6 +140,8 @@ impl Harness {
             policies,
             metrics,
             node: NODE.into(),
+            events: Default::default(),
+            access: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();

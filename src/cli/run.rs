@@ -88,6 +88,25 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// A file holding the API token (at least 16 characters). Needed when --listen is not a
+    /// loopback address; writes always need it. HEMOSTAT_API_TOKEN gives it directly.
+    #[arg(long, env = "HEMOSTAT_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// The API token itself (prefer --api-token-file: the environment is visible to others).
+    #[arg(
+        long = "api-token",
+        env = "HEMOSTAT_API_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub api_token: Option<String>,
+    /// Serve the dashboard and API to anyone on a non-loopback --listen address, without a token.
+    #[arg(long, env = "HEMOSTAT_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve /metrics without the token even when other reads need it (for a Prometheus that
+    /// cannot send one).
+    #[arg(long, env = "HEMOSTAT_METRICS_WITHOUT_TOKEN")]
+    pub metrics_without_token: bool,
 }
 
 /// Log output formats.
@@ -102,8 +121,11 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
         .with_context(|| format!("invalid --log-level {level:?}"))?;
+    // Colour codes only when a person reads stderr on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -262,8 +284,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_password,
         outbox_capacity,
         accept_external_requests,
+        api_token_file,
+        api_token,
+        insecure_no_auth,
+        metrics_without_token,
     } = args;
     init_logging(log_format, &log_level)?;
+    let access = crate::http::access::Access::resolve(
+        listen,
+        api_token_file.as_deref(),
+        api_token,
+        insecure_no_auth,
+        metrics_without_token,
+    )?;
+    if !listen.ip().is_loopback() && !access.has_token() {
+        warn!(%listen, "--insecure-no-auth: the dashboard and API are open to anyone who reaches this address");
+    }
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -378,8 +414,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics, /api/v1");
+    info!(address = %listener.local_addr()?, token = access.has_token(), reads_need_token = access.reads_need_token(), "serving the dashboard, /healthz, /readyz, /metrics, /api/v1");
+    let events = Arc::new(crate::http::dashboard::events::EventLog::new());
+    events.spawn(sink.clone(), shutdown.clone());
+    if let Some(bus) = &redis_bus {
+        let bus = bus.clone();
+        let fallback = fallback.clone();
+        metrics.set_store_reader(Box::new(move || crate::metrics::StoreReading {
+            outbox_length: bus.outbox_len(),
+            outbox_dropped: bus.dropped(),
+            outage: fallback.as_ref().is_some_and(|f| f.in_outage()),
+            dirty_keys: fallback.as_ref().map_or(0, |f| f.dirty_keys().len()),
+        }));
+    }
     let api = crate::http::ApiState {
+        events,
+        access: Arc::new(access),
         ready,
         observed: ctx.observed.clone(),
         sink,

@@ -32,6 +32,7 @@ pub async fn run_controller(
         let span = tracing::info_span!("reconcile", container_id = %short(&id));
         async move {
             let _timer = ctx.metrics.reconcile_timer();
+            let _running = ctx.metrics.running();
             let action = match reconcile(&id, &ctx).await {
                 Ok(action) => {
                     if let Some(h) = ctx.handled.lock().expect("handled lock").get_mut(&id) {
@@ -51,7 +52,6 @@ pub async fn run_controller(
                 }
             };
             ctx.metrics.set_queue_depth(ctx.queue.len());
-            ctx.metrics.set_in_flight(ctx.queue.in_flight());
             if let Action::Requeue(after) = action {
                 ctx.queue.schedule_after(id, after);
             }

@@ -1,4 +1,4 @@
-//! The sampling task: resource usage of governed running containers every interval.
+//! The sampling task: resource usage of every governed running container every interval, and `hemostat:stats:<container>` for every governed one.
 
 use std::sync::Arc;
 
@@ -12,14 +12,14 @@ use crate::docker::{ContainerInfo, DockerApi, HostInfo};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
 
-/// True when the container's policy has a probe that reads resource usage.
-fn needs_samples(ctx: &Context, info: &ContainerInfo) -> bool {
+/// Whether a policy governs the container, and whether that policy reads resource usage.
+fn governed(ctx: &Context, info: &ContainerInfo) -> Option<bool> {
     let target = Target {
         name: &info.name,
         image: &info.image,
         labels: &info.labels,
     };
-    ctx.policies.governing(target).is_some_and(|p| {
+    ctx.policies.governing(target).map(|p| {
         let probes = &p.spec.probes;
         probes.cpu.is_some() || probes.memory.is_some() || probes.memory_leak.is_some()
     })
@@ -41,13 +41,24 @@ pub async fn run_sampler(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let infos: Vec<ContainerInfo> = ctx
-            .observed
-            .all()
-            .into_iter()
-            .map(|o| o.info)
-            .filter(|info| needs_samples(&ctx, info))
-            .collect();
+        // Every governed container is sampled (the dashboard and `hemostat:stats:*` show them
+        // all); only those whose policy reads usage are reconciled on a new sample.
+        let mut infos: Vec<ContainerInfo> = Vec::new();
+        let mut reconcile_on_sample = std::collections::HashSet::new();
+        let mut idle: Vec<ContainerInfo> = Vec::new();
+        for info in ctx.observed.all().into_iter().map(|o| o.info) {
+            let Some(reads_usage) = governed(&ctx, &info) else {
+                continue;
+            };
+            if reads_usage {
+                reconcile_on_sample.insert(info.id.clone());
+            }
+            if info.state == crate::docker::ContainerState::Running {
+                infos.push(info);
+            } else {
+                idle.push(info);
+            }
+        }
         let started = std::time::Instant::now();
         let usages = sampler.sample(&infos, &host).await;
         let took = started.elapsed();
@@ -60,6 +71,20 @@ pub async fn run_sampler(
             );
         }
         let now = Utc::now();
+        for info in &idle {
+            // Not running: its status, without figures.
+            let stats = serde_json::json!({
+                "name": info.name,
+                "status": info.state,
+                "memory_pct": null,
+                "cpu_pct": null,
+                "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
+                "node": ctx.config.node,
+            });
+            ctx.sink
+                .put_stats(&info.name, &ctx.config.node, stats)
+                .await;
+        }
         for (id, usage) in &usages {
             if let Some(o) = ctx.observed.get(id) {
                 let stats = serde_json::json!({
@@ -85,7 +110,9 @@ pub async fn run_sampler(
                     memory_used_bytes: usage.memory_used_bytes,
                 },
             );
-            ctx.queue.schedule_now(id);
+            if reconcile_on_sample.contains(&id) {
+                ctx.queue.schedule_now(id);
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! | `GET containers` | one [`ContainerView`] per observed container, by name |
 //! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
 //! | `GET policies` | one [`PolicyView`] per policy in force, highest priority first |
+//! | `GET events` | every envelope as Server-Sent Events (see `dashboard::events`) |
+//! | `GET usage` | recent CPU and memory per container (see `dashboard::usage`) |
 //!
 //! `limit` defaults to [`DEFAULT_LIMIT`] and may not exceed [`MAX_LIMIT`]. Every error is
 //! `{"error": "..."}` with a 4xx or 5xx status.
@@ -108,6 +110,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/containers", get(containers))
         .route("/containers/{name}", get(container))
         .route("/policies", get(policies))
+        .route("/events", get(super::dashboard::events::stream))
+        .route("/usage", get(super::dashboard::usage))
         .fallback(not_found)
 }
 

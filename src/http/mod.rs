@@ -6,25 +6,31 @@
 //! | `GET /readyz` | `200 ready` once the first full container list is in, else `503` |
 //! | `GET /metrics` | the OpenMetrics exposition of [`Metrics`] |
 //! | `GET /api/v1/...` | see [`api`] |
+//! | `GET /` | the dashboard, see [`dashboard`] |
+//!
+//! Who may call what is decided by [`access`]; every answer carries the dashboard's strict
+//! Content-Security-Policy.
 //!
 //! Nothing served carries a secret: policies hold only references to secrets (an environment
 //! variable's or a file's name), never their values.
 
+pub mod access;
 pub mod api;
+pub mod dashboard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::bus::{EventSink, StateStore};
-use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+use crate::metrics::{Format, Metrics};
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
 
@@ -46,6 +52,11 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// This node's name: the first half of every safety key.
     pub node: String,
+    /// The numbered recent envelopes behind `/api/v1/events` (start it with
+    /// [`dashboard::events::EventLog::spawn`]).
+    pub events: Arc<dashboard::events::EventLog>,
+    /// Who may call what.
+    pub access: Arc<access::Access>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -62,11 +73,15 @@ pub const NOT_READY: &str = "not ready: waiting for the first full container lis
 
 /// Every route, with request tracing.
 pub fn router(state: ApiState) -> Router {
+    let access = state.access.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::routes())
+        .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
+        .layer(axum::middleware::map_response(dashboard::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -101,12 +116,17 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
     // Gauges that describe the present are read now, so a scrape never shows a stale value.
     state.metrics.set_containers_observed(state.observed.len());
     state.metrics.set_ready(state.ready.load(Ordering::Acquire));
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = Format::negotiate(accept);
     (
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.encode_as(format),
     )
 }

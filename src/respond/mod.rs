@@ -396,6 +396,16 @@ impl Responder {
         };
         let status = response.status();
         let dry_run = matches!(response, Response::DryRun);
+        // Every outcome at info: a person reading the log sees what was done and why not.
+        info!(
+            container = %req.info.name,
+            action = %action,
+            status,
+            gate = gate.as_deref().unwrap_or("-"),
+            decision_id = req.decision_id,
+            details = %details,
+            "outcome"
+        );
         let data = json!({
             "container": req.info.name,
             "action": action,
