@@ -39,6 +39,7 @@ fn info(id: &str, name: &str, labels: &[(&str, &str)]) -> ContainerInfo {
         oom_killed: false,
         health: HealthStatus::Healthy,
         health_failing_streak: 0,
+        health_output: None,
         restart_count: 2,
         started_at: Some(Utc::now()),
         finished_at: None,

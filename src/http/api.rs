@@ -217,6 +217,9 @@ pub struct ContainerView {
     pub oom_killed: bool,
     /// Docker's own restart count (restart policy).
     pub restart_count: u64,
+    /// The last healthcheck's output (untrusted text from the container).
+    #[serde(default)]
+    pub health_output: Option<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
     /// A person stopped or killed it, and nobody started it since: left alone.
@@ -318,6 +321,7 @@ async fn container_view(
         exit_code: info.exit_code,
         oom_killed: info.oom_killed,
         restart_count: info.restart_count,
+        health_output: info.health_output.clone(),
         labels: observed.info.labels,
     })
 }

@@ -20,7 +20,8 @@ pub struct Operator {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -50,7 +51,17 @@ impl Operator {
     /// Starts `hemostat run` observing only the run's containers (`--label-filter`), with fast
     /// intervals, its state in `state_dir`, and waits until it is ready.
     pub async fn start(policies: &Path, run_label: &str, state_dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_at(free_port(), policies, run_label, state_dir, extra).await
+    }
+
+    /// [`Operator::start`] on a given port (to start it again where clients expect it).
+    pub async fn start_at(
+        port: u16,
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         let log = state_dir.join(format!("operator-{port}.log"));
         std::fs::create_dir_all(state_dir).unwrap();
         let stderr = std::fs::File::create(&log).unwrap();

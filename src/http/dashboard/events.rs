@@ -61,6 +61,9 @@ pub struct EventLog {
     boot: String,
     buffer: Mutex<Buffer>,
     live: broadcast::Sender<Numbered>,
+    /// Cancelled when the operator shuts down: every open stream ends, so the HTTP server's
+    /// graceful shutdown does not wait for them forever.
+    closing: CancellationToken,
 }
 
 /// Where a reconnecting client resumes.
@@ -82,6 +85,7 @@ impl EventLog {
                 ..Buffer::default()
             }),
             live: broadcast::channel(crate::bus::LIVE_CAPACITY).0,
+            closing: CancellationToken::new(),
         }
     }
 
@@ -105,7 +109,10 @@ impl EventLog {
             }
             loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        log.closing.cancel();
+                        return;
+                    }
                     got = rx.recv() => match got {
                         Ok(envelope) => {
                             log.record(&envelope);
@@ -184,6 +191,10 @@ pub struct EventsQuery {
     last_event_id: Option<String>,
 }
 
+fn log_closing(state: &ApiState) -> CancellationToken {
+    state.events.closing.clone()
+}
+
 /// The SSE handler.
 pub async fn stream(
     State(state): State<ApiState>,
@@ -215,7 +226,12 @@ pub async fn stream(
         };
         Some((Ok(event), (rx, log)))
     });
-    Sse::new(futures::stream::iter(replayed).chain(live))
+    let closing = log_closing(&state);
+    Sse::new(
+        futures::stream::iter(replayed)
+            .chain(live)
+            .take_until(closing.cancelled_owned()),
+    )
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
