@@ -25,7 +25,8 @@ const CARD: &str = "const c = document.querySelector(`article.card[data-containe
   return c ? {cpu: c.querySelector('.v.cpu').textContent, mem: c.querySelector('.v.mem').textContent} : null;";
 
 /// Timeline entries about a container, newest first, as `type status` strings.
-const ENTRIES: &str = "[...document.querySelectorAll(`#timeline li.entry[data-container=\"${arguments[0]}\"]`)]
+const ENTRIES: &str =
+    "[...document.querySelectorAll(`#timeline li.entry[data-container=\"${arguments[0]}\"]`)]
   .map(li => li.dataset.type + ' ' + ([...li.classList].find(c => c.startsWith('status-')) || ''))";
 
 fn target(spec: ContainerSpec) -> ContainerSpec {
@@ -46,11 +47,17 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
     let mut op = Operator::start_at(port, &policies, &run.label, &state_dir, &[]).await;
 
     let steady = run.name("steady");
-    run.spawn("steady", target(ContainerSpec::sleeper().memory(64 << 20).cpus(0.5)))
-        .await;
+    run.spawn(
+        "steady",
+        target(ContainerSpec::sleeper().memory(64 << 20).cpus(0.5)),
+    )
+    .await;
     let crasher = run.name("crasher");
-    run.spawn("crasher", target(ContainerSpec::sh(CRASH_ON_DEMAND).memory(64 << 20)))
-        .await;
+    run.spawn(
+        "crasher",
+        target(ContainerSpec::sh(CRASH_ON_DEMAND).memory(64 << 20)),
+    )
+    .await;
     let hostile = run.name("hostile");
     run.spawn(
         "hostile",
@@ -82,10 +89,16 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
         )
         .await;
     let mem = percent(card["mem"].as_str().unwrap()).unwrap();
-    assert!(mem > 0.0 && mem < 50.0, "memory of a sleeper under 64 MiB: {card}");
+    assert!(
+        mem > 0.0 && mem < 50.0,
+        "memory of a sleeper under 64 MiB: {card}"
+    );
     let api = op.get("/api/v1/containers").await;
     assert!(
-        api.as_array().unwrap().iter().any(|c| c["name"] == steady.as_str()),
+        api.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == steady.as_str()),
         "{api}"
     );
 
@@ -152,7 +165,10 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
         )
         .await;
     assert_eq!(inert["pwned"], json!(null), "injected script ran: {inert}");
-    assert_eq!(inert["imgs"], 0, "an injected <img> became an element: {inert}");
+    assert_eq!(
+        inert["imgs"], 0,
+        "an injected <img> became an element: {inert}"
+    );
     assert_eq!(
         inert["scripts"],
         json!([format!("{}/assets/app.js", op.base)]),
@@ -178,8 +194,15 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
         "a resource from another origin: {origins:?}"
     );
     let page = reqwest::get(format!("{}/", op.base)).await.unwrap();
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'"] {
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
         assert!(csp.contains(directive), "{csp}");
     }
 
@@ -195,7 +218,10 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
         .await;
     browser.js("window.__sameDocument = 'yes'", json!([])).await;
     let boot_before = browser
-        .js("return [...document.querySelectorAll('#timeline li.entry')].length", json!([]))
+        .js(
+            "return [...document.querySelectorAll('#timeline li.entry')].length",
+            json!([]),
+        )
         .await;
     assert_eq!(op.terminate(), Some(0));
     browser

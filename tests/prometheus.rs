@@ -11,7 +11,10 @@ use serde_json::Value;
 use support::{ContainerSpec, TestRun};
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/rules.yml");
-const RULE_TESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/rules.test.yml");
+const RULE_TESTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/prometheus/rules.test.yml"
+);
 
 const CRASH_ONCE: &str =
     "if [ -f /tmp/ran ]; then exec sleep 600; fi; touch /tmp/ran; sleep 1; exit 3";
@@ -27,7 +30,12 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -70,7 +78,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -98,7 +109,9 @@ impl Prometheus {
         let q: String = query
             .bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect();
@@ -176,14 +189,30 @@ async fn a_real_prometheus_scrapes_the_operator_and_a_rule_over_actions_evaluate
     assert!(open.text().await.unwrap().ends_with("# EOF\n"));
 
     let prom = Prometheus::start(op.base.trim_start_matches("http://"));
-    prom.wait_value("up{job=\"hemostat\"}", "the operator is scraped", |v| v == 1.0)
-        .await;
+    prom.wait_value("up{job=\"hemostat\"}", "the operator is scraped", |v| {
+        v == 1.0
+    })
+    .await;
 
-    run.spawn("crash", ContainerSpec::sh(CRASH_ONCE).label("role", "target"))
-        .await;
+    run.spawn(
+        "crash",
+        ContainerSpec::sh(CRASH_ONCE).label("role", "target"),
+    )
+    .await;
     let name = run.name("crash");
-    op.wait_audit(&name, 40, "the crash is repaired", |r| r["status"] == "success")
-        .await;
+    op.wait_audit(&name, 40, "the crash is repaired", |r| {
+        r["status"] == "success"
+    })
+    .await;
+    // The outcome is logged at info, with its status and gate.
+    let log = op.log_text();
+    assert!(
+        log.lines().any(|l| l.contains(" INFO ")
+            && l.contains("outcome")
+            && l.contains("status=\"success\"")
+            && l.contains(&name)),
+        "{log}"
+    );
 
     let rate = prom
         .wait_value(
@@ -200,12 +229,16 @@ async fn a_real_prometheus_scrapes_the_operator_and_a_rule_over_actions_evaluate
     )
     .await;
     // Idle again: nothing is reconciling (the in_flight gauge used to read 1 here).
-    prom.wait_value("hemostat_in_flight", "in_flight reads 0 when idle", |v| v == 0.0)
-        .await;
+    prom.wait_value("hemostat_in_flight", "in_flight reads 0 when idle", |v| {
+        v == 0.0
+    })
+    .await;
     prom.wait_value("hemostat_build_info", "build info", |v| v == 1.0)
         .await;
-    prom.wait_value("process_resident_memory_bytes", "process metrics", |v| v > 1e6)
-        .await;
+    prom.wait_value("process_resident_memory_bytes", "process metrics", |v| {
+        v > 1e6
+    })
+    .await;
     // Every shipped rule evaluated without error against the real series.
     let rules = prom.api("/api/v1/rules").await.expect("rules API");
     let all: Vec<&Value> = rules["groups"]

@@ -93,7 +93,10 @@ impl Browser {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/session/{}{path}", self.port, self.session)
+        format!(
+            "http://127.0.0.1:{}/session/{}{path}",
+            self.port, self.session
+        )
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {

@@ -232,7 +232,7 @@ pub async fn stream(
             .chain(live)
             .take_until(closing.cancelled_owned()),
     )
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[cfg(test)]
