@@ -32,6 +32,11 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts chromedriver and a headless Chromium of `width`×`height`.
     pub async fn start(width: u32, height: u32) -> Self {
+        Self::start_with(width, height, &[]).await
+    }
+
+    /// [`Browser::start`] with more Chromium flags.
+    pub async fn start_with(width: u32, height: u32, extra: &[&str]) -> Self {
         assert!(
             std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
             "{CHROMIUM} and {CHROMEDRIVER} are needed (apt-get install chromium chromium-driver; scripts/test.sh does it)"
@@ -57,18 +62,25 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--window-size={width},{height}"));
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-gpu",
-                    "--disable-dev-shm-usage", "--no-first-run",
-                    format!("--window-size={width},{height}"),
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
         }}});
         let r: Value = http
             .post(format!("{base}/session"))
@@ -161,6 +173,13 @@ impl Browser {
             .await
             .unwrap();
         decode_base64(r["value"].as_str().expect("screenshot"))
+    }
+
+    /// Opens a new tab and switches to it.
+    pub async fn new_tab(&self) {
+        let handle = self.post("/window/new", json!({"type": "tab"})).await;
+        self.post("/window", json!({"handle": handle["handle"]}))
+            .await;
     }
 
     /// Resizes the window.
