@@ -36,7 +36,10 @@ const CRASHERS: usize = 3;
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}: {v:?} is not a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: {v:?} is not a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -60,11 +63,21 @@ fn holder(kib: usize) -> ContainerSpec {
 fn spec(i: usize) -> (String, ContainerSpec) {
     let tier = if i % 3 == 0 { "worker" } else { "web" };
     let (name, spec) = match i {
-        0..CRASHERS => (format!("crasher-{i}"), ContainerSpec::sh(CRASH_ON_DEMAND).memory(32 << 20)),
-        3 | 4 => (format!("burner-{i}"), ContainerSpec::busy_loop().cpus(0.1).memory(32 << 20)),
+        0..CRASHERS => (
+            format!("crasher-{i}"),
+            ContainerSpec::sh(CRASH_ON_DEMAND).memory(32 << 20),
+        ),
+        3 | 4 => (
+            format!("burner-{i}"),
+            ContainerSpec::busy_loop().cpus(0.1).memory(32 << 20),
+        ),
         5 => (
             "flaky-health".to_owned(),
-            ContainerSpec::sleeper().healthcheck(["sh", "-c", "echo 'db unreachable'; exit 1"], Duration::from_secs(2), 1),
+            ContainerSpec::sleeper().healthcheck(
+                ["sh", "-c", "echo 'db unreachable'; exit 1"],
+                Duration::from_secs(2),
+                1,
+            ),
         ),
         _ => (format!("{tier}-{i:03}"), holder(256 + (i * 997) % 20_000)),
     };
@@ -94,7 +107,11 @@ fn start_operator(run: &TestRun, dir: &std::path::Path) -> Op {
     };
     std::fs::write(
         policies.join("bench.yaml"),
-        format!("{}---\n{}", policy("web-tier", "web", "1h"), policy("workers", "worker", "1s")),
+        format!(
+            "{}---\n{}",
+            policy("web-tier", "web", "1h"),
+            policy("workers", "worker", "1s")
+        ),
     )
     .unwrap();
     let port = free_port();
@@ -133,7 +150,12 @@ fn cpu_and_rss(pid: u32) -> (f64, u64) {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Measures the operator over `secs`, crashing a crasher every 10 s.
@@ -146,7 +168,9 @@ async fn measure(run: &TestRun, pid: u32, secs: u64) -> (f64, u64, u64) {
     while started.elapsed() < Duration::from_secs(secs) {
         if Instant::now() >= next_crash {
             let name = run.name(&format!("crasher-{}", k % CRASHERS));
-            let _ = Command::new("docker").args(["exec", &name, "touch", "/tmp/crash"]).status();
+            let _ = Command::new("docker")
+                .args(["exec", &name, "touch", "/tmp/crash"])
+                .status();
             k += 1;
             next_crash += Duration::from_secs(10);
         }
@@ -202,33 +226,62 @@ async fn main() {
     let browser = Browser::start_with(
         1600,
         1000,
-        &["--disable-background-timer-throttling", "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows"],
+        &[
+            "--disable-background-timer-throttling",
+            "--disable-renderer-backgrounding",
+            "--disable-backgrounding-occluded-windows",
+        ],
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     browser.goto(&format!("{}/", op.base)).await;
     wait_cards(&browser, 45).await;
     for i in 0..CRASHERS {
-        let _ = Command::new("docker").args(["exec", &run.name(&format!("crasher-{i}")), "touch", "/tmp/crash"]).status();
+        let _ = Command::new("docker")
+            .args([
+                "exec",
+                &run.name(&format!("crasher-{i}")),
+                "touch",
+                "/tmp/crash",
+            ])
+            .status();
     }
     // Sparklines fill over a few samples.
     tokio::time::sleep(Duration::from_secs(16)).await;
-    std::fs::write(format!("{docs}/dashboard-overview-50.png"), browser.screenshot_png().await).unwrap();
+    std::fs::write(
+        format!("{docs}/dashboard-overview-50.png"),
+        browser.screenshot_png().await,
+    )
+    .unwrap();
     browser.set_size(390, 844).await;
     browser.js("localStorage.setItem('hemostat-theme', 'dark'); document.documentElement.dataset.theme = 'dark';", json!([])).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    std::fs::write(format!("{docs}/dashboard-phone-dark.png"), browser.screenshot_png().await).unwrap();
-    browser.js("localStorage.removeItem('hemostat-theme')", json!([])).await;
+    std::fs::write(
+        format!("{docs}/dashboard-phone-dark.png"),
+        browser.screenshot_png().await,
+    )
+    .unwrap();
+    browser
+        .js("localStorage.removeItem('hemostat-theme')", json!([]))
+        .await;
     browser.goto("about:blank").await;
     eprintln!("screenshots written to {docs}");
 
     let more = Instant::now();
     spawn(50..total).await;
-    eprintln!("{total} containers running ({:.0} s to add the rest)", more.elapsed().as_secs_f64());
+    eprintln!(
+        "{total} containers running ({:.0} s to add the rest)",
+        more.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let pid = op.child.id();
     let (cpu0, avg0, max0) = measure(&run, pid, secs).await;
-    eprintln!("0 dashboards: operator CPU {cpu0:.1} % of one core, RSS avg {:.1} MiB, max {:.1} MiB; load {}", avg0 as f64 / 1048576.0, max0 as f64 / 1048576.0, load());
+    eprintln!(
+        "0 dashboards: operator CPU {cpu0:.1} % of one core, RSS avg {:.1} MiB, max {:.1} MiB; load {}",
+        avg0 as f64 / 1048576.0,
+        max0 as f64 / 1048576.0,
+        load()
+    );
 
     browser.goto(&format!("{}/", op.base)).await;
     for _ in 1..tabs {
@@ -238,15 +291,37 @@ async fn main() {
     wait_cards(&browser, total - 5).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (cpu1, avg1, max1) = measure(&run, pid, secs).await;
-    eprintln!("{tabs} dashboards: operator CPU {cpu1:.1} % of one core, RSS avg {:.1} MiB, max {:.1} MiB; load {}", avg1 as f64 / 1048576.0, max1 as f64 / 1048576.0, load());
-    let m = reqwest::get(format!("{}/metrics", op.base)).await.unwrap().text().await.unwrap();
-    for line in m.lines().filter(|l| l.starts_with("hemostat_sample_pass_duration_seconds_sum") || l.starts_with("hemostat_sample_pass_duration_seconds_count") || l.starts_with("hemostat_containers_observed")) {
+    eprintln!(
+        "{tabs} dashboards: operator CPU {cpu1:.1} % of one core, RSS avg {:.1} MiB, max {:.1} MiB; load {}",
+        avg1 as f64 / 1048576.0,
+        max1 as f64 / 1048576.0,
+        load()
+    );
+    let m = reqwest::get(format!("{}/metrics", op.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in m.lines().filter(|l| {
+        l.starts_with("hemostat_sample_pass_duration_seconds_sum")
+            || l.starts_with("hemostat_sample_pass_duration_seconds_count")
+            || l.starts_with("hemostat_containers_observed")
+    }) {
         eprintln!("{line}");
     }
     println!("| containers | dashboards | operator CPU (% of one core) | RSS avg | RSS max |");
     println!("|---|---|---|---|---|");
-    println!("| {total} | 0 | {cpu0:.1} | {:.1} MiB | {:.1} MiB |", avg0 as f64 / 1048576.0, max0 as f64 / 1048576.0);
-    println!("| {total} | {tabs} | {cpu1:.1} | {:.1} MiB | {:.1} MiB |", avg1 as f64 / 1048576.0, max1 as f64 / 1048576.0);
+    println!(
+        "| {total} | 0 | {cpu0:.1} | {:.1} MiB | {:.1} MiB |",
+        avg0 as f64 / 1048576.0,
+        max0 as f64 / 1048576.0
+    );
+    println!(
+        "| {total} | {tabs} | {cpu1:.1} | {:.1} MiB | {:.1} MiB |",
+        avg1 as f64 / 1048576.0,
+        max1 as f64 / 1048576.0
+    );
     drop(browser);
     drop(op);
     run.cleanup();
