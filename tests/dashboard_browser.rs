@@ -1,4 +1,4 @@
-//! The dashboard in a real headless Chromium against the real operator and engine: live fleet, crash shown without reload, hostile text inert, one origin only, survives an operator restart.
+//! The dashboard in a real headless Chromium against the real operator and engine: live fleet, crash shown without reload, hostile text inert, one origin only, phone/wall/dark, survives an operator restart.
 
 mod operator;
 mod support;
@@ -206,7 +206,50 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
         assert!(csp.contains(directive), "{csp}");
     }
 
-    // 5. The operator restarts on the same address: the page reconnects by itself and is live.
+    // 5. A phone and a wall screen, light and dark.
+    browser.goto(&format!("{}/#/", op.base)).await;
+    browser.set_size(390, 844).await;
+    let phone = browser
+        .wait_js(
+            Duration::from_secs(5),
+            "the overview fits a phone's width",
+            "const d = document.documentElement;
+             return d.scrollWidth <= innerWidth + 1 && document.querySelector('article.card')
+               ? {width: innerWidth, font: parseFloat(getComputedStyle(d).fontSize)} : null;",
+            json!([]),
+        )
+        .await;
+    browser.set_size(2560, 1440).await;
+    let wall = browser
+        .js(
+            "const d = document.documentElement;
+             return {overflow: d.scrollWidth > innerWidth + 1, font: parseFloat(getComputedStyle(d).fontSize),
+                     columns: getComputedStyle(document.querySelector('.grid')).gridTemplateColumns.split(' ').length}",
+            json!([]),
+        )
+        .await;
+    assert_eq!(wall["overflow"], false, "{wall}");
+    assert!(
+        wall["font"].as_f64() > phone["font"].as_f64(),
+        "text grows on a wall screen: {phone} {wall}"
+    );
+    assert!(wall["columns"].as_u64().unwrap() >= 6, "{wall}");
+    let themes = browser
+        .js(
+            "const bg = () => getComputedStyle(document.body).backgroundColor;
+             const first = bg(); document.getElementById('theme').click(); const second = bg();
+             document.getElementById('theme').click(); return [first, second, bg()];",
+            json!([]),
+        )
+        .await;
+    assert_ne!(
+        themes[0], themes[1],
+        "the switch changes light/dark: {themes}"
+    );
+    assert_eq!(themes[0], themes[2], "{themes}");
+    browser.set_size(1400, 1000).await;
+
+    // 6. The operator restarts on the same address: the page reconnects by itself and is live.
     browser.goto(&format!("{}/#/timeline", op.base)).await;
     browser
         .wait_js(
