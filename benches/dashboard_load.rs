@@ -61,7 +61,7 @@ fn holder(kib: usize) -> ContainerSpec {
 }
 
 fn spec(i: usize) -> (String, ContainerSpec) {
-    let tier = if i % 3 == 0 { "worker" } else { "web" };
+    let tier = if i.is_multiple_of(3) { "worker" } else { "web" };
     let (name, spec) = match i {
         0..CRASHERS => (
             format!("crasher-{i}"),
