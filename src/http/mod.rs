@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process runs |
 //! | `GET /readyz` | `200 ready` once the first full container list is in, else `503` |
-//! | `GET /metrics` | the OpenMetrics exposition of [`Metrics`] |
+//! | `GET /metrics` | [`Metrics`] as OpenMetrics, or Prometheus text 0.0.4 when `Accept` prefers it |
 //! | `GET /api/v1/...` | see [`api`] |
 //! | `GET /` | the dashboard, see [`dashboard`] |
 //!

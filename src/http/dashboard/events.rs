@@ -191,10 +191,6 @@ pub struct EventsQuery {
     last_event_id: Option<String>,
 }
 
-fn log_closing(state: &ApiState) -> CancellationToken {
-    state.events.closing.clone()
-}
-
 /// The SSE handler.
 pub async fn stream(
     State(state): State<ApiState>,
@@ -226,7 +222,7 @@ pub async fn stream(
         };
         Some((Ok(event), (rx, log)))
     });
-    let closing = log_closing(&state);
+    let closing = state.events.closing.clone();
     Sse::new(
         futures::stream::iter(replayed)
             .chain(live)

@@ -145,6 +145,16 @@ function refreshSoon() {
   }, 150);
 }
 
+// A burst of envelopes is drawn once (not with requestAnimationFrame: it stops in hidden tabs).
+let timelineTimer = null;
+function timelineSoon() {
+  if (timelineTimer) return;
+  timelineTimer = setTimeout(() => {
+    timelineTimer = null;
+    renderTimelines();
+  }, 50);
+}
+
 async function loadAudit() {
   state.audit = await getJSON("/api/v1/audit?limit=1000");
 }
@@ -176,7 +186,7 @@ function connect() {
     let e;
     try { e = JSON.parse(m.data); } catch (_) { return; }
     if (addEnvelope(e)) {
-      renderTimelines();
+      timelineSoon();
       refreshSoon();
     }
   };
