@@ -101,7 +101,7 @@ fn start_operator(run: &TestRun, dir: &std::path::Path) -> Op {
     std::fs::create_dir_all(&policies).unwrap();
     let policy = |name: &str, tier: &str, cooldown: &str| {
         format!(
-            "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels: {{hemostat.test.run: \"{}\", tier: {tier}}}\n  probes:\n    exit: {{nonZeroOnly: true}}\n    healthcheck: {{unhealthyFor: 0s}}\n    cpu: {{abovePercent: 99, for: 1h}}\n    memory: {{abovePercent: 95, for: 1h}}\n  remediation:\n    actions: [restart]\n    cooldown: {cooldown}\n    maxActions: {{count: 1000, per: 1h}}\n    circuitBreaker: {{failures: 1000, within: 1h, openFor: 1m}}\n    verifyWithin: 10s\n",
+            "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels: {{hemostat.test.run: \"{}\", tier: {tier}}}\n  probes:\n    exit: {{nonZeroOnly: true}}\n    healthcheck: {{unhealthyFor: 0s}}\n    memory: {{abovePercent: 95, for: 1h}}\n  remediation:\n    actions: [restart]\n    cooldown: {cooldown}\n    maxActions: {{count: 1000, per: 1h}}\n    circuitBreaker: {{failures: 1000, within: 1h, openFor: 1m}}\n    verifyWithin: 10s\n",
             run.run_id
         )
     };
