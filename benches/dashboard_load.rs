@@ -9,7 +9,7 @@
 //! up to 6 MiB under a 32 MiB limit, a few CPU burners capped at 0.1 core, crashers restarted on
 //! demand, one failing healthcheck), `hemostat run` (the release binary, `--sample-interval 2s`,
 //! `--log-level info`) and a headless Chromium; writes `docs/dashboard-overview-50.png`
-//! (1600×1000, light) and `docs/dashboard-phone-dark.png` (390×844, dark). Then adds sleepers up
+//! (1600×2200, light) and `docs/dashboard-phone-dark.png` (390×844, dark). Then adds sleepers up
 //! to N (default 200) and measures the operator process (utime+stime and VmRSS from
 //! `/proc/<pid>`) over SECONDS (default 60) with no page open, then with DASHBOARDS (default 10)
 //! tabs of the overview open in one Chromium (background throttling off, so every tab keeps
@@ -61,7 +61,8 @@ fn holder(kib: usize) -> ContainerSpec {
 }
 
 fn spec(i: usize) -> (String, ContainerSpec) {
-    let tier = if i.is_multiple_of(3) { "worker" } else { "web" };
+    // Crashers are workers: their policy's 1 s cooldown lets every crash be repaired.
+    let tier = if i < CRASHERS || i.is_multiple_of(3) { "worker" } else { "web" };
     let (name, spec) = match i {
         0..CRASHERS => (
             format!("crasher-{i}"),
@@ -185,6 +186,19 @@ async fn measure(run: &TestRun, pid: u32, secs: u64) -> (f64, u64, u64) {
     ((cpu1 - cpu0) / wall * 100.0, sum_rss / n.max(1), max_rss)
 }
 
+/// Opens the dashboard, again if Chromium aborted the navigation (it does when Docker adds a
+/// network interface for a new container: ERR_NETWORK_CHANGED).
+async fn open(browser: &Browser, url: &str) {
+    for _ in 0..10 {
+        browser.goto(url).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if browser.js("return !!document.getElementById('conn')", json!([])).await == true {
+            return;
+        }
+    }
+    panic!("the dashboard would not load at {url}");
+}
+
 async fn wait_cards(browser: &Browser, n: usize) {
     browser
         .wait_js(
@@ -234,7 +248,7 @@ async fn main() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    browser.goto(&format!("{}/", op.base)).await;
+    open(&browser, &format!("{}/", op.base)).await;
     wait_cards(&browser, 40).await;
     for i in 0..CRASHERS {
         let _ = Command::new("docker")
@@ -283,10 +297,11 @@ async fn main() {
         load()
     );
 
-    browser.goto(&format!("{}/", op.base)).await;
+    browser.set_size(1600, 1000).await;
+    open(&browser, &format!("{}/", op.base)).await;
     for _ in 1..tabs {
         browser.new_tab().await;
-        browser.goto(&format!("{}/", op.base)).await;
+        open(&browser, &format!("{}/", op.base)).await;
     }
     wait_cards(&browser, total - 20).await;
     tokio::time::sleep(Duration::from_secs(10)).await;

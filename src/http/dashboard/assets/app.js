@@ -242,22 +242,41 @@ function renderSummary() {
   );
 }
 
-function issuesOf(c) {
+// The newest envelope about each container.
+function lastEnvelopes() {
+  const last = new Map();
+  for (const e of state.envelopes) {
+    const name = (e.data || {}).container;
+    if (name) last.set(name, e);
+  }
+  return last;
+}
+
+function issuesOf(c, last) {
   const out = [];
   if (!c.policy) return out;
   if (c.health === "unhealthy") out.push("unhealthy" + (c.unhealthy_since ? " since " + ago(c.unhealthy_since) : ""));
   if (c.state !== "running" && !c.manual_stop) out.push(c.state + (c.exit_code !== null && c.exit_code !== undefined ? " (exit " + c.exit_code + ")" : ""));
   if (c.oom_killed) out.push("OOM-killed");
   if (c.safety && c.safety.breaker_open_until) out.push("circuit breaker open until " + new Date(c.safety.breaker_open_until).toLocaleTimeString());
-  if (c.cpu_percent > 85) out.push("CPU " + pct(c.cpu_percent));
-  if (c.memory_percent > 80) out.push("memory " + pct(c.memory_percent));
+  // What HemoStat itself is doing about it, or could not do.
+  const e = last.get(c.name);
+  if (e) {
+    const d = e.data || {};
+    const r = d.result || {};
+    if (e.type === "health_alert") out.push("alert: " + (d.issues || []).join("; "));
+    else if (e.type === "remediation_needed") out.push((d.action || "acting") + " decided: " + (d.reason || ""));
+    else if (e.type === "remediation_complete" && r.status && r.status !== "success")
+      out.push(d.action + " " + r.status + (d.gate ? " (gate: " + d.gate + ")" : "") + ": " + (r.details || ""));
+  }
   return out;
 }
 
 function renderIssues() {
   const items = [];
+  const last = lastEnvelopes();
   for (const c of state.containers) {
-    for (const i of issuesOf(c)) items.push(el("li", { class: "issue" }, link(c.name), " ", el("span", {}, i)));
+    for (const i of issuesOf(c, last)) items.push(el("li", { class: "issue" }, link(c.name), " ", el("span", {}, i)));
   }
   if (!items.length) items.push(el("li", { class: "none" }, "No active issues."));
   replace("issues", items);
@@ -334,7 +353,7 @@ function entry(e) {
 
 function renderTimelines() {
   const newest = state.envelopes.slice().reverse();
-  replace("latest", newest.slice(0, 12).map(entry));
+  replace("latest", newest.slice(0, 8).map(entry));
   replace("timeline", newest.map(entry));
   const route = currentRoute();
   if (route.view === "container") {
