@@ -12,8 +12,8 @@
 //! (1600×2200, light) and `docs/dashboard-phone-dark.png` (390×844, dark). Then adds sleepers up
 //! to N (default 200) and measures the operator process (utime+stime and VmRSS from
 //! `/proc/<pid>`) over SECONDS (default 60) with no page open, then with DASHBOARDS (default 10)
-//! tabs of the overview open in one Chromium (background throttling off, so every tab keeps
-//! its event stream and 5 s refresh). A crasher is crashed every 10 s in both windows, so the
+//! headless Chromiums each showing the overview (one browser each: a browser opens at most 6
+//! connections to one host, and every open dashboard holds one for its event stream). A crasher is crashed every 10 s in both windows, so the
 //! pages receive events. Containers are removed at the end.
 
 #[path = "../tests/support/mod.rs"]
@@ -62,7 +62,11 @@ fn holder(kib: usize) -> ContainerSpec {
 
 fn spec(i: usize) -> (String, ContainerSpec) {
     // Crashers are workers: their policy's 1 s cooldown lets every crash be repaired.
-    let tier = if i < CRASHERS || i.is_multiple_of(3) { "worker" } else { "web" };
+    let tier = if i < CRASHERS || i.is_multiple_of(3) {
+        "worker"
+    } else {
+        "web"
+    };
     let (name, spec) = match i {
         0..CRASHERS => (
             format!("crasher-{i}"),
@@ -192,7 +196,11 @@ async fn open(browser: &Browser, url: &str) {
     for _ in 0..10 {
         browser.goto(url).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if browser.js("return !!document.getElementById('conn')", json!([])).await == true {
+        if browser
+            .js("return !!document.getElementById('conn')", json!([]))
+            .await
+            == true
+        {
             return;
         }
     }
@@ -262,12 +270,15 @@ async fn main() {
     }
     // Sparklines fill over a few samples.
     tokio::time::sleep(Duration::from_secs(16)).await;
+    // Tall enough for the whole overview (a screenshot is of the viewport).
+    browser.emulate(1600, 2200, false).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::write(
         format!("{docs}/dashboard-overview-50.png"),
         browser.screenshot_png().await,
     )
     .unwrap();
-    browser.set_size(390, 844).await;
+    browser.emulate(390, 844, true).await;
     browser.js("localStorage.setItem('hemostat-theme', 'dark'); document.documentElement.dataset.theme = 'dark';", json!([])).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(
@@ -297,13 +308,18 @@ async fn main() {
         load()
     );
 
-    browser.set_size(1600, 1000).await;
-    open(&browser, &format!("{}/", op.base)).await;
-    for _ in 1..tabs {
-        browser.new_tab().await;
-        open(&browser, &format!("{}/", op.base)).await;
+    // One Chromium per dashboard: a browser opens at most 6 connections to one host, and each
+    // open dashboard holds one for its event stream.
+    drop(browser);
+    let mut browsers = Vec::new();
+    for _ in 0..tabs {
+        let b = Browser::start(1600, 1000).await;
+        open(&b, &format!("{}/", op.base)).await;
+        browsers.push(b);
     }
-    wait_cards(&browser, total - 20).await;
+    for b in &browsers {
+        wait_cards(b, total - 20).await;
+    }
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (cpu1, avg1, max1) = measure(&run, pid, secs).await;
     eprintln!(
@@ -337,7 +353,7 @@ async fn main() {
         avg1 as f64 / 1048576.0,
         max1 as f64 / 1048576.0
     );
-    drop(browser);
+    drop(browsers);
     drop(op);
     run.cleanup();
 }

@@ -175,6 +175,27 @@ impl Browser {
         decode_base64(r["value"].as_str().expect("screenshot"))
     }
 
+    /// Runs a Chrome DevTools Protocol command through chromedriver.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params}))
+            .await
+    }
+
+    /// Emulates a `width`×`height` viewport (beyond the headless screen's size), `mobile` or not.
+    pub async fn emulate(&self, width: u32, height: u32, mobile: bool) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        )
+        .await;
+    }
+
+    /// Ends [`Browser::emulate`].
+    pub async fn stop_emulating(&self) {
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await;
+    }
+
     /// Opens a new tab and switches to it.
     pub async fn new_tab(&self) {
         let handle = self.post("/window/new", json!({"type": "tab"})).await;

@@ -456,6 +456,18 @@ window.addEventListener("DOMContentLoaded", () => {
   });
   render();
   connect();
+  // A browser opens at most 6 connections to one host over HTTP/1.1 and each open page holds
+  // one for its event stream: a hidden tab lets go of it, and catches up when shown again.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      if (state.source) state.source.close();
+      state.source = null;
+      setConn("down", "paused");
+    } else if (!state.source) {
+      state.boot = null; // reload everything on the next hello
+      connect();
+    }
+  });
   setInterval(() => {
     if (state.source && state.source.readyState === EventSource.OPEN) refreshSoon();
   }, REFRESH_MS);
