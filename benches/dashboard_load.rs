@@ -319,9 +319,34 @@ async fn main() {
     }
     for b in &browsers {
         wait_cards(b, total - 20).await;
+        b.js(
+            "performance.setResourceTimingBufferSize(1000000)",
+            json!([]),
+        )
+        .await;
     }
+    let requests = || async {
+        let mut n = 0;
+        for b in &browsers {
+            n += b
+                .js(
+                    "return performance.getEntriesByType('resource').length",
+                    json!([]),
+                )
+                .await
+                .as_u64()
+                .unwrap_or(0);
+        }
+        n
+    };
+    let requests_before = requests().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (cpu1, avg1, max1) = measure(&run, pid, secs).await;
+    let served = requests().await - requests_before;
+    eprintln!(
+        "the {tabs} pages made {served} API requests in {secs} s ({:.1}/s), besides their event streams",
+        served as f64 / secs as f64
+    );
     eprintln!(
         "{tabs} dashboards: operator CPU {cpu1:.1} % of one core, RSS avg {:.1} MiB, max {:.1} MiB; load {}",
         avg1 as f64 / 1048576.0,
