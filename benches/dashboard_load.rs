@@ -339,8 +339,8 @@ async fn main() {
         }
         n
     };
-    let requests_before = requests().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
+    let requests_before = requests().await;
     let (cpu1, avg1, max1) = measure(&run, pid, secs).await;
     let served = requests().await - requests_before;
     eprintln!(
