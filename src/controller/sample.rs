@@ -72,12 +72,13 @@ pub async fn run_sampler(
         }
         let now = Utc::now();
         for info in &idle {
-            // Not running: its status, without figures.
+            // Not running: its status, and the nothing it uses (numbers, as the original's
+            // readers expect).
             let stats = serde_json::json!({
                 "name": info.name,
                 "status": info.state,
-                "memory_pct": null,
-                "cpu_pct": null,
+                "memory_pct": 0.0,
+                "cpu_pct": 0.0,
                 "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
                 "node": ctx.config.node,
             });
