@@ -10,15 +10,15 @@ use chrono::Utc;
 use hemostat::analyze::UsagePoint;
 use hemostat::bus::memory::{MemorySink, MemoryStore};
 use hemostat::bus::{Envelope, EventSink, EventType, StateStore};
-use hemostat::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
+use hemostat::engine::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
+use hemostat::model::safety::safety_key;
+use hemostat::model::safety::{ActionRecord, Outcome};
 use hemostat::observe::store::ObservedStore;
 use hemostat::policy::builtin::{PROTECTED_LABEL, default_policy};
 use hemostat::policy::registry::PolicyRegistry;
 use hemostat::policy::{ActionKind, SecretRef, Selector};
-use hemostat::respond::safety::{ActionRecord, Outcome};
-use hemostat::respond::safety_key;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -213,10 +213,7 @@ async fn liveness_is_always_ok_and_readiness_flips_once_ready() {
 
     let before = h.get("/readyz").await;
     assert_eq!(before.status(), 503);
-    assert_eq!(
-        before.text().await.unwrap(),
-        "not ready: waiting for the first full container list"
-    );
+    assert_eq!(before.text().await.unwrap(), hemostat::http::NOT_READY);
     h.ready.store(true, Ordering::Release);
     let after = h.get("/readyz").await;
     assert_eq!(after.status(), 200);

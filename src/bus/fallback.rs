@@ -51,7 +51,7 @@
 //! operator restarted during an outage still merges what it did into Redis afterwards. Without
 //! a journal they live in memory only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +63,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::{MemoryStore, RETAINED};
 use super::{AuditRecord, BusError, Result, StateStore};
-use crate::respond::safety::{ActionRecord, Outcome, SafetyState};
+use crate::model::safety::SafetyState;
+pub use crate::model::safety::merge_safety;
 
 /// The journal's file name under the state directory.
 pub const JOURNAL_FILE: &str = "fallback.json";
@@ -81,44 +82,10 @@ pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// The default period of the background re-sync task.
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
 
-/// Merges two views of one container's safety state (commutative and idempotent):
-/// actions united by `decision_id`, oldest first (an action Failed on either side stays Failed,
-/// else one Succeeded on either side is Succeeded); failures united, equal timestamps once;
-/// the later `open_until` and `gave_up_at`.
-pub fn merge_safety(a: &SafetyState, b: &SafetyState) -> SafetyState {
-    let mut by_id: BTreeMap<&str, ActionRecord> = BTreeMap::new();
-    for record in a.actions.iter().chain(&b.actions) {
-        by_id
-            .entry(record.decision_id.as_str())
-            .and_modify(|known| known.outcome = combine(known.outcome, record.outcome))
-            .or_insert_with(|| record.clone());
-    }
-    let mut actions: Vec<ActionRecord> = by_id.into_values().collect();
-    actions.sort_by(|x, y| {
-        x.at.cmp(&y.at)
-            .then_with(|| x.decision_id.cmp(&y.decision_id))
-    });
-    let mut failures: Vec<_> = a.failures.iter().chain(&b.failures).copied().collect();
-    failures.sort();
-    failures.dedup();
-    SafetyState {
-        actions,
-        failures,
-        open_until: a.open_until.max(b.open_until),
-        gave_up_at: a.gave_up_at.max(b.gave_up_at),
-    }
-}
-
-fn combine(a: Outcome, b: Outcome) -> Outcome {
-    match (a, b) {
-        (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
-        (Outcome::Succeeded, _) | (_, Outcome::Succeeded) => Outcome::Succeeded,
-        _ => Outcome::Pending,
-    }
-}
-
+/// Redis is unreachable: only then does the local view stand in. An error reply (a key of the
+/// wrong type…) is passed on, never taken for an outage (two operators would both act).
 fn is_redis(e: &BusError) -> bool {
-    matches!(e, BusError::Redis { .. })
+    e.is_outage()
 }
 
 /// Redis first, the local view during an outage; see the module documentation.
@@ -188,7 +155,10 @@ impl FallbackStore {
         if !self.in_outage() {
             return false;
         }
-        let mut next = self.next_probe.lock().expect("probe mutex");
+        let mut next = self
+            .next_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
         if now < *next {
             return true;
@@ -198,12 +168,9 @@ impl FallbackStore {
     }
 
     fn outage_error(op: &'static str) -> BusError {
-        BusError::Redis {
+        BusError::Unavailable {
             op,
-            source: ::redis::RedisError::from((
-                ::redis::ErrorKind::Io,
-                "redis unreachable (outage in progress)",
-            )),
+            source: "redis unreachable (outage in progress)".into(),
         }
     }
 
@@ -217,7 +184,7 @@ impl FallbackStore {
         let added = self
             .dirty
             .lock()
-            .expect("dirty mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.to_owned());
         if added {
             self.save_journal();
@@ -229,7 +196,10 @@ impl FallbackStore {
     async fn append_local(&self, record: AuditRecord) -> Result<()> {
         self.local.append_audit(record.clone()).await?;
         {
-            let mut backlog = self.backlog.lock().expect("backlog mutex");
+            let mut backlog = self
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             backlog.push_back(record);
             while backlog.len() > RETAINED {
                 backlog.pop_front();
@@ -289,16 +259,23 @@ impl FallbackStore {
         let Some(path) = &self.journal else {
             return;
         };
-        let _one = self.journal_write.lock().expect("journal mutex");
+        let _one = self
+            .journal_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let journal = Journal {
             dirty: self
                 .dirty
                 .lock()
-                .expect("dirty mutex")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
                 .cloned()
                 .collect(),
-            audit_backlog: self.backlog.lock().expect("backlog mutex").clone(),
+            audit_backlog: self
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         };
         let bytes = serde_json::to_vec(&journal).expect("the journal is always serialisable");
         let tmp = path.with_extension("json.tmp");
@@ -325,7 +302,7 @@ impl FallbackStore {
         let mut keys: Vec<String> = self
             .dirty
             .lock()
-            .expect("dirty mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .cloned()
             .collect();
@@ -335,21 +312,32 @@ impl FallbackStore {
 
     /// Audit records waiting for the remote.
     pub fn audit_backlog_len(&self) -> usize {
-        self.backlog.lock().expect("backlog mutex").len()
+        self.backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     fn has_pending(&self) -> bool {
-        !self.dirty.lock().expect("dirty mutex").is_empty() || self.audit_backlog_len() > 0
+        !self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+            || self.audit_backlog_len() > 0
     }
 
     fn is_dirty(&self, key: &str) -> bool {
-        self.dirty.lock().expect("dirty mutex").contains(key)
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(key)
     }
 
     fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.key_locks
             .lock()
-            .expect("key lock mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(key.to_owned())
             .or_default()
             .clone()
@@ -357,7 +345,10 @@ impl FallbackStore {
 
     fn note_failure(&self, op: &'static str, e: &BusError) {
         if !self.outage.swap(true, Ordering::SeqCst) {
-            *self.next_probe.lock().expect("probe mutex") =
+            *self
+                .next_probe
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 std::time::Instant::now() + self.probe_every;
             tracing::warn!(
                 op,
@@ -430,7 +421,11 @@ impl FallbackStore {
         };
         self.note_success();
         self.mirror(key, &merged).await;
-        let removed = self.dirty.lock().expect("dirty mutex").remove(key);
+        let removed = self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
         if removed {
             self.save_journal();
         }
@@ -456,13 +451,22 @@ impl FallbackStore {
     async fn drain_audit(&self) -> Result<()> {
         let _one = self.draining.lock().await;
         loop {
-            let Some(record) = self.backlog.lock().expect("backlog mutex").front().cloned() else {
+            let Some(record) = self
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .front()
+                .cloned()
+            else {
                 return Ok(());
             };
             match self.remote.append_audit(record).await {
                 Ok(()) => {
                     self.note_success();
-                    self.backlog.lock().expect("backlog mutex").pop_front();
+                    self.backlog
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .pop_front();
                     self.save_journal();
                 }
                 Err(e) => {
@@ -684,7 +688,8 @@ impl StateStore for FallbackStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::ActionKind;
+    use crate::model::decision::ActionKind;
+    use crate::model::safety::{ActionRecord, Outcome};
     use chrono::{DateTime, Utc};
 
     /// A remote that can be switched to fail with a Redis (I/O) error; state in memory.
@@ -711,9 +716,9 @@ mod tests {
         fn check(&self) -> Result<()> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
-                return Err(BusError::Redis {
+                return Err(BusError::Unavailable {
                     op: "fake",
-                    source: ::redis::RedisError::from((::redis::ErrorKind::Io, "redis is down")),
+                    source: "redis is down".into(),
                 });
             }
             Ok(())
@@ -1176,7 +1181,7 @@ mod tests {
         assert!(store.take_fleet_budget("p", 5, per, "a").await.unwrap());
         remote.set_down(true);
         let err = store.take_fleet_budget("p", 5, per, "b").await.unwrap_err();
-        assert!(matches!(err, BusError::Redis { .. }), "{err}");
+        assert!(matches!(err, BusError::Unavailable { .. }), "{err}");
         remote.set_down(false);
         assert!(store.take_fleet_budget("p", 5, per, "c").await.unwrap());
     }

@@ -1,9 +1,7 @@
 //! `hemostat run`: the operator itself.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -11,19 +9,7 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
-use crate::bus::memory::{MemorySink, MemoryStore};
-use crate::bus::{EventSink, StateStore};
-use crate::controller::context::Context;
-use crate::controller::queue::WorkQueue;
-use crate::controller::{ControllerConfig, driver};
-use crate::docker::BollardDocker;
-use crate::docker::DockerApi;
-use crate::observe::sampler::CgroupReader;
-use crate::policy::registry::PolicyRegistry;
 use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
-use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
@@ -67,19 +53,13 @@ pub struct RunArgs {
     /// there when HemoStat runs in a container).
     #[arg(long, env = "HEMOSTAT_CGROUP_ROOT", default_value = crate::observe::sampler::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
-    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS). Without any Redis
-    /// setting, the embedded in-memory store is used.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Redis host, when no URL is given (the original's REDIS_HOST).
-    #[arg(long, env = "REDIS_HOST")]
-    pub redis_host: Option<String>,
-    /// Redis port (default 6379).
-    #[arg(long, env = "REDIS_PORT")]
-    pub redis_port: Option<u16>,
-    /// Redis password (never logged).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: crate::adapters::redis::config::RedisArgs,
+    /// At most this many open HTTP connections; beyond it new ones are closed at once (idle
+    /// ones close after 30 s, ones that send no request within 10 s sooner).
+    #[arg(long, env = "HEMOSTAT_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
     /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
     #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
     pub outbox_capacity: usize,
@@ -142,15 +122,6 @@ fn default_state_dir() -> PathBuf {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/state/hemostat"),
         _ => PathBuf::from("/var/lib/hemostat"),
     }
-}
-
-fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The built-in policy with the original system's environment overrides applied
@@ -226,24 +197,13 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
             "running with the valid policies only"
         );
     }
+    for w in &report.warnings {
+        warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
+    }
     for p in &report.policies {
         info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
     }
     Ok(report.policies.into_iter().map(|p| p.policy).collect())
-}
-
-/// The id of the container this process runs in, if any (from /proc/self/mountinfo, where
-/// Docker bind-mounts /etc/hostname from /var/lib/docker/containers/<id>/).
-pub fn own_container_id() -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let at = line.find("/containers/")? + "/containers/".len();
-        let id: String = line[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_hexdigit())
-            .collect();
-        (id.len() == 64 && line.contains("/hostname")).then_some(id)
-    })
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -264,6 +224,57 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 /// Runs the operator until SIGTERM/SIGINT.
+/// The flag that put a Redis password on the command line (`--redis-password`, or a
+/// `--redis-url` whose authority has `:password@`), if any.
+fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
+    let url_has_password = |url: &str| {
+        url.split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| !userinfo.is_empty())
+    };
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--redis-password" || arg.starts_with("--redis-password=") {
+            return Some("--redis-password");
+        }
+        let url = if arg == "--redis-url" {
+            args.next().map(String::as_str)
+        } else {
+            arg.strip_prefix("--redis-url=")
+        };
+        if url.is_some_and(url_has_password) {
+            return Some("--redis-url");
+        }
+    }
+    None
+}
+
+/// The Redis settings with `--redis-url-file` / `--redis-password-file` read into the URL and
+/// the password (shared by `run` and the policy commands).
+pub fn redis_secrets_from_files(
+    mut redis: crate::adapters::redis::config::RedisArgs,
+) -> anyhow::Result<crate::adapters::redis::config::RedisArgs> {
+    if let Some(path) = redis.redis_url_file.take() {
+        redis.redis_url = Some(secret_from_file(&path, "--redis-url-file")?);
+    }
+    if let Some(path) = redis.redis_password_file.take() {
+        redis.redis_password = Some(secret_from_file(&path, "--redis-password-file")?);
+    }
+    Ok(redis)
+}
+
+/// A secret read from a file (one line; surrounding whitespace and the newline dropped).
+fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read the file", path.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        bail!("{flag} {}: the file is empty", path.display());
+    }
+    Ok(secret)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let RunArgs {
         policies,
@@ -278,10 +289,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         max_concurrent,
         label_filter,
         cgroup_root,
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
+        redis,
+        http_max_connections,
         outbox_capacity,
         accept_external_requests,
         api_token_file,
@@ -300,6 +309,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     if !listen.ip().is_loopback() && !access.has_token() {
         warn!(%listen, "--insecure-no-auth: the dashboard and API are open to anyone who reaches this address");
     }
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(flag) = password_on_command_line(&argv) {
+        warn!(
+            flag,
+            "a Redis password is on the command line, readable by every user in `ps`: put it in a file and use REDIS_PASSWORD_FILE or --redis-url-file"
+        );
+    }
+    let redis = redis_secrets_from_files(redis)?;
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -307,178 +324,94 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
     }
     let policies = load_policies(&policies)?;
-    let node = node.unwrap_or_else(node_name);
-    let redis = crate::bus::redis::RedisConfig::from_parts(
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-    )
-    .context("invalid Redis settings")?
-    .map(|c| c.with_outbox_capacity(outbox_capacity));
+    let node = node.unwrap_or_else(crate::observe::host::node_name);
+    let redis = redis
+        .config()
+        .context("invalid Redis settings")?
+        .map(|c| c.with_outbox_capacity(outbox_capacity));
     if accept_external_requests && redis.is_none() {
         bail!(
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
         );
     }
-
-    let docker = BollardDocker::connect()
-        .await
-        .context("cannot reach the Docker engine")?;
-    let docker: Arc<dyn DockerApi> = Arc::new(docker);
-    let host = docker
-        .host_info()
-        .await
-        .context("cannot read the Docker host's info")?;
-    info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
-
-    let mut redis_bus = None;
-    let mut fallback = None;
-    let state_dir = state_dir.unwrap_or_else(default_state_dir);
-    let local = MemoryStore::open(&state_dir)
-        .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
-    let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
-        Some(config) => {
-            let bus = Arc::new(
-                crate::bus::redis::RedisBus::new(config)
-                    .context("cannot set up the Redis client")?,
-            );
-            match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
-                Ok(Ok(())) => {
-                    info!(redis = %config, state_dir = %state_dir.display(), "shared state and decisions go to Redis; safety state also kept locally for outages")
-                }
-                _ => {
-                    warn!(redis = %config, state_dir = %state_dir.display(), "Redis does not answer yet: envelopes wait in the outbox; safety state, locks and audit use this node's local view (persisted in the state dir) and are merged into Redis when it answers; fleet budgets are refused until then")
-                }
-            }
-            redis_bus = Some(bus.clone());
-            let store = Arc::new(
-                FallbackStore::new(bus.clone(), local)
-                    .with_journal(&state_dir)
-                    .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?,
-            );
-            fallback = Some(store.clone());
-            (store, bus)
-        }
-        None => {
-            info!(state_dir = %state_dir.display(), "no Redis configured: safety state persisted here, decisions kept in memory");
-            (Arc::new(local), Arc::new(MemorySink::default()))
-        }
+    let config = crate::app::Config {
+        policies,
+        listen,
+        state_dir: state_dir.unwrap_or_else(default_state_dir),
+        node,
+        resync: resync_interval.get(),
+        sample_interval: sample_interval.get(),
+        dry_run,
+        max_concurrent,
+        label_filter,
+        cgroup_root,
+        redis,
+        accept_external_requests,
+        http_max_connections,
+        access,
     };
-
-    let registry = Arc::new(PolicyRegistry::new(policies.clone()));
-    let own = own_container_id();
-    if let Some(id) = &own {
-        info!(container = %&id[..12], "running in a container: it is never acted on");
-    }
-    let cgroups = cgroup_root.exists().then(|| CgroupReader::new(cgroup_root));
-    let acting = Arc::new(Acting::default());
-    let (queue, receiver) = WorkQueue::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let ctx = Arc::new(Context {
-        docker: docker.clone(),
-        store: store.clone(),
-        sink: sink.clone(),
-        policies: registry.clone(),
-        observed: Default::default(),
-        responder: Responder {
-            docker: docker.clone(),
-            store: store.clone(),
-            sink: sink.clone(),
-            acting: acting.clone(),
-            node: node.clone(),
-            owner: format!("{node}/{}", uuid::Uuid::new_v4()),
-            own_container_id: own,
-            global_dry_run: dry_run,
-            metrics: metrics.clone(),
-            action_started: Default::default(),
-        },
-        acting,
-        queue,
-        ready: ready.clone(),
-        config: ControllerConfig {
-            node: node.clone(),
-            resync: resync_interval.get(),
-            sample_interval: sample_interval.get(),
-            max_concurrent,
-            label_filter,
-        },
-        handled: Default::default(),
-        metrics: metrics.clone(),
-        own_decisions: Default::default(),
-    });
-
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    info!(address = %listener.local_addr()?, token = access.has_token(), reads_need_token = access.reads_need_token(), "serving the dashboard, /healthz, /readyz, /metrics, /api/v1");
-    let events = Arc::new(crate::http::dashboard::events::EventLog::new());
-    events.spawn(sink.clone(), shutdown.clone());
-    if let Some(bus) = &redis_bus {
-        let bus = bus.clone();
-        let fallback = fallback.clone();
-        metrics.set_store_reader(Box::new(move || crate::metrics::StoreReading {
-            outbox_length: bus.outbox_len(),
-            outbox_dropped: bus.dropped(),
-            outage: fallback.as_ref().is_some_and(|f| f.in_outage()),
-            dirty_keys: fallback.as_ref().map_or(0, |f| f.dirty_keys().len()),
-        }));
-    }
-    let api = crate::http::ApiState {
-        events,
-        access: Arc::new(access),
-        ready,
-        observed: ctx.observed.clone(),
-        sink,
-        store,
-        policies: ctx.policies.clone(),
-        metrics,
-        node,
-    };
-    let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
-    if let Some(config) = &redis {
-        let client = redis::Client::open(config.connection_info().clone())
-            .context("cannot set up the Redis client for policies")?;
-        tokio::spawn(crate::policy::remote::watch_policies(
-            client,
-            registry.clone(),
-            policies,
-            shutdown.clone(),
-        ));
-        if accept_external_requests {
-            let client = redis::Client::open(config.connection_info().clone())
-                .context("cannot set up the Redis client for external requests")?;
-            tokio::spawn(crate::controller::external::run_subscriber(
-                client,
-                ctx.clone(),
-                shutdown.clone(),
-            ));
-        }
-    }
-    if let Some(store) = &fallback {
-        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
-    }
-    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
-        ctx.clone(),
-        shutdown.clone(),
-    ));
-    driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => warn!(error = %e, "HTTP server task failed"),
-    }
-    if let Some(bus) = redis_bus
-        && !bus.flush(Duration::from_secs(5)).await
-    {
-        warn!(
-            left = bus.outbox_len(),
-            "Redis did not take every envelope before shutdown"
-        );
-    }
+    crate::app::run(config, shutdown).await?;
     info!("stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_on_the_command_line_is_noticed() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["hemostat", "run"], None),
+            (
+                &["hemostat", "run", "--redis-password", "pw"],
+                Some("--redis-password"),
+            ),
+            (
+                &["hemostat", "run", "--redis-password=pw"],
+                Some("--redis-password"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://:pw@h:6379/0"],
+                Some("--redis-url"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url=redis://u:pw@h"],
+                Some("--redis-url"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://h:6379/0"],
+                None,
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://h/0?x=a@b"],
+                None,
+            ),
+            (
+                &["hemostat", "run", "--redis-url-file", "/run/secrets/url"],
+                None,
+            ),
+        ];
+        for (argv, want) in cases {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            assert_eq!(password_on_command_line(&argv), *want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_trimmed_and_an_empty_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(
+            secret_from_file(&file, "--redis-password-file").unwrap(),
+            "s3cret"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = secret_from_file(&file, "--redis-password-file").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(secret_from_file(&dir.path().join("none"), "--redis-url-file").is_err());
+    }
 }

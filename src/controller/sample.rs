@@ -8,18 +8,14 @@ use tracing::warn;
 
 use super::Context;
 use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, DockerApi, HostInfo};
+use crate::engine::{ContainerEngine, ContainerInfo, HostInfo};
+use crate::model::wire::{ContainerStats, round1, wire_timestamp_secs};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
 
 /// Whether a policy governs the container, and whether that policy reads resource usage.
 fn governed(ctx: &Context, info: &ContainerInfo) -> Option<bool> {
-    let target = Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    };
-    ctx.policies.governing(target).map(|p| {
+    ctx.policies.governing(Target::from(info)).map(|p| {
         let probes = &p.spec.probes;
         probes.cpu.is_some() || probes.memory.is_some() || probes.memory_leak.is_some()
     })
@@ -32,7 +28,7 @@ pub async fn run_sampler(
     cgroups: Option<CgroupReader>,
     shutdown: CancellationToken,
 ) {
-    let docker: Arc<dyn DockerApi> = ctx.docker.clone();
+    let docker: Arc<dyn ContainerEngine> = ctx.docker.clone();
     let mut sampler = Sampler::new(docker, cgroups);
     let mut tick = tokio::time::interval(ctx.config.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -53,7 +49,7 @@ pub async fn run_sampler(
             if reads_usage {
                 reconcile_on_sample.insert(info.id.clone());
             }
-            if info.state == crate::docker::ContainerState::Running {
+            if info.state == crate::model::container::ContainerState::Running {
                 infos.push(info);
             } else {
                 idle.push(info);
@@ -74,28 +70,22 @@ pub async fn run_sampler(
         for info in &idle {
             // Not running: its status, and the nothing it uses (numbers, as the original's
             // readers expect).
-            let stats = serde_json::json!({
-                "name": info.name,
-                "status": info.state,
-                "memory_pct": 0.0,
-                "cpu_pct": 0.0,
-                "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
-                "node": ctx.config.node,
-            });
+            let stats = ContainerStats {
+                name: info.name.clone(),
+                status: info.state,
+                memory_pct: 0.0,
+                cpu_pct: 0.0,
+                timestamp: wire_timestamp_secs(now),
+                node: ctx.config.node.clone(),
+            }
+            .to_json();
             ctx.sink
                 .put_stats(&info.name, &ctx.config.node, stats)
                 .await;
         }
         for (id, usage) in &usages {
             if let Some(o) = ctx.observed.get(id) {
-                let stats = serde_json::json!({
-                    "name": o.info.name,
-                    "status": o.info.state,
-                    "memory_pct": (usage.memory_percent * 10.0).round() / 10.0,
-                    "cpu_pct": (usage.cpu_percent * 10.0).round() / 10.0,
-                    "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
-                    "node": ctx.config.node,
-                });
+                let stats = stats_json(&o.info, usage, now, &ctx.config.node);
                 ctx.sink
                     .put_stats(&o.info.name, &ctx.config.node, stats)
                     .await;
@@ -116,4 +106,22 @@ pub async fn run_sampler(
             }
         }
     }
+}
+
+/// The original's stats key value: `{name, status, memory_pct, cpu_pct, timestamp, node}`.
+pub(crate) fn stats_json(
+    info: &ContainerInfo,
+    usage: &crate::observe::sampler::Usage,
+    now: chrono::DateTime<Utc>,
+    node: &str,
+) -> serde_json::Value {
+    ContainerStats {
+        name: info.name.clone(),
+        status: info.state,
+        memory_pct: round1(usage.memory_percent),
+        cpu_pct: round1(usage.cpu_percent),
+        timestamp: wire_timestamp_secs(now),
+        node: node.to_owned(),
+    }
+    .to_json()
 }

@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process runs |
-//! | `GET /readyz` | `200 ready` once the first full container list is in, else `503` |
+//! | `GET /readyz` | `200 ready` while the container list and event stream are live, else `503` |
 //! | `GET /metrics` | [`Metrics`] as OpenMetrics, or Prometheus text 0.0.4 when `Accept` prefers it |
 //! | `GET /api/v1/...` | see [`api`] |
 //! | `GET /` | the dashboard, see [`dashboard`] |
@@ -17,6 +17,7 @@
 pub mod access;
 pub mod api;
 pub mod dashboard;
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,8 +69,8 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The text `/readyz` answers before the first full container list.
-pub const NOT_READY: &str = "not ready: waiting for the first full container list";
+/// The text `/readyz` answers while the engine's list or event stream is not live.
+pub const NOT_READY: &str = "not ready: no live container list and event stream from the engine (starting, or the engine is unreachable)";
 
 /// Every route, with request tracing.
 pub fn router(state: ApiState) -> Router {
@@ -94,9 +95,20 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_limited(listener, state, limits::DEFAULT_MAX_CONNECTIONS, shutdown).await
+}
+
+/// Like [`serve`], with at most `max_connections` open connections (see [`limits`]).
+pub async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP server listening");
+        tracing::info!(%addr, max_connections, "HTTP server listening");
     }
+    let listener = limits::LimitedListener::new(listener, max_connections);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::documents::{Chunk, split_documents};
 use super::locate::{PathIndex, Position};
 use super::types::HealthPolicy;
 use super::validate::{Violation, validate};
@@ -27,6 +28,16 @@ pub struct Diagnostic {
     /// The policy the problem belongs to, when its name could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+}
+
+impl Diagnostic {
+    /// `file:line:col: warning: message`, for a [`LoadReport::warnings`] entry.
+    pub fn as_warning(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -59,6 +70,9 @@ pub struct LoadReport {
     pub policies: Vec<LoadedPolicy>,
     /// Every problem, in file and line order.
     pub diagnostics: Vec<Diagnostic>,
+    /// Fields of valid policies that are accepted but not acted on yet
+    /// ([`super::unimplemented`]).
+    pub warnings: Vec<Diagnostic>,
     /// How many files were read.
     pub files: usize,
 }
@@ -84,8 +98,15 @@ impl LoadReport {
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> LoadReport {
     let mut report = LoadReport::default();
     let mut files = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
-        collect_files(path.as_ref(), true, &mut files, &mut report.diagnostics);
+        collect_files(
+            path.as_ref(),
+            true,
+            &mut walk,
+            &mut files,
+            &mut report.diagnostics,
+        );
     }
     for file in files {
         report.files += 1;
@@ -122,12 +143,25 @@ pub fn load_bytes(source: &str, bytes: &[u8]) -> LoadReport {
     }
 }
 
+/// What a directory walk has seen: directories by device and inode, so a symlink loop (three
+/// links to `.` would otherwise make the walk exponential) is read once and reported.
+#[derive(Default)]
+struct Walk {
+    dirs: std::collections::HashSet<(u64, u64)>,
+    depth: usize,
+}
+
+/// How deep directories are followed at most.
+const MAX_DEPTH: usize = 32;
+
 fn collect_files(
     path: &Path,
     explicit: bool,
+    walk: &mut Walk,
     files: &mut Vec<PathBuf>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
+    use std::os::unix::fs::MetadataExt;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -136,6 +170,21 @@ fn collect_files(
         }
     };
     if meta.is_dir() {
+        if !walk.dirs.insert((meta.dev(), meta.ino())) {
+            diagnostics.push(file_error(
+                path,
+                "directory already read through another path (a symlink loop?): remove the link"
+                    .to_owned(),
+            ));
+            return;
+        }
+        if walk.depth >= MAX_DEPTH {
+            diagnostics.push(file_error(
+                path,
+                format!("directories nested more than {MAX_DEPTH} deep are not read"),
+            ));
+            return;
+        }
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
@@ -150,11 +199,21 @@ fn collect_files(
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
             if !hidden {
-                collect_files(&entry, false, files, diagnostics);
+                walk.depth += 1;
+                collect_files(&entry, false, walk, files, diagnostics);
+                walk.depth -= 1;
             }
         }
     } else if explicit || is_yaml(path) {
-        files.push(path.to_path_buf());
+        if meta.is_file() {
+            files.push(path.to_path_buf());
+        } else {
+            // A FIFO would block the read forever, a device like /dev/zero never end.
+            diagnostics.push(file_error(
+                path,
+                "not a regular file (a FIFO, socket or device): policies are read from regular files only".to_owned(),
+            ));
+        }
     }
 }
 
@@ -176,9 +235,23 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
 }
 
 fn read_text(path: &Path) -> Result<String, Diagnostic> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| file_error(path, format!("cannot read: {e}")))?
-        .len();
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| file_error(path, format!("cannot read: {e}"));
+    // Non-blocking open: a FIFO swapped in after the walk does not hang the read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(file_error(
+            path,
+            "not a regular file (a FIFO, socket or device): policies are read from regular files only".to_owned(),
+        ));
+    }
+    let size = meta.len();
     if size > MAX_FILE_BYTES {
         return Err(file_error(
             path,
@@ -189,7 +262,20 @@ fn read_text(path: &Path) -> Result<String, Diagnostic> {
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    // Bounded even if the file grows while it is read.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(file_error(
+            path,
+            format!(
+                "file grew beyond {} MiB while read",
+                MAX_FILE_BYTES / 1_048_576
+            ),
+        ));
+    }
     decode(&path.display().to_string(), &bytes)
 }
 
@@ -216,55 +302,6 @@ fn decode(source: &str, bytes: &[u8]) -> Result<String, Diagnostic> {
     }
 }
 
-/// One YAML document cut out of a multi-document text, with the line it starts on.
-struct Chunk<'a> {
-    text: &'a str,
-    first_line: u64,
-}
-
-/// Splits on `---` document markers (and `...` end markers) at the start of a line, so that a
-/// broken document never hides the valid ones around it.
-fn split_documents(text: &str) -> Vec<Chunk<'_>> {
-    let mut chunks = Vec::new();
-    let mut start = 0usize;
-    let mut start_line = 1u64;
-    let mut offset = 0usize;
-    for (line_no, line) in (1u64..).zip(text.split_inclusive('\n')) {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
-        let is_end = bare == "..." || bare.starts_with("... ");
-        if is_start || is_end {
-            chunks.push(Chunk {
-                text: &text[start..offset],
-                first_line: start_line,
-            });
-            // A start marker stays with the document it opens (it may carry content after it).
-            start = if is_start {
-                offset
-            } else {
-                offset + line.len()
-            };
-            start_line = if is_start { line_no } else { line_no + 1 };
-        }
-        offset += line.len();
-    }
-    chunks.push(Chunk {
-        text: &text[start..],
-        first_line: start_line,
-    });
-    chunks
-        .into_iter()
-        .filter(|c| !is_blank_document(c.text))
-        .collect()
-}
-
-fn is_blank_document(text: &str) -> bool {
-    text.lines().all(|l| {
-        let t = l.trim();
-        t.is_empty() || t.starts_with('#') || t == "---" || t.starts_with('%')
-    })
-}
-
 fn load_into(source: &str, text: &str, report: &mut LoadReport) {
     let chunks = split_documents(text);
     if chunks.is_empty() {
@@ -278,7 +315,7 @@ fn load_into(source: &str, text: &str, report: &mut LoadReport) {
         return;
     }
     for chunk in chunks {
-        match load_document(source, &chunk) {
+        match load_document(source, &chunk, &mut report.warnings) {
             Ok(loaded) => report.policies.push(loaded),
             Err(mut diagnostics) => report.diagnostics.append(&mut diagnostics),
         }
@@ -299,7 +336,11 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
-fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Diagnostic>> {
+fn load_document(
+    source: &str,
+    chunk: &Chunk<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<LoadedPolicy, Vec<Diagnostic>> {
     let offset = chunk.first_line - 1;
     let at = |p: Position, message: String, policy: Option<String>| Diagnostic {
         file: source.to_owned(),
@@ -325,6 +366,9 @@ fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Di
             .into_iter()
             .map(|Violation { path, message }| at(index.best(&path), message, name.clone()))
             .collect());
+    }
+    for (path, message) in super::unimplemented::warnings(&policy) {
+        warnings.push(at(index.best(path), message, name.clone()));
     }
     let shift = |p: Position| Position::new(p.line + offset, p.column);
     Ok(LoadedPolicy {

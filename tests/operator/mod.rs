@@ -51,7 +51,7 @@ impl Operator {
     /// Starts `hemostat run` observing only the run's containers (`--label-filter`), with fast
     /// intervals, its state in `state_dir`, and waits until it is ready.
     pub async fn start(policies: &Path, run_label: &str, state_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_at(free_port(), policies, run_label, state_dir, extra).await
+        Self::start_with_env(policies, run_label, state_dir, extra, &[]).await
     }
 
     /// [`Operator::start`] on a given port (to start it again where clients expect it).
@@ -61,6 +61,28 @@ impl Operator {
         run_label: &str,
         state_dir: &Path,
         extra: &[&str],
+    ) -> Self {
+        Self::start_full(port, policies, run_label, state_dir, extra, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (e.g. `DOCKER_HOST`).
+    pub async fn start_with_env(
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_full(free_port(), policies, run_label, state_dir, extra, env).await
+    }
+
+    async fn start_full(
+        port: u16,
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Self {
         let log = state_dir.join(format!("operator-{port}.log"));
         std::fs::create_dir_all(state_dir).unwrap();
@@ -82,6 +104,7 @@ impl Operator {
             ])
             .args(extra)
             .env("HEMOSTAT_NODE_NAME", "test-node")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -112,6 +135,11 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Its log so far.
