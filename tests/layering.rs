@@ -21,9 +21,13 @@ const RULES: &[(&str, &[&str])] = &[
         &["model", "policy", "engine", "bus", "observe", "metrics"],
     ),
     ("http", &["model", "policy", "observe", "bus", "metrics"]),
+    // Decisions to people: reads envelopes (bus) and the policies' alert settings.
+    ("alert", &["model", "policy", "bus"]),
     // `bus` for the bad-values counter the stores report into.
     ("metrics.rs", &["model", "bus"]),
-    ("adapters", &["model", "policy", "bus", "util"]),
+    // `alert` for the Notifier and AlertState traits the Slack, webhook, Alertmanager and
+    // Redis silence adapters implement.
+    ("adapters", &["model", "policy", "bus", "util", "alert"]),
 ];
 
 fn src() -> PathBuf {

@@ -1,7 +1,9 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod alert;
 pub mod policy_cmds;
 pub mod run;
+pub mod silence;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,10 @@ pub enum Command {
     Describe(policy_cmds::DescribeArgs),
     /// Delete a policy from Redis.
     Delete(policy_cmds::DeleteArgs),
+    /// Mute notifications (never repairs) for containers or a policy: add, list, expire.
+    Silence(silence::SilenceArgs),
+    /// Alert channels: `alert test --channel NAME` sends a test notification.
+    Alert(alert::AlertArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -46,6 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Get(args) => policy_cmds::get(args).await,
         Command::Describe(args) => policy_cmds::describe(args).await,
         Command::Delete(args) => policy_cmds::delete(args).await,
+        Command::Silence(args) => silence::run(args).await,
+        Command::Alert(args) => alert::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

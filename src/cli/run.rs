@@ -87,6 +87,9 @@ pub struct RunArgs {
     /// cannot send one).
     #[arg(long, env = "HEMOSTAT_METRICS_WITHOUT_TOKEN")]
     pub metrics_without_token: bool,
+    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
+    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
+    pub alert_timeout: HumanDuration,
 }
 
 /// Log output formats.
@@ -114,7 +117,8 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-fn default_state_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
+pub fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -297,6 +301,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         api_token,
         insecure_no_auth,
         metrics_without_token,
+        alert_timeout,
     } = args;
     init_logging(log_format, &log_level)?;
     let access = crate::http::access::Access::resolve(
@@ -349,6 +354,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         accept_external_requests,
         http_max_connections,
         access,
+        alert_timeout: alert_timeout.get(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));

@@ -74,6 +74,12 @@ pub const NOT_READY: &str = "not ready: no live container list and event stream 
 
 /// Every route, with request tracing.
 pub fn router(state: ApiState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// Every route plus `extra` (the routes of other modules, e.g. the alerts'), all behind the
+/// access guard and the security headers.
+pub fn router_with(state: ApiState, extra: Router) -> Router {
     let access = state.access.clone();
     Router::new()
         .route("/healthz", get(healthz))
@@ -81,10 +87,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::routes())
         .merge(dashboard::routes())
+        .with_state(state)
+        .merge(extra)
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::map_response(dashboard::security_headers))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Serves until `shutdown` (tokio_util CancellationToken) is cancelled, then drains gracefully:
@@ -105,11 +112,22 @@ pub async fn serve_limited(
     max_connections: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_router_limited(listener, router(state), max_connections, shutdown).await
+}
+
+/// Like [`serve_limited`], for a router with more routes merged in (the alert routes of
+/// `alert::api`).
+pub async fn serve_router_limited(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, max_connections, "HTTP server listening");
     }
     let listener = limits::LimitedListener::new(listener, max_connections);
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     tracing::info!("HTTP server stopped");
