@@ -1,5 +1,13 @@
 //! HemoStat's Prometheus metrics (`hemostat_*`), recorded by the loop and served on `/metrics`.
+//!
+//! Beside them: the standard `process_*` metrics ([`process`]), `hemostat_build_info`, and the
+//! state of the Redis outbox and outage store, read at every scrape through
+//! [`Metrics::set_store_reader`]. `/metrics` answers OpenMetrics or the Prometheus text format
+//! 0.0.4, as the scraper's `Accept` asks ([`Format::negotiate`]).
 
+pub mod process;
+
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,6 +23,103 @@ use crate::model::wire::EventType;
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The `Content-Type` of the Prometheus text format.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4.
+    PrometheusText,
+}
+
+impl Format {
+    /// The format an `Accept` header prefers (by q-value; OpenMetrics on a tie, when the header
+    /// names neither, or when there is none).
+    pub fn negotiate(accept: &str) -> Self {
+        let (mut open, mut text) = (0.0f64, 0.0f64);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f64>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => open = open.max(q),
+                "text/plain" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if text > open {
+            Self::PrometheusText
+        } else {
+            Self::OpenMetrics
+        }
+    }
+
+    /// The `Content-Type` of the answer.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Self::PrometheusText => PROMETHEUS_TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
+/// Rewrites an OpenMetrics text exposition into the Prometheus text format 0.0.4: counters are
+/// described under their `_total` sample name, `# UNIT` lines and `# EOF` go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match described {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// What the Redis outbox and the outage store report at a scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreReading {
+    /// Envelopes waiting in the Redis outbox.
+    pub outbox_length: usize,
+    /// Envelopes dropped since start (outbox full, or Redis kept refusing them).
+    pub outbox_dropped: u64,
+    /// Redis is unreachable and the local view serves the safety state.
+    pub outage: bool,
+    /// Safety keys changed locally during an outage, not yet merged into Redis.
+    pub dirty_keys: usize,
+}
+
+/// Reads the store's state at a scrape.
+pub type StoreReader = Box<dyn Fn() -> StoreReading + Send + Sync>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    arch: String,
+    os: String,
+}
 
 /// The prefix of every metric.
 pub const PREFIX: &str = "hemostat";
@@ -73,6 +178,11 @@ fn duration_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+fn reconcile_buckets() -> Histogram {
+    // 1 ms to about 65 s: a reconcile that repairs waits for the 30 s verification window.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 fn action_buckets() -> Histogram {
     Histogram::new(ACTION_BUCKETS)
 }
@@ -104,6 +214,29 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
     action_duration: HistogramFamily<ActionLabels>,
+    build_info: Family<BuildLabels, Gauge>,
+    redis_outbox_length: Gauge,
+    redis_outbox_dropped: Counter,
+    redis_outage: Gauge,
+    fallback_dirty_keys: Gauge,
+    /// Read at every scrape; set once by `hemostat run` when Redis is configured.
+    store_reader: ReaderSlot,
+    /// The `process_*` metrics (not under the `hemostat_` prefix).
+    process: Registry,
+}
+
+/// Holds the [`StoreReader`] (a closure, hence the hand-written `Debug`).
+#[derive(Default)]
+struct ReaderSlot(OnceLock<StoreReader>);
+
+impl std::fmt::Debug for ReaderSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "StoreReader"
+        } else {
+            "None"
+        })
+    }
 }
 
 impl Default for Metrics {
@@ -134,17 +267,63 @@ impl Metrics {
             policy_problems: Counter::default(),
             policies_last_good: Gauge::default(),
             open_breakers: Default::default(),
-            reconcile_duration: duration_buckets(),
+            reconcile_duration: reconcile_buckets(),
             sample_pass_duration: duration_buckets(),
             action_duration: Family::new_with_constructor(action_buckets),
+            build_info: Family::default(),
+            redis_outbox_length: Gauge::default(),
+            redis_outbox_dropped: Counter::default(),
+            redis_outage: Gauge::default(),
+            fallback_dirty_keys: Gauge::default(),
+            store_reader: ReaderSlot::default(),
+            process: Registry::default(),
             registry: Registry::default(),
         };
+        m.process
+            .register_collector(Box::new(process::ProcessCollector));
         m.register_counters(&mut registry);
         m.register_gauges(&mut registry);
         m.register_histograms(&mut registry);
+        m.register_build_and_store(&mut registry);
         m.zero_series();
         m.registry = registry;
         m
+    }
+
+    /// `hemostat_build_info`, and the Redis outbox and outage store (read at every scrape).
+    fn register_build_and_store(&self, registry: &mut Registry) {
+        registry.register(
+            "build_info",
+            "Always 1; the labels tell the HemoStat version and platform",
+            self.build_info.clone(),
+        );
+        self.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                arch: std::env::consts::ARCH.to_owned(),
+                os: std::env::consts::OS.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "redis_outbox_length",
+            "Envelopes waiting in the Redis outbox (0 without Redis)",
+            self.redis_outbox_length.clone(),
+        );
+        registry.register(
+            "redis_outbox_dropped",
+            "Envelopes the Redis outbox dropped (full, or refused by Redis)",
+            self.redis_outbox_dropped.clone(),
+        );
+        registry.register(
+            "redis_outage",
+            "1 while Redis is unreachable and this node's local view serves the safety state",
+            self.redis_outage.clone(),
+        );
+        registry.register(
+            "fallback_dirty_keys",
+            "Safety keys changed locally during a Redis outage, not yet merged into Redis",
+            self.fallback_dirty_keys.clone(),
+        );
     }
 
     /// Counters (their `_total` suffix comes from the encoder).
@@ -397,9 +576,33 @@ impl Metrics {
         self.queue_depth.set(gauge_value(n));
     }
 
-    /// Sets the number of reconciles running now.
-    pub fn set_in_flight(&self, n: usize) {
-        self.in_flight.set(gauge_value(n));
+    /// Counts one reconcile as running until the guard is dropped (`hemostat_in_flight`).
+    #[must_use = "the reconcile counts as running until the guard is dropped"]
+    pub fn running(&self) -> RunningGuard {
+        self.in_flight.inc();
+        RunningGuard {
+            gauge: self.in_flight.clone(),
+        }
+    }
+
+    /// Sets how the Redis outbox and the outage store are read at every scrape (once; later
+    /// calls are ignored).
+    pub fn set_store_reader(&self, reader: StoreReader) {
+        let _ = self.store_reader.0.set(reader);
+    }
+
+    fn read_store(&self) {
+        let Some(reader) = self.store_reader.0.get() else {
+            return;
+        };
+        let r = reader();
+        self.redis_outbox_length.set(gauge_value(r.outbox_length));
+        let seen = self.redis_outbox_dropped.get();
+        if r.outbox_dropped > seen {
+            self.redis_outbox_dropped.inc_by(r.outbox_dropped - seen);
+        }
+        self.redis_outage.set(i64::from(r.outage));
+        self.fallback_dirty_keys.set(gauge_value(r.dirty_keys));
     }
 
     /// Sets readiness (the HTTP server does it at every scrape).
@@ -450,10 +653,33 @@ impl Metrics {
 
     /// The OpenMetrics text exposition of every metric, `# EOF` included.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        self.read_store();
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String never fails");
+        encode_registry(&mut out, &self.registry).expect("writing to a String never fails");
+        encode_registry(&mut out, &self.process).expect("writing to a String never fails");
+        encode_eof(&mut out).expect("writing to a String never fails");
         out
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::PrometheusText => to_prometheus_text(&self.encode()),
+        }
+    }
+}
+
+/// Counts a reconcile in `hemostat_in_flight` while it lives.
+#[derive(Debug)]
+pub struct RunningGuard {
+    gauge: Gauge,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
@@ -622,7 +848,8 @@ mod tests {
         m.sample_pass(0.02);
         m.set_containers_observed(7);
         m.set_queue_depth(3);
-        m.set_in_flight(2);
+        let _one = m.running();
+        let _two = m.running();
         m.set_ready(true);
         m.set_breakers_open(1);
         let text = m.encode();
@@ -650,6 +877,109 @@ mod tests {
         }
         m.set_ready(false);
         assert_eq!(line_value(&m.encode(), "hemostat_ready"), Some(0.0));
+    }
+
+    #[test]
+    fn in_flight_counts_running_reconciles_and_reads_zero_when_idle() {
+        let m = Metrics::new();
+        assert_eq!(line_value(&m.encode(), "hemostat_in_flight"), Some(0.0));
+        {
+            let _a = m.running();
+            let _b = m.running();
+            assert_eq!(line_value(&m.encode(), "hemostat_in_flight"), Some(2.0));
+        }
+        assert_eq!(line_value(&m.encode(), "hemostat_in_flight"), Some(0.0));
+    }
+
+    #[test]
+    fn the_reconcile_histogram_covers_the_verification_window() {
+        let text = Metrics::new().encode();
+        let top = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("hemostat_reconcile_duration_seconds_bucket{le=\""))
+            .filter_map(|l| l.split('"').next()?.parse::<f64>().ok())
+            .fold(0.0, f64::max);
+        assert!(top >= 30.0, "largest finite bucket {top}");
+    }
+
+    #[test]
+    fn build_info_process_and_store_metrics_are_exposed() {
+        let m = Metrics::new();
+        let text = m.encode();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("hemostat_build_info{{version=\"{version}\"")),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter"),
+            "{text}"
+        );
+        assert!(line_value(&text, "process_resident_memory_bytes").unwrap() > 0.0);
+        assert_eq!(line_value(&text, "hemostat_redis_outage"), Some(0.0));
+        let reading = std::sync::Arc::new(std::sync::Mutex::new(StoreReading {
+            outbox_length: 5,
+            outbox_dropped: 3,
+            outage: true,
+            dirty_keys: 2,
+        }));
+        let r = reading.clone();
+        m.set_store_reader(Box::new(move || *r.lock().unwrap()));
+        let text = m.encode();
+        assert_eq!(line_value(&text, "hemostat_redis_outbox_length"), Some(5.0));
+        assert_eq!(
+            line_value(&text, "hemostat_redis_outbox_dropped_total"),
+            Some(3.0)
+        );
+        assert_eq!(line_value(&text, "hemostat_redis_outage"), Some(1.0));
+        assert_eq!(line_value(&text, "hemostat_fallback_dirty_keys"), Some(2.0));
+        reading.lock().unwrap().outbox_dropped = 10;
+        reading.lock().unwrap().outage = false;
+        let text = m.encode();
+        assert_eq!(
+            line_value(&text, "hemostat_redis_outbox_dropped_total"),
+            Some(10.0)
+        );
+        assert_eq!(line_value(&text, "hemostat_redis_outage"), Some(0.0));
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1);
+    }
+
+    #[test]
+    fn the_accept_header_picks_the_format() {
+        use Format::{OpenMetrics, PrometheusText};
+        let prometheus_2 = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        for (accept, want) in [
+            ("", OpenMetrics),
+            ("*/*", OpenMetrics),
+            (prometheus_2, OpenMetrics),
+            ("text/plain;version=0.0.4", PrometheusText),
+            (
+                "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5",
+                PrometheusText,
+            ),
+            ("application/openmetrics-text; version=1.0.0", OpenMetrics),
+            ("application/json", OpenMetrics),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept}");
+        }
+    }
+
+    #[test]
+    fn the_prometheus_text_format_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.action("restart", "success", 1.0);
+        let text = m.encode_as(Format::PrometheusText);
+        assert!(
+            text.contains("# TYPE hemostat_actions_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP hemostat_actions_total "), "{text}");
+        assert!(text.contains("# TYPE hemostat_in_flight gauge\n"));
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 
     #[test]

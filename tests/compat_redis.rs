@@ -50,6 +50,7 @@ fn info(state: ContainerState) -> ContainerInfo {
         health: HealthStatus::None,
         health_failing_streak: 0,
         restart_count: 0,
+        health_output: None,
         started_at: None,
         finished_at: None,
         limits: ResourceLimits::default(),
@@ -245,6 +246,8 @@ async fn api(sink: Arc<dyn EventSink>) -> (String, CancellationToken) {
         policies: Arc::new(PolicyRegistry::new(vec![])),
         metrics: Arc::new(Metrics::new()),
         node: "node-a".into(),
+        events: Default::default(),
+        access: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();

@@ -39,6 +39,7 @@ fn info(id: &str, name: &str, labels: &[(&str, &str)]) -> ContainerInfo {
         oom_killed: false,
         health: HealthStatus::Healthy,
         health_failing_streak: 0,
+        health_output: None,
         restart_count: 2,
         started_at: Some(Utc::now()),
         finished_at: None,
@@ -140,6 +141,8 @@ impl Harness {
             policies,
             metrics,
             node: NODE.into(),
+            events: Default::default(),
+            access: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();

@@ -634,6 +634,8 @@ async fn describe_and_get_read_a_running_operator() {
             "remediation_needed",
             "web-1",
             "restart",
+            "-",
+            "-",
             "health",
             "check",
             "failing"

@@ -38,6 +38,7 @@ fn info() -> ContainerInfo {
         health: HealthStatus::None,
         health_failing_streak: 0,
         restart_count: 0,
+        health_output: None,
         started_at: None,
         finished_at: None,
         limits: ResourceLimits::default(),

@@ -75,6 +75,7 @@ fn info(id: &str, name: &str, state: ContainerState) -> ContainerInfo {
         health: HealthStatus::None,
         health_failing_streak: 0,
         restart_count: 0,
+        health_output: None,
         started_at: None,
         finished_at: None,
         limits: ResourceLimits::default(),

@@ -156,6 +156,7 @@ mod tests {
             oom_killed: false,
             health: HealthStatus::None,
             health_failing_streak: 0,
+            health_output: None,
             restart_count: 0,
             started_at: Some(t(-10_000)),
             finished_at: None,

@@ -57,6 +57,8 @@ pub struct Config {
     pub accept_external_requests: bool,
     /// Open HTTP connections at most.
     pub http_max_connections: usize,
+    /// Who may call what on the HTTP server.
+    pub access: crate::http::access::Access,
     /// One delivery attempt of a notification at most.
     pub alert_timeout: Duration,
     /// The `--policies` files, kept up to date by their own task (none for the built-in policy).
@@ -161,9 +163,14 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
             source,
         })?;
     if let Ok(address) = listener.local_addr() {
-        info!(%address, "serving /healthz, /readyz, /metrics, /api/v1");
+        info!(%address, token = config.access.has_token(), reads_need_token = config.access.reads_need_token(), "serving the dashboard, /healthz, /readyz, /metrics, /api/v1");
     }
+    let events = Arc::new(crate::http::dashboard::events::EventLog::new());
+    events.spawn(stores.sink.clone(), shutdown.clone());
+    read_stores_at_scrape(&ctx.metrics, &stores);
     let api = crate::http::ApiState {
+        events,
+        access: Arc::new(config.access.clone()),
         ready,
         observed: ctx.observed.clone(),
         sink: stores.sink.clone(),
@@ -172,7 +179,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
         metrics: ctx.metrics.clone(),
         node: config.node.clone(),
     };
-    let routes = crate::http::router(api).merge(crate::alert::api::routes(alerts));
+    // The alert routes sit behind the same access guard and headers.
+    let routes = crate::http::router_with(api, crate::alert::api::routes(alerts));
     let server = tokio::spawn(crate::http::serve_router_limited(
         listener,
         routes,
@@ -240,6 +248,20 @@ async fn stores(config: &Config) -> Result<Stores, AppError> {
         bus: Some(bus),
         fallback: Some(fallback),
     })
+}
+
+/// With Redis, `/metrics` reads the outbox and the outage store at every scrape.
+fn read_stores_at_scrape(metrics: &crate::metrics::Metrics, stores: &Stores) {
+    let Some(bus) = stores.bus.clone() else {
+        return;
+    };
+    let fallback = stores.fallback.clone();
+    metrics.set_store_reader(Box::new(move || crate::metrics::StoreReading {
+        outbox_length: bus.outbox_len(),
+        outbox_dropped: bus.dropped(),
+        outage: fallback.as_ref().is_some_and(|f| f.in_outage()),
+        dirty_keys: fallback.as_ref().map_or(0, |f| f.dirty_keys().len()),
+    }));
 }
 
 /// The one context the loop, the watcher, the sampler and the API share.

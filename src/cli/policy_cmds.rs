@@ -563,12 +563,20 @@ fn containers_table(value: &serde_json::Value) -> String {
 
 fn decisions_table(value: &serde_json::Value) -> String {
     let mut rows = vec![
-        ["TIME", "TYPE", "CONTAINER", "ACTION", "DETAIL"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "TIME",
+            "TYPE",
+            "CONTAINER",
+            "ACTION",
+            "STATUS",
+            "GATE",
+            "DETAIL",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     ];
     for e in value.as_array().into_iter().flatten() {
-        let detail = ["/data/reason", "/data/result/status", "/data/issues"]
+        let detail = ["/data/reason", "/data/result/details", "/data/issues"]
             .iter()
             .map(|p| text(e, p))
             .find(|t| t != "-")
@@ -588,6 +596,8 @@ fn decisions_table(value: &serde_json::Value) -> String {
             kind,
             text(e, "/data/container"),
             text(e, "/data/action"),
+            text(e, "/data/result/status"),
+            text(e, "/data/gate"),
             detail,
         ]);
     }
@@ -723,4 +733,33 @@ async fn describe_live(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decisions_table_shows_the_status_and_the_gate() {
+        let envelopes = serde_json::json!([{
+            "timestamp": "2026-01-01T00:00:00.000000",
+            "type": "remediation_complete",
+            "data": {
+                "container": "web",
+                "action": "restart",
+                "gate": "cooldown",
+                "result": {"status": "rejected", "details": "in cooldown until 01:00"},
+            },
+        }]);
+        let table = decisions_table(&envelopes);
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.contains("STATUS") && header.contains("GATE"),
+            "{table}"
+        );
+        let row = table.lines().nth(1).unwrap();
+        for want in ["web", "restart", "rejected", "cooldown"] {
+            assert!(row.contains(want), "{want} in {row}");
+        }
+    }
 }

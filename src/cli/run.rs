@@ -76,6 +76,25 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// A file holding the API token (at least 16 characters). Needed when --listen is not a
+    /// loopback address; writes always need it. HEMOSTAT_API_TOKEN gives it directly.
+    #[arg(long, env = "HEMOSTAT_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// The API token itself (prefer --api-token-file: the environment is visible to others).
+    #[arg(
+        long = "api-token",
+        env = "HEMOSTAT_API_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub api_token: Option<String>,
+    /// Serve the dashboard and API to anyone on a non-loopback --listen address, without a token.
+    #[arg(long, env = "HEMOSTAT_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve /metrics without the token even when other reads need it (for a Prometheus that
+    /// cannot send one).
+    #[arg(long, env = "HEMOSTAT_METRICS_WITHOUT_TOKEN")]
+    pub metrics_without_token: bool,
     /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
     #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
     pub alert_timeout: HumanDuration,
@@ -98,8 +117,11 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
         .with_context(|| format!("invalid --log-level {level:?}"))?;
+    // Colour codes only when a person reads stderr on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -294,10 +316,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         http_max_connections,
         outbox_capacity,
         accept_external_requests,
+        api_token_file,
+        api_token,
+        insecure_no_auth,
+        metrics_without_token,
         alert_timeout,
         external_alert_agent,
     } = args;
     init_logging(log_format, &log_level)?;
+    let access = crate::http::access::Access::resolve(
+        listen,
+        api_token_file.as_deref(),
+        api_token,
+        insecure_no_auth,
+        metrics_without_token,
+    )?;
+    if !listen.ip().is_loopback() && !access.has_token() {
+        warn!(%listen, "--insecure-no-auth: the dashboard and API are open to anyone who reaches this address");
+    }
     let argv: Vec<String> = std::env::args().collect();
     if let Some(flag) = password_on_command_line(&argv) {
         warn!(
@@ -348,6 +384,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis,
         accept_external_requests,
         http_max_connections,
+        access,
         alert_timeout: alert_timeout.get(),
         files,
         reload,

@@ -32,6 +32,7 @@ pub async fn run_controller(
         let span = tracing::info_span!("reconcile", container_id = %short(&id));
         async move {
             let _timer = ctx.metrics.reconcile_timer();
+            let _running = ctx.metrics.running();
             let outcome = guarded(&id, &ctx.metrics, reconcile(&id, &ctx)).await;
             let action = match outcome {
                 Err(retry) => retry,
@@ -61,7 +62,6 @@ pub async fn run_controller(
                 }
             };
             ctx.metrics.set_queue_depth(ctx.queue.len());
-            ctx.metrics.set_in_flight(ctx.queue.in_flight());
             if let Action::Requeue(after) = action {
                 ctx.queue.schedule_after(id, after);
             }

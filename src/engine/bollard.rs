@@ -182,6 +182,16 @@ fn positive(v: Option<i64>) -> Option<i64> {
     v.filter(|v| *v > 0)
 }
 
+/// The newest health log entry's output, cut at a character boundary.
+fn last_health_output(health: &bollard::models::Health) -> Option<String> {
+    let out = health.log.as_ref()?.last()?.output.as_deref()?.trim_end();
+    let mut end = out.len().min(super::HEALTH_OUTPUT_MAX);
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(out[..end].to_owned())
+}
+
 fn container_info(r: ContainerInspectResponse) -> Result<ContainerInfo> {
     let id = r.id.ok_or_else(|| EngineError::Malformed {
         op: "inspect",
@@ -210,6 +220,7 @@ fn container_info(r: ContainerInspectResponse) -> Result<ContainerInfo> {
         state: container_state,
         exit_code,
         oom_killed: state.oom_killed.unwrap_or(false),
+        health_output: last_health_output(&health),
         health: map_health(health.status),
         health_failing_streak: health.failing_streak.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
         restart_count: r.restart_count.unwrap_or(0).max(0) as u64,

@@ -81,6 +81,7 @@ pub fn running(name: &str, labels: &[(&str, &str)]) -> ContainerInfo {
         oom_killed: false,
         health: HealthStatus::None,
         health_failing_streak: 0,
+        health_output: None,
         restart_count: 0,
         started_at: Some(Utc::now() - chrono::Duration::minutes(1)),
         finished_at: None,

@@ -7,6 +7,8 @@
 //! | `GET containers` | one [`ContainerView`] per observed container, by name |
 //! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
 //! | `GET policies` | one [`PolicyView`] per policy in force (source, document, status), highest priority first |
+//! | `GET events` | every envelope as Server-Sent Events (see `dashboard::events`) |
+//! | `GET usage` | recent CPU and memory per container (see `dashboard::usage`) |
 //!
 //! `limit` defaults to [`DEFAULT_LIMIT`] and may not exceed [`MAX_LIMIT`]. Every error is
 //! `{"error": "..."}` with a 4xx or 5xx status.
@@ -109,6 +111,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/containers", get(containers))
         .route("/containers/{name}", get(container))
         .route("/policies", get(policies))
+        .route("/events", get(super::dashboard::events::stream))
+        .route("/usage", get(super::dashboard::usage))
         .fallback(not_found)
 }
 
@@ -214,6 +218,9 @@ pub struct ContainerView {
     pub oom_killed: bool,
     /// Docker's own restart count (restart policy).
     pub restart_count: u64,
+    /// The last healthcheck's output (untrusted text from the container).
+    #[serde(default)]
+    pub health_output: Option<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
     /// A person stopped or killed it, and nobody started it since: left alone.
@@ -316,6 +323,7 @@ async fn container_view(
         exit_code: info.exit_code,
         oom_killed: info.oom_killed,
         restart_count: info.restart_count,
+        health_output: info.health_output.clone(),
         labels: observed.info.labels,
     })
 }

@@ -4,13 +4,19 @@
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process runs |
 //! | `GET /readyz` | `200 ready` while the container list and event stream are live, else `503` |
-//! | `GET /metrics` | the OpenMetrics exposition of [`Metrics`] |
+//! | `GET /metrics` | [`Metrics`] as OpenMetrics, or Prometheus text 0.0.4 when `Accept` prefers it |
 //! | `GET /api/v1/...` | see [`api`] |
+//! | `GET /` | the dashboard, see [`dashboard`] |
+//!
+//! Who may call what is decided by [`access`]; every answer carries the dashboard's strict
+//! Content-Security-Policy.
 //!
 //! Nothing served carries a secret: policies hold only references to secrets (an environment
 //! variable's or a file's name), never their values.
 
+pub mod access;
 pub mod api;
+pub mod dashboard;
 pub mod limits;
 
 use std::sync::Arc;
@@ -18,14 +24,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::bus::{EventSink, StateStore};
-use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+use crate::metrics::{Format, Metrics};
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
 
@@ -47,6 +53,11 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// This node's name: the first half of every safety key.
     pub node: String,
+    /// The numbered recent envelopes behind `/api/v1/events` (start it with
+    /// [`dashboard::events::EventLog::spawn`]).
+    pub events: Arc<dashboard::events::EventLog>,
+    /// Who may call what.
+    pub access: Arc<access::Access>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -63,13 +74,24 @@ pub const NOT_READY: &str = "not ready: no live container list and event stream 
 
 /// Every route, with request tracing.
 pub fn router(state: ApiState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// Every route plus `extra` (the routes of other modules, e.g. the alerts'), all behind the
+/// access guard and the security headers.
+pub fn router_with(state: ApiState, extra: Router) -> Router {
+    let access = state.access.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::routes())
-        .layer(TraceLayer::new_for_http())
+        .merge(dashboard::routes())
         .with_state(state)
+        .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
+        .layer(axum::middleware::map_response(dashboard::security_headers))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Serves until `shutdown` (tokio_util CancellationToken) is cancelled, then drains gracefully:
@@ -124,12 +146,17 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
     // Gauges that describe the present are read now, so a scrape never shows a stale value.
     state.metrics.set_containers_observed(state.observed.len());
     state.metrics.set_ready(state.ready.load(Ordering::Acquire));
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = Format::negotiate(accept);
     (
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.encode_as(format),
     )
 }

@@ -77,6 +77,9 @@ impl ResourceLimits {
     }
 }
 
+/// How much of the last healthcheck's output is kept.
+pub const HEALTH_OUTPUT_MAX: usize = 1024;
+
 /// One container, as inspected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {
@@ -98,6 +101,10 @@ pub struct ContainerInfo {
     pub health: HealthStatus,
     /// Consecutive failed healthchecks.
     pub health_failing_streak: u32,
+    /// The output of the last healthcheck run (the newest entry of the engine's health log),
+    /// at most [`HEALTH_OUTPUT_MAX`] bytes. Untrusted text from the container.
+    #[serde(default)]
+    pub health_output: Option<String>,
     /// Docker's own RestartCount (restarts done by its restart policy).
     pub restart_count: u64,
     /// When the current (or last) run started.

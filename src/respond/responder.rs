@@ -336,6 +336,16 @@ impl Responder {
             Response::DryRun => ("dry run: nothing was touched".to_owned(), None),
             Response::GaveUp(d) => (d.clone(), Some("circuit_open".to_owned())),
         };
+        // Every outcome at info: a person reading the log sees what was done and why not.
+        info!(
+            container = %req.info.name,
+            action = req.decision.action.map_or("none", |a| a.as_str()),
+            status = response.status(),
+            gate = gate.as_deref().unwrap_or("-"),
+            decision_id = req.decision_id,
+            details = %details,
+            "outcome"
+        );
         let report = Report {
             container: req.info.name.clone(),
             container_id: Some(req.info.id.clone()),

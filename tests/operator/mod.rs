@@ -20,7 +20,8 @@ pub struct Operator {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -53,6 +54,17 @@ impl Operator {
         Self::start_with_env(policies, run_label, state_dir, extra, &[]).await
     }
 
+    /// [`Operator::start`] on a given port (to start it again where clients expect it).
+    pub async fn start_at(
+        port: u16,
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
+        Self::start_full(port, policies, run_label, state_dir, extra, &[]).await
+    }
+
     /// Like [`Operator::start`], with extra environment variables (e.g. `DOCKER_HOST`).
     pub async fn start_with_env(
         policies: &Path,
@@ -61,7 +73,17 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
+        Self::start_full(free_port(), policies, run_label, state_dir, extra, env).await
+    }
+
+    async fn start_full(
+        port: u16,
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = state_dir.join(format!("operator-{port}.log"));
         std::fs::create_dir_all(state_dir).unwrap();
         let stderr = std::fs::File::create(&log).unwrap();
