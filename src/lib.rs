@@ -12,9 +12,11 @@
 //! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`).
 //! - [`controller`]: the work queue and the reconcile loop.
 //! - [`http`]: health, readiness and the JSON API.
+//! - [`adapters`]: implementations of ports that talk to outside services (the LLM APIs).
 //! - [`schema`]: the JSON Schema of the policy language.
 //! - [`cli`]: the `hemostat` subcommands.
 
+pub mod adapters;
 pub mod analyze;
 pub mod bus;
 pub mod cli;

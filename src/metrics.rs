@@ -57,6 +57,32 @@ struct GateLabels {
     gate: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResultLabels {
+    provider: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderKindLabels {
+    provider: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+/// Buckets of a model's answer time: 50 ms to 2 min.
+const AI_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+fn ai_buckets() -> Histogram {
+    Histogram::new(AI_BUCKETS)
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_buckets() -> Histogram {
@@ -90,6 +116,9 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
     action_duration: HistogramFamily<ActionLabels>,
+    ai_requests: Family<ProviderResultLabels, Counter>,
+    ai_tokens: Family<ProviderKindLabels, Counter>,
+    ai_latency: HistogramFamily<ProviderLabels>,
 }
 
 impl Default for Metrics {
@@ -119,6 +148,9 @@ impl Metrics {
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
             action_duration: Family::new_with_constructor(action_buckets),
+            ai_requests: Family::default(),
+            ai_tokens: Family::default(),
+            ai_latency: Family::new_with_constructor(ai_buckets),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -201,6 +233,24 @@ impl Metrics {
             "Time taken by an executed action (success or failed), verification included",
             Unit::Seconds,
             m.action_duration.clone(),
+        );
+        registry.register(
+            "ai_requests",
+            "LLM analyses, by provider and result (ok, cached, busy, circuit_open, timeout, \
+             http_error, unreachable, refusal, truncated, malformed, invalid, not_allowed, \
+             low_confidence)",
+            m.ai_requests.clone(),
+        );
+        registry.register(
+            "ai_tokens",
+            "Tokens billed by the LLM provider, by kind (input, output)",
+            m.ai_tokens.clone(),
+        );
+        registry.register_with_unit(
+            "ai_request_duration",
+            "Time the LLM took to answer (or to fail)",
+            Unit::Seconds,
+            m.ai_latency.clone(),
         );
         // The analyzer's three outcomes and every action's outcomes show as 0 before the first
         // one, so rates and alerts on them are defined from the start.
@@ -345,6 +395,33 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String never fails");
         out
+    }
+}
+
+impl crate::analyze::llm::AiMetrics for Metrics {
+    fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
+        self.ai_requests
+            .get_or_create(&ProviderResultLabels {
+                provider: provider.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        if let Some(latency) = latency {
+            self.ai_latency
+                .get_or_create(&ProviderLabels {
+                    provider: provider.to_owned(),
+                })
+                .observe(latency.as_secs_f64());
+        }
+    }
+
+    fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
+        self.ai_tokens
+            .get_or_create(&ProviderKindLabels {
+                provider: provider.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
     }
 }
 

@@ -805,6 +805,9 @@ mod tests {
             details: String::new(),
             action_started_at: None,
             gate: None,
+            analysis_method: None,
+            root_cause: None,
+            fallback_reason: None,
         }
     }
 

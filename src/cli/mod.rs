@@ -1,5 +1,7 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod ai;
+pub mod explain;
 pub mod policy_cmds;
 pub mod run;
 pub mod validate;
@@ -34,6 +36,8 @@ pub enum Command {
     Describe(policy_cmds::DescribeArgs),
     /// Delete a policy from Redis.
     Delete(policy_cmds::DeleteArgs),
+    /// Show a container's last decision: findings, the rules' verdict and the model's side by side.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Get(args) => policy_cmds::get(args).await,
         Command::Describe(args) => policy_cmds::describe(args).await,
         Command::Delete(args) => policy_cmds::delete(args).await,
+        Command::Explain(args) => explain::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// The LLM analyzer's flags.
+    #[command(flatten)]
+    pub ai: super::ai::AiArgs,
 }
 
 /// Log output formats.
@@ -262,6 +265,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_password,
         outbox_capacity,
         accept_external_requests,
+        ai,
     } = args;
     init_logging(log_format, &log_level)?;
     if sample_interval.get() < Duration::from_secs(1) {
@@ -340,6 +344,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (queue, receiver) = WorkQueue::new();
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ai = super::ai::analyzer(&ai, &policies, metrics.clone())?;
     let ctx = Arc::new(Context {
         docker: docker.clone(),
         store: store.clone(),
@@ -371,6 +376,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         handled: Default::default(),
         metrics: metrics.clone(),
         own_decisions: Default::default(),
+        ai,
     });
 
     let shutdown = CancellationToken::new();

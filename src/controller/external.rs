@@ -376,6 +376,7 @@ pub fn validate_request(
         method: AnalysisMethod::External,
         findings: Vec::new(),
         primary: Some(FINDING.to_owned()),
+        ai: None,
     };
     Ok(ValidRequest {
         info,
@@ -556,6 +557,9 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
         details,
         action_started_at: None,
         gate: Some(GATE.to_owned()),
+        analysis_method: Some("external".to_owned()),
+        root_cause: None,
+        fallback_reason: None,
     };
     if let Err(e) = ctx.store.append_audit(record).await {
         warn!(error = %e, "could not append to the audit trail");

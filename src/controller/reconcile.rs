@@ -90,6 +90,7 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
+    let decision = super::ai::review(ctx, &policy, &observed, &seen, &safety, decision).await;
     let Some(action) = decision.action else {
         if is_new {
             let data = decision_data(ctx, &observed, &policy, &decision, &decision_id);
@@ -110,7 +111,7 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
             decision: &decision,
             decision_id: &decision_id,
             manual_stop: observed.manual_stop,
-            command: None,
+            command: super::ai::exec_command(&policy, &decision),
         })
         .await;
     debug!(container = %info.name, status = response.status(), "responded");
@@ -257,5 +258,6 @@ fn decision_data(
     if let Some(action) = decision.action {
         data["action"] = json!(action.as_str());
     }
+    crate::analyze::llm::annotate(&mut data, decision);
     data
 }

@@ -287,6 +287,26 @@ pub struct ExecOutcome {
     pub output: String,
 }
 
+/// One run of a container's healthcheck (`State.Health.Log`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthLogEntry {
+    /// When the check started.
+    pub start: Option<DateTime<Utc>>,
+    /// Its exit code (0 healthy, 1 unhealthy).
+    pub exit_code: Option<i64>,
+    /// What it printed (the engine keeps at most 4 KiB).
+    pub output: String,
+}
+
+/// What HemoStat reads of a container only to explain a problem to a model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// The engine's last healthcheck runs, oldest first (empty without a healthcheck).
+    pub health_log: Vec<HealthLogEntry>,
+    /// The last log lines (stdout and stderr), oldest first; empty unless asked for.
+    pub logs: Vec<String>,
+}
+
 /// How much exec output is kept.
 pub const EXEC_OUTPUT_LIMIT: usize = 4096;
 
@@ -326,6 +346,9 @@ pub trait DockerApi: Send + Sync + 'static {
     async fn start(&self, id: &str) -> Result<()>;
     /// Runs exactly `cmd` (no shell added) and waits up to `timeout`.
     async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome>;
+    /// The healthcheck log and, when `log_lines > 0`, the last `log_lines` lines of output
+    /// (never the environment).
+    async fn diagnostics(&self, id: &str, log_lines: usize) -> Result<Diagnostics>;
 }
 
 #[async_trait::async_trait]
@@ -359,6 +382,9 @@ impl<T: DockerApi + ?Sized> DockerApi for Arc<T> {
     }
     async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome> {
         (**self).exec(id, cmd, timeout).await
+    }
+    async fn diagnostics(&self, id: &str, log_lines: usize) -> Result<Diagnostics> {
+        (**self).diagnostics(id, log_lines).await
     }
 }
 

@@ -396,7 +396,7 @@ impl Responder {
         };
         let status = response.status();
         let dry_run = matches!(response, Response::DryRun);
-        let data = json!({
+        let mut data = json!({
             "container": req.info.name,
             "action": action,
             "result": {
@@ -416,6 +416,7 @@ impl Responder {
             "gate": gate,
             "gave_up": matches!(response, Response::GaveUp(_)),
         });
+        crate::analyze::llm::annotate(&mut data, req.decision);
         self.sink
             .publish(Envelope::new(EventType::RemediationComplete, data))
             .await;
@@ -436,6 +437,11 @@ impl Responder {
                 .lock()
                 .expect("started lock")
                 .remove(req.decision_id),
+            analysis_method: serde_json::to_value(req.decision.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            root_cause: req.decision.root_cause().map(str::to_owned),
+            fallback_reason: req.decision.fallback_reason().map(str::to_owned),
         };
         if let Err(e) = self.store.append_audit(record).await {
             warn!(error = %e, "could not append to the audit trail");
