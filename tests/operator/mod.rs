@@ -50,6 +50,17 @@ impl Operator {
     /// Starts `hemostat run` observing only the run's containers (`--label-filter`), with fast
     /// intervals, its state in `state_dir`, and waits until it is ready.
     pub async fn start(policies: &Path, run_label: &str, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(policies, run_label, state_dir, extra, &[]).await
+    }
+
+    /// [`Self::start`] with extra environment variables for the operator process.
+    pub async fn start_with_env(
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let log = state_dir.join(format!("operator-{port}.log"));
         std::fs::create_dir_all(state_dir).unwrap();
@@ -71,6 +82,7 @@ impl Operator {
             ])
             .args(extra)
             .env("HEMOSTAT_NODE_NAME", "test-node")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -106,6 +118,17 @@ impl Operator {
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a text document (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nlog:\n{}", self.log_text()));
+        r.text().await.unwrap()
     }
 
     /// GET a JSON document from the API.
