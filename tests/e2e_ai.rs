@@ -509,3 +509,46 @@ async fn a_crash_loop_asks_the_model_once_per_failure_signature() {
     );
     assert_key_never_shown(&op, &key).await;
 }
+
+#[tokio::test]
+async fn without_a_key_mode_ai_says_so_once_at_startup_and_the_rules_repair() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "  probes:\n    exit: {nonZeroOnly: true}\n  remediation:\n    actions: [restart]\n    cooldown: 1h\n    verifyWithin: 10s\n  analysis: {mode: ai}\n";
+    let op = operator(
+        &dir,
+        &run,
+        policy,
+        &[],
+        &[
+            ("OPENAI_API_KEY", ""),
+            ("OPENAI_API_KEY_FILE", ""),
+            ("ANTHROPIC_API_KEY", ""),
+            ("ANTHROPIC_API_KEY_FILE", ""),
+            ("AI_MODEL", ""),
+        ],
+    )
+    .await;
+    run.spawn("crash", target(ContainerSpec::sh(CRASH_ONCE)))
+        .await;
+    let name = run.name("crash");
+    let record = op
+        .wait_audit(&name, 40, "the crash is repaired", |r| {
+            r["status"] == "success"
+        })
+        .await;
+    assert_eq!(record["analysis_method"], "rule_based_fallback", "{record}");
+    assert!(
+        record["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no model is configured"),
+        "{record}"
+    );
+    let log = op.log_text();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("no model is configured"))
+        .count();
+    assert_eq!(said, 1, "said once, at startup:\n{log}");
+}
