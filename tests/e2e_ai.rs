@@ -552,3 +552,106 @@ async fn without_a_key_mode_ai_says_so_once_at_startup_and_the_rules_repair() {
         .count();
     assert_eq!(said, 1, "said once, at startup:\n{log}");
 }
+
+#[tokio::test]
+async fn repeated_failures_open_the_providers_breaker_and_requests_beyond_the_limit_are_not_queued()
+{
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hung = run.name("hung");
+    let hung_name = format!("\\\"{hung}\\\"");
+    // The hung container's question hangs; every other question fails with HTTP 503.
+    let llm = FakeLlm::start(move |body| {
+        if body.to_string().contains(&hung_name) {
+            Behaviour::Hang
+        } else {
+            Behaviour::Status(503)
+        }
+    })
+    .await;
+    let key = key();
+    let base = llm.openai_base();
+    let policy = "  probes:\n    exit: {nonZeroOnly: true}\n  remediation:\n    actions: [restart]\n    cooldown: 1h\n    verifyWithin: 10s\n  analysis: {mode: ai, timeout: 6s}\n";
+    let op = operator(
+        &dir,
+        &run,
+        policy,
+        &["--ai-max-concurrent", "1"],
+        &[
+            ("OPENAI_API_KEY", key.as_str()),
+            ("OPENAI_BASE_URL", base.as_str()),
+            ("AI_MODEL", "gpt-test"),
+        ],
+    )
+    .await;
+    // One request in flight at most: while the hung one waits, another crash is not queued.
+    run.spawn("hung", target(ContainerSpec::sh(CRASH_ONCE)))
+        .await;
+    support::wait_until(Duration::from_secs(20), "the hung question", || async {
+        !llm.requests_about(&hung).is_empty()
+    })
+    .await;
+    run.spawn("busy", target(ContainerSpec::sh(CRASH_ONCE)))
+        .await;
+    let busy = op
+        .wait_audit(&run.name("busy"), 30, "the busy one is repaired", |r| {
+            r["status"] == "success"
+        })
+        .await;
+    assert!(
+        busy["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("already in flight"),
+        "{busy}"
+    );
+    assert!(llm.requests_about(&run.name("busy")).is_empty());
+    let hung_record = op
+        .wait_audit(&hung, 30, "the hung one is repaired", |r| {
+            r["status"] == "success"
+        })
+        .await;
+    assert!(
+        hung_record["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 6s"),
+        "{hung_record}"
+    );
+    // The timeout was the first failure; two HTTP errors make three: the breaker opens.
+    for suffix in ["e1", "e2", "open"] {
+        run.spawn(suffix, target(ContainerSpec::sh(CRASH_ONCE)))
+            .await;
+        op.wait_audit(
+            &run.name(suffix),
+            30,
+            &format!("{suffix} is repaired"),
+            |r| r["status"] == "success",
+        )
+        .await;
+    }
+    let open = op.audit_for(&run.name("open")).await;
+    assert!(
+        open[0]["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed repeatedly"),
+        "{open:?}"
+    );
+    assert!(
+        llm.requests_about(&run.name("open")).is_empty(),
+        "not asked"
+    );
+    let metrics = op.get_text("/metrics").await;
+    for (result, n) in [
+        ("busy", 1.0),
+        ("timeout", 1.0),
+        ("http_error", 2.0),
+        ("circuit_open", 1.0),
+    ] {
+        let series =
+            format!(r#"hemostat_ai_requests_total{{provider="openai",result="{result}"}}"#);
+        assert_eq!(metric(&metrics, &series), n, "{series}\n{metrics}");
+    }
+    assert_key_never_shown(&op, &key).await;
+}
