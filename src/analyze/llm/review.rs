@@ -144,47 +144,26 @@ impl AiAnalyzer {
     {
         let provider = self.client.provider();
         let mut review = self.review_of(&rules);
-        let cached = {
-            let mut cache = self.cache.lock().expect("ai cache lock");
-            let ttl = self.limits.cache_ttl;
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
-            cache.get(signature).map(|(_, a)| a.clone())
-        };
-        if let Some(parsed) = cached {
+        if let Some(parsed) = self.cached(signature) {
             review.cached = true;
             self.metrics.ai_request(provider, "cached", None);
             return self.conclude(policy, rules, review, parsed, false);
         }
-        if let Some(until) = self
-            .breaker
-            .lock()
-            .expect("ai breaker lock")
-            .open_until(Instant::now())
-        {
-            self.metrics.ai_request(provider, "circuit_open", None);
-            let secs = until.saturating_duration_since(Instant::now()).as_secs() + 1;
-            return fall_back(
-                rules,
-                review,
-                format!("the {provider} API failed repeatedly; not asked for another {secs}s"),
-            );
+        if let Some(why) = self.not_now() {
+            return fall_back(rules, review, why);
         }
         let Ok(_permit) = self.slots.try_acquire() else {
             self.metrics.ai_request(provider, "busy", None);
-            return fall_back(
-                rules,
-                review,
-                format!(
-                    "{} model requests already in flight; not waiting",
-                    self.limits.max_concurrent
-                ),
+            let why = format!(
+                "{} model requests already in flight; not waiting",
+                self.limits.max_concurrent
             );
+            return fall_back(rules, review, why);
         };
         let timeout = policy.spec.analysis.timeout.get();
         let started = Instant::now();
         let asked = tokio::time::timeout(timeout, async {
-            let facts = facts.await;
-            let prompt = build(policy, &facts);
+            let prompt = build(policy, &facts.await);
             let request = LlmRequest {
                 system: prompt.system,
                 user: prompt.user,
@@ -197,45 +176,71 @@ impl AiAnalyzer {
         .unwrap_or(Err(LlmError::Timeout(timeout)));
         let latency = started.elapsed();
         review.latency_ms = latency.as_millis() as u64;
+        let mut breaker = self.breaker.lock().expect("ai breaker lock");
         match asked {
             Err(e) => {
-                self.metrics.ai_request(provider, e.label(), Some(latency));
-                self.breaker.lock().expect("ai breaker lock").failure(
+                let limits = &self.limits;
+                breaker.failure(
                     Instant::now(),
-                    self.limits.breaker_failures,
-                    self.limits.breaker_open_for,
+                    limits.breaker_failures,
+                    limits.breaker_open_for,
                 );
+                drop(breaker);
+                self.metrics.ai_request(provider, e.label(), Some(latency));
                 warn!(provider, error = %e, "AI analysis failed: the rules decide");
                 fall_back(rules, review, e.to_string())
             }
             Ok(reply) => {
-                self.breaker.lock().expect("ai breaker lock").success();
+                breaker.success();
+                drop(breaker);
                 self.metrics
                     .ai_tokens(provider, "input", reply.input_tokens);
                 self.metrics
                     .ai_tokens(provider, "output", reply.output_tokens);
                 let parsed = parse(&reply.content);
-                {
-                    let mut cache = self.cache.lock().expect("ai cache lock");
-                    if cache.len() >= self.limits.cache_capacity
-                        && let Some(oldest) = cache
-                            .iter()
-                            .min_by_key(|(_, (at, _))| *at)
-                            .map(|(k, _)| k.clone())
-                    {
-                        cache.remove(&oldest);
-                    }
-                    cache.insert(signature.to_owned(), (Instant::now(), parsed.clone()));
-                }
-                let decision = self.conclude(policy, rules, review, parsed, true);
-                let result = match decision.fallback_reason() {
-                    None => "ok",
-                    Some(_) => "refused",
-                };
-                debug!(provider, result, "AI analysis done");
-                decision
+                self.remember(signature, &parsed);
+                debug!(provider, valid = parsed.is_ok(), "the model answered");
+                self.conclude(policy, rules, review, parsed, true)
             }
         }
+    }
+
+    /// The answer to the same failure, when it was asked within the cache's TTL.
+    fn cached(&self, signature: &str) -> Option<Result<ModelAnswer, Rejection>> {
+        let mut cache = self.cache.lock().expect("ai cache lock");
+        let ttl = self.limits.cache_ttl;
+        cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        cache.get(signature).map(|(_, a)| a.clone())
+    }
+
+    /// Keeps an answer for its failure signature (dropping the oldest beyond the capacity).
+    fn remember(&self, signature: &str, parsed: &Result<ModelAnswer, Rejection>) {
+        let mut cache = self.cache.lock().expect("ai cache lock");
+        if cache.len() >= self.limits.cache_capacity
+            && let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(signature.to_owned(), (Instant::now(), parsed.clone()));
+    }
+
+    /// Why the provider is not asked now: its breaker is open.
+    fn not_now(&self) -> Option<String> {
+        let now = Instant::now();
+        let until = self
+            .breaker
+            .lock()
+            .expect("ai breaker lock")
+            .open_until(now)?;
+        let provider = self.client.provider();
+        self.metrics.ai_request(provider, "circuit_open", None);
+        let secs = until.saturating_duration_since(now).as_secs() + 1;
+        Some(format!(
+            "the {provider} API failed repeatedly; not asked for another {secs}s"
+        ))
     }
 
     /// Checks a (fresh or cached) answer against the policy and decides.
@@ -274,7 +279,140 @@ impl AiAnalyzer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::analyze::llm::client::LlmReply;
+    use crate::analyze::{AnalysisMethod, Verdict};
+    use crate::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
+    use crate::policy::{ActionKind, AnalysisMode, builtin::default_policy};
+
+    struct Scripted {
+        calls: AtomicUsize,
+        answer: &'static str,
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl LlmClient for Scripted {
+        fn provider(&self) -> &'static str {
+            "openai"
+        }
+        fn model(&self) -> &str {
+            "m"
+        }
+        async fn complete(&self, _req: &LlmRequest) -> Result<LlmReply, LlmError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            Ok(LlmReply {
+                content: self.answer.into(),
+                input_tokens: 1,
+                output_tokens: 1,
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Counted(Mutex<Vec<String>>);
+
+    impl AiMetrics for Counted {
+        fn ai_request(&self, _provider: &str, result: &str, _latency: Option<Duration>) {
+            self.0.lock().unwrap().push(result.to_owned());
+        }
+        fn ai_tokens(&self, _provider: &str, _kind: &str, _n: u64) {}
+    }
+
+    fn rules() -> Decision {
+        Decision {
+            action: Some(ActionKind::Restart),
+            reason: "Exited with code 1".into(),
+            confidence: 0.9,
+            method: AnalysisMethod::Rules,
+            findings: vec![],
+            primary: Some("exited".into()),
+            ai: None,
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            container: ContainerInfo {
+                id: "id".into(),
+                name: "c".into(),
+                image: "i".into(),
+                labels: Default::default(),
+                state: ContainerState::Exited,
+                exit_code: Some(1),
+                oom_killed: false,
+                health: HealthStatus::None,
+                health_failing_streak: 0,
+                restart_count: 0,
+                started_at: None,
+                finished_at: None,
+                limits: ResourceLimits::default(),
+                pid: None,
+            },
+            findings: vec![],
+            rules: Verdict {
+                action: Some(ActionKind::Restart),
+                reason: "r".into(),
+                confidence: 0.9,
+            },
+            usage: vec![],
+            restarts: vec![],
+            repairs: vec![],
+            health_log: vec![],
+            logs: vec![],
+            now: chrono::Utc::now(),
+        }
+    }
+
+    fn analyzer(
+        answer: &'static str,
+        delay: Duration,
+    ) -> (AiAnalyzer, Arc<Scripted>, Arc<Counted>) {
+        let client = Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            answer,
+            delay,
+        });
+        let metrics = Arc::new(Counted::default());
+        let a = AiAnalyzer::new(client.clone(), metrics.clone(), AiLimits::default());
+        (a, client, metrics)
+    }
+
+    const NONE: &str =
+        r#"{"action": "none", "confidence": 0.9, "reason": "planned", "root_cause": "job done"}"#;
+
+    #[tokio::test]
+    async fn the_same_failure_asks_once_and_the_cached_answer_is_checked_against_todays_policy() {
+        let (a, client, metrics) = analyzer(NONE, Duration::ZERO);
+        let mut policy = default_policy();
+        policy.spec.analysis.mode = AnalysisMode::Ai;
+        let first = a.review(&policy, rules(), "sig", async { facts() }).await;
+        assert_eq!((first.method, first.action), (AnalysisMethod::Ai, None));
+        let again = a.review(&policy, rules(), "sig", async { facts() }).await;
+        assert_eq!(again.method, AnalysisMethod::Ai);
+        assert!(again.ai.as_ref().unwrap().cached);
+        assert_eq!(client.calls.load(Ordering::SeqCst), 1);
+        policy.spec.remediation.min_confidence = 0.95;
+        let stricter = a.review(&policy, rules(), "sig", async { facts() }).await;
+        assert_eq!(stricter.method, AnalysisMethod::RuleBasedFallback);
+        assert_eq!(stricter.action, Some(ActionKind::Restart));
+        assert_eq!(*metrics.0.lock().unwrap(), ["ok", "cached", "cached"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_model_slower_than_the_policys_timeout_leaves_the_rules_in_charge() {
+        let (a, _, metrics) = analyzer(NONE, Duration::from_secs(30));
+        let mut policy = default_policy();
+        policy.spec.analysis.mode = AnalysisMode::Ai;
+        let d = a.review(&policy, rules(), "sig", async { facts() }).await;
+        assert_eq!(d.method, AnalysisMethod::RuleBasedFallback);
+        assert_eq!(d.action, Some(ActionKind::Restart));
+        assert!(d.fallback_reason().unwrap().contains("within 10s"), "{d:?}");
+        assert_eq!(*metrics.0.lock().unwrap(), ["timeout"]);
+    }
 
     #[test]
     fn the_breaker_opens_after_consecutive_failures_and_closes_on_success() {
