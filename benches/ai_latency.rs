@@ -43,10 +43,30 @@ fn policy(mode: &str) -> String {
     )
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
     to_call: Duration,
     to_running: Duration,
+    /// `rules`, `ai`, or `rule_based_fallback: timeout|breaker open|busy|other`.
+    path: String,
+}
+
+/// How the decision was reached, in a few words.
+fn path_of(record: &serde_json::Value) -> String {
+    let method = record["analysis_method"].as_str().unwrap_or("?");
+    let Some(why) = record["fallback_reason"].as_str() else {
+        return method.to_owned();
+    };
+    let kind = if why.contains("did not answer within") {
+        "timeout"
+    } else if why.contains("failed repeatedly") {
+        "breaker open"
+    } else if why.contains("already in flight") {
+        "busy (--ai-max-concurrent)"
+    } else {
+        "other"
+    };
+    format!("{method}: {kind}")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -83,13 +103,7 @@ fn gap(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
     (to - from).to_std().unwrap_or_default()
 }
 
-async fn measure(
-    op: &Operator,
-    run: &TestRun,
-    ids: &[String],
-    names: &[String],
-    methods: &mut BTreeMap<String, usize>,
-) -> Vec<Sample> {
+async fn measure(op: &Operator, run: &TestRun, ids: &[String], names: &[String]) -> Vec<Sample> {
     let mut out = Vec::new();
     for (id, name) in ids.iter().zip(names) {
         let record = op
@@ -97,9 +111,6 @@ async fn measure(
                 r["status"] == "success"
             })
             .await;
-        *methods
-            .entry(record["analysis_method"].as_str().unwrap_or("?").to_owned())
-            .or_default() += 1;
         let called = time(
             record["action_started_at"]
                 .as_str()
@@ -116,6 +127,7 @@ async fn measure(
         out.push(Sample {
             to_call: gap(died, called),
             to_running: gap(died, time(started)),
+            path: path_of(&record),
         });
     }
     out
@@ -178,7 +190,6 @@ async fn main() {
         let mut seq = 0;
         for (size, count) in &groups {
             let mut samples = Vec::new();
-            let mut methods = BTreeMap::new();
             for batch in 0..*count {
                 let names: Vec<String> = (0..*size)
                     .map(|i| {
@@ -193,11 +204,11 @@ async fn main() {
                     }))
                     .await;
                 let full: Vec<String> = names.iter().map(|n| run.name(n)).collect();
-                let got = measure(&op, &run, &ids, &full, &mut methods).await;
+                let got = measure(&op, &run, &ids, &full).await;
                 eprintln!(
                     "{label}, batch of {size} #{batch}: crash→call {:?} ({:.1} s)",
                     got.iter()
-                        .map(|s| format!("{:.0} ms", ms(s.to_call)))
+                        .map(|s| format!("{:.0} ms ({})", ms(s.to_call), s.path))
                         .collect::<Vec<_>>(),
                     started.elapsed().as_secs_f64()
                 );
@@ -206,26 +217,28 @@ async fn main() {
                 rm.extend(ids.iter().map(String::as_str));
                 run.docker_cli(&rm);
             }
-            table.push((label, *size, *count, samples, methods));
+            let mut by_path: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+            for sample in samples {
+                by_path.entry(sample.path.clone()).or_default().push(sample);
+            }
+            for (path, samples) in by_path {
+                table.push((label, *size, *count, path, samples));
+            }
         }
         drop(op);
         run.cleanup();
     }
     println!();
     println!(
-        "| scenario | crashing at once × batches | crash → restart call | crash → running again | analysis_method |"
+        "| scenario | crashing at once × batches | decided by | crashes | crash → restart call | crash → running again |"
     );
-    println!("|---|---|---|---|---|");
-    for (label, size, count, samples, methods) in &table {
+    println!("|---|---|---|---|---|---|");
+    for (label, size, count, path, samples) in &table {
         let calls: Vec<Duration> = samples.iter().map(|s| s.to_call).collect();
         let running: Vec<Duration> = samples.iter().map(|s| s.to_running).collect();
-        let methods = methods
-            .iter()
-            .map(|(m, n)| format!("{m} ×{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         println!(
-            "| {label} | {size} × {count} | {} | {} | {methods} |",
+            "| {label} | {size} × {count} | {path} | {} | {} | {} |",
+            samples.len(),
             quantiles(&calls),
             quantiles(&running)
         );
