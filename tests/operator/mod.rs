@@ -53,7 +53,7 @@ impl Operator {
         Self::start_with_env(policies, run_label, state_dir, extra, &[]).await
     }
 
-    /// [`Self::start`] with extra environment variables for the operator process.
+    /// Like [`Operator::start`], with extra environment variables (e.g. `DOCKER_HOST`).
     pub async fn start_with_env(
         policies: &Path,
         run_label: &str,
@@ -113,6 +113,11 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Its log so far.
