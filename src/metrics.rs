@@ -9,8 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::bus::EventType;
-use crate::policy::ActionKind;
+use crate::model::decision::ActionKind;
+use crate::model::wire::EventType;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -113,6 +113,8 @@ pub struct Metrics {
     in_flight: Gauge,
     ready: Gauge,
     breakers_open: Gauge,
+    /// Safety keys whose breaker was last seen open. A std mutex: never held across an await.
+    open_breakers: std::sync::Mutex<std::collections::HashSet<String>>,
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
     action_duration: HistogramFamily<ActionLabels>,
@@ -145,6 +147,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             ready: Gauge::default(),
             breakers_open: Gauge::default(),
+            open_breakers: Default::default(),
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
             action_duration: Family::new_with_constructor(action_buckets),
@@ -394,17 +397,25 @@ impl Metrics {
         self.breakers_open.set(gauge_value(n));
     }
 
-    /// The OpenMetrics text exposition of every metric, `# EOF` included.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String never fails");
-        out
+    /// Notes whether the breaker of one container (its safety key) is open now, and sets
+    /// `hemostat_breakers_open` to the number of open ones.
+    pub fn note_breaker(&self, key: &str, open: bool) {
+        let mut keys = self
+            .open_breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = if open {
+            keys.insert(key.to_owned())
+        } else {
+            keys.remove(key)
+        };
+        if changed {
+            self.set_breakers_open(keys.len());
+        }
     }
-}
 
-impl crate::analyze::llm::AiMetrics for Metrics {
-    fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
+    /// Counts one LLM analysis by provider and result; `latency` when the model was asked.
+    pub fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
         self.ai_requests
             .get_or_create(&ProviderResultLabels {
                 provider: provider.to_owned(),
@@ -420,13 +431,22 @@ impl crate::analyze::llm::AiMetrics for Metrics {
         }
     }
 
-    fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
+    /// Counts tokens billed by an LLM provider (`kind` = `input` or `output`).
+    pub fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
         self.ai_tokens
             .get_or_create(&ProviderKindLabels {
                 provider: provider.to_owned(),
                 kind: kind.to_owned(),
             })
             .inc_by(n);
+    }
+
+    /// The OpenMetrics text exposition of every metric, `# EOF` included.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String never fails");
+        out
     }
 }
 

@@ -1,3 +1,4 @@
-//! Implementations of the crate's ports that talk to outside services.
+//! The only modules that talk to third-party services; each implements one trait of the core.
 
 pub mod llm;
+pub mod redis;

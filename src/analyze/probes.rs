@@ -4,14 +4,11 @@ use chrono::{DateTime, Utc};
 
 use super::trend::linear_trend;
 use super::{Finding, FindingKind, Observation, UsagePoint};
-use crate::docker::{ContainerState, HealthStatus};
+use crate::model::container::{ContainerState, HealthStatus};
 use crate::policy::duration::compact;
 use crate::policy::{HealthPolicy, Severity};
 
-/// Exit codes of a container ended by SIGKILL (137) or SIGTERM (143): what `docker stop` and
-/// `docker kill` leave behind. Without an event saying otherwise, such an exit is treated as
-/// a person's doing and never repaired.
-pub const SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
+pub use crate::model::container::SIGNAL_EXIT_CODES;
 
 /// Runs every probe the policy configures; returns what they found, most severe first.
 pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
@@ -143,7 +140,7 @@ fn threshold_probe(
     if percent <= above {
         return;
     }
-    let window_start = crate::respond::safety::earlier(obs.now, sustain);
+    let window_start = crate::model::safety::earlier(obs.now, sustain);
     // Sustained: every sample in the window is above, and the samples reach back to its start.
     let covered = samples
         .first()
@@ -208,7 +205,7 @@ fn leak_probe(
     found: &mut Vec<Finding>,
 ) {
     let samples = current_life(obs);
-    let window_start = crate::respond::safety::earlier(obs.now, sustain);
+    let window_start = crate::model::safety::earlier(obs.now, sustain);
     if samples.first().is_none_or(|f| f.at > window_start) {
         return;
     }

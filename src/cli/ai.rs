@@ -7,7 +7,7 @@ use clap::Args;
 use tracing::{info, warn};
 
 use crate::adapters::llm::LlmConfig;
-use crate::analyze::llm::{AiAnalyzer, AiLimits};
+use crate::analyze::llm::{AiAnalyzer, AiLimits, AiMetrics};
 use crate::policy::{AnalysisMode, HealthPolicy};
 
 /// Flags of the LLM analyzer (the provider, model and key come from the environment).
@@ -17,6 +17,18 @@ pub struct AiArgs {
     /// once, so a slow model never holds up other containers.
     #[arg(long, env = "AI_MAX_CONCURRENT", default_value_t = 4)]
     pub ai_max_concurrent: usize,
+}
+
+/// The analyzer's costs, counted in the operator's Prometheus metrics.
+struct PromAi(Arc<crate::metrics::Metrics>);
+
+impl AiMetrics for PromAi {
+    fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
+        self.0.ai_request(provider, result, latency);
+    }
+    fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
+        self.0.ai_tokens(provider, kind, n);
+    }
 }
 
 /// `scheme://host…` without any `user:password@`.
@@ -66,7 +78,7 @@ pub fn analyzer(
     };
     Ok(Some(Arc::new(AiAnalyzer::new(
         Arc::new(client),
-        metrics,
+        Arc::new(PromAi(metrics)),
         limits,
     ))))
 }

@@ -6,93 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, ValueEnum};
-use redis::IntoConnectionInfo as _;
 
-use crate::http::api::ContainerView;
-use crate::policy::remote::{
+use crate::adapters::redis::config::RedisArgs;
+use crate::adapters::redis::policies::{
     DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
 };
+use crate::http::api::ContainerView;
 use crate::policy::{HealthPolicy, load_paths};
 
-/// Where Redis is. `--redis-url`/`REDIS_URL` wins; otherwise `REDIS_HOST`/`REDIS_PORT`;
-/// `REDIS_PASSWORD` is used when the URL carries none.
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// Redis URL (redis://[:password@]host:port[/db], rediss:// for TLS).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Redis host, when no URL is given.
-    #[arg(long, env = "REDIS_HOST", default_value = "127.0.0.1")]
-    pub redis_host: String,
-    /// Redis port, when no URL is given.
-    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
-    pub redis_port: u16,
-    /// Redis password (never printed).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-}
-
-/// `url` with any password replaced by `***`, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let redacted = if userinfo.contains(':') {
-        format!("{user}:***")
-    } else {
-        // `redis://secret@host`: the single part is the password for Redis.
-        "***".to_owned()
-    };
-    format!(
-        "{}://{redacted}@{}{}",
-        &url[..scheme_end],
-        &authority[at + 1..],
-        &rest[authority_end..]
-    )
-}
-
-/// A Redis client from the arguments (or environment), and the URL to name in messages
-/// (never with the password).
-pub fn redis_client_from_env_or_args(args: &RedisArgs) -> anyhow::Result<(redis::Client, String)> {
-    let (info, shown) = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let shown = redact_url(url);
-            let info = url
-                .into_connection_info()
-                .map_err(|e| anyhow!("invalid Redis URL {shown}: {e}"))?;
-            (info, shown)
-        }
-        None => {
-            let info = (args.redis_host.as_str(), args.redis_port)
-                .into_connection_info()
-                .map_err(|e| anyhow!("invalid Redis address: {e}"))?;
-            (
-                info,
-                format!("redis://{}:{}", args.redis_host, args.redis_port),
-            )
-        }
-    };
-    let info = match args.redis_password.as_deref().filter(|p| !p.is_empty()) {
-        Some(password) if info.redis_settings().password().is_none() => {
-            let settings = info.redis_settings().clone().set_password(password);
-            info.set_redis_settings(settings)
-        }
-        _ => info,
-    };
-    let client = redis::Client::open(info).map_err(|e| anyhow!("Redis at {shown}: {e}"))?;
-    Ok((client, shown))
-}
-
 async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
-    let (client, shown) = redis_client_from_env_or_args(args)?;
+    let (client, shown) = super::run::redis_secrets_from_files(args.clone())?.cli_client()?;
     PolicyRepo::connect(client).await.map_err(|e| {
         anyhow!(
             "cannot reach Redis at {shown} ({e}): start Redis there, or point --redis-url / REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) at a reachable one"
@@ -714,22 +637,4 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     }
     print!("{out}");
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://:s3cret@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://user:s3cret@host:6379"),
-            "redis://user:***@host:6379"
-        );
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-    }
 }

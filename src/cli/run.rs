@@ -17,13 +17,13 @@ use crate::bus::{EventSink, StateStore};
 use crate::controller::context::Context;
 use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
-use crate::docker::BollardDocker;
-use crate::docker::DockerApi;
+use crate::engine::BollardEngine;
+use crate::engine::ContainerEngine;
+use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
 use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
@@ -67,26 +67,9 @@ pub struct RunArgs {
     /// there when HemoStat runs in a container).
     #[arg(long, env = "HEMOSTAT_CGROUP_ROOT", default_value = crate::observe::sampler::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
-    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS). Without any Redis
-    /// setting, the embedded in-memory store is used.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Redis host, when no URL is given (the original's REDIS_HOST).
-    #[arg(long, env = "REDIS_HOST")]
-    pub redis_host: Option<String>,
-    /// Redis port (default 6379).
-    #[arg(long, env = "REDIS_PORT")]
-    pub redis_port: Option<u16>,
-    /// Redis password (never logged). On the command line it is readable by every user in
-    /// `ps`: prefer REDIS_PASSWORD_FILE or --redis-url-file.
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-    /// A file holding the Redis URL (with its password), instead of --redis-url.
-    #[arg(long, env = "REDIS_URL_FILE", conflicts_with = "redis_url")]
-    pub redis_url_file: Option<PathBuf>,
-    /// A file holding the Redis password, instead of --redis-password.
-    #[arg(long, env = "REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
-    pub redis_password_file: Option<PathBuf>,
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: crate::adapters::redis::config::RedisArgs,
     /// At most this many open HTTP connections; beyond it new ones are closed at once (idle
     /// ones close after 30 s, ones that send no request within 10 s sooner).
     #[arg(long, env = "HEMOSTAT_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
@@ -218,6 +201,9 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
             "running with the valid policies only"
         );
     }
+    for w in &report.warnings {
+        warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
+    }
     for p in &report.policies {
         info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
     }
@@ -282,6 +268,20 @@ fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
     None
 }
 
+/// The Redis settings with `--redis-url-file` / `--redis-password-file` read into the URL and
+/// the password (shared by `run` and the policy commands).
+pub fn redis_secrets_from_files(
+    mut redis: crate::adapters::redis::config::RedisArgs,
+) -> anyhow::Result<crate::adapters::redis::config::RedisArgs> {
+    if let Some(path) = redis.redis_url_file.take() {
+        redis.redis_url = Some(secret_from_file(&path, "--redis-url-file")?);
+    }
+    if let Some(path) = redis.redis_password_file.take() {
+        redis.redis_password = Some(secret_from_file(&path, "--redis-password-file")?);
+    }
+    Ok(redis)
+}
+
 /// A secret read from a file (one line; surrounding whitespace and the newline dropped).
 fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
@@ -307,12 +307,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         max_concurrent,
         label_filter,
         cgroup_root,
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-        redis_url_file,
-        redis_password_file,
+        redis,
         http_max_connections,
         outbox_capacity,
         accept_external_requests,
@@ -326,14 +321,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "a Redis password is on the command line, readable by every user in `ps`: put it in a file and use REDIS_PASSWORD_FILE or --redis-url-file"
         );
     }
-    let redis_url = match redis_url_file {
-        Some(path) => Some(secret_from_file(&path, "--redis-url-file")?),
-        None => redis_url,
-    };
-    let redis_password = match redis_password_file {
-        Some(path) => Some(secret_from_file(&path, "--redis-password-file")?),
-        None => redis_password,
-    };
+    let redis = redis_secrets_from_files(redis)?;
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -342,24 +330,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let policies = load_policies(&policies)?;
     let node = node.unwrap_or_else(node_name);
-    let redis = crate::bus::redis::RedisConfig::from_parts(
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-    )
-    .context("invalid Redis settings")?
-    .map(|c| c.with_outbox_capacity(outbox_capacity));
+    let redis = redis
+        .config()
+        .context("invalid Redis settings")?
+        .map(|c| c.with_outbox_capacity(outbox_capacity));
     if accept_external_requests && redis.is_none() {
         bail!(
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
         );
     }
 
-    let docker = BollardDocker::connect()
+    let docker = BollardEngine::connect()
         .await
         .context("cannot reach the Docker engine")?;
-    let docker: Arc<dyn DockerApi> = Arc::new(docker);
+    let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
     let host = docker
         .host_info()
         .await
@@ -374,7 +358,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
         Some(config) => {
             let bus = Arc::new(
-                crate::bus::redis::RedisBus::new(config)
+                crate::adapters::redis::RedisBus::new(config)
                     .context("cannot set up the Redis client")?,
             );
             match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
@@ -470,7 +454,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;
-        tokio::spawn(crate::policy::remote::watch_policies(
+        tokio::spawn(crate::adapters::redis::policies::watch_policies(
             client,
             registry.clone(),
             policies,
@@ -479,9 +463,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         if accept_external_requests {
             let client = redis::Client::open(config.connection_info().clone())
                 .context("cannot set up the Redis client for external requests")?;
-            tokio::spawn(crate::controller::external::run_subscriber(
+            tokio::spawn(crate::adapters::redis::requests::run_subscriber(
                 client,
-                ctx.clone(),
+                crate::controller::external::Intake::new(ctx.clone()),
                 shutdown.clone(),
             ));
         }

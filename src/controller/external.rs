@@ -26,19 +26,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use crate::adapters::redis::requests::RequestHandler;
 use crate::analyze::{AnalysisMethod, Decision};
-use crate::bus::{AuditRecord, Envelope, EventType};
-use crate::docker::ContainerInfo;
+use crate::bus::{Envelope, EventType};
+use crate::engine::ContainerInfo;
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
+use crate::respond::report::Report;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -434,11 +434,7 @@ async fn handle(
     let lookup = |name: &str| {
         let observed = ctx.observed.find_by_name(name)?;
         let info = observed.info;
-        let policy = ctx.policies.governing(Target {
-            name: &info.name,
-            image: &info.image,
-            labels: &info.labels,
-        })?;
+        let policy = ctx.policies.governing(Target::from(&info))?;
         Some((info, policy))
     };
     let valid = validate_request(
@@ -521,99 +517,81 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
         "external request from {}",
         refused.agent.as_deref().unwrap_or("an unknown agent")
     );
-    let data = json!({
-        "container": container,
-        "action": action,
-        "result": {
-            "status": "rejected",
-            "action": action,
-            "container": container,
-            "details": details,
-        },
-        "dry_run": false,
-        "reason": reason,
-        "decision_id": decision_id,
-        "analysis_method": AnalysisMethod::External,
-        "container_id": refused.container_id,
-        "policy": refused.policy,
-        "node": ctx.config.node,
-        "gate": GATE,
-        "refusal": refused.reason.label(),
-        "gave_up": false,
-    });
-    ctx.sink
-        .publish(Envelope::new(EventType::RemediationComplete, data))
-        .await;
-    let record = AuditRecord {
-        decision_id,
-        timestamp: Utc::now(),
-        node: ctx.config.node.clone(),
+    let report = Report {
         container: container.clone(),
-        container_id: refused.container_id.clone().unwrap_or_default(),
-        policy: refused.policy.clone().unwrap_or_default(),
+        container_id: refused.container_id.clone(),
+        policy: refused.policy.clone(),
         action: action.to_owned(),
-        status: "rejected".to_owned(),
-        reason,
+        status: "rejected",
         details,
-        action_started_at: None,
         gate: Some(GATE.to_owned()),
-        analysis_method: Some("external".to_owned()),
-        root_cause: None,
-        fallback_reason: None,
+        dry_run: false,
+        confidence: None,
+        reason,
+        decision_id,
+        method: AnalysisMethod::External,
+        node: ctx.config.node.clone(),
+        refusal: Some(refused.reason.label().to_owned()),
+        gave_up: false,
+        action_started_at: None,
+        ai: Default::default(),
     };
-    if let Err(e) = ctx.store.append_audit(record).await {
+    ctx.sink.publish(Envelope::of(&report.payload())).await;
+    if let Err(e) = ctx.store.append_audit(report.audit(Utc::now())).await {
         warn!(error = %e, "could not append to the audit trail");
     }
 }
 
-/// Subscribes to `hemostat:remediation_needed` and handles every request until `shutdown`;
-/// reconnects with backoff (up to 30 s) when Redis goes away.
-pub async fn run_subscriber(client: redis::Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let channel = EventType::RemediationNeeded.channel();
-    let slots = Arc::new(Semaphore::new(CONCURRENT));
-    let mut budget = AnnounceBudget::new();
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = connected => r,
-        };
-        let pubsub = match result {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "cannot subscribe to external remediation requests");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(250);
-        info!(channel = %channel, "accepting external remediation requests");
-        let mut messages = pubsub.into_on_message();
-        loop {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => return,
-                msg = messages.next() => msg,
-            };
-            let Some(msg) = msg else {
-                warn!("lost the subscription to external remediation requests; reconnecting");
-                break;
-            };
-            let handled = handle(&ctx, msg.get_payload_bytes(), &mut budget, &slots);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = handled => {}
-            }
+/// Validates and handles the requests of one subscription, one message at a time (each
+/// accepted request runs in a task, at most [`CONCURRENT`] at once).
+pub struct Intake {
+    ctx: Arc<Context>,
+    budget: AnnounceBudget,
+    slots: Arc<Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Intake {
+    async fn handle(&mut self, payload: &[u8]) {
+        handle(&self.ctx, payload, &mut self.budget, &self.slots).await;
+    }
+}
+
+impl Intake {
+    /// An intake acting through `ctx`.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            budget: AnnounceBudget::new(),
+            slots: Arc::new(Semaphore::new(CONCURRENT)),
         }
     }
+}
+
+/// Announces two fixed refusals (one with a known container and policy, one without), for
+/// the wire golden tests.
+#[cfg(test)]
+pub(crate) async fn golden_refusal(ctx: &Context) {
+    let known = Refused {
+        reason: Reason::ActionNotAllowed,
+        detail: "policy crash does not allow stop".to_owned(),
+        container: Some("web".to_owned()),
+        container_id: Some("web-id".to_owned()),
+        policy: Some("crash".to_owned()),
+        action: Some(ActionKind::Stop),
+        agent: Some("HemoStat-Analyzer".to_owned()),
+    };
+    announce_refusal(ctx, &known).await;
+    let unknown = Refused {
+        reason: Reason::NotGoverned,
+        detail: "no governed container named ghost".to_owned(),
+        container: Some("ghost".to_owned()),
+        container_id: None,
+        policy: None,
+        action: None,
+        agent: None,
+    };
+    announce_refusal(ctx, &unknown).await;
 }
 
 #[cfg(test)]
@@ -621,9 +599,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::engine::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
+    use serde_json::json;
 
     const NODE: &str = "node-a";
 

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::redact::{REDACTED, is_secret_key, redact_line};
 use crate::analyze::{Finding, UsagePoint, Verdict};
-use crate::docker::{ContainerInfo, HealthLogEntry};
+use crate::model::container::{ContainerInfo, HealthLogEntry};
 use crate::policy::{ActionKind, HealthPolicy};
 
 /// The name of the answer's schema (OpenAI `json_schema.name`, Anthropic tool name).
@@ -254,7 +254,7 @@ mod tests {
 
     use super::*;
     use crate::analyze::FindingKind;
-    use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::builtin::default_policy;
     use crate::policy::{AnalysisMode, ExecPolicy, Severity};
 

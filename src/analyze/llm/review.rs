@@ -284,7 +284,7 @@ mod tests {
     use super::*;
     use crate::analyze::llm::client::LlmReply;
     use crate::analyze::{AnalysisMethod, Verdict};
-    use crate::docker::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::{ActionKind, AnalysisMode, builtin::default_policy};
 
     struct Scripted {

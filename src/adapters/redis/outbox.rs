@@ -1,24 +1,5 @@
 //! The Redis bus: the original's wire protocol plus a durable stream, and the shared state store.
 //!
-//! # Keys and channels
-//!
-//! | what | key | notes |
-//! |---|---|---|
-//! | live events | `PUBLISH hemostat:<type>` | the exact JSON envelope, as the original |
-//! | durable events | `XADD hemostat:stream:events MAXLEN ~ 10000` | fields `envelope` (JSON), `type` |
-//! | history | `hemostat:events:<type>`, `hemostat:events:all` | lists, newest first, 100, TTL 3600 s |
-//! | remediation | `hemostat:remediation:<container>` | `{last_action, count}`, TTL 3600 s |
-//! | stats | `hemostat:stats:<container>` | TTL 300 s |
-//! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`], no TTL |
-//! | in-flight lock | `hemostat:lock:engine:<engine id>/<container id>` | owner id, `PX` ttl |
-//! | audit | `hemostat:audit` | list, newest first, 1000 |
-//!
-//! Two nodes may run containers of the same name. The original's keys
-//! (`hemostat:stats:<container>`, `hemostat:remediation:<container>`) are kept for its
-//! dashboards and are *last writer wins* across nodes; each is also written per node, at
-//! `hemostat:node:<node>:stats:<container>` and `hemostat:node:<node>:remediation:<container>`,
-//! which are exact. HemoStat's own state (safety, locks) is always keyed by node.
-//!
 //! # Delivery
 //!
 //! [`EventSink::publish`] never waits for Redis: envelopes go to a bounded in-memory outbox
@@ -28,159 +9,32 @@
 //! envelope is dropped, counted ([`RedisBus::dropped`]) and logged. Delivery is at least once: a
 //! batch whose `EXEC` reached Redis but whose reply was lost with the connection is sent again.
 
-mod config;
-
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script};
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, Pipeline};
+
+use super::conn::{is_connection_error, is_wrong_type};
 use tokio::sync::Notify;
 
-pub use config::{DEFAULT_OUTBOX_CAPACITY, DEFAULT_PORT, RedisConfig};
+use super::config::RedisConfig;
 
-use super::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
-use crate::respond::safety::SafetyState;
+pub use super::keys::*;
+use crate::bus::{Envelope, EventSink, EventType, Result};
 
-/// The durable stream every envelope is appended to.
-pub const STREAM_KEY: &str = "hemostat:stream:events";
-/// Approximate cap of the stream.
-pub const STREAM_MAXLEN: usize = 10_000;
-/// Cap of the `hemostat:events:*` lists (the original's).
-pub const EVENTS_CAP: usize = 100;
-/// TTL of the `hemostat:events:*` lists and remediation keys, seconds.
-pub const EVENTS_TTL_SECS: u64 = 3600;
-/// TTL of the stats keys, seconds.
-pub const STATS_TTL_SECS: u64 = 300;
-/// The audit list.
-pub const AUDIT_KEY: &str = "hemostat:audit";
-/// Cap of the audit list.
-pub const AUDIT_CAP: usize = 1000;
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
 pub const LOCAL_RECENT: usize = 1000;
 
 /// Envelopes sent per `MULTI`/`EXEC`.
-/// The longest expiry or window sent to Redis: a year, in milliseconds.
-const MAX_EXPIRY_MS: u64 = 365 * 86_400 * 1_000;
 const BATCH: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Consecutive failures of a batch that are not connection errors (Redis answered with an
 /// error, e.g. a key of the wrong type) before the batch is dropped and counted.
 const MAX_SERVER_ERRORS: u32 = 20;
-/// Attempts of an optimistic safety update before giving up.
-const CAS_ATTEMPTS: usize = 1000;
-
-/// The sorted set of recent actions under one policy's fleet-wide budget.
-pub fn fleet_budget_key(policy: &str) -> String {
-    format!("hemostat:fleet:budget:{policy}")
-}
-
-/// Atomically: forget actions older than the window (by the server's clock, so nodes with
-/// skewed clocks agree), refuse when `max` remain, else count this one.
-const FLEET_BUDGET_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return 1
-"#;
-
-/// `hemostat:safety:<key>`.
-pub fn safety_redis_key(key: &str) -> String {
-    format!("hemostat:safety:{key}")
-}
-
-/// `hemostat:lock:<key>`.
-pub fn lock_redis_key(key: &str) -> String {
-    format!("hemostat:lock:{key}")
-}
-
-/// `hemostat:events:<type>`.
-pub fn events_key(event_type: Option<EventType>) -> String {
-    match event_type {
-        Some(t) => format!("hemostat:events:{}", t.as_str()),
-        None => "hemostat:events:all".to_owned(),
-    }
-}
-
-/// `hemostat:stats:<container>` (the original's, last writer wins across nodes).
-pub fn stats_key(container: &str) -> String {
-    format!("hemostat:stats:{container}")
-}
-
-/// `hemostat:node:<node>:stats:<container>` (exact per node).
-pub fn node_stats_key(node: &str, container: &str) -> String {
-    format!("hemostat:node:{node}:stats:{container}")
-}
-
-/// `hemostat:remediation:<container>` (the original's, last writer wins across nodes).
-pub fn remediation_key(container: &str) -> String {
-    format!("hemostat:remediation:{container}")
-}
-
-/// `hemostat:node:<node>:remediation:<container>` (exact per node).
-pub fn node_remediation_key(node: &str, container: &str) -> String {
-    format!("hemostat:node:{node}:remediation:{container}")
-}
-
-/// Compare-and-set of a safety state: ARGV[1] = "1" if ARGV[2] is the expected current value,
-/// "0" if the key is expected to be missing; ARGV[3] = the new value.
-const CAS_LUA: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if (ARGV[1] == '0' and cur == false) or (ARGV[1] == '1' and cur == ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-";
-
-/// Takes or refreshes a lock: free, or already held by the same owner.
-/// A key of another type (junk written into it) is replaced by the lock (returns 2, reported
-/// once): only one caller replaces it, so the junk never lets two operators act.
-const LOCK_LUA: &str = r"
-local ty = redis.call('TYPE', KEYS[1]).ok
-if ty ~= 'none' and ty ~= 'string' then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
-end
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// Deletes a lock only if the owner holds it.
-const UNLOCK_LUA: &str = r"
-if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
-const REMEDIATION_LUA: &str = r"
-for _, key in ipairs(KEYS) do
-  local count = 0
-  local cur = redis.call('GET', key)
-  if cur then
-    local ok, doc = pcall(cjson.decode, cur)
-    if ok and type(doc) == 'table' and tonumber(doc['count']) then
-      count = tonumber(doc['count'])
-    end
-  end
-  redis.call('SET', key, cjson.encode({last_action = ARGV[1], count = count + 1}), 'EX', ARGV[2])
-end
-return 1
-";
 
 /// An envelope waiting for Redis, already serialised.
 #[derive(Debug)]
@@ -196,15 +50,15 @@ impl Pending {
         let json = serde_json::to_string(envelope).expect("an envelope is always serialisable");
         let remediation = (envelope.kind() == Some(EventType::RemediationComplete))
             .then(|| {
-                let status = envelope.data["result"]["status"].as_str()?;
+                let status = envelope.result_status()?;
                 if status != "success" && status != "failed" {
                     return None;
                 }
-                let container = envelope.data["container"]
-                    .as_str()
-                    .or_else(|| envelope.data["result"]["container"].as_str())?;
+                let container = envelope
+                    .container()
+                    .or_else(|| envelope.result_container())?;
                 let mut keys = vec![remediation_key(container)];
-                if let Some(node) = envelope.data["node"].as_str() {
+                if let Some(node) = envelope.node() {
                     keys.push(node_remediation_key(node, container));
                 }
                 // The original's `last_action`: whole seconds.
@@ -292,44 +146,12 @@ impl Drop for RedisBus {
     }
 }
 
-/// Connection errors (as opposed to Redis answering with an error): worth one more try.
-/// A `WRONGTYPE` reply: a key holds another type than HemoStat writes there.
-pub(crate) fn is_wrong_type(e: &RedisError) -> bool {
-    e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
-}
-
-pub(crate) fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.is_unrecoverable_error()
-}
-
 impl RedisBus {
     /// A bus for `config`. It does not wait for Redis: the connection is made on first use and
     /// remade after failures, so HemoStat starts while Redis is still coming up (see
     /// [`RedisBus::ping`] for readiness).
     pub fn new(config: &RedisConfig) -> Result<Self> {
-        let client = redis::Client::open(config.connection_info().clone()).map_err(|source| {
-            BusError::Redis {
-                op: "client",
-                source,
-            }
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|source| {
-                BusError::Redis {
-                    op: "connect",
-                    source,
-                }
-            })?;
+        let conn = super::conn::manager(config)?;
         let shared = Arc::new(Shared {
             conn,
             queue: Mutex::new(VecDeque::new()),
@@ -341,7 +163,7 @@ impl RedisBus {
             dropped_unreported: AtomicU64::new(0),
             last_drop_report: Mutex::new(None),
             local: Mutex::new(VecDeque::new()),
-            live: tokio::sync::broadcast::channel(super::LIVE_CAPACITY).0,
+            live: tokio::sync::broadcast::channel(crate::bus::LIVE_CAPACITY).0,
         });
         let drain = tokio::spawn(drain(Arc::clone(&shared)));
         Ok(Self {
@@ -420,24 +242,23 @@ impl RedisBus {
         self.query_pipe::<()>("put stats", &pipe).await
     }
 
-    /// Runs a command, once more after a connection error (the first command after a Redis
-    /// restart fails while the manager reconnects).
-    async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
-        let mut conn = self.shared.conn.clone();
-        match cmd.query_async(&mut conn).await {
-            Err(e) if is_connection_error(&e) => cmd.query_async(&mut conn).await,
-            r => r,
-        }
-        .map_err(|source| BusError::Redis { op, source })
+    /// Runs a command through [`super::conn::query`].
+    pub(super) async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+        super::conn::query(&self.shared.conn, op, cmd).await
     }
 
-    async fn query_pipe<T: FromRedisValue>(&self, op: &'static str, pipe: &Pipeline) -> Result<T> {
-        let mut conn = self.shared.conn.clone();
-        match pipe.query_async(&mut conn).await {
-            Err(e) if is_connection_error(&e) => pipe.query_async(&mut conn).await,
-            r => r,
-        }
-        .map_err(|source| BusError::Redis { op, source })
+    /// Runs a pipeline through [`super::conn::query_pipe`].
+    pub(super) async fn query_pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        super::conn::query_pipe(&self.shared.conn, op, pipe).await
+    }
+
+    /// A handle on the shared connection.
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
     }
 
     fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
@@ -503,7 +324,7 @@ async fn drain(shared: Arc<Shared>) {
                 // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
                 // sending it again would publish every envelope again. Delivered, and the
                 // wrong-typed key reported once.
-                super::report_bad_value(
+                crate::bus::report_bad_value(
                     &e.to_string(),
                     "a key of the envelopes' path has the wrong type",
                     "envelopes delivered everywhere else, never sent twice",
@@ -642,193 +463,5 @@ impl EventSink for RedisBus {
         if let Err(e) = RedisBus::put_stats(self, container, node, stats).await {
             tracing::debug!(error = %e, container, "could not write stats to Redis");
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl StateStore for RedisBus {
-    async fn safety(&self, key: &str) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
-        let json: Option<String> = self
-            .query("read safety state", redis::cmd("GET").arg(&redis_key))
-            .await?;
-        parse_safety(&redis_key, json.as_deref())
-    }
-
-    async fn update_safety(
-        &self,
-        key: &str,
-        update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
-    ) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
-        let script = Script::new(CAS_LUA);
-        for _ in 0..CAS_ATTEMPTS {
-            let old: Option<String> = self
-                .query("read safety state", redis::cmd("GET").arg(&redis_key))
-                .await?;
-            let mut state = parse_safety(&redis_key, old.as_deref())?;
-            update(&mut state);
-            let new = serde_json::to_string(&state).expect("safety state is always serialisable");
-            let mut conn = self.shared.conn.clone();
-            let (flag, expected) = match &old {
-                Some(o) => ("1", o.as_str()),
-                None => ("0", ""),
-            };
-            let swapped: std::result::Result<i64, RedisError> = script
-                .key(&redis_key)
-                .arg(flag)
-                .arg(expected)
-                .arg(&new)
-                .invoke_async(&mut conn)
-                .await;
-            match swapped {
-                Ok(1) => return Ok(state),
-                Ok(_) => continue,
-                Err(e) if is_connection_error(&e) => {
-                    // The swap may have happened before the connection broke: if the key now
-                    // holds our value, it did (re-applying the update would apply it twice).
-                    let now: Option<String> = self
-                        .query("read safety state", redis::cmd("GET").arg(&redis_key))
-                        .await?;
-                    if now.as_deref() == Some(new.as_str()) {
-                        return Ok(state);
-                    }
-                }
-                Err(source) => {
-                    return Err(BusError::Redis {
-                        op: "update safety state",
-                        source,
-                    });
-                }
-            }
-        }
-        Err(BusError::Redis {
-            op: "update safety state",
-            source: RedisError::from((
-                redis::ErrorKind::Client,
-                "too much contention",
-                format!("{CAS_ATTEMPTS} attempts"),
-            )),
-        })
-    }
-
-    async fn take_fleet_budget(
-        &self,
-        budget: &str,
-        max: u32,
-        per: Duration,
-        id: &str,
-    ) -> Result<bool> {
-        let window_ms = u64::try_from(per.as_millis())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_EXPIRY_MS);
-        let cmd = redis::cmd("EVAL")
-            .arg(FLEET_BUDGET_LUA)
-            .arg(1)
-            .arg(fleet_budget_key(budget))
-            .arg(max)
-            .arg(window_ms)
-            .arg(id)
-            .clone();
-        let took: i64 = self.query("take fleet budget", &cmd).await?;
-        Ok(took == 1)
-    }
-
-    async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        // Redis refuses an expiry it cannot add to its clock: at most a year.
-        let ttl_ms = u64::try_from(ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_EXPIRY_MS);
-        let cmd = redis::cmd("EVAL")
-            .arg(LOCK_LUA)
-            .arg(1)
-            .arg(lock_redis_key(key))
-            .arg(owner)
-            .arg(ttl_ms)
-            .clone();
-        let redis_key = lock_redis_key(key);
-        let took: i64 = self.query("take lock", &cmd).await?;
-        if took == 2 {
-            super::report_bad_value(
-                &redis_key,
-                "not a string (wrong type)",
-                "replaced by the lock",
-            );
-        }
-        Ok(took >= 1)
-    }
-
-    async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
-        let cmd = redis::cmd("EVAL")
-            .arg(UNLOCK_LUA)
-            .arg(1)
-            .arg(lock_redis_key(key))
-            .arg(owner)
-            .clone();
-        self.query::<i64>("release lock", &cmd).await.map(|_| ())
-    }
-
-    async fn append_audit(&self, record: AuditRecord) -> Result<()> {
-        let json = serde_json::to_string(&record).expect("an audit record is always serialisable");
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LPUSH")
-            .arg(AUDIT_KEY)
-            .arg(json)
-            .ignore()
-            .cmd("LTRIM")
-            .arg(AUDIT_KEY)
-            .arg(0)
-            .arg(AUDIT_CAP - 1)
-            .ignore();
-        self.query_pipe("append audit", &pipe).await
-    }
-
-    async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let cmd = redis::cmd("LRANGE")
-            .arg(AUDIT_KEY)
-            .arg(0)
-            .arg(limit.min(AUDIT_CAP) - 1)
-            .clone();
-        let newest_first: Vec<String> = self.query("read audit", &cmd).await?;
-        // One junk entry never breaks the listing: it is skipped and reported.
-        Ok(newest_first
-            .iter()
-            .rev()
-            .filter_map(|json| match serde_json::from_str(json) {
-                Ok(record) => Some(record),
-                Err(e) => {
-                    super::report_bad_value(
-                        AUDIT_KEY,
-                        &format!("an entry is not an audit record: {e}"),
-                        "skipped in listings",
-                    );
-                    None
-                }
-            })
-            .collect())
-    }
-}
-
-/// A safety state that is not one (junk written into the key) is an error, never a reset that
-/// would forget cooldowns and breakers; it is reported once (log, metric) so a person fixes it,
-/// and listings show the container without it.
-fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
-    match json {
-        None => Ok(SafetyState::default()),
-        Some(json) => serde_json::from_str(json).map_err(|source| {
-            super::report_bad_value(
-                redis_key,
-                &format!("not a safety state: {source}"),
-                "no action on this container until it is fixed or deleted; listings skip it",
-            );
-            BusError::Corrupt {
-                path: redis_key.to_owned(),
-                source,
-            }
-        }),
     }
 }
