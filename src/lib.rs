@@ -35,7 +35,8 @@
 //!   external requests.
 //! - [`http`]: health, readiness, metrics and the JSON API; [`metrics`]: Prometheus.
 //! - [`util`]: the one backoff; [`schema`]: the JSON Schema of the policy language.
-//! - [`cli`]: the `hemostat` subcommands and the wiring of `run`.
+//! - [`app`]: the composition root: builds every part of `run` once and runs its tasks.
+//! - [`cli`]: the `hemostat` subcommands (parsing and printing).
 //!
 //! # Dependency rules (checked by `tests/layering.rs`)
 //!
@@ -44,11 +45,12 @@
 //! analyze ← model, policy  observe ← model, policy, engine
 //! bus ← model              respond ← model, policy, engine, bus, observe (acting marks)
 //! http ← model, policy, observe, bus               adapters ← model, policy, bus
-//! controller, cli ← everything
+//! controller, app, cli ← everything
 //! ```
 
 pub mod adapters;
 pub mod analyze;
+pub mod app;
 pub mod bus;
 pub mod cli;
 pub mod controller;

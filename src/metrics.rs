@@ -156,11 +156,21 @@ impl Metrics {
             ai_latency: Family::new_with_constructor(ai_buckets),
             registry: Registry::default(),
         };
+        m.register_counters(&mut registry);
+        m.register_gauges(&mut registry);
+        m.register_histograms(&mut registry);
+        m.zero_series();
+        m.registry = registry;
+        m
+    }
+
+    /// Counters (their `_total` suffix comes from the encoder).
+    fn register_counters(&self, registry: &mut Registry) {
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "reconciles",
             "Reconciles of one container",
-            m.reconciles.clone(),
+            self.reconciles.clone(),
         );
         registry.register(
             "store_bad_values",
@@ -170,96 +180,112 @@ impl Metrics {
         registry.register(
             "reconcile_errors",
             "Reconciles that failed, by error",
-            m.reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
         registry.register(
             "decisions",
             "Analyzer outcomes, by envelope type",
-            m.decisions.clone(),
+            self.decisions.clone(),
         );
         registry.register(
             "actions",
             "Responder outcomes, by action and status (success, failed, rejected, dry_run)",
-            m.actions.clone(),
+            self.actions.clone(),
         );
         registry.register(
             "refusals",
             "Actions refused by a safety gate, by gate",
-            m.refusals.clone(),
-        );
-        registry.register(
-            "external_requests",
-            "Remediation requests received from other tools (--accept-external-requests), by \
-             result (accepted, refused_<reason>, ignored_<reason>)",
-            m.external_requests.clone(),
-        );
-        registry.register(
-            "docker_events",
-            "Docker container events received, by action",
-            m.docker_events.clone(),
-        );
-        registry.register(
-            "watch_restarts",
-            "Times the Docker watch broke and was restarted (re-list, then events)",
-            m.watch_restarts.clone(),
-        );
-        registry.register(
-            "containers_observed",
-            "Containers in the observed store",
-            m.containers_observed.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Containers waiting in the work queue",
-            m.queue_depth.clone(),
-        );
-        registry.register("in_flight", "Reconciles running now", m.in_flight.clone());
-        registry.register(
-            "ready",
-            "1 once the first full container list was taken in, else 0",
-            m.ready.clone(),
-        );
-        registry.register(
-            "breakers_open",
-            "Containers whose circuit breaker is open",
-            m.breakers_open.clone(),
-        );
-        registry.register_with_unit(
-            "reconcile_duration",
-            "Time taken by one reconcile",
-            Unit::Seconds,
-            m.reconcile_duration.clone(),
-        );
-        registry.register_with_unit(
-            "sample_pass_duration",
-            "Time taken by one pass of the resource sampler over every running container",
-            Unit::Seconds,
-            m.sample_pass_duration.clone(),
-        );
-        registry.register_with_unit(
-            "action_duration",
-            "Time taken by an executed action (success or failed), verification included",
-            Unit::Seconds,
-            m.action_duration.clone(),
+            self.refusals.clone(),
         );
         registry.register(
             "ai_requests",
             "LLM analyses, by provider and result (ok, cached, busy, circuit_open, timeout, \
              http_error, unreachable, refusal, truncated, malformed, invalid, not_allowed, \
              low_confidence)",
-            m.ai_requests.clone(),
+            self.ai_requests.clone(),
         );
         registry.register(
             "ai_tokens",
             "Tokens billed by the LLM provider, by kind (input, output)",
-            m.ai_tokens.clone(),
+            self.ai_tokens.clone(),
+        );
+        registry.register(
+            "external_requests",
+            "Remediation requests received from other tools (--accept-external-requests), by \
+             result (accepted, refused_<reason>, ignored_<reason>)",
+            self.external_requests.clone(),
+        );
+        registry.register(
+            "docker_events",
+            "Docker container events received, by action",
+            self.docker_events.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Times the Docker watch broke and was restarted (re-list, then events)",
+            self.watch_restarts.clone(),
+        );
+    }
+
+    /// Gauges.
+    fn register_gauges(&self, registry: &mut Registry) {
+        registry.register(
+            "containers_observed",
+            "Containers in the observed store",
+            self.containers_observed.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Containers waiting in the work queue",
+            self.queue_depth.clone(),
+        );
+        registry.register(
+            "in_flight",
+            "Reconciles running now",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 once the first full container list was taken in, else 0",
+            self.ready.clone(),
+        );
+        registry.register(
+            "breakers_open",
+            "Containers whose circuit breaker is open",
+            self.breakers_open.clone(),
+        );
+    }
+
+    /// Histograms.
+    fn register_histograms(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time taken by one reconcile",
+            Unit::Seconds,
+            self.reconcile_duration.clone(),
+        );
+        registry.register_with_unit(
+            "sample_pass_duration",
+            "Time taken by one pass of the resource sampler over every running container",
+            Unit::Seconds,
+            self.sample_pass_duration.clone(),
+        );
+        registry.register_with_unit(
+            "action_duration",
+            "Time taken by an executed action (success or failed), verification included",
+            Unit::Seconds,
+            self.action_duration.clone(),
         );
         registry.register_with_unit(
             "ai_request_duration",
             "Time the LLM took to answer (or to fail)",
             Unit::Seconds,
-            m.ai_latency.clone(),
+            self.ai_latency.clone(),
         );
+    }
+
+    /// The analyzer's outcomes, every action's outcomes and accepted external requests at 0.
+    fn zero_series(&self) {
         // The analyzer's three outcomes and every action's outcomes show as 0 before the first
         // one, so rates and alerts on them are defined from the start.
         for t in [
@@ -267,23 +293,21 @@ impl Metrics {
             EventType::RemediationNeeded,
             EventType::FalseAlarm,
         ] {
-            let _ = m.decisions.get_or_create(&TypeLabels {
+            let _ = self.decisions.get_or_create(&TypeLabels {
                 r#type: t.as_str().to_owned(),
             });
         }
         for action in ActionKind::ALL {
             for status in ACTION_STATUSES {
-                let _ = m.actions.get_or_create(&ActionStatusLabels {
+                let _ = self.actions.get_or_create(&ActionStatusLabels {
                     action: action.as_str().to_owned(),
                     status: status.to_owned(),
                 });
             }
         }
-        let _ = m.external_requests.get_or_create(&ResultLabels {
+        let _ = self.external_requests.get_or_create(&ResultLabels {
             result: "accepted".to_owned(),
         });
-        m.registry = registry;
-        m
     }
 
     /// Counts one reconcile and returns a guard that records its duration when dropped.

@@ -6,7 +6,7 @@ use super::trend::linear_trend;
 use super::{Finding, FindingKind, Observation, UsagePoint};
 use crate::model::container::{ContainerState, HealthStatus};
 use crate::policy::duration::compact;
-use crate::policy::{HealthPolicy, Severity};
+use crate::policy::{HealthPolicy, Probes, Severity};
 
 pub use crate::model::container::SIGNAL_EXIT_CODES;
 
@@ -14,6 +14,16 @@ pub use crate::model::container::SIGNAL_EXIT_CODES;
 pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
     let probes = &policy.spec.probes;
     let mut found = Vec::new();
+    exit_probe(probes, obs, &mut found);
+    health_probe(probes, obs, &mut found);
+    restart_loop_probe(probes, obs, &mut found);
+    usage_probes(probes, obs, &mut found);
+    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    found
+}
+
+/// An exit or an OOM kill of a container nobody stopped by hand.
+fn exit_probe(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     let stopped = matches!(
         obs.info.state,
         ContainerState::Exited | ContainerState::Dead
@@ -42,7 +52,10 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
             }
         }
     }
+}
 
+/// An unhealthy healthcheck that lasted `unhealthyFor`.
+fn health_probe(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     if let (Some(probe), HealthStatus::Unhealthy, ContainerState::Running) =
         (&probes.healthcheck, obs.info.health, obs.info.state)
     {
@@ -59,7 +72,10 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
             });
         }
     }
+}
 
+/// At least `restarts` restarts `within` the window.
+fn restart_loop_probe(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     if let Some(probe) = &probes.restart_loop {
         let window =
             chrono::Duration::from_std(probe.within.get()).unwrap_or(chrono::Duration::MAX);
@@ -79,7 +95,10 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
             });
         }
     }
+}
 
+/// CPU, memory and memory-leak thresholds of a running container.
+fn usage_probes(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     if obs.info.state == ContainerState::Running {
         if let Some(probe) = &probes.cpu {
             threshold_probe(
@@ -88,7 +107,7 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
                 probe.above_percent,
                 probe.for_.get(),
                 |u| u.cpu_percent,
-                &mut found,
+                found,
             );
         }
         if let Some(probe) = &probes.memory {
@@ -98,21 +117,13 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
                 probe.above_percent,
                 probe.for_.get(),
                 |u| u.memory_percent,
-                &mut found,
+                found,
             );
         }
         if let Some(probe) = &probes.memory_leak {
-            leak_probe(
-                obs,
-                probe.growth_percent_per_hour,
-                probe.for_.get(),
-                &mut found,
-            );
+            leak_probe(obs, probe.growth_percent_per_hour, probe.for_.get(), found);
         }
     }
-
-    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    found
 }
 
 /// Samples since the container last started (older ones describe a previous life).

@@ -7,7 +7,8 @@ use clap::Args;
 use tracing::{info, warn};
 
 use crate::adapters::llm::LlmConfig;
-use crate::analyze::llm::{AiAnalyzer, AiLimits, AiMetrics};
+use crate::analyze::llm::AiLimits;
+use crate::app::AiModel;
 use crate::policy::{AnalysisMode, HealthPolicy};
 
 /// Flags of the LLM analyzer (the provider, model and key come from the environment).
@@ -19,18 +20,6 @@ pub struct AiArgs {
     pub ai_max_concurrent: usize,
 }
 
-/// The analyzer's costs, counted in the operator's Prometheus metrics.
-struct PromAi(Arc<crate::metrics::Metrics>);
-
-impl AiMetrics for PromAi {
-    fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
-        self.0.ai_request(provider, result, latency);
-    }
-    fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
-        self.0.ai_tokens(provider, kind, n);
-    }
-}
-
 /// `scheme://host…` without any `user:password@`.
 fn without_userinfo(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
@@ -39,12 +28,8 @@ fn without_userinfo(url: &str) -> String {
     }
 }
 
-/// The analyzer when a model is configured; logs once what `analysis.mode: ai` will use.
-pub fn analyzer(
-    args: &AiArgs,
-    policies: &[HealthPolicy],
-    metrics: Arc<crate::metrics::Metrics>,
-) -> anyhow::Result<Option<Arc<AiAnalyzer>>> {
+/// The model when one is configured; logs once what `analysis.mode: ai` will use.
+pub fn model(args: &AiArgs, policies: &[HealthPolicy]) -> anyhow::Result<Option<AiModel>> {
     let wanting: Vec<&str> = policies
         .iter()
         .filter(|p| p.spec.analysis.mode == AnalysisMode::Ai)
@@ -72,13 +57,11 @@ pub fn analyzer(
         policies = %wanting.join(","),
         "AI analysis available for policies with analysis.mode: ai"
     );
-    let limits = AiLimits {
-        max_concurrent: args.ai_max_concurrent,
-        ..AiLimits::default()
-    };
-    Ok(Some(Arc::new(AiAnalyzer::new(
-        Arc::new(client),
-        Arc::new(PromAi(metrics)),
-        limits,
-    ))))
+    Ok(Some(AiModel {
+        client: Arc::new(client),
+        limits: AiLimits {
+            max_concurrent: args.ai_max_concurrent,
+            ..AiLimits::default()
+        },
+    }))
 }

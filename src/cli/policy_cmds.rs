@@ -12,6 +12,7 @@ use crate::adapters::redis::policies::{
     DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
 };
 use crate::http::api::ContainerView;
+use crate::model::wire::Envelope;
 use crate::policy::{HealthPolicy, load_paths};
 
 async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
@@ -547,6 +548,22 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
         );
         return Ok(1);
     };
+    let mut out = describe_stored(&stored)?;
+    out.push_str(&format!("Operator:     {}\n", args.api));
+    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
+        Err(e) => {
+            out.push_str(&format!(
+                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
+            ));
+        }
+        Ok(containers) => describe_live(&args.api, &stored, &containers, &mut out).await?,
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+/// The stored policy: name, generation, and its spec or why it is invalid.
+fn describe_stored(stored: &StoredPolicy) -> anyhow::Result<String> {
     let mut out = String::new();
     out.push_str(&format!("Name:         {}\n", printable(&stored.name)));
     out.push_str("Source:       redis hemostat:policies\n");
@@ -583,58 +600,52 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    out.push_str(&format!("Operator:     {}\n", args.api));
-    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
-        Err(e) => {
-            out.push_str(&format!(
-                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
-            ));
+    Ok(out)
+}
+
+/// What the running operator says: the matched containers and the recent decisions about them.
+async fn describe_live(
+    api: &str,
+    stored: &StoredPolicy,
+    containers: &[ContainerView],
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let matched: Vec<&ContainerView> = containers
+        .iter()
+        .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
+        .collect();
+    out.push_str(&format!("Matched containers: {}\n", matched.len()));
+    if !matched.is_empty() {
+        let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
+        for c in &matched {
+            let v = serde_json::to_value(c)?;
+            rows.push(vec![
+                text(&v, "/name"),
+                text(&v, "/state"),
+                text(&v, "/health"),
+            ]);
         }
-        Ok(containers) => {
-            let matched: Vec<&ContainerView> = containers
-                .iter()
-                .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
-                .collect();
-            out.push_str(&format!("Matched containers: {}\n", matched.len()));
-            if !matched.is_empty() {
-                let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
-                for c in &matched {
-                    let v = serde_json::to_value(c)?;
-                    rows.push(vec![
-                        text(&v, "/name"),
-                        text(&v, "/state"),
-                        text(&v, "/health"),
-                    ]);
-                }
-                for line in table(&rows).lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
-            let decisions: serde_json::Value =
-                fetch_api(&args.api, "/api/v1/decisions?limit=1000").await?;
-            let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
-            let recent: Vec<serde_json::Value> = decisions
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| {
-                    e.pointer("/data/policy").and_then(|p| p.as_str()) == Some(stored.name.as_str())
-                        || e.pointer("/data/container")
-                            .and_then(|c| c.as_str())
-                            .is_some_and(|c| names.contains(&c))
-                })
-                .cloned()
-                .collect();
-            let skip = recent.len().saturating_sub(10);
-            out.push_str(&format!("Recent decisions: {}\n", recent.len()));
-            if !recent.is_empty() {
-                let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
-                for line in table.lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
+        for line in table(&rows).lines() {
+            out.push_str(&format!("  {line}\n"));
         }
     }
-    print!("{out}");
-    Ok(0)
+    let decisions: Vec<Envelope> = fetch_api(api, "/api/v1/decisions?limit=1000").await?;
+    let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
+    let recent: Vec<serde_json::Value> = decisions
+        .iter()
+        .filter(|e| {
+            e.policy() == Some(stored.name.as_str())
+                || e.container().is_some_and(|c| names.contains(&c))
+        })
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    let skip = recent.len().saturating_sub(10);
+    out.push_str(&format!("Recent decisions: {}\n", recent.len()));
+    if !recent.is_empty() {
+        let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
+        for line in table.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    Ok(())
 }

@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -11,19 +9,7 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
-use crate::bus::memory::{MemorySink, MemoryStore};
-use crate::bus::{EventSink, StateStore};
-use crate::controller::context::Context;
-use crate::controller::queue::WorkQueue;
-use crate::controller::{ControllerConfig, driver};
-use crate::engine::BollardEngine;
-use crate::engine::ContainerEngine;
-use crate::observe::acting::Acting;
-use crate::observe::sampler::CgroupReader;
-use crate::policy::registry::PolicyRegistry;
 use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
-use crate::respond::Responder;
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
@@ -119,15 +105,6 @@ fn default_state_dir() -> PathBuf {
     }
 }
 
-fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 /// The built-in policy with the original system's environment overrides applied
 /// (THRESHOLD_CPU_PERCENT, THRESHOLD_MEMORY_PERCENT, RESPONDER_COOLDOWN_SECONDS,
 /// RESPONDER_MAX_RETRIES_PER_HOUR).
@@ -208,20 +185,6 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
         info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
     }
     Ok(report.policies.into_iter().map(|p| p.policy).collect())
-}
-
-/// The id of the container this process runs in, if any (from /proc/self/mountinfo, where
-/// Docker bind-mounts /etc/hostname from /var/lib/docker/containers/<id>/).
-pub fn own_container_id() -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let at = line.find("/containers/")? + "/containers/".len();
-        let id: String = line[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_hexdigit())
-            .collect();
-        (id.len() == 64 && line.contains("/hostname")).then_some(id)
-    })
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -329,7 +292,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
     }
     let policies = load_policies(&policies)?;
-    let node = node.unwrap_or_else(node_name);
+    let node = node.unwrap_or_else(crate::observe::host::node_name);
     let redis = redis
         .config()
         .context("invalid Redis settings")?
@@ -339,158 +302,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
         );
     }
-
-    let docker = BollardEngine::connect()
-        .await
-        .context("cannot reach the Docker engine")?;
-    let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
-    let host = docker
-        .host_info()
-        .await
-        .context("cannot read the Docker host's info")?;
-    info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
-
-    let mut redis_bus = None;
-    let mut fallback = None;
-    let state_dir = state_dir.unwrap_or_else(default_state_dir);
-    let local = MemoryStore::open(&state_dir)
-        .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
-    let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
-        Some(config) => {
-            let bus = Arc::new(
-                crate::adapters::redis::RedisBus::new(config)
-                    .context("cannot set up the Redis client")?,
-            );
-            match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
-                Ok(Ok(())) => {
-                    info!(redis = %config, state_dir = %state_dir.display(), "shared state and decisions go to Redis; safety state also kept locally for outages")
-                }
-                _ => {
-                    warn!(redis = %config, state_dir = %state_dir.display(), "Redis does not answer yet: envelopes wait in the outbox; safety state, locks and audit use this node's local view (persisted in the state dir) and are merged into Redis when it answers; fleet budgets are refused until then")
-                }
-            }
-            redis_bus = Some(bus.clone());
-            let store = Arc::new(
-                FallbackStore::new(bus.clone(), local)
-                    .with_journal(&state_dir)
-                    .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?,
-            );
-            fallback = Some(store.clone());
-            (store, bus)
-        }
-        None => {
-            info!(state_dir = %state_dir.display(), "no Redis configured: safety state persisted here, decisions kept in memory");
-            (Arc::new(local), Arc::new(MemorySink::default()))
-        }
-    };
-
-    let registry = Arc::new(PolicyRegistry::new(policies.clone()));
-    let own = own_container_id();
-    if let Some(id) = &own {
-        info!(container = %&id[..12], "running in a container: it is never acted on");
-    }
-    let cgroups = cgroup_root.exists().then(|| CgroupReader::new(cgroup_root));
-    let acting = Arc::new(Acting::default());
-    let (queue, receiver) = WorkQueue::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let ai = super::ai::analyzer(&ai, &policies, metrics.clone())?;
-    let ctx = Arc::new(Context {
-        docker: docker.clone(),
-        store: store.clone(),
-        sink: sink.clone(),
-        policies: registry.clone(),
-        observed: Default::default(),
-        responder: Responder {
-            docker: docker.clone(),
-            store: store.clone(),
-            sink: sink.clone(),
-            acting: acting.clone(),
-            node: node.clone(),
-            engine_id: host.engine_id.clone(),
-            owner: format!("{node}/{}", uuid::Uuid::new_v4()),
-            own_container_id: own,
-            global_dry_run: dry_run,
-            metrics: metrics.clone(),
-            action_started: Default::default(),
-        },
-        acting,
-        queue,
-        ready: ready.clone(),
-        config: ControllerConfig {
-            node: node.clone(),
-            resync: resync_interval.get(),
-            sample_interval: sample_interval.get(),
-            max_concurrent,
-            label_filter,
-        },
-        handled: Default::default(),
-        metrics: metrics.clone(),
-        own_decisions: Default::default(),
+    let ai = super::ai::model(&ai, &policies)?;
+    let config = crate::app::Config {
         ai,
-    });
-
+        policies,
+        listen,
+        state_dir: state_dir.unwrap_or_else(default_state_dir),
+        node,
+        resync: resync_interval.get(),
+        sample_interval: sample_interval.get(),
+        dry_run,
+        max_concurrent,
+        label_filter,
+        cgroup_root,
+        redis,
+        accept_external_requests,
+        http_max_connections,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics, /api/v1");
-    let api = crate::http::ApiState {
-        ready,
-        observed: ctx.observed.clone(),
-        sink,
-        store,
-        policies: ctx.policies.clone(),
-        metrics,
-        node,
-    };
-    let server = tokio::spawn(crate::http::serve_limited(
-        listener,
-        api,
-        http_max_connections,
-        shutdown.clone(),
-    ));
-    if let Some(config) = &redis {
-        let client = redis::Client::open(config.connection_info().clone())
-            .context("cannot set up the Redis client for policies")?;
-        tokio::spawn(crate::adapters::redis::policies::watch_policies(
-            client,
-            registry.clone(),
-            policies,
-            shutdown.clone(),
-        ));
-        if accept_external_requests {
-            let client = redis::Client::open(config.connection_info().clone())
-                .context("cannot set up the Redis client for external requests")?;
-            tokio::spawn(crate::adapters::redis::requests::run_subscriber(
-                client,
-                crate::controller::external::Intake::new(ctx.clone()),
-                shutdown.clone(),
-            ));
-        }
-    }
-    if let Some(store) = &fallback {
-        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
-    }
-    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
-        ctx.clone(),
-        shutdown.clone(),
-    ));
-    driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => warn!(error = %e, "HTTP server task failed"),
-    }
-    if let Some(bus) = redis_bus
-        && !bus.flush(Duration::from_secs(5)).await
-    {
-        warn!(
-            left = bus.outbox_len(),
-            "Redis did not take every envelope before shutdown"
-        );
-    }
+    crate::app::run(config, shutdown).await?;
     info!("stopped");
     Ok(0)
 }

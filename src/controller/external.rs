@@ -214,6 +214,79 @@ fn parse_action(s: &str) -> Option<ActionKind> {
 /// name, `is_own_decision` tells the decision ids this process produced, and `lookup` finds an
 /// observed container by name together with its governing policy (`None` when there is no such
 /// container or no policy governs it).
+/// `data.command`: absent, or an array of strings.
+fn command_of(
+    data: &serde_json::Map<String, Value>,
+    p: &Partial,
+) -> Result<Option<Vec<String>>, Invalid> {
+    match data.get("command") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .map(Some)
+            .ok_or_else(|| p.refuse(Reason::BadShape, "data.command is not an array of strings")),
+        Some(_) => Err(p.refuse(Reason::BadShape, "data.command is not an array of strings")),
+    }
+}
+
+/// What the governing policy says of the request: the action allowed, an exec command on its
+/// allow-list, the confidence (clamped to 0..=1) at least `minConfidence`.
+fn allowed_by(
+    policy: &HealthPolicy,
+    action: ActionKind,
+    command: Option<Vec<String>>,
+    confidence: f64,
+    p: &Partial,
+) -> Result<(Option<Vec<String>>, f64), Invalid> {
+    let r = &policy.spec.remediation;
+    if !r.actions.contains(&action) {
+        return Err(p.refuse(
+            Reason::ActionNotAllowed,
+            format!(
+                "action {action} is not allowed by policy {}",
+                policy.metadata.name
+            ),
+        ));
+    }
+    let command = if action == ActionKind::Exec {
+        let allowed = r.exec.as_ref().map(|e| e.allowed.as_slice()).unwrap_or(&[]);
+        match command {
+            Some(c) if allowed.contains(&c) => Some(c),
+            Some(_) => {
+                return Err(p.refuse(
+                    Reason::ExecNotAllowed,
+                    format!(
+                        "the command is not on the exec allow-list of policy {}",
+                        policy.metadata.name
+                    ),
+                ));
+            }
+            None => {
+                return Err(p.refuse(Reason::ExecNotAllowed, "an exec needs data.command"));
+            }
+        }
+    } else {
+        None
+    };
+    let confidence = if confidence.is_finite() {
+        confidence.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if confidence < r.min_confidence {
+        return Err(p.refuse(
+            Reason::LowConfidence,
+            format!(
+                "confidence {confidence} is below minConfidence {} of policy {}",
+                r.min_confidence, policy.metadata.name
+            ),
+        ));
+    }
+    Ok((command, confidence))
+}
+
 pub fn validate_request(
     payload: &[u8],
     own_node: &str,
@@ -297,22 +370,7 @@ pub fn validate_request(
     let Some(confidence) = data.get("confidence").and_then(Value::as_f64) else {
         return Err(p.refuse(Reason::BadShape, "data.confidence is not a number"));
     };
-    let command = match data.get("command") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let Some(args) = items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<String>>>()
-            else {
-                return Err(p.refuse(Reason::BadShape, "data.command is not an array of strings"));
-            };
-            Some(args)
-        }
-        Some(_) => {
-            return Err(p.refuse(Reason::BadShape, "data.command is not an array of strings"));
-        }
-    };
+    let command = command_of(data, &p)?;
     let Some((info, policy)) = lookup(name) else {
         return Err(p.refuse(
             Reason::NotGoverned,
@@ -321,50 +379,7 @@ pub fn validate_request(
     };
     p.container_id = Some(info.id.clone());
     p.policy = Some(policy.metadata.name.clone());
-    let r = &policy.spec.remediation;
-    if !r.actions.contains(&action) {
-        return Err(p.refuse(
-            Reason::ActionNotAllowed,
-            format!(
-                "action {action} is not allowed by policy {}",
-                policy.metadata.name
-            ),
-        ));
-    }
-    let command = if action == ActionKind::Exec {
-        let allowed = r.exec.as_ref().map(|e| e.allowed.as_slice()).unwrap_or(&[]);
-        match command {
-            Some(c) if allowed.contains(&c) => Some(c),
-            Some(_) => {
-                return Err(p.refuse(
-                    Reason::ExecNotAllowed,
-                    format!(
-                        "the command is not on the exec allow-list of policy {}",
-                        policy.metadata.name
-                    ),
-                ));
-            }
-            None => {
-                return Err(p.refuse(Reason::ExecNotAllowed, "an exec needs data.command"));
-            }
-        }
-    } else {
-        None
-    };
-    let confidence = if confidence.is_finite() {
-        confidence.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    if confidence < r.min_confidence {
-        return Err(p.refuse(
-            Reason::LowConfidence,
-            format!(
-                "confidence {confidence} is below minConfidence {} of policy {}",
-                r.min_confidence, policy.metadata.name
-            ),
-        ));
-    }
+    let (command, confidence) = allowed_by(&policy, action, command, confidence, &p)?;
     let agent = p.agent.clone().unwrap_or_default();
     let decision = Decision {
         action: Some(action),

@@ -96,7 +96,8 @@ mod tests {
         let mut starting = back.clone();
         starting.health = HealthStatus::Starting;
         let mut v = Verify::new(started, Duration::from_secs(1));
-        let cases: [(Result<Option<&ContainerInfo>, String>, Instant, Step); 7] = [
+        type Case<'a> = (Result<Option<&'a ContainerInfo>, String>, Instant, Step);
+        let cases: [Case<'_>; 7] = [
             (Ok(Some(&old_run)), secs(0), Step::Wait),
             (Err("timeout".into()), secs(0), Step::Wait),
             (Ok(Some(&back)), secs(1), Step::Wait),

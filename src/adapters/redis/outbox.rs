@@ -18,6 +18,7 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline};
 
 use super::conn::{is_connection_error, is_wrong_type};
+use crate::util::backoff::Backoff;
 use tokio::sync::Notify;
 
 use super::config::RedisConfig;
@@ -279,7 +280,7 @@ impl RedisBus {
 /// The outbox task: sends waiting envelopes in order, in batches, retrying with backoff.
 async fn drain(shared: Arc<Shared>) {
     let mut batch: Vec<Pending> = Vec::new();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut server_errors = 0u32;
     let mut failing = false;
     loop {
@@ -317,7 +318,7 @@ async fn drain(shared: Arc<Shared>) {
                     .fetch_add(batch.len() as u64, Ordering::SeqCst);
                 batch.clear();
                 shared.in_flight.store(0, Ordering::SeqCst);
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 server_errors = 0;
             }
             Err(e) if is_wrong_type(&e) => {
@@ -334,7 +335,7 @@ async fn drain(shared: Arc<Shared>) {
                     .fetch_add(batch.len() as u64, Ordering::SeqCst);
                 batch.clear();
                 shared.in_flight.store(0, Ordering::SeqCst);
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 server_errors = 0;
             }
             Err(e) => {
@@ -359,8 +360,7 @@ async fn drain(shared: Arc<Shared>) {
                     tracing::warn!(error = %e, "redis unavailable; envelopes wait in the outbox");
                     failing = true;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
