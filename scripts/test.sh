@@ -8,6 +8,7 @@ need_apt=()
 command -v busybox >/dev/null && file -L "$(command -v busybox)" 2>/dev/null | grep -q static || need_apt+=(busybox-static)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v file >/dev/null || need_apt+=(file)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need_apt[*]}"

@@ -16,6 +16,8 @@
 //!                      ▼                                                 ▼
 //!        bus::StateStore (safety, locks, audit)       bus::EventSink (typed envelopes, subscribe())
 //!                      └──────── adapters::redis (outbox, state, policies, requests) ─┘
+//!                                                                        ├─► alert (dedup, silences,
+//!                                                                        │   Slack/webhook/Alertmanager)
 //!                                                                        └─► http (JSON API)
 //! ```
 //!
@@ -30,7 +32,10 @@
 //! - [`respond`]: the safety gates, the claim, the execution, verification and report.
 //! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`), the embedded
 //!   persisted store and the Redis outage fallback.
-//! - [`adapters`]: the only code that talks to third-party services (Redis, the LLM APIs).
+//! - [`alert`]: alerts to people (Slack, webhooks, Alertmanager): classification, dedup,
+//!   grouping, silences, the delivery worker and the router task on `EventSink::subscribe()`.
+//! - [`adapters`]: the only code that talks to third-party services (Redis, Slack, webhooks,
+//!   Alertmanager, the LLM APIs).
 //! - [`controller`]: the work queue, the watcher, the sampling task, reconcile and announce,
 //!   external requests.
 //! - [`http`]: health, readiness, metrics and the JSON API; [`metrics`]: Prometheus.
@@ -49,6 +54,7 @@
 //! ```
 
 pub mod adapters;
+pub mod alert;
 pub mod analyze;
 pub mod app;
 pub mod bus;

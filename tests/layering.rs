@@ -21,10 +21,17 @@ const RULES: &[(&str, &[&str])] = &[
         &["model", "policy", "engine", "bus", "observe", "metrics"],
     ),
     ("http", &["model", "policy", "observe", "bus", "metrics"]),
+    // Decisions to people: reads envelopes (bus) and the policies' alert settings.
+    ("alert", &["model", "policy", "bus"]),
     // `bus` for the bad-values counter the stores report into.
     ("metrics.rs", &["model", "bus"]),
-    // `analyze` for the `LlmClient` port adapters/llm.rs implements (analyze::llm::client).
-    ("adapters", &["model", "policy", "bus", "util", "analyze"]),
+    // `alert` for the Notifier and AlertState traits the Slack, webhook, Alertmanager and
+    // Redis silence adapters implement; `analyze` for the `LlmClient` port adapters/llm.rs
+    // implements (analyze::llm::client).
+    (
+        "adapters",
+        &["model", "policy", "bus", "util", "alert", "analyze"],
+    ),
 ];
 
 fn src() -> PathBuf {

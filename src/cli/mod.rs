@@ -1,9 +1,11 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
 pub mod ai;
+pub mod alert;
 pub mod explain;
 pub mod policy_cmds;
 pub mod run;
+pub mod silence;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,10 @@ pub enum Command {
     Delete(policy_cmds::DeleteArgs),
     /// Show a container's last decision: findings, the rules' verdict and the model's side by side.
     Explain(explain::ExplainArgs),
+    /// Mute notifications (never repairs) for containers or a policy: add, list, expire.
+    Silence(silence::SilenceArgs),
+    /// Alert channels: `alert test --channel NAME` sends a test notification.
+    Alert(alert::AlertArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -51,6 +57,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Describe(args) => policy_cmds::describe(args).await,
         Command::Delete(args) => policy_cmds::delete(args).await,
         Command::Explain(args) => explain::run(args).await,
+        Command::Silence(args) => silence::run(args).await,
+        Command::Alert(args) => alert::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

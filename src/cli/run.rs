@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// The LLM analyzer's flags.
     #[command(flatten)]
     pub ai: super::ai::AiArgs,
+    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
+    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
+    pub alert_timeout: HumanDuration,
 }
 
 /// Log output formats.
@@ -95,7 +98,8 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-fn default_state_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
+pub fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -275,6 +279,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         outbox_capacity,
         accept_external_requests,
         ai,
+        alert_timeout,
     } = args;
     init_logging(log_format, &log_level)?;
     let argv: Vec<String> = std::env::args().collect();
@@ -318,6 +323,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis,
         accept_external_requests,
         http_max_connections,
+        alert_timeout: alert_timeout.get(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));

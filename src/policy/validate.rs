@@ -329,23 +329,53 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
 }
 
 fn check_alerts(alerts: &Alerts, out: &mut Vec<Violation>) {
+    if alerts.group_wait.get() > std::time::Duration::from_secs(300) {
+        out.push(Violation::new(
+            "spec.alerts.groupWait",
+            format!(
+                "groupWait {} is too long: alerts would wait that long before anyone hears of them; use at most 5m (default 3s)",
+                alerts.group_wait
+            ),
+        ));
+    }
     for (i, channel) in alerts.channels.iter().enumerate() {
-        let (path, secret) = match channel {
-            Channel::Slack(s) => (
+        let mut secrets = Vec::new();
+        match channel {
+            Channel::Slack(s) => secrets.push((
                 format!("spec.alerts.channels[{i}].slack.webhookUrlFrom"),
                 &s.webhook_url_from,
-            ),
-            Channel::Webhook(w) => (
-                format!("spec.alerts.channels[{i}].webhook.urlFrom"),
-                &w.url_from,
-            ),
-        };
-        let (SecretRef::Env(name) | SecretRef::File(name)) = secret;
-        if name.trim().is_empty() {
-            out.push(Violation::new(
-                path,
-                "empty secret reference: name the environment variable (env: SLACK_WEBHOOK_URL) or file that holds it",
-            ));
+            )),
+            Channel::Webhook(w) => {
+                secrets.push((
+                    format!("spec.alerts.channels[{i}].webhook.urlFrom"),
+                    &w.url_from,
+                ));
+                if let Some(key) = &w.secret_from {
+                    secrets.push((format!("spec.alerts.channels[{i}].webhook.secretFrom"), key));
+                }
+            }
+            Channel::Alertmanager(a) => {
+                let ok = (a.url.starts_with("http://") || a.url.starts_with("https://"))
+                    && a.url.len() > "https://".len();
+                if !ok {
+                    out.push(Violation::new(
+                        format!("spec.alerts.channels[{i}].alertmanager.url"),
+                        format!(
+                            "{:?} is not an http(s) URL: give the Alertmanager's base URL, like http://alertmanager:9093",
+                            a.url
+                        ),
+                    ));
+                }
+            }
+        }
+        for (path, secret) in secrets {
+            let (SecretRef::Env(name) | SecretRef::File(name)) = secret;
+            if name.trim().is_empty() {
+                out.push(Violation::new(
+                    path,
+                    "empty secret reference: name the environment variable (env: SLACK_WEBHOOK_URL) or file that holds it",
+                ));
+            }
         }
     }
 }
