@@ -9,6 +9,7 @@ command -v busybox >/dev/null && file -L "$(command -v busybox)" 2>/dev/null | g
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v file >/dev/null || need_apt+=(file)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v python3 >/dev/null || need_apt+=(python3)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need_apt[*]}"

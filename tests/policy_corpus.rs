@@ -1,27 +1,20 @@
 //! The HealthPolicy language against a corpus of invalid documents and the shipped examples.
 
+#[path = "support/corpus.rs"]
+mod corpus;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hemostat::policy::{HealthPolicy, load_bytes, load_paths, load_str};
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/invalid")
+    corpus::dir("invalid")
 }
 
+/// `file<TAB>line:col<TAB>message fragment` per line.
 fn expectations() -> Vec<(String, u64, u64, String)> {
-    let table = std::fs::read_to_string(corpus_dir().with_file_name("invalid.expect")).unwrap();
-    table
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let mut parts = l.splitn(3, '\t');
-            let file = parts.next().unwrap().to_owned();
-            let (line, col) = parts.next().unwrap().split_once(':').unwrap();
-            let fragment = parts.next().unwrap().to_owned();
-            (file, line.parse().unwrap(), col.parse().unwrap(), fragment)
-        })
-        .collect()
+    corpus::expectations("invalid")
 }
 
 #[test]

@@ -114,3 +114,28 @@ fn accepting_external_requests_without_redis_is_refused() {
         "the environment variable turns it on too: {stderr}"
     );
 }
+
+#[test]
+fn an_external_alert_agent_without_redis_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    for (args, envs) in [
+        (
+            vec!["run", "--state-dir", state, "--external-alert-agent"],
+            vec![],
+        ),
+        (
+            vec!["run", "--state-dir", state],
+            vec![("HEMOSTAT_EXTERNAL_ALERT_AGENT", "true")],
+        ),
+    ] {
+        let mut envs = envs;
+        envs.push(("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
+        let (code, stderr) = run_hemostat(&args, &envs);
+        assert_ne!(code, 0);
+        assert!(
+            stderr.contains("--external-alert-agent needs Redis"),
+            "{args:?} {envs:?}: {stderr}"
+        );
+    }
+}

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
     #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
     pub alert_timeout: HumanDuration,
+    /// Leave the hemostat:events:* lists to an external alert agent (the original's Alert
+    /// agent, which fills them itself): HemoStat stops writing them, so no event is listed
+    /// twice, and serves recent envelopes from hemostat:stream:events. Needs Redis.
+    #[arg(long, env = "HEMOSTAT_EXTERNAL_ALERT_AGENT")]
+    pub external_alert_agent: bool,
 }
 
 /// Log output formats.
@@ -280,6 +285,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         accept_external_requests,
         ai,
         alert_timeout,
+        external_alert_agent,
     } = args;
     init_logging(log_format, &log_level)?;
     let argv: Vec<String> = std::env::args().collect();
@@ -298,10 +304,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let policies = load_policies(&policies)?;
     let node = node.unwrap_or_else(crate::observe::host::node_name);
-    let redis = redis
-        .config()
-        .context("invalid Redis settings")?
-        .map(|c| c.with_outbox_capacity(outbox_capacity));
+    let redis = redis.config().context("invalid Redis settings")?.map(|c| {
+        c.with_outbox_capacity(outbox_capacity)
+            .with_external_alert_agent(external_alert_agent)
+    });
+    if external_alert_agent && redis.is_none() {
+        bail!(
+            "--external-alert-agent needs Redis: it leaves the hemostat:events:* lists in Redis to another agent (set --redis-url or REDIS_HOST)"
+        );
+    }
     if accept_external_requests && redis.is_none() {
         bail!(
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"

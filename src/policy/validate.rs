@@ -221,6 +221,21 @@ fn check_probes(probes: &Probes, out: &mut Vec<Violation>) {
 }
 
 fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
+    check_actions(r, out);
+    if let Some(exec) = &r.exec {
+        check_exec(exec, r.actions.contains(&ActionKind::Exec), out);
+    }
+    check_limits(r, out);
+    check_action_times(r, out);
+    if let Some(budget) = &r.fleet_budget {
+        check_fleet_budget(budget, out);
+    }
+    check_min_confidence(r.min_confidence, out);
+    check_give_up(r, out);
+}
+
+/// Each action listed once; exec listed only with the commands it may run.
+fn check_actions(r: &Remediation, out: &mut Vec<Violation>) {
     let mut seen = BTreeSet::new();
     for (i, action) in r.actions.iter().enumerate() {
         if !seen.insert(*action) {
@@ -232,42 +247,44 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
             ));
         }
     }
-    let exec_allowed = r.actions.contains(&ActionKind::Exec);
     let commands = r.exec.as_ref().map(|e| e.allowed.as_slice()).unwrap_or(&[]);
-    if exec_allowed && commands.is_empty() {
-        let at = r
-            .actions
-            .iter()
-            .position(|a| *a == ActionKind::Exec)
-            .unwrap_or_default();
+    if let Some(at) = r.actions.iter().position(|a| *a == ActionKind::Exec)
+        && commands.is_empty()
+    {
         out.push(Violation::new(
             format!("spec.remediation.actions[{at}]"),
             "exec is allowed but remediation.exec.allowed lists no command: add the exact commands it may run, like [[\"/bin/sh\", \"-c\", \"kill -HUP 1\"]]",
         ));
     }
-    if let Some(exec) = &r.exec {
-        if !exec_allowed {
+}
+
+/// The `remediation.exec` block: only with exec among the actions, no empty command, a timeout.
+fn check_exec(exec: &ExecPolicy, exec_allowed: bool, out: &mut Vec<Violation>) {
+    if !exec_allowed {
+        out.push(Violation::new(
+            "spec.remediation.exec",
+            "remediation.exec is set but exec is not among remediation.actions: add exec to the actions or remove this block",
+        ));
+    }
+    for (i, cmd) in exec.allowed.iter().enumerate() {
+        if cmd.is_empty() || cmd[0].trim().is_empty() {
             out.push(Violation::new(
-                "spec.remediation.exec",
-                "remediation.exec is set but exec is not among remediation.actions: add exec to the actions or remove this block",
+                format!("spec.remediation.exec.allowed[{i}]"),
+                "empty command: give the program and its arguments, like [\"/bin/sh\", \"-c\", \"kill -HUP 1\"]",
             ));
         }
-        for (i, cmd) in exec.allowed.iter().enumerate() {
-            if cmd.is_empty() || cmd[0].trim().is_empty() {
-                out.push(Violation::new(
-                    format!("spec.remediation.exec.allowed[{i}]"),
-                    "empty command: give the program and its arguments, like [\"/bin/sh\", \"-c\", \"kill -HUP 1\"]",
-                ));
-            }
-        }
-        check_positive("spec.remediation.exec.timeout", exec.timeout, out);
-        check_at_most(
-            "spec.remediation.exec.timeout",
-            exec.timeout,
-            MAX_ACTION_TIME,
-            out,
-        );
     }
+    check_positive("spec.remediation.exec.timeout", exec.timeout, out);
+    check_at_most(
+        "spec.remediation.exec.timeout",
+        exec.timeout,
+        MAX_ACTION_TIME,
+        out,
+    );
+}
+
+/// The cooldown, the action window and the circuit breaker.
+fn check_limits(r: &Remediation, out: &mut Vec<Violation>) {
     check_positive("spec.remediation.cooldown", r.cooldown, out);
     check_count(
         "spec.remediation.maxActions.count",
@@ -290,6 +307,10 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
         r.circuit_breaker.open_for,
         out,
     );
+}
+
+/// How long an action may take: its verification and a stop's grace period.
+fn check_action_times(r: &Remediation, out: &mut Vec<Violation>) {
     check_positive("spec.remediation.verifyWithin", r.verify_within, out);
     check_at_most(
         "spec.remediation.verifyWithin",
@@ -303,23 +324,30 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
         MAX_ACTION_TIME,
         out,
     );
-    if let Some(budget) = &r.fleet_budget {
-        check_count(
-            "spec.remediation.fleetBudget.maxActions",
-            budget.max_actions,
-            out,
-        );
-        check_positive("spec.remediation.fleetBudget.per", budget.per, out);
-    }
-    if !(0.0..=1.0).contains(&r.min_confidence) {
+}
+
+fn check_fleet_budget(budget: &FleetBudget, out: &mut Vec<Violation>) {
+    check_count(
+        "spec.remediation.fleetBudget.maxActions",
+        budget.max_actions,
+        out,
+    );
+    check_positive("spec.remediation.fleetBudget.per", budget.per, out);
+}
+
+fn check_min_confidence(min_confidence: f64, out: &mut Vec<Violation>) {
+    if !(0.0..=1.0).contains(&min_confidence) {
         out.push(Violation::new(
             "spec.remediation.minConfidence",
             format!(
-                "minConfidence {} is out of range: expected a number from 0 to 1, like 0.7",
-                r.min_confidence
+                "minConfidence {min_confidence} is out of range: expected a number from 0 to 1, like 0.7"
             ),
         ));
     }
+}
+
+/// `onGiveUp: stop` needs stop among the actions.
+fn check_give_up(r: &Remediation, out: &mut Vec<Violation>) {
     if r.on_give_up == GiveUp::Stop && !r.actions.contains(&ActionKind::Stop) {
         out.push(Violation::new(
             "spec.remediation.onGiveUp",
