@@ -49,6 +49,20 @@ impl TestContext {
 
     /// A context with the operator-wide dry run and HemoStat's own container id set.
     pub fn with(policies: Vec<HealthPolicy>, dry_run: bool, own: Option<String>) -> Self {
+        Self::build(policies, dry_run, own, None)
+    }
+
+    /// A context governed by `policies` whose `analysis.mode: ai` asks `ai`.
+    pub fn with_ai(policies: Vec<HealthPolicy>, ai: Arc<crate::analyze::llm::AiAnalyzer>) -> Self {
+        Self::build(policies, false, None, Some(ai))
+    }
+
+    fn build(
+        policies: Vec<HealthPolicy>,
+        dry_run: bool,
+        own: Option<String>,
+        ai: Option<Arc<crate::analyze::llm::AiAnalyzer>>,
+    ) -> Self {
         let engine = Arc::new(FakeEngine::default());
         let store = Arc::new(MemoryStore::ephemeral());
         let sink = Arc::new(MemorySink::default());
@@ -87,6 +101,7 @@ impl TestContext {
             handled: Default::default(),
             metrics,
             own_decisions: Default::default(),
+            ai,
         });
         Self {
             ctx,

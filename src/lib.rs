@@ -37,7 +37,7 @@
 //! - [`alert`]: alerts to people (Slack, webhooks, Alertmanager): classification, dedup,
 //!   grouping, silences, the delivery worker and the router task on `EventSink::subscribe()`.
 //! - [`adapters`]: the only code that talks to third-party services (Redis, Slack, webhooks,
-//!   Alertmanager).
+//!   Alertmanager, the LLM APIs).
 //! - [`controller`]: the work queue, the watcher, the sampling task, reconcile and announce,
 //!   external requests.
 //! - [`http`]: health, readiness, metrics and the JSON API; [`metrics`]: Prometheus.

@@ -171,6 +171,32 @@ struct GateLabels {
     gate: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResultLabels {
+    provider: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderKindLabels {
+    provider: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+/// Buckets of a model's answer time: 50 ms to 2 min.
+const AI_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+fn ai_buckets() -> Histogram {
+    Histogram::new(AI_BUCKETS)
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_buckets() -> Histogram {
@@ -223,6 +249,9 @@ pub struct Metrics {
     store_reader: ReaderSlot,
     /// The `process_*` metrics (not under the `hemostat_` prefix).
     process: Registry,
+    ai_requests: Family<ProviderResultLabels, Counter>,
+    ai_tokens: Family<ProviderKindLabels, Counter>,
+    ai_latency: HistogramFamily<ProviderLabels>,
 }
 
 /// Holds the [`StoreReader`] (a closure, hence the hand-written `Debug`).
@@ -277,6 +306,9 @@ impl Metrics {
             fallback_dirty_keys: Gauge::default(),
             store_reader: ReaderSlot::default(),
             process: Registry::default(),
+            ai_requests: Family::default(),
+            ai_tokens: Family::default(),
+            ai_latency: Family::new_with_constructor(ai_buckets),
             registry: Registry::default(),
         };
         m.process
@@ -360,6 +392,18 @@ impl Metrics {
             self.refusals.clone(),
         );
         registry.register(
+            "ai_requests",
+            "LLM analyses, by provider and result (ok, cached, busy, circuit_open, timeout, \
+             http_error, unreachable, refusal, truncated, malformed, invalid, not_allowed, \
+             low_confidence)",
+            self.ai_requests.clone(),
+        );
+        registry.register(
+            "ai_tokens",
+            "Tokens billed by the LLM provider, by kind (input, output)",
+            self.ai_tokens.clone(),
+        );
+        registry.register(
             "external_requests",
             "Remediation requests received from other tools (--accept-external-requests), by \
              result (accepted, refused_<reason>, ignored_<reason>)",
@@ -440,6 +484,12 @@ impl Metrics {
             "Time taken by an executed action (success or failed), verification included",
             Unit::Seconds,
             self.action_duration.clone(),
+        );
+        registry.register_with_unit(
+            "ai_request_duration",
+            "Time the LLM took to answer (or to fail)",
+            Unit::Seconds,
+            self.ai_latency.clone(),
         );
     }
 
@@ -649,6 +699,33 @@ impl Metrics {
         if changed {
             self.set_breakers_open(keys.len());
         }
+    }
+
+    /// Counts one LLM analysis by provider and result; `latency` when the model was asked.
+    pub fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
+        self.ai_requests
+            .get_or_create(&ProviderResultLabels {
+                provider: provider.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        if let Some(latency) = latency {
+            self.ai_latency
+                .get_or_create(&ProviderLabels {
+                    provider: provider.to_owned(),
+                })
+                .observe(latency.as_secs_f64());
+        }
+    }
+
+    /// Counts tokens billed by an LLM provider (`kind` = `input` or `output`).
+    pub fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
+        self.ai_tokens
+            .get_or_create(&ProviderKindLabels {
+                provider: provider.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc_by(n);
     }
 
     /// The OpenMetrics text exposition of every metric, `# EOF` included.

@@ -74,6 +74,7 @@ fn complete(status: &str, details: &str) -> Envelope {
         gate: None,
         refusal: None,
         gave_up: false,
+        ai: Default::default(),
     })
 }
 

@@ -33,10 +33,13 @@ const RULES: &[(&str, &[&str])] = &[
     // `bus` (or `store`) for the bad-values counter the stores report into.
     ("metrics.rs", &["model", "store", "bus"]),
     // `alert` for the Notifier and AlertState traits the Slack, webhook, Alertmanager and
-    // Redis silence adapters implement.
+    // Redis silence adapters implement; `analyze` for the `LlmClient` port adapters/llm.rs
+    // implements (analyze::llm::client).
     (
         "adapters",
-        &["model", "policy", "store", "bus", "util", "alert"],
+        &[
+            "model", "policy", "store", "bus", "util", "alert", "analyze",
+        ],
     ),
 ];
 

@@ -78,6 +78,7 @@ fn decision(reason: &str, action: Option<hemostat::policy::ActionKind>) -> Decis
         node: "node-a".into(),
         dry_run: false,
         action,
+        ai: Default::default(),
     }
 }
 
@@ -97,6 +98,7 @@ fn complete(status: &str, details: &str, gate: Option<&str>) -> RemediationCompl
         gate: gate.map(str::to_owned),
         refusal: None,
         gave_up: false,
+        ai: Default::default(),
     }
 }
 

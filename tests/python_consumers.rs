@@ -99,6 +99,7 @@ fn complete(status: &str, details: &str) -> Envelope {
         gate: (status == "rejected").then(|| "cooldown".to_owned()),
         refusal: None,
         gave_up: false,
+        ai: Default::default(),
     })
 }
 

@@ -412,6 +412,9 @@ fn audit(id: &str) -> AuditRecord {
         details: "restarted".into(),
         action_started_at: None,
         gate: None,
+        analysis_method: None,
+        root_cause: None,
+        fallback_reason: None,
     }
 }
 

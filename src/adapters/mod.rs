@@ -1,6 +1,7 @@
 //! The only modules that talk to third-party services; each implements one trait of the core.
 
 pub mod alertmanager;
+pub mod llm;
 pub mod redis;
 pub mod slack;
 pub mod webhook;

@@ -3,6 +3,7 @@
 //! Nothing here performs I/O or reads a clock: the caller passes `now`. The responder decides
 //! afterwards whether a decision may be carried out (the safety gates).
 
+pub mod llm;
 pub mod probes;
 pub mod rules;
 pub mod trend;
@@ -11,7 +12,9 @@ use chrono::{DateTime, Utc};
 
 use crate::model::container::ContainerInfo;
 
-pub use crate::model::decision::{AnalysisMethod, Decision, Finding, FindingKind};
+pub use crate::model::decision::{
+    AiReview, AnalysisMethod, Decision, Finding, FindingKind, ModelAnswer, Verdict,
+};
 pub use crate::model::usage::UsagePoint;
 pub use probes::run_probes;
 pub use rules::{analyze, decide};

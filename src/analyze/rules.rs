@@ -67,6 +67,7 @@ pub fn decide(policy: &HealthPolicy, obs: &Observation<'_>, findings: Vec<Findin
             method: AnalysisMethod::Rules,
             findings,
             primary: None,
+            ai: None,
         };
     };
     let conf = confidence(primary);
@@ -89,6 +90,7 @@ pub fn decide(policy: &HealthPolicy, obs: &Observation<'_>, findings: Vec<Findin
         method: AnalysisMethod::Rules,
         findings: findings.clone(),
         primary: primary_name.clone(),
+        ai: None,
     };
     if let FindingKind::TransientSpike { .. } = primary.kind {
         return no_action(format!("false alarm: {issues}; not sustained"), conf);
@@ -129,6 +131,7 @@ pub fn decide(policy: &HealthPolicy, obs: &Observation<'_>, findings: Vec<Findin
         method: AnalysisMethod::Rules,
         findings,
         primary: primary_name,
+        ai: None,
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::adapters::redis::{RedisBus, RedisConfig};
+use crate::analyze::llm::{AiAnalyzer, AiLimits, AiMetrics, LlmClient};
 use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
 use crate::bus::memory::{MemorySink, MemoryStore};
 use crate::bus::{BusError, EventSink, StateStore};
@@ -67,6 +68,38 @@ pub struct Config {
     pub reload: Arc<Notify>,
     /// The files' safety-net rescan period.
     pub policies_rescan: Duration,
+    /// The model for `analysis.mode: ai`, when one is configured.
+    pub ai: Option<AiModel>,
+}
+
+/// A configured model and the analyzer's limits.
+pub struct AiModel {
+    /// The client (OpenAI-compatible or Anthropic).
+    pub client: Arc<dyn LlmClient>,
+    /// Concurrency, breaker and cache limits.
+    pub limits: AiLimits,
+}
+
+impl std::fmt::Debug for AiModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiModel")
+            .field("provider", &self.client.provider())
+            .field("model", &self.client.model())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The analyzer's costs, counted in the operator's Prometheus metrics.
+struct PromAi(Arc<crate::metrics::Metrics>);
+
+impl AiMetrics for PromAi {
+    fn ai_request(&self, provider: &str, result: &str, latency: Option<Duration>) {
+        self.0.ai_request(provider, result, latency);
+    }
+    fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
+        self.0.ai_tokens(provider, kind, n);
+    }
 }
 
 /// Why the operator could not start.
@@ -316,8 +349,15 @@ fn context(
             label_filter: config.label_filter.clone(),
         },
         handled: Default::default(),
-        metrics,
+        metrics: metrics.clone(),
         own_decisions: Default::default(),
+        ai: config.ai.as_ref().map(|m| {
+            Arc::new(AiAnalyzer::new(
+                m.client.clone(),
+                Arc::new(PromAi(metrics)),
+                m.limits.clone(),
+            ))
+        }),
     });
     (ctx, receiver, ready)
 }

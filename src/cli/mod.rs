@@ -1,6 +1,8 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod ai;
 pub mod alert;
+pub mod explain;
 pub mod operator_api;
 pub mod policy_cmds;
 pub mod run;
@@ -37,6 +39,8 @@ pub enum Command {
     Describe(policy_cmds::DescribeArgs),
     /// Delete a policy from Redis.
     Delete(policy_cmds::DeleteArgs),
+    /// Show a container's last decision: findings, the rules' verdict and the model's side by side.
+    Explain(explain::ExplainArgs),
     /// Mute notifications (never repairs) for containers or a policy: add, list, expire.
     Silence(silence::SilenceArgs),
     /// Alert channels: `alert test --channel NAME` sends a test notification.
@@ -53,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Get(args) => policy_cmds::get(args).await,
         Command::Describe(args) => policy_cmds::describe(args).await,
         Command::Delete(args) => policy_cmds::delete(args).await,
+        Command::Explain(args) => explain::run(args).await,
         Command::Silence(args) => silence::run(args).await,
         Command::Alert(args) => alert::run(args).await,
         Command::Schema => {

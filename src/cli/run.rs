@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// cannot send one).
     #[arg(long, env = "HEMOSTAT_METRICS_WITHOUT_TOKEN")]
     pub metrics_without_token: bool,
+    /// The LLM analyzer's flags.
+    #[command(flatten)]
+    pub ai: super::ai::AiArgs,
     /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
     #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
     pub alert_timeout: HumanDuration,
@@ -320,6 +323,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         api_token,
         insecure_no_auth,
         metrics_without_token,
+        ai,
         alert_timeout,
         external_alert_agent,
     } = args;
@@ -370,7 +374,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
         );
     }
+    let ai = super::ai::model(&ai, &policies)?;
     let config = crate::app::Config {
+        ai,
         policies,
         listen,
         state_dir: state_dir.unwrap_or_else(default_state_dir),

@@ -8,7 +8,7 @@ use super::context::Handled;
 use crate::analyze::Decision;
 use crate::engine::ContainerInfo;
 use crate::model::wire::{
-    DecisionPayload, Envelope, FalseAlarm, HealthAlert, MetricsSnapshot, Payload,
+    AiNote, DecisionPayload, Envelope, FalseAlarm, HealthAlert, MetricsSnapshot, Payload,
     RemediationNeeded, round1, wire_timestamp_secs,
 };
 use crate::observe::store::Observed;
@@ -92,12 +92,14 @@ pub struct Problem<'a> {
     pub decision_id: &'a str,
 }
 
-/// Publishes `health_alert`, then `false_alarm` when there is no action.
+/// Publishes `health_alert` (before any model is asked: the alert never waits for it).
 pub async fn alert(ctx: &Context, p: &Problem<'_>) {
     publish(ctx, &health_alert(ctx, p)).await;
-    if p.decision.action.is_none() {
-        publish(ctx, &FalseAlarm(decision_payload(ctx, p))).await;
-    }
+}
+
+/// Publishes `false_alarm`: the final decision is to do nothing.
+pub async fn false_alarm(ctx: &Context, p: &Problem<'_>) {
+    publish(ctx, &FalseAlarm(decision_payload(ctx, p))).await;
 }
 
 /// Publishes `remediation_needed` (and remembers the id as this process's own).
@@ -152,6 +154,7 @@ fn decision_payload(ctx: &Context, p: &Problem<'_>) -> DecisionPayload {
         node: ctx.config.node.clone(),
         dry_run: p.policy.spec.remediation.dry_run || ctx.responder.global_dry_run,
         action: p.decision.action,
+        ai: AiNote::of(p.decision),
     }
 }
 

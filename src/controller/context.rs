@@ -118,4 +118,6 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Decision ids this process produced.
     pub own_decisions: OwnDecisions,
+    /// The LLM analyzer for `analysis.mode: ai`, when a model is configured.
+    pub ai: Option<Arc<crate::analyze::llm::AiAnalyzer>>,
 }

@@ -406,6 +406,7 @@ pub fn validate_request(
         method: AnalysisMethod::External,
         findings: Vec::new(),
         primary: Some(FINDING.to_owned()),
+        ai: None,
     };
     Ok(ValidRequest {
         info,
@@ -563,6 +564,7 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
         refusal: Some(refused.reason.label().to_owned()),
         gave_up: false,
         action_started_at: None,
+        ai: Default::default(),
     };
     ctx.sink.publish(Envelope::of(&report.payload())).await;
     if let Err(e) = ctx.store.append_audit(report.audit(Utc::now())).await {

@@ -1,5 +1,6 @@
 //! The reconcile loop: triggers feed a de-duplicating, per-container-exclusive work queue.
 
+pub mod ai;
 pub mod announce;
 pub mod context;
 pub mod driver;

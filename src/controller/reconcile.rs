@@ -52,17 +52,20 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         return Ok(requeue_until(ctx, retry_at));
     }
     let decision_id = uuid::Uuid::new_v4().to_string();
-    let problem = Problem {
-        observed: &observed,
-        seen: &seen,
-        policy: &policy,
-        decision: &decision,
-        decision_id: &decision_id,
-    };
     if turn == Turn::New {
-        announce::alert(ctx, &problem).await;
+        announce::alert(
+            ctx,
+            &problem(&observed, &seen, &policy, &decision, &decision_id),
+        )
+        .await;
     }
+    // The rules decided; with `analysis.mode: ai` the model may now decide within the policy.
+    let decision = super::ai::review(ctx, &policy, &observed, &seen, &safety, decision).await;
+    let problem = problem(&observed, &seen, &policy, &decision, &decision_id);
     let Some(action) = decision.action else {
+        if turn == Turn::New {
+            announce::false_alarm(ctx, &problem).await;
+        }
         remember(ctx, id, signature, None);
         return Ok(Action::Requeue(ctx.config.resync));
     };
@@ -120,6 +123,22 @@ fn analyze_now(
     analyze(policy, &observation)
 }
 
+fn problem<'a>(
+    observed: &'a Observed,
+    seen: &'a ContainerInfo,
+    policy: &'a HealthPolicy,
+    decision: &'a Decision,
+    decision_id: &'a str,
+) -> Problem<'a> {
+    Problem {
+        observed,
+        seen,
+        policy,
+        decision,
+        decision_id,
+    }
+}
+
 fn request<'a>(p: &'a Problem<'a>, observed: &Observed) -> Request<'a> {
     Request {
         policy: p.policy,
@@ -127,7 +146,7 @@ fn request<'a>(p: &'a Problem<'a>, observed: &Observed) -> Request<'a> {
         decision: p.decision,
         decision_id: p.decision_id,
         manual_stop: observed.manual_stop,
-        command: None,
+        command: super::ai::exec_command(p.policy, p.decision),
     }
 }
 

@@ -10,16 +10,21 @@ use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, ExecConfig, HealthStatusEnum,
 };
 use bollard::query_parameters::{
-    EventsOptionsBuilder, ListContainersOptionsBuilder, RestartContainerOptionsBuilder,
-    StartContainerOptions, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptions,
+    RestartContainerOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::{
-    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, EXEC_OUTPUT_LIMIT, EngineError,
-    EventAction, ExecOutcome, HealthStatus, HostInfo, ResourceLimits, ResourceReading, Result,
+    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, Diagnostics, EXEC_OUTPUT_LIMIT,
+    EngineError, EventAction, ExecOutcome, HealthLogEntry, HealthStatus, HostInfo, ResourceLimits,
+    ResourceReading, Result,
 };
+
+/// The most log bytes read for [`ContainerEngine::diagnostics`] (the tail of a chatty container).
+const LOG_BYTES_LIMIT: usize = 64 * 1024;
 
 /// Where bollard connects when `DOCKER_HOST` is unset.
 const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
@@ -494,6 +499,56 @@ impl ContainerEngine for BollardEngine {
         };
         // On timeout the process keeps running inside the container: the API cannot kill an exec.
         with_deadline("exec", timeout, run).await?
+    }
+
+    async fn diagnostics(&self, id: &str, log_lines: usize) -> Result<Diagnostics> {
+        let inspected = with_deadline(
+            "inspect",
+            CALL_TIMEOUT,
+            self.docker.inspect_container(id, None),
+        )
+        .await?
+        .map_err(|e| self.classify("inspect", Some(id), e))?;
+        let health_log = inspected
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.log)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| HealthLogEntry {
+                start: r.start.as_deref().and_then(|t| parse_time(Some(t))),
+                exit_code: r.exit_code,
+                output: r.output.unwrap_or_default(),
+            })
+            .collect();
+        let mut logs = Vec::new();
+        if log_lines > 0 {
+            let options = LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: log_lines.to_string(),
+                ..Default::default()
+            };
+            let read = async {
+                let mut stream = self.docker.logs(id, Some(options));
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| self.classify("logs", Some(id), e))?;
+                    bytes.extend_from_slice(&chunk.into_bytes());
+                    if bytes.len() > LOG_BYTES_LIMIT {
+                        let cut = bytes.len() - LOG_BYTES_LIMIT;
+                        bytes.drain(..cut);
+                    }
+                }
+                Ok::<_, EngineError>(bytes)
+            };
+            let bytes = with_deadline("logs", CALL_TIMEOUT, read).await??;
+            let text = String::from_utf8_lossy(&bytes);
+            logs = text.lines().map(str::to_owned).collect();
+            let skip = logs.len().saturating_sub(log_lines);
+            logs.drain(..skip);
+        }
+        Ok(Diagnostics { health_log, logs })
     }
 }
 

@@ -16,8 +16,8 @@ use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, EngineError, ExecOutcome,
-    HealthStatus, HostInfo, ResourceLimits, ResourceReading, Result,
+    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, Diagnostics, EngineError,
+    ExecOutcome, HealthStatus, HostInfo, ResourceLimits, ResourceReading, Result,
 };
 
 /// One call the responder (or anyone) made on the fake.
@@ -52,6 +52,7 @@ pub struct FakeEngine {
     readings: Mutex<HashMap<String, ResourceReading>>,
     calls: Mutex<Vec<Call>>,
     events: broadcast::Sender<ContainerEvent>,
+    diagnostics: Mutex<HashMap<String, Diagnostics>>,
 }
 
 impl Default for FakeEngine {
@@ -62,6 +63,7 @@ impl Default for FakeEngine {
             readings: Mutex::default(),
             calls: Mutex::default(),
             events: broadcast::channel(1024).0,
+            diagnostics: Mutex::default(),
         }
     }
 }
@@ -131,6 +133,14 @@ impl FakeEngine {
             .lock()
             .expect("fake lock")
             .insert(id.to_owned(), script);
+    }
+
+    /// Sets what `diagnostics(id, _)` answers (the logs are cut to the lines asked for).
+    pub fn set_diagnostics(&self, id: &str, diagnostics: Diagnostics) {
+        self.diagnostics
+            .lock()
+            .expect("fake lock")
+            .insert(id.to_owned(), diagnostics);
     }
 
     /// Sets what `read_resources(id)` answers.
@@ -280,6 +290,22 @@ impl ContainerEngine for FakeEngine {
             exit_code: Some(0),
             output: String::new(),
         }))
+    }
+
+    async fn diagnostics(&self, id: &str, log_lines: usize) -> Result<Diagnostics> {
+        if self.get(id).is_none() {
+            return Err(EngineError::NotFound { id: id.to_owned() });
+        }
+        let mut d = self
+            .diagnostics
+            .lock()
+            .expect("fake lock")
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        let skip = d.logs.len().saturating_sub(log_lines);
+        d.logs.drain(..skip);
+        Ok(d)
     }
 }
 

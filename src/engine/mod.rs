@@ -114,6 +114,9 @@ pub trait ContainerEngine: Send + Sync + 'static {
     async fn start(&self, id: &str) -> Result<()>;
     /// Runs exactly `cmd` (no shell added) and waits up to `timeout`.
     async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome>;
+    /// The healthcheck log and, when `log_lines > 0`, the last `log_lines` lines of output
+    /// (never the environment); read only to explain a problem to a model.
+    async fn diagnostics(&self, id: &str, log_lines: usize) -> Result<Diagnostics>;
 }
 
 #[async_trait::async_trait]
@@ -147,6 +150,9 @@ impl<T: ContainerEngine + ?Sized> ContainerEngine for Arc<T> {
     }
     async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome> {
         (**self).exec(id, cmd, timeout).await
+    }
+    async fn diagnostics(&self, id: &str, log_lines: usize) -> Result<Diagnostics> {
+        (**self).diagnostics(id, log_lines).await
     }
 }
 

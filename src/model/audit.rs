@@ -31,4 +31,13 @@ pub struct AuditRecord {
     /// Which gate refused it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,
+    /// How the decision was reached (`rules`, `ai`, `rule_based_fallback`, `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_method: Option<super::decision::AnalysisMethod>,
+    /// The model's root cause, when its answer was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<String>,
+    /// Why the rules decided although the policy asks for `ai`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
 }

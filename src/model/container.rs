@@ -219,6 +219,26 @@ pub struct ExecOutcome {
     pub output: String,
 }
 
+/// One run of a container's healthcheck (`State.Health.Log`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthLogEntry {
+    /// When the check started.
+    pub start: Option<DateTime<Utc>>,
+    /// Its exit code (0 healthy, 1 unhealthy).
+    pub exit_code: Option<i64>,
+    /// What it printed (the engine keeps at most 4 KiB).
+    pub output: String,
+}
+
+/// What HemoStat reads of a container only to explain a problem to a model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// The engine's last healthcheck runs, oldest first (empty without a healthcheck).
+    pub health_log: Vec<HealthLogEntry>,
+    /// The last log lines (stdout and stderr), oldest first; empty unless asked for.
+    pub logs: Vec<String>,
+}
+
 /// How much exec output is kept.
 pub const EXEC_OUTPUT_LIMIT: usize = 4096;
 

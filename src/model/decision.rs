@@ -202,6 +202,9 @@ pub struct Decision {
     pub findings: Vec<Finding>,
     /// The finding the action answers (its name), for the circuit breaker.
     pub primary: Option<String>,
+    /// `analysis.mode: ai` only: what the model answered beside the rules' verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiReview>,
 }
 
 impl Decision {
@@ -209,4 +212,77 @@ impl Decision {
     pub fn is_remediation(&self) -> bool {
         self.action.is_some()
     }
+
+    /// The model's root cause, when its answer was used.
+    pub fn root_cause(&self) -> Option<&str> {
+        let ai = self.ai.as_ref()?;
+        (self.method == AnalysisMethod::Ai)
+            .then(|| ai.answer.as_ref().map(|a| a.root_cause.as_str()))
+            .flatten()
+    }
+
+    /// Why the rules decided although `analysis.mode` is `ai`.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.ai.as_ref()?.fallback_reason.as_deref()
+    }
+
+    /// The exec command the model chose (an index into the policy's allow-list), when its
+    /// answer was used.
+    pub fn exec_command_index(&self) -> Option<usize> {
+        if self.method != AnalysisMethod::Ai {
+            return None;
+        }
+        self.ai.as_ref()?.answer.as_ref()?.command
+    }
+}
+
+/// A verdict on its own: what one analyzer would do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The action, or `None` for "do nothing".
+    pub action: Option<ActionKind>,
+    /// Why, for people.
+    pub reason: String,
+    /// 0..=1.
+    pub confidence: f64,
+}
+
+/// A model's answer that parsed and named only known things (it may still be refused by the
+/// policy: see [`AiReview::fallback_reason`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelAnswer {
+    /// `restart`, `stop`, `start`, `exec`, or `none`.
+    pub action: String,
+    /// 0..=1.
+    pub confidence: f64,
+    /// Why, for people.
+    pub reason: String,
+    /// What the model thinks is wrong underneath.
+    pub root_cause: String,
+    /// For `exec`: the index of the allow-listed command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<usize>,
+}
+
+/// What the LLM was asked about one decision and what came of it, beside the rules' verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AiReview {
+    /// `openai` or `anthropic`.
+    pub provider: String,
+    /// The model asked.
+    pub model: String,
+    /// What the rules alone decided (the floor).
+    pub rules: Verdict,
+    /// The model's answer, when it gave a well-formed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<ModelAnswer>,
+    /// Why the rules decided instead of the model; `None` when the model's answer was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// The answer came from the cache (the same failure was asked about before).
+    #[serde(default)]
+    pub cached: bool,
+    /// How long the model took, in milliseconds (0 when cached or not asked).
+    #[serde(default)]
+    pub latency_ms: u64,
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::container::{ContainerState, HealthStatus};
-use super::decision::{ActionKind, AnalysisMethod, Finding};
+use super::decision::{ActionKind, AiReview, AnalysisMethod, Decision, Finding};
 
 /// The four event types of the wire protocol, each with its channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -331,6 +331,35 @@ pub struct DecisionPayload {
     /// The action, only when one was decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionKind>,
+    /// What the model said (`analysis.mode: ai` only).
+    #[serde(flatten)]
+    pub ai: AiNote,
+}
+
+/// What the model said about a decision, in `remediation_needed`, `false_alarm` and
+/// `remediation_complete`; every field is absent for decisions of the rules alone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AiNote {
+    /// The model's root cause, when its answer was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<String>,
+    /// Why the rules decided although the policy asks for `ai`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// The rules' verdict and the model's side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiReview>,
+}
+
+impl AiNote {
+    /// The note of a decision.
+    pub fn of(decision: &Decision) -> Self {
+        Self {
+            root_cause: decision.root_cause().map(str::to_owned),
+            fallback_reason: decision.fallback_reason().map(str::to_owned),
+            ai: decision.ai.clone(),
+        }
+    }
 }
 
 /// `remediation_needed`: the analyzer decided to act.
@@ -424,6 +453,9 @@ pub struct RemediationComplete {
     pub refusal: Option<String>,
     /// The circuit breaker opened now and `onGiveUp` ran.
     pub gave_up: bool,
+    /// What the model said (`analysis.mode: ai` only).
+    #[serde(flatten)]
+    pub ai: AiNote,
 }
 
 impl Payload for RemediationComplete {

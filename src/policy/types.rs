@@ -390,12 +390,37 @@ pub enum GiveUp {
 }
 
 /// How findings become decisions.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Analysis {
     /// `rules` (default) or `ai`; `ai` always falls back to the rules.
     #[serde(default)]
     pub mode: AnalysisMode,
+    /// `ai` only: how long the model may take to answer before the rules decide (default 10s).
+    #[serde(default = "default_analysis_timeout")]
+    pub timeout: HumanDuration,
+    /// `ai` only: how many of the container's last log lines may be sent to the model, with
+    /// obvious secrets redacted (default 0: none).
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub include_logs: u32,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            mode: AnalysisMode::default(),
+            timeout: default_analysis_timeout(),
+            include_logs: 0,
+        }
+    }
+}
+
+/// The most log lines `analysis.includeLogs` may ask for.
+pub const MAX_INCLUDE_LOGS: u32 = 1000;
+
+fn default_analysis_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
 }
 
 /// See [`Analysis::mode`].

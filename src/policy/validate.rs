@@ -47,7 +47,44 @@ pub fn validate(policy: &HealthPolicy) -> Vec<Violation> {
     check_probes(&policy.spec.probes, &mut out);
     check_remediation(&policy.spec.remediation, &mut out);
     check_alerts(&policy.spec.alerts, &mut out);
+    check_analysis(&policy.spec.analysis, &mut out);
     out
+}
+
+fn check_analysis(a: &Analysis, out: &mut Vec<Violation>) {
+    check_positive("spec.analysis.timeout", a.timeout, out);
+    if a.timeout.get() > std::time::Duration::from_secs(120) {
+        out.push(Violation::new(
+            "spec.analysis.timeout",
+            format!(
+                "timeout {} is too long: the container waits for the model, give at most 2m (like 10s)",
+                a.timeout
+            ),
+        ));
+    }
+    if a.include_logs > MAX_INCLUDE_LOGS {
+        out.push(Violation::new(
+            "spec.analysis.includeLogs",
+            format!(
+                "includeLogs {} is too many: give at most {MAX_INCLUDE_LOGS} lines",
+                a.include_logs
+            ),
+        ));
+    }
+    if a.mode == AnalysisMode::Rules {
+        if a.include_logs > 0 {
+            out.push(Violation::new(
+                "spec.analysis.includeLogs",
+                "includeLogs only applies to mode: ai (the rules never read logs): set mode: ai or remove includeLogs",
+            ));
+        }
+        if a.timeout != Analysis::default().timeout {
+            out.push(Violation::new(
+                "spec.analysis.timeout",
+                "timeout only applies to mode: ai: set mode: ai or remove timeout",
+            ));
+        }
+    }
 }
 
 /// A DNS-1123 label: what Kubernetes accepts as a name, so policies can live beside manifests.
@@ -473,6 +510,32 @@ mod tests {
                 |p| p.spec.remediation.on_give_up = GiveUp::Stop,
                 "spec.remediation.onGiveUp",
                 "needs stop",
+            ),
+            (
+                |p| p.spec.analysis.include_logs = 5,
+                "spec.analysis.includeLogs",
+                "only applies to mode: ai",
+            ),
+            (
+                |p| {
+                    p.spec.analysis.mode = AnalysisMode::Ai;
+                    p.spec.analysis.include_logs = 5000;
+                },
+                "spec.analysis.includeLogs",
+                "at most 1000",
+            ),
+            (
+                |p| {
+                    p.spec.analysis.mode = AnalysisMode::Ai;
+                    p.spec.analysis.timeout = HumanDuration::default();
+                },
+                "spec.analysis.timeout",
+                "longer than 0s",
+            ),
+            (
+                |p| p.spec.analysis.timeout = HumanDuration::from_secs(3),
+                "spec.analysis.timeout",
+                "only applies to mode: ai",
             ),
             (
                 |p| p.spec.remediation.min_confidence = 1.5,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::audit::AuditRecord;
 use crate::model::decision::AnalysisMethod;
-use crate::model::wire::{ActionResult, RemediationComplete};
+use crate::model::wire::{ActionResult, AiNote, RemediationComplete};
 
 /// Everything an outcome report says.
 #[derive(Clone, Debug)]
@@ -42,6 +42,8 @@ pub struct Report {
     pub gave_up: bool,
     /// When the engine call started, for actions that ran.
     pub action_started_at: Option<DateTime<Utc>>,
+    /// What the model said (`analysis.mode: ai` only).
+    pub ai: AiNote,
 }
 
 impl Report {
@@ -62,6 +64,7 @@ impl Report {
             gate: self.gate.clone(),
             refusal: self.refusal.clone(),
             gave_up: self.gave_up,
+            ai: self.ai.clone(),
         }
     }
 
@@ -80,6 +83,9 @@ impl Report {
             details: self.details,
             action_started_at: self.action_started_at,
             gate: self.gate,
+            analysis_method: Some(self.method),
+            root_cause: self.ai.root_cause,
+            fallback_reason: self.ai.fallback_reason,
         }
     }
 }

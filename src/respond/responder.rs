@@ -371,6 +371,7 @@ impl Responder {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(req.decision_id),
+            ai: crate::model::wire::AiNote::of(req.decision),
         };
         self.sink.publish(Envelope::of(&report.payload())).await;
         if let Err(e) = self.store.append_audit(report.audit(Utc::now())).await {

@@ -147,6 +147,17 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// GET a text document (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nlog:\n{}", self.log_text()));
+        r.text().await.unwrap()
+    }
+
     /// GET a JSON document from the API.
     pub async fn get(&self, path: &str) -> Value {
         let r = self

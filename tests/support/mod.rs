@@ -164,6 +164,8 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// `--restart`: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
     pub restart_policy: Option<&'static str>,
+    /// `--env KEY=VALUE` entries.
+    pub env: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -221,6 +223,12 @@ impl ContainerSpec {
     /// Sets `--cpus`.
     pub fn cpus(mut self, cpus: f64) -> Self {
         self.nano_cpus = Some((cpus * 1e9) as i64);
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push(format!("{key}={value}"));
         self
     }
 
@@ -310,6 +318,7 @@ impl TestRun {
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: Some(spec.cmd),
+            env: (!spec.env.is_empty()).then_some(spec.env),
             labels: Some(labels),
             healthcheck,
             host_config: Some(HostConfig {

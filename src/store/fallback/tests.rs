@@ -126,6 +126,9 @@ fn audit(id: &str) -> AuditRecord {
         details: String::new(),
         action_started_at: None,
         gate: None,
+        analysis_method: None,
+        root_cause: None,
+        fallback_reason: None,
     }
 }
 
