@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs HemoStat's whole test suite: unit tests, policy corpus, and the end-to-end tests on the
 # real Docker engine. Installs what the tests need first (Debian/Ubuntu, as root or via sudo).
+# Builds the operator image once per run (scripts/build-image.sh, tag $HEMOSTAT_TEST_IMAGE,
+# default hemostat:test) and the offline Redis image, for the deployment tests (deploy_*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,13 +10,24 @@ need_apt=()
 command -v busybox >/dev/null && file -L "$(command -v busybox)" 2>/dev/null | grep -q static || need_apt+=(busybox-static)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v file >/dev/null || need_apt+=(file)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v strip >/dev/null || need_apt+=(binutils)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need_apt[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-command -v check-jsonschema >/dev/null || python3 -m pip install -q check-jsonschema
+need_pip=()
+command -v check-jsonschema >/dev/null || need_pip+=(check-jsonschema)
+command -v kubernetes-validate >/dev/null || need_pip+=(kubernetes-validate)
+python3 -c 'import helm_python' 2>/dev/null || need_pip+=(helm-python-sdk==0.2.2)
+if ((${#need_pip[@]})); then
+  echo "test.sh: installing ${need_pip[*]} (pip)"
+  python3 -m pip install -q "${need_pip[@]}"
+fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "test.sh: the Docker engine does not answer (docker info failed); the end-to-end tests need it" >&2
@@ -22,4 +35,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 .ci/check-schema.sh
+export HEMOSTAT_TEST_IMAGE=${HEMOSTAT_TEST_IMAGE:-hemostat:test}
+scripts/build-image.sh "$HEMOSTAT_TEST_IMAGE"
+HEMOSTAT_TEST_REDIS_IMAGE=$(scripts/build-redis-image.sh)
+export HEMOSTAT_TEST_REDIS_IMAGE
 cargo test --locked --lib --bins --tests

@@ -1,5 +1,6 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod healthcheck;
 pub mod policy_cmds;
 pub mod run;
 pub mod validate;
@@ -34,6 +35,9 @@ pub enum Command {
     Describe(policy_cmds::DescribeArgs),
     /// Delete a policy from Redis.
     Delete(policy_cmds::DeleteArgs),
+    /// Ask a running operator whether it is ready (`/readyz`); exit 0 if so, 1 if not (the
+    /// image's HEALTHCHECK: a scratch image has no curl).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Get(args) => policy_cmds::get(args).await,
         Command::Describe(args) => policy_cmds::describe(args).await,
         Command::Delete(args) => policy_cmds::delete(args).await,
+        Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

@@ -175,6 +175,14 @@ pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     Ok(policy)
 }
 
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
     if paths.is_empty() {
         info!(
@@ -183,17 +191,20 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
         return Ok(vec![builtin_policy_from_env()?]);
     }
     let report = load_paths(paths);
+    if report.files == 0 && report.diagnostics.is_empty() {
+        info!(
+            policies = %display_paths(paths),
+            "no policy file in --policies: the built-in default policy governs containers labelled io.hemostat.enable=true"
+        );
+        return Ok(vec![builtin_policy_from_env()?]);
+    }
     for d in &report.diagnostics {
         error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
     }
     if report.policies.is_empty() {
         bail!(
             "no valid policy in {} ({} problem(s) above); fix them, or check with `hemostat validate`",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            display_paths(paths),
             report.diagnostics.len()
         );
     }
@@ -210,19 +221,7 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
     Ok(report.policies.into_iter().map(|p| p.policy).collect())
 }
 
-/// The id of the container this process runs in, if any (from /proc/self/mountinfo, where
-/// Docker bind-mounts /etc/hostname from /var/lib/docker/containers/<id>/).
-pub fn own_container_id() -> Option<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let at = line.find("/containers/")? + "/containers/".len();
-        let id: String = line[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_hexdigit())
-            .collect();
-        (id.len() == 64 && line.contains("/hostname")).then_some(id)
-    })
-}
+pub use crate::observe::host::own_container_id;
 
 async fn shutdown_signal(token: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -1,4 +1,5 @@
 //! Observation of the engine: the store of observed containers and the resource sampler.
 
+pub mod host;
 pub mod sampler;
 pub mod store;

@@ -1,0 +1,254 @@
+//! `deploy/docker-compose.yml` for real: the stack (operator image + a locally built Redis image as REDIS_IMAGE, password from an env file) comes up with the demo profile, repairs the crashing demo containers, and Redis' stream holds the decisions.
+
+mod deploy_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use deploy_support::{docker, operator_image, redis_image};
+use serde_json::Value;
+use support::{busybox_image, wait_for, wait_until};
+
+/// A compose project of one test, always taken down (`down -v`) on drop.
+struct Stack {
+    project: String,
+    files: Vec<PathBuf>,
+    env_file: PathBuf,
+}
+
+impl Stack {
+    fn compose(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("docker-compose");
+        cmd.args(["-p", &self.project, "--env-file"])
+            .arg(&self.env_file);
+        for f in &self.files {
+            cmd.arg("-f").arg(f);
+        }
+        cmd.args(["--profile", "demo"]).args(args);
+        cmd.output()
+            .expect("run docker-compose (Debian's docker-compose package)")
+    }
+
+    fn compose_ok(&self, args: &[&str]) -> String {
+        let out = self.compose(args);
+        assert!(
+            out.status.success(),
+            "`docker-compose {}` failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The id of a service's container.
+    fn id(&self, service: &str) -> String {
+        let id = self.compose_ok(&["ps", "-q", service]);
+        assert!(!id.is_empty(), "service {service} has no container");
+        id
+    }
+
+    /// `hemostat:stream:events`, read with the Redis container's own redis-cli (it knows the
+    /// password through REDISCLI_AUTH).
+    fn stream(&self) -> Vec<Value> {
+        let out = self.compose(&[
+            "exec",
+            "-T",
+            "redis",
+            "redis-cli",
+            "--no-raw",
+            "XRANGE",
+            "hemostat:stream:events",
+            "-",
+            "+",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let quoted = l.trim().split_once(") ")?.1;
+                let s: String = serde_json::from_str(quoted).ok()?;
+                serde_json::from_str::<Value>(&s).ok()
+            })
+            .filter(|v| v.get("type").is_some())
+            .collect()
+    }
+
+    fn logs(&self) -> String {
+        let out = self.compose(&["logs", "--no-color", "hemostat"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let out = self.compose(&["down", "-v", "--remove-orphans", "--timeout", "2"]);
+        if !out.status.success() {
+            eprintln!(
+                "docker-compose down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The override a test adds: the operator observes only this project's containers (other
+/// tests run beside it on this engine), and every container carries the test label.
+fn write_override(dir: &Path, project: &str) -> PathBuf {
+    let services = [
+        "redis",
+        "hemostat",
+        "demo-crash-loop",
+        "demo-cpu-hog",
+        "demo-memory-hog",
+        "demo-unhealthy",
+        "demo-oom",
+        "demo-web",
+    ];
+    let mut yaml = String::from("services:\n");
+    for s in services {
+        yaml.push_str(&format!(
+            "  {s}:\n    labels:\n      hemostat.test: \"1\"\n"
+        ));
+        if s == "hemostat" {
+            yaml.push_str(&format!(
+                "    environment:\n      HEMOSTAT_LABEL_FILTER: com.docker.compose.project={project}\n      HEMOSTAT_SAMPLE_INTERVAL: 2s\n"
+            ));
+        }
+    }
+    let path = dir.join("test-override.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_compose_stack_repairs_the_crashing_demo_containers_and_its_stream_holds_the_decisions()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let project = format!(
+        "hstcompose{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let env_file = dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "REDIS_PASSWORD={password}\nHEMOSTAT_IMAGE={}\nREDIS_IMAGE={}\nDEMO_IMAGE={}\nHEMOSTAT_PORT=0\nHEMOSTAT_NODE_NAME=compose-node\n",
+            operator_image(),
+            redis_image(),
+            busybox_image().await,
+        ),
+    )
+    .unwrap();
+    let stack = Stack {
+        files: vec![
+            repo().join("deploy/docker-compose.yml"),
+            write_override(dir.path(), &project),
+        ],
+        project,
+        env_file,
+    };
+    stack.compose_ok(&["up", "-d"]);
+
+    // Redis answers with the password only, and is protected by its label.
+    let redis = stack.id("redis");
+    let labels = docker(&["inspect", "-f", "{{json .Config.Labels}}", &redis]);
+    assert!(
+        labels.contains("\"io.hemostat.protected\":\"true\""),
+        "{labels}"
+    );
+    let noauth = Command::new("docker")
+        .args([
+            "exec",
+            &redis,
+            "redis-cli",
+            "--no-auth-warning",
+            "-a",
+            "wrong",
+            "PING",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&noauth.stdout).contains("PONG"),
+        "Redis answered a wrong password"
+    );
+
+    let operator = stack.id("hemostat");
+    wait_until(
+        Duration::from_secs(60),
+        "the operator's healthcheck reports healthy",
+        || async { docker(&["inspect", "-f", "{{.State.Health.Status}}", &operator]) == "healthy" },
+    )
+    .await;
+    let logs = stack.logs();
+    assert!(
+        logs.contains("no policy file in --policies"),
+        "deploy/policies/ holds no policy: the built-in policy must govern; logs:\n{logs}"
+    );
+    assert!(
+        logs.contains("shared state and decisions go to Redis"),
+        "the operator must reach Redis through the compose network with the password; logs:\n{logs}"
+    );
+
+    // The crash loop (exit 1 after 5 s) and the OOM (8 MiB) are repaired: a restart each.
+    let names: Vec<(String, String)> = ["demo-crash-loop", "demo-oom", "demo-web"]
+        .iter()
+        .map(|s| {
+            let id = stack.id(s);
+            let name = docker(&["inspect", "-f", "{{.Name}}", &id])
+                .trim_start_matches('/')
+                .to_owned();
+            (s.to_string(), name)
+        })
+        .collect();
+    let stream = wait_for(
+        Duration::from_secs(120),
+        "the stream holds a successful repair of the crash loop and of the OOM",
+        || async {
+            let stream = stack.stream();
+            let repaired = |name: &str| {
+                stream.iter().any(|e| {
+                    e["type"] == "remediation_complete"
+                        && e["data"]["container"] == name
+                        && e["data"]["action"] == "restart"
+                        && e["data"]["result"]["status"] == "success"
+                })
+            };
+            (repaired(&names[0].1) && repaired(&names[1].1)).then_some(stream)
+        },
+    )
+    .await;
+    for (service, name) in &names[..2] {
+        let types: Vec<&str> = stream
+            .iter()
+            .filter(|e| e["data"]["container"] == name.as_str())
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        assert_eq!(
+            &types[..3],
+            ["health_alert", "remediation_needed", "remediation_complete"],
+            "{service}: {types:?}"
+        );
+        let alert = stream
+            .iter()
+            .find(|e| e["data"]["container"] == name.as_str())
+            .unwrap();
+        assert_eq!(alert["data"]["node"], "compose-node");
+        assert_eq!(alert["data"]["policy"], "hemostat-default");
+    }
+    // The healthy web server and the stack's own containers are never acted on.
+    for e in &stream {
+        let c = e["data"]["container"].as_str().unwrap_or_default();
+        assert_ne!(c, names[2].1, "the healthy web server was touched: {e}");
+        assert!(
+            !c.contains("hemostat") && !c.contains("redis"),
+            "the stack's own containers must never be decided on: {e}"
+        );
+    }
+}
