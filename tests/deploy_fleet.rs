@@ -134,6 +134,28 @@ impl Fleet {
     }
 }
 
+/// Polls `f` every 200 ms until it returns `Some`; panics naming `what`, with every node's
+/// logs, after `timeout`.
+async fn eventually<T, F, Fut>(fleet: &Fleet, timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting until {what}; logs:\n{}",
+                fleet.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn node_label(run: &TestRun, node: &str) -> String {
     format!("hst.fleet.node={}-{node}", &run.run_id[..8])
 }
@@ -284,7 +306,8 @@ async fn a_node_cut_off_from_redis_keeps_protecting_and_merges_back_when_reconne
     // Cut off, node-c repairs its crashing container from its local view, and its cooldown
     // still refuses the second failure.
     let cut = fleet.spawn_on("node-c", "cut", CRASH_ALWAYS).await;
-    let local = wait_for(
+    let local = eventually(
+        &fleet,
         Duration::from_secs(60),
         "node-c repairs, then refuses by cooldown, while cut off",
         || async {

@@ -135,7 +135,7 @@ impl UnhealthyImage {
     fn build(run: &TestRun) -> Self {
         let tag = format!("hemostat-test-unhealthy:{}", &run.run_id[..8]);
         let dockerfile = format!(
-            "FROM {}\nLABEL hemostat.test=\"1\"\nHEALTHCHECK --interval=1s --timeout=1s --start-period=0s --retries=1 CMD [\"/hemostat\", \"healthcheck\", \"--url\", \"http://127.0.0.1:1/readyz\"]\n",
+            "FROM {}\nLABEL hemostat.test=\"1\"\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/hemostat\", \"healthcheck\", \"--url\", \"http://127.0.0.1:1/readyz\"]\n",
             operator_image()
         );
         let mut child = Command::new("docker")

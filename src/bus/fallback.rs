@@ -78,6 +78,11 @@ struct Journal {
 /// During an outage, Redis is asked at most once per this period.
 pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a probe in flight keeps other calls on the local view (a little more than the
+/// Redis client's 5 s response timeout). A partition blackholes packets: a probe then waits for
+/// the whole timeout, and without this every call of a reconcile would become a probe in turn.
+pub const PROBE_IN_FLIGHT: Duration = Duration::from_secs(6);
+
 /// The default period of the background re-sync task.
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
 
@@ -142,6 +147,8 @@ pub struct FallbackStore {
     journal_write: Mutex<()>,
     /// During an outage, how often Redis is asked.
     probe_every: Duration,
+    /// How long a probe in flight keeps the other calls local ([`PROBE_IN_FLIGHT`]).
+    probe_in_flight: Duration,
     /// During an outage, when Redis may be asked next.
     next_probe: Mutex<std::time::Instant>,
 }
@@ -172,18 +179,24 @@ impl FallbackStore {
             journal: None,
             journal_write: Mutex::new(()),
             probe_every: DEFAULT_PROBE_EVERY,
+            probe_in_flight: PROBE_IN_FLIGHT,
             next_probe: Mutex::new(std::time::Instant::now()),
         }
     }
 
-    /// During an outage, asks Redis at most once per `every` (zero: on every call).
+    /// During an outage, asks Redis at most once per `every` after the last probe ended
+    /// (zero: on every call, and no hold while a probe is in flight).
     pub fn with_probe_every(mut self, every: Duration) -> Self {
         self.probe_every = every;
+        if every.is_zero() {
+            self.probe_in_flight = Duration::ZERO;
+        }
         self
     }
 
     /// Whether this call should go straight to the local view: an outage is on and another
-    /// call asked Redis less than a probe period ago. Otherwise this call is the probe.
+    /// call is probing Redis or did less than a probe period ago. Otherwise this call is the
+    /// probe (held for at most [`PROBE_IN_FLIGHT`]; its failure restarts the period).
     fn skip_remote(&self) -> bool {
         if !self.in_outage() {
             return false;
@@ -193,7 +206,7 @@ impl FallbackStore {
         if now < *next {
             return true;
         }
-        *next = now + self.probe_every;
+        *next = now + self.probe_every + self.probe_in_flight;
         false
     }
 
@@ -356,9 +369,10 @@ impl FallbackStore {
     }
 
     fn note_failure(&self, op: &'static str, e: &BusError) {
+        // The probe (or the call that found the outage) is over: the next one a period later.
+        *self.next_probe.lock().expect("probe mutex") =
+            std::time::Instant::now() + self.probe_every;
         if !self.outage.swap(true, Ordering::SeqCst) {
-            *self.next_probe.lock().expect("probe mutex") =
-                std::time::Instant::now() + self.probe_every;
             tracing::warn!(
                 op,
                 error = %e,
@@ -891,6 +905,103 @@ mod tests {
             assert_eq!(merge_safety(&b, &a), expected, "{name} (commutative)");
             assert_eq!(merge_safety(&expected, &b), expected, "{name} (idempotent)");
         }
+    }
+
+    /// A Redis behind a partition: every call waits `delay`, then times out.
+    #[derive(Debug)]
+    struct Blackhole {
+        delay: Duration,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Blackhole {
+        async fn fail<T>(&self) -> Result<T> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            Err(BusError::Redis {
+                op: "fake",
+                source: ::redis::RedisError::from((::redis::ErrorKind::Io, "timed out")),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Blackhole {
+        async fn safety(&self, _: &str) -> Result<SafetyState> {
+            self.fail().await
+        }
+        async fn update_safety(
+            &self,
+            _: &str,
+            _: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
+        ) -> Result<SafetyState> {
+            self.fail().await
+        }
+        async fn try_lock(&self, _: &str, _: &str, _: Duration) -> Result<bool> {
+            self.fail().await
+        }
+        async fn unlock(&self, _: &str, _: &str) -> Result<()> {
+            self.fail().await
+        }
+        async fn take_fleet_budget(&self, _: &str, _: u32, _: Duration, _: &str) -> Result<bool> {
+            self.fail().await
+        }
+        async fn append_audit(&self, _: AuditRecord) -> Result<()> {
+            self.fail().await
+        }
+        async fn audit_tail(&self, _: usize) -> Result<Vec<AuditRecord>> {
+            self.fail().await
+        }
+    }
+
+    #[tokio::test]
+    async fn behind_a_partition_only_one_call_at_a_time_waits_for_redis() {
+        let remote = Arc::new(Blackhole {
+            delay: Duration::from_millis(600),
+            calls: Default::default(),
+        });
+        let store = Arc::new(
+            FallbackStore::new(remote.clone(), MemoryStore::ephemeral())
+                .with_probe_every(Duration::from_millis(100)),
+        );
+        // The first call finds the outage (it waits the timeout once).
+        store.safety("n1/web").await.unwrap();
+        assert!(store.in_outage());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // A probe starts and hangs; a reconcile's calls meanwhile are served locally at once.
+        let probe = tokio::spawn({
+            let store = store.clone();
+            async move { store.safety("n1/probe").await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        for i in 0..5 {
+            store
+                .update_safety(&format!("n1/c{i}"), &mut |s| {
+                    s.actions.push(rec("d", 0, Outcome::Pending))
+                })
+                .await
+                .unwrap();
+            store
+                .try_lock(&format!("n1/c{i}"), "me", Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "calls during a probe waited for Redis: {:?}",
+            started.elapsed()
+        );
+        probe.await.unwrap().unwrap();
+        assert_eq!(
+            remote.calls.load(Ordering::SeqCst),
+            2,
+            "one detection, one probe"
+        );
+        // After the probe failed, the next call a period later probes again.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        store.safety("n1/web").await.unwrap();
+        assert_eq!(remote.calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

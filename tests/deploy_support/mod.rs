@@ -292,8 +292,9 @@ impl OperatorContainer {
         OperatorContainer {
             container,
             base,
+            // Generous: during a Redis outage a request may wait for one Redis probe (5 s).
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
         }
