@@ -228,3 +228,26 @@ async fn in_its_image_the_operator_finds_its_own_container_and_never_acts_on_it(
         .unwrap_or_else(|| panic!("no 'running in a container' line in:\n{logs}"));
     assert!(found.contains(&container.id[..12]), "{found}");
 }
+
+#[test]
+fn the_license_file_and_the_image_label_match_cargo_toml() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cargo = std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap();
+    let license = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("license = "))
+        .expect("Cargo.toml has a license")
+        .trim_matches('"');
+    assert_eq!(license, "MIT");
+    let text = std::fs::read_to_string(format!("{root}/LICENSE")).expect("a LICENSE file");
+    assert_eq!(text.lines().next(), Some("MIT License"));
+    assert!(text.contains("Permission is hereby granted, free of charge"));
+    let label = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"org.opencontainers.image.licenses\"}}",
+        &operator_image(),
+    ]);
+    assert_eq!(label, license);
+}
