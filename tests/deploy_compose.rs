@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deploy_support::{docker, operator_image, redis_image};
 use serde_json::Value;
-use support::{busybox_image, wait_for, wait_until};
+use support::{busybox_image, wait_until};
 
 /// A compose project of one test, always taken down (`down -v`) on drop.
 struct Stack {
@@ -196,56 +196,91 @@ async fn the_compose_stack_repairs_the_crashing_demo_containers_and_its_stream_h
         "the operator must reach Redis through the compose network with the password; logs:\n{logs}"
     );
 
-    // The crash loop (exit 1 after 5 s) and the OOM (8 MiB) are repaired: a restart each.
-    let names: Vec<(String, String)> = ["demo-crash-loop", "demo-oom", "demo-web"]
+    // The crash loop (exit 1 after 5 s), the OOM (8 MiB) and the memory hog (87 % for 1 min)
+    // are repaired by a restart each; the web server whose healthcheck always fails is
+    // restarted too, and that restart is reported failed (it comes back unhealthy).
+    let services = [
+        "demo-crash-loop",
+        "demo-oom",
+        "demo-unhealthy",
+        "demo-memory-hog",
+        "demo-web",
+    ];
+    let names: Vec<String> = services
         .iter()
         .map(|s| {
-            let id = stack.id(s);
-            let name = docker(&["inspect", "-f", "{{.Name}}", &id])
+            docker(&["inspect", "-f", "{{.Name}}", &stack.id(s)])
                 .trim_start_matches('/')
-                .to_owned();
-            (s.to_string(), name)
+                .to_owned()
         })
         .collect();
-    let stream = wait_for(
-        Duration::from_secs(120),
-        "the stream holds a successful repair of the crash loop and of the OOM",
-        || async {
-            let stream = stack.stream();
-            let repaired = |name: &str| {
-                stream.iter().any(|e| {
-                    e["type"] == "remediation_complete"
-                        && e["data"]["container"] == name
-                        && e["data"]["action"] == "restart"
-                        && e["data"]["result"]["status"] == "success"
+    let (repaired, web) = (&names[..4], &names[4]);
+    let outcome = |stream: &[Value], name: &str| {
+        stream
+            .iter()
+            .find(|e| {
+                e["type"] == "remediation_complete"
+                    && e["data"]["container"] == name
+                    && e["data"]["action"] == "restart"
+                    && e["data"]["gate"].is_null()
+            })
+            .map(|e| {
+                e["data"]["result"]["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+    };
+    let want = ["success", "success", "failed", "success"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let stream = loop {
+        let stream = stack.stream();
+        let outcomes: Vec<Option<String>> = repaired.iter().map(|n| outcome(&stream, n)).collect();
+        if outcomes.iter().all(Option::is_some) {
+            let got: Vec<&str> = outcomes.iter().flatten().map(String::as_str).collect();
+            assert_eq!(got, want, "restart outcomes of {repaired:?}");
+            break stream;
+        }
+        if std::time::Instant::now() > deadline {
+            let per: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    let types: Vec<String> = stream
+                        .iter()
+                        .filter(|e| e["data"]["container"] == n.as_str())
+                        .map(|e| format!("{} {}", e["type"], e["data"]["result"]["status"]))
+                        .collect();
+                    format!("{n}: {types:?}")
                 })
-            };
-            (repaired(&names[0].1) && repaired(&names[1].1)).then_some(stream)
-        },
-    )
-    .await;
-    for (service, name) in &names[..2] {
-        let types: Vec<&str> = stream
+                .collect();
+            panic!(
+                "timed out waiting until each failing demo container is restarted:\n{}\nlogs:\n{}",
+                per.join("\n"),
+                stack.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for (service, name) in services.iter().zip(repaired) {
+        let mine: Vec<&Value> = stream
             .iter()
             .filter(|e| e["data"]["container"] == name.as_str())
-            .filter_map(|e| e["type"].as_str())
             .collect();
-        assert_eq!(
-            &types[..3],
-            ["health_alert", "remediation_needed", "remediation_complete"],
-            "{service}: {types:?}"
+        let types: Vec<&str> = mine.iter().filter_map(|e| e["type"].as_str()).collect();
+        let alert = types.iter().position(|t| *t == "health_alert");
+        let needed = types.iter().position(|t| *t == "remediation_needed");
+        let complete = types.iter().position(|t| *t == "remediation_complete");
+        assert!(
+            alert < needed && needed < complete && alert.is_some(),
+            "{service}: alert, request and outcome in order: {types:?}"
         );
-        let alert = stream
-            .iter()
-            .find(|e| e["data"]["container"] == name.as_str())
-            .unwrap();
-        assert_eq!(alert["data"]["node"], "compose-node");
-        assert_eq!(alert["data"]["policy"], "hemostat-default");
+        assert_eq!(mine[0]["data"]["node"], "compose-node");
+        assert_eq!(mine[0]["data"]["policy"], "hemostat-default");
     }
     // The healthy web server and the stack's own containers are never acted on.
     for e in &stream {
         let c = e["data"]["container"].as_str().unwrap_or_default();
-        assert_ne!(c, names[2].1, "the healthy web server was touched: {e}");
+        assert_ne!(c, web, "the healthy web server was touched: {e}");
         assert!(
             !c.contains("hemostat") && !c.contains("redis"),
             "the stack's own containers must never be decided on: {e}"
