@@ -128,20 +128,20 @@ EXPECT = {
     ),
     "external-redis-values.yaml": dict(
         present={"DaemonSet", "ConfigMap", "ServiceMonitor", "PrometheusRule"},
-        absent={"StatefulSet", "Secret"},
+        absent={"StatefulSet", "Secret"},  # both secrets exist already
         env={"REDIS_URL": "rediss://redis.platform.svc:6380/2", "RESPONDER_DRY_RUN": "true",
              "HEMOSTAT_POLICIES": "/etc/hemostat/policies", "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS": "true"},
         no_env=set(),
     ),
     "configmap-no-redis-values.yaml": dict(
-        present={"DaemonSet", "Service"},
-        absent={"StatefulSet", "Secret", "ConfigMap"},
+        present={"DaemonSet", "Service", "Secret"},  # the generated API token
+        absent={"StatefulSet", "ConfigMap"},
         env={"HEMOSTAT_POLICIES": "/etc/hemostat/policies", "HEMOSTAT_LABEL_FILTER": "io.hemostat.enable=true"},
         no_env={"REDIS_URL", "REDIS_PASSWORD"},
     ),
     "bundled-ephemeral-values.yaml": dict(
-        present={"StatefulSet", "ServiceMonitor", "PrometheusRule"},
-        absent={"Secret"},
+        present={"StatefulSet", "ServiceMonitor", "PrometheusRule", "Secret"},
+        absent=set(),
         env={"REDIS_URL": "redis://hemostat-redis.hemostat.svc:6379/0"},
         no_env=set(),
     ),
@@ -172,6 +172,11 @@ def check_value_set(path, work, hemostat):
     for name in expect["no_env"]:
         if name in env:
             problem(f"{label}: env {name} should not be set")
+    token = env.get("HEMOSTAT_API_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    secrets = {d["metadata"]["name"] for _, d in docs if d["kind"] == "Secret"}
+    want_secret = values.get("api", {}).get("token", {}).get("existingSecret")
+    if not token or (want_secret and token.get("name") != want_secret) or (not want_secret and token.get("name") not in secrets):
+        problem(f"{label}: HEMOSTAT_API_TOKEN must come from the token Secret: {token} (secrets rendered: {secrets})")
     node = env["HEMOSTAT_NODE_NAME"].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
     if node != "spec.nodeName":
         problem(f"{label}: HEMOSTAT_NODE_NAME must come from the downward API spec.nodeName, got {node!r}")
@@ -220,6 +225,7 @@ BAD_VALUES = [
     ({"policies": {"web.yaml": "kind: HealthPolicy"}}, "web.yaml"),
     ({"policies": {"web.json": {"apiVersion": "hemostat.io/v1alpha1", "kind": "HealthPolicy", "metadata": {}, "spec": {}}}}, "web.json"),
     ({"state": {"type": "pvc"}}, "type"),
+    ({"api": {"token": "plain-text-token"}}, "token"),
     # combinations the templates refuse (accepted and then ignored otherwise)
     ({"redis": {"enabled": True, "url": "redis://elsewhere:6379"}}, "redis.enabled=false"),
     ({"redis": {"enabled": False}, "operator": {"acceptExternalRequests": True}}, "needs Redis"),

@@ -138,7 +138,7 @@ async fn the_compose_stack_repairs_the_crashing_demo_containers_and_its_stream_h
     std::fs::write(
         &env_file,
         format!(
-            "REDIS_PASSWORD={password}\nHEMOSTAT_IMAGE={}\nREDIS_IMAGE={}\nDEMO_IMAGE={}\nHEMOSTAT_PORT=0\nHEMOSTAT_NODE_NAME=compose-node\n",
+            "REDIS_PASSWORD={password}\nHEMOSTAT_API_TOKEN={password}-api\nHEMOSTAT_IMAGE={}\nREDIS_IMAGE={}\nDEMO_IMAGE={}\nHEMOSTAT_PORT=0\nHEMOSTAT_NODE_NAME=compose-node\n",
             operator_image(),
             redis_image(),
             busybox_image().await,

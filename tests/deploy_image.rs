@@ -187,6 +187,10 @@ async fn in_its_image_the_operator_finds_its_own_container_and_never_acts_on_it(
                 ("HEMOSTAT_POLICIES".into(), "/etc/hemostat/policies".into()),
                 ("HEMOSTAT_LABEL_FILTER".into(), run.label.clone()),
                 ("HEMOSTAT_RESYNC_INTERVAL".into(), "2s".into()),
+                (
+                    "HEMOSTAT_API_TOKEN".into(),
+                    deploy_support::API_TOKEN.into(),
+                ),
             ],
             labels: vec![
                 ("role".into(), "self".into()),

@@ -25,6 +25,9 @@ use crate::support::{RUN_LABEL, TEST_LABEL, TestRun};
 pub const IMAGE_ENV: &str = "HEMOSTAT_TEST_IMAGE";
 /// The environment variable naming a Redis image to use instead of building one.
 pub const REDIS_IMAGE_ENV: &str = "HEMOSTAT_TEST_REDIS_IMAGE";
+/// The API token of every operator container of the tests: in the image the operator listens
+/// on 0.0.0.0, where reads of the API need `Authorization: Bearer <token>`.
+pub const API_TOKEN: &str = "hemostat-test-token-0123456789abcdef";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -264,6 +267,7 @@ impl OperatorContainer {
             ("HEMOSTAT_SAMPLE_INTERVAL".into(), "1s".into()),
             ("HEMOSTAT_RESYNC_INTERVAL".into(), "5s".into()),
             ("LOG_LEVEL".into(), "hemostat=debug,info".into()),
+            ("HEMOSTAT_API_TOKEN".into(), API_TOKEN.into()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
         let spec = Spec {
@@ -294,6 +298,14 @@ impl OperatorContainer {
             base,
             // Generous: during a Redis outage a request may wait for one Redis probe (5 s).
             http: reqwest::Client::builder()
+                .default_headers(
+                    [(
+                        reqwest::header::AUTHORIZATION,
+                        format!("Bearer {API_TOKEN}").parse().unwrap(),
+                    )]
+                    .into_iter()
+                    .collect(),
+                )
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),

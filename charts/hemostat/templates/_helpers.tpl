@@ -95,3 +95,8 @@ app.kubernetes.io/component: redis
 {{- fail "redis.auth.existingSecret is set but there is no Redis: keep redis.enabled=true or set redis.url" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret holding the API token. */}}
+{{- define "hemostat.apiTokenSecret" -}}
+{{- default (printf "%s-api-token" (include "hemostat.fullname" .)) .Values.api.token.existingSecret -}}
+{{- end -}}
