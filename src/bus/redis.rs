@@ -11,7 +11,7 @@
 //! | stats | `hemostat:stats:<container>` | TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`], no TTL |
 //! | in-flight lock | `hemostat:lock:<node>/<container>` | owner id, `PX` ttl |
-//! | audit | `hemostat:audit` | list, newest first, 1000 |
+//! | audit | `hemostat:audit` | list, newest first, 1000; a record identical to one of the newest 100 is not added again |
 //!
 //! Two nodes may run containers of the same name. The original's keys
 //! (`hemostat:stats:<container>`, `hemostat:remediation:<container>`) are kept for its
@@ -155,6 +155,24 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// Appends an audit record unless an identical one is among the newest [`AUDIT_DEDUP_WINDOW`]
+/// (a retry whose first attempt did reach Redis, e.g. written into a connection a partition
+/// had cut and delivered when it healed), then caps the list. ARGV[1] = record, ARGV[2] = cap,
+/// ARGV[3] = window. One key, so it works on Redis Cluster.
+const AUDIT_LUA: &str = r"
+for _, seen in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
+  if seen == ARGV[1] then
+    return 0
+  end
+end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+";
+
+/// How many of the newest audit records an append compares with.
+pub const AUDIT_DEDUP_WINDOW: usize = 100;
 
 /// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
 const REMEDIATION_LUA: &str = r"
@@ -702,18 +720,15 @@ impl StateStore for RedisBus {
 
     async fn append_audit(&self, record: AuditRecord) -> Result<()> {
         let json = serde_json::to_string(&record).expect("an audit record is always serialisable");
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LPUSH")
+        let cmd = redis::cmd("EVAL")
+            .arg(AUDIT_LUA)
+            .arg(1)
             .arg(AUDIT_KEY)
             .arg(json)
-            .ignore()
-            .cmd("LTRIM")
-            .arg(AUDIT_KEY)
-            .arg(0)
-            .arg(AUDIT_CAP - 1)
-            .ignore();
-        self.query_pipe("append audit", &pipe).await
+            .arg(AUDIT_CAP)
+            .arg(AUDIT_DEDUP_WINDOW)
+            .clone();
+        self.query::<i64>("append audit", &cmd).await.map(|_| ())
     }
 
     async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
