@@ -128,6 +128,11 @@ impl Metrics {
             m.reconciles.clone(),
         );
         registry.register(
+            "store_bad_values",
+            "Keys of the shared store holding something that is not HemoStat's (wrong type, junk), each reported once",
+            crate::bus::BAD_VALUES.clone(),
+        );
+        registry.register(
             "reconcile_errors",
             "Reconciles that failed, by error",
             m.reconcile_errors.clone(),

@@ -210,10 +210,7 @@ async fn liveness_is_always_ok_and_readiness_flips_once_ready() {
 
     let before = h.get("/readyz").await;
     assert_eq!(before.status(), 503);
-    assert_eq!(
-        before.text().await.unwrap(),
-        "not ready: waiting for the first full container list"
-    );
+    assert_eq!(before.text().await.unwrap(), hemostat::http::NOT_READY);
     h.ready.store(true, Ordering::Release);
     let after = h.get("/readyz").await;
     assert_eq!(after.status(), 200);

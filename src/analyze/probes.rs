@@ -143,8 +143,7 @@ fn threshold_probe(
     if percent <= above {
         return;
     }
-    let sustain = chrono::Duration::from_std(sustain).unwrap_or(chrono::Duration::MAX);
-    let window_start = obs.now - sustain;
+    let window_start = crate::respond::safety::earlier(obs.now, sustain);
     // Sustained: every sample in the window is above, and the samples reach back to its start.
     let covered = samples
         .first()
@@ -196,7 +195,7 @@ fn threshold_probe(
             message: format!(
                 "Transient {label} spike: {percent:.1}% of limit for {} of the {} required",
                 compact(std::time::Duration::from_secs(for_secs)),
-                compact(sustain.to_std().unwrap_or_default())
+                compact(sustain)
             ),
         });
     }
@@ -209,8 +208,7 @@ fn leak_probe(
     found: &mut Vec<Finding>,
 ) {
     let samples = current_life(obs);
-    let sustain = chrono::Duration::from_std(sustain).unwrap_or(chrono::Duration::MAX);
-    let window_start = obs.now - sustain;
+    let window_start = crate::respond::safety::earlier(obs.now, sustain);
     if samples.first().is_none_or(|f| f.at > window_start) {
         return;
     }

@@ -399,6 +399,39 @@ mod tests {
         }
     }
 
+    /// The probe's `memory.for`, `cpu.for`, `memoryLeak.for`, `restartLoop.within` and
+    /// `unhealthyFor` far beyond any clock: refused by validation, and harmless here anyway.
+    #[test]
+    fn huge_probe_windows_never_panic() {
+        let huge = crate::policy::HumanDuration::from_secs(u64::MAX);
+        let mut policy = default_policy();
+        policy.spec.probes.memory_leak = Some(Default::default());
+        let p = &mut policy.spec.probes;
+        p.cpu.as_mut().unwrap().for_ = huge;
+        p.memory.as_mut().unwrap().for_ = huge;
+        p.memory_leak.as_mut().unwrap().for_ = huge;
+        p.restart_loop = Some(crate::policy::types::RestartLoopProbe {
+            restarts: 1,
+            within: huge,
+        });
+        p.healthcheck = Some(crate::policy::types::HealthcheckProbe {
+            unhealthy_for: huge,
+        });
+        let running = info(ContainerState::Running);
+        let points = usage(&[99.0; 10], 10, 0);
+        let obs = Observation {
+            info: &running,
+            now: t(0),
+            usage: &points,
+            restarts: &[t(-5)],
+            manual_stop: false,
+            unhealthy_since: Some(t(-100)),
+            failed_repairs: 0,
+        };
+        let d = analyze(&policy, &obs);
+        assert!(d.reason.contains("Restart loop"), "{d:?}");
+    }
+
     #[test]
     fn a_leak_is_a_steady_climb_over_the_window() {
         let mut policy = default_policy();

@@ -122,8 +122,10 @@ fn combine(a: Outcome, b: Outcome) -> Outcome {
     }
 }
 
+/// Redis is unreachable: only then does the local view stand in. An error reply (a key of the
+/// wrong type…) is passed on, never taken for an outage (two operators would both act).
 fn is_redis(e: &BusError) -> bool {
-    matches!(e, BusError::Redis { .. })
+    e.is_outage()
 }
 
 /// Redis first, the local view during an outage; see the module documentation.
@@ -201,7 +203,10 @@ impl FallbackStore {
         if !self.in_outage() {
             return false;
         }
-        let mut next = self.next_probe.lock().expect("probe mutex");
+        let mut next = self
+            .next_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
         if now < *next {
             return true;
@@ -230,7 +235,7 @@ impl FallbackStore {
         let added = self
             .dirty
             .lock()
-            .expect("dirty mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.to_owned());
         if added {
             self.save_journal();
@@ -242,7 +247,10 @@ impl FallbackStore {
     async fn append_local(&self, record: AuditRecord) -> Result<()> {
         self.local.append_audit(record.clone()).await?;
         {
-            let mut backlog = self.backlog.lock().expect("backlog mutex");
+            let mut backlog = self
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             backlog.push_back(record);
             while backlog.len() > RETAINED {
                 backlog.pop_front();
@@ -302,16 +310,23 @@ impl FallbackStore {
         let Some(path) = &self.journal else {
             return;
         };
-        let _one = self.journal_write.lock().expect("journal mutex");
+        let _one = self
+            .journal_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let journal = Journal {
             dirty: self
                 .dirty
                 .lock()
-                .expect("dirty mutex")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
                 .cloned()
                 .collect(),
-            audit_backlog: self.backlog.lock().expect("backlog mutex").clone(),
+            audit_backlog: self
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         };
         let bytes = serde_json::to_vec(&journal).expect("the journal is always serialisable");
         let tmp = path.with_extension("json.tmp");
@@ -338,7 +353,7 @@ impl FallbackStore {
         let mut keys: Vec<String> = self
             .dirty
             .lock()
-            .expect("dirty mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .cloned()
             .collect();
@@ -348,21 +363,32 @@ impl FallbackStore {
 
     /// Audit records waiting for the remote.
     pub fn audit_backlog_len(&self) -> usize {
-        self.backlog.lock().expect("backlog mutex").len()
+        self.backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     fn has_pending(&self) -> bool {
-        !self.dirty.lock().expect("dirty mutex").is_empty() || self.audit_backlog_len() > 0
+        !self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+            || self.audit_backlog_len() > 0
     }
 
     fn is_dirty(&self, key: &str) -> bool {
-        self.dirty.lock().expect("dirty mutex").contains(key)
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(key)
     }
 
     fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.key_locks
             .lock()
-            .expect("key lock mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(key.to_owned())
             .or_default()
             .clone()
@@ -370,7 +396,10 @@ impl FallbackStore {
 
     fn note_failure(&self, op: &'static str, e: &BusError) {
         // The probe (or the call that found the outage) is over: the next one a period later.
-        *self.next_probe.lock().expect("probe mutex") =
+        *self
+            .next_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
             std::time::Instant::now() + self.probe_every;
         if !self.outage.swap(true, Ordering::SeqCst) {
             tracing::warn!(
@@ -444,7 +473,11 @@ impl FallbackStore {
         };
         self.note_success();
         self.mirror(key, &merged).await;
-        let removed = self.dirty.lock().expect("dirty mutex").remove(key);
+        let removed = self
+            .dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
         if removed {
             self.save_journal();
         }
@@ -470,13 +503,22 @@ impl FallbackStore {
     async fn drain_audit(&self) -> Result<()> {
         let _one = self.draining.lock().await;
         loop {
-            let Some(record) = self.backlog.lock().expect("backlog mutex").front().cloned() else {
+            let Some(record) = self
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .front()
+                .cloned()
+            else {
                 return Ok(());
             };
             match self.remote.append_audit(record).await {
                 Ok(()) => {
                     self.note_success();
-                    self.backlog.lock().expect("backlog mutex").pop_front();
+                    self.backlog
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .pop_front();
                     self.save_journal();
                 }
                 Err(e) => {

@@ -96,7 +96,10 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl StateStore for MemoryStore {
     async fn safety(&self, key: &str) -> Result<SafetyState> {
-        let durable = self.durable.lock().expect("store mutex");
+        let durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(durable.safety.get(key).cloned().unwrap_or_default())
     }
 
@@ -105,7 +108,10 @@ impl StateStore for MemoryStore {
         key: &str,
         update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
     ) -> Result<SafetyState> {
-        let mut durable = self.durable.lock().expect("store mutex");
+        let mut durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut state = durable.safety.get(key).cloned().unwrap_or_default();
         update(&mut state);
         let previous = durable.safety.insert(key.to_owned(), state.clone());
@@ -121,19 +127,30 @@ impl StateStore for MemoryStore {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let mut locks = self.locks.lock().expect("lock mutex");
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         match locks.get(key) {
             Some((holder, until)) if holder != owner && *until > now => Ok(false),
             _ => {
-                locks.insert(key.to_owned(), (owner.to_owned(), now + ttl));
+                // A TTL too large for the clock holds "for good" (a year) rather than panicking.
+                let until = now
+                    .checked_add(ttl)
+                    .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+                    .unwrap_or(now);
+                locks.insert(key.to_owned(), (owner.to_owned(), until));
                 Ok(true)
             }
         }
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
-        let mut locks = self.locks.lock().expect("lock mutex");
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if locks.get(key).is_some_and(|(holder, _)| holder == owner) {
             locks.remove(key);
         }
@@ -147,7 +164,10 @@ impl StateStore for MemoryStore {
         per: Duration,
         _id: &str,
     ) -> Result<bool> {
-        let mut budgets = self.budgets.lock().expect("budget mutex");
+        let mut budgets = self
+            .budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken = budgets.entry(budget.to_owned()).or_default();
         let now = Instant::now();
         while taken.front().is_some_and(|t| now.duration_since(*t) >= per) {
@@ -161,7 +181,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn append_audit(&self, record: AuditRecord) -> Result<()> {
-        let mut durable = self.durable.lock().expect("store mutex");
+        let mut durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         durable.audit.push_back(record);
         while durable.audit.len() > RETAINED {
             durable.audit.pop_front();
@@ -170,7 +193,10 @@ impl StateStore for MemoryStore {
     }
 
     async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {
-        let durable = self.durable.lock().expect("store mutex");
+        let durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let skip = durable.audit.len().saturating_sub(limit);
         Ok(durable.audit.iter().skip(skip).cloned().collect())
     }
@@ -196,7 +222,10 @@ impl Default for MemorySink {
 impl EventSink for MemorySink {
     async fn publish(&self, envelope: Envelope) {
         {
-            let mut recent = self.recent.lock().expect("sink mutex");
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             recent.push_back(envelope.clone());
             while recent.len() > RETAINED {
                 recent.pop_front();
@@ -210,7 +239,10 @@ impl EventSink for MemorySink {
     }
 
     async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
-        let recent = self.recent.lock().expect("sink mutex");
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let matching: Vec<&Envelope> = recent
             .iter()
             .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))
@@ -331,5 +363,20 @@ mod tests {
             [3, 4]
         );
         assert_eq!(sink.recent(None, 10).await.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_lock_ttl_too_large_for_the_clock_holds_instead_of_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemoryStore::open(dir.path()).unwrap();
+        assert!(store.try_lock("k", "a", Duration::MAX).await.unwrap());
+        assert!(!store.try_lock("k", "b", Duration::MAX).await.unwrap());
+        store.unlock("k", "a").await.unwrap();
+        assert!(
+            store
+                .try_lock("k", "b", Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
     }
 }

@@ -10,8 +10,11 @@ pub mod fallback;
 pub mod memory;
 pub mod redis;
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 pub use envelope::{Envelope, EventType};
@@ -57,6 +60,13 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// Redis is unreachable (connection refused, dropped, timed out): the outage path applies.
+    /// An error *reply* (`WRONGTYPE`, `ERR`…) is not an outage: Redis answered, and falling
+    /// back to a local view then would let two operators act on one failure.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Redis { source, .. } if self::redis::is_connection_error(source))
+    }
+
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -65,6 +75,38 @@ impl BusError {
             Self::Redis { .. } => "redis",
             Self::RedisConfig { .. } => "redis_config",
         }
+    }
+}
+
+/// Values found in the shared store that are not HemoStat's (a key of the wrong type, an entry
+/// that is not JSON of the expected shape): each key is reported once, logged and counted in
+/// `hemostat_store_bad_values_total`; the value is skipped or replaced, never acted on twice.
+pub static BAD_VALUES: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Keys already reported (bounded).
+static REPORTED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+/// Reports a bad value at `key` once: a warning with what was done, and the counter.
+pub fn report_bad_value(key: &str, problem: &str, handling: &str) {
+    let first = {
+        let mut reported = REPORTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reported.len() >= 4096 {
+            reported.clear();
+        }
+        reported.insert(key.to_owned())
+    };
+    if first {
+        BAD_VALUES.inc();
+        tracing::warn!(
+            key = %crate::policy::remote::printable(key),
+            problem = %crate::policy::remote::printable(problem),
+            handling,
+            "a value in the shared store is not HemoStat's (reported once per key): delete or fix the key"
+        );
+    } else {
+        tracing::debug!(key = %crate::policy::remote::printable(key), problem, "bad value in the shared store, again");
     }
 }
 

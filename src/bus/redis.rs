@@ -10,7 +10,7 @@
 //! | remediation | `hemostat:remediation:<container>` | `{last_action, count}`, TTL 3600 s |
 //! | stats | `hemostat:stats:<container>` | TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`], no TTL |
-//! | in-flight lock | `hemostat:lock:<node>/<container>` | owner id, `PX` ttl |
+//! | in-flight lock | `hemostat:lock:engine:<engine id>/<container id>` | owner id, `PX` ttl |
 //! | audit | `hemostat:audit` | list, newest first, 1000; a record identical to one of the newest 100 is not added again |
 //!
 //! Two nodes may run containers of the same name. The original's keys
@@ -62,6 +62,8 @@ pub const AUDIT_CAP: usize = 1000;
 pub const LOCAL_RECENT: usize = 1000;
 
 /// Envelopes sent per `MULTI`/`EXEC`.
+/// The longest expiry or window sent to Redis: a year, in milliseconds.
+const MAX_EXPIRY_MS: u64 = 365 * 86_400 * 1_000;
 const BATCH: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -139,7 +141,15 @@ return 0
 ";
 
 /// Takes or refreshes a lock: free, or already held by the same owner.
+/// A key of another type (junk written into it) is replaced by the lock (returns 2, reported
+/// once): only one caller replaces it, so the junk never lets two operators act.
 const LOCK_LUA: &str = r"
+local ty = redis.call('TYPE', KEYS[1]).ok
+if ty ~= 'none' and ty ~= 'string' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -150,7 +160,7 @@ return 0
 
 /// Deletes a lock only if the owner holds it.
 const UNLOCK_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -301,7 +311,12 @@ impl Drop for RedisBus {
 }
 
 /// Connection errors (as opposed to Redis answering with an error): worth one more try.
-fn is_connection_error(e: &RedisError) -> bool {
+/// A `WRONGTYPE` reply: a key holds another type than HemoStat writes there.
+pub(crate) fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
+}
+
+pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -368,7 +383,11 @@ impl RedisBus {
 
     /// Envelopes waiting for Redis (including the batch being sent).
     pub fn outbox_len(&self) -> usize {
-        self.shared.queue.lock().expect("outbox mutex").len()
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
             + self.shared.in_flight.load(Ordering::SeqCst)
     }
 
@@ -440,7 +459,11 @@ impl RedisBus {
     }
 
     fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
-        let local = self.shared.local.lock().expect("local mutex");
+        let local = self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let matching: Vec<&Envelope> = local
             .iter()
             .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))
@@ -459,7 +482,10 @@ async fn drain(shared: Arc<Shared>) {
     loop {
         while batch.is_empty() {
             {
-                let mut queue = shared.queue.lock().expect("outbox mutex");
+                let mut queue = shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let n = queue.len().min(BATCH);
                 batch.extend(queue.drain(..n));
                 shared.in_flight.store(batch.len(), Ordering::SeqCst);
@@ -483,6 +509,23 @@ async fn drain(shared: Arc<Shared>) {
                     );
                     failing = false;
                 }
+                shared
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                batch.clear();
+                shared.in_flight.store(0, Ordering::SeqCst);
+                backoff = BACKOFF_MIN;
+                server_errors = 0;
+            }
+            Err(e) if is_wrong_type(&e) => {
+                // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
+                // sending it again would publish every envelope again. Delivered, and the
+                // wrong-typed key reported once.
+                super::report_bad_value(
+                    &e.to_string(),
+                    "a key of the envelopes' path has the wrong type",
+                    "envelopes delivered everywhere else, never sent twice",
+                );
                 shared
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::SeqCst);
@@ -530,14 +573,22 @@ impl EventSink for RedisBus {
         let pending = Pending::new(&envelope);
         let _ = self.shared.live.send(envelope.clone());
         {
-            let mut local = self.shared.local.lock().expect("local mutex");
+            let mut local = self
+                .shared
+                .local
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             local.push_back(envelope);
             while local.len() > LOCAL_RECENT {
                 local.pop_front();
             }
         }
         let overflow = {
-            let mut queue = self.shared.queue.lock().expect("outbox mutex");
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             queue.push_back(pending);
             let mut overflow = Vec::new();
             while queue.len() > self.shared.capacity {
@@ -552,7 +603,11 @@ impl EventSink for RedisBus {
                 .fetch_add(overflow.len() as u64, Ordering::SeqCst)
                 + overflow.len() as u64;
             // One warning per second at most, each naming what it reports on.
-            let mut last = self.shared.last_drop_report.lock().expect("report mutex");
+            let mut last = self
+                .shared
+                .last_drop_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let unreported = self
                 .shared
                 .dropped_unreported
@@ -682,7 +737,9 @@ impl StateStore for RedisBus {
         per: Duration,
         id: &str,
     ) -> Result<bool> {
-        let window_ms = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window_ms = u64::try_from(per.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_EXPIRY_MS);
         let cmd = redis::cmd("EVAL")
             .arg(FLEET_BUDGET_LUA)
             .arg(1)
@@ -696,7 +753,10 @@ impl StateStore for RedisBus {
     }
 
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Redis refuses an expiry it cannot add to its clock: at most a year.
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_EXPIRY_MS);
         let cmd = redis::cmd("EVAL")
             .arg(LOCK_LUA)
             .arg(1)
@@ -704,8 +764,16 @@ impl StateStore for RedisBus {
             .arg(owner)
             .arg(ttl_ms)
             .clone();
+        let redis_key = lock_redis_key(key);
         let took: i64 = self.query("take lock", &cmd).await?;
-        Ok(took == 1)
+        if took == 2 {
+            super::report_bad_value(
+                &redis_key,
+                "not a string (wrong type)",
+                "replaced by the lock",
+            );
+        }
+        Ok(took >= 1)
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<()> {
@@ -741,25 +809,41 @@ impl StateStore for RedisBus {
             .arg(limit.min(AUDIT_CAP) - 1)
             .clone();
         let newest_first: Vec<String> = self.query("read audit", &cmd).await?;
-        newest_first
+        // One junk entry never breaks the listing: it is skipped and reported.
+        Ok(newest_first
             .iter()
             .rev()
-            .map(|json| {
-                serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-                    path: AUDIT_KEY.to_owned(),
-                    source,
-                })
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    super::report_bad_value(
+                        AUDIT_KEY,
+                        &format!("an entry is not an audit record: {e}"),
+                        "skipped in listings",
+                    );
+                    None
+                }
             })
-            .collect()
+            .collect())
     }
 }
 
+/// A safety state that is not one (junk written into the key) is an error, never a reset that
+/// would forget cooldowns and breakers; it is reported once (log, metric) so a person fixes it,
+/// and listings show the container without it.
 fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
     match json {
         None => Ok(SafetyState::default()),
-        Some(json) => serde_json::from_str(json).map_err(|source| BusError::Corrupt {
-            path: redis_key.to_owned(),
-            source,
+        Some(json) => serde_json::from_str(json).map_err(|source| {
+            super::report_bad_value(
+                redis_key,
+                &format!("not a safety state: {source}"),
+                "no action on this container until it is fixed or deleted; listings skip it",
+            );
+            BusError::Corrupt {
+                path: redis_key.to_owned(),
+                source,
+            }
         }),
     }
 }

@@ -24,7 +24,7 @@ pub enum Command {
     /// Print the JSON Schema (2020-12) of the HealthPolicy document.
     Schema,
     /// Run the operator: watch the engine, analyze, repair within the policies' limits.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Create or update policies in Redis from files (`healthpolicy/NAME created|configured|unchanged`).
     Apply(policy_cmds::ApplyArgs),
     /// Show what `apply` would change; exits 0 when nothing, 1 when something would change.
@@ -44,7 +44,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate(args) => Ok(validate::run(args)),
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Apply(args) => policy_cmds::apply(args).await,
         Command::Diff(args) => policy_cmds::diff(args).await,
         Command::Get(args) => policy_cmds::get(args).await,

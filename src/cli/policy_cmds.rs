@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use redis::IntoConnectionInfo as _;
 
 use crate::http::api::ContainerView;
-use crate::policy::remote::{DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml};
+use crate::policy::remote::{
+    DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
+};
 use crate::policy::{HealthPolicy, load_paths};
 
 /// Where Redis is. `--redis-url`/`REDIS_URL` wins; otherwise `REDIS_HOST`/`REDIS_PORT`;
@@ -336,12 +338,12 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
     let mut repo = connect(&args.redis).await?;
     if repo.delete(&args.name).await? {
-        println!("healthpolicy/{} deleted", args.name);
+        println!("healthpolicy/{} deleted", printable(&args.name));
         Ok(0)
     } else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
-            args.name
+            printable(&args.name)
         );
         Ok(1)
     }
@@ -370,7 +372,10 @@ async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
         Some(name) => match repo.get(name).await? {
             Some(p) => vec![p],
             None => {
-                eprintln!("error: healthpolicy/{name} not found in Redis (hemostat:policies)");
+                eprintln!(
+                    "error: healthpolicy/{} not found in Redis (hemostat:policies)",
+                    printable(name)
+                );
                 return Ok(1);
             }
         },
@@ -380,7 +385,7 @@ async fn get_policies(args: GetArgs) -> anyhow::Result<i32> {
         if let Err(diagnostics) = &p.parsed {
             eprintln!(
                 "warning: the stored value of healthpolicy/{} is not a valid policy (the operator ignores it):",
-                p.name
+                printable(&p.name)
             );
             for d in diagnostics {
                 eprintln!("  {d}");
@@ -436,7 +441,7 @@ fn policies_table(all: &[StoredPolicy]) -> String {
         });
         let row = match &p.parsed {
             Ok(policy) => vec![
-                p.name.clone(),
+                printable(&p.name).into_owned(),
                 policy.spec.priority.to_string(),
                 actions(policy),
                 policy.spec.remediation.dry_run.to_string(),
@@ -445,7 +450,7 @@ fn policies_table(all: &[StoredPolicy]) -> String {
                 "yes".to_owned(),
             ],
             Err(_) => vec![
-                p.name.clone(),
+                printable(&p.name).into_owned(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -615,12 +620,12 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     let Some(stored) = repo.get(&args.name).await? else {
         eprintln!(
             "error: healthpolicy/{} not found in Redis (hemostat:policies)",
-            args.name
+            printable(&args.name)
         );
         return Ok(1);
     };
     let mut out = String::new();
-    out.push_str(&format!("Name:         {}\n", stored.name));
+    out.push_str(&format!("Name:         {}\n", printable(&stored.name)));
     out.push_str("Source:       redis hemostat:policies\n");
     if let Some(meta) = &stored.meta {
         out.push_str(&format!("Generation:   {}\n", meta.generation));

@@ -1,7 +1,7 @@
 //! `hemostat run`: the operator itself.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -77,9 +77,20 @@ pub struct RunArgs {
     /// Redis port (default 6379).
     #[arg(long, env = "REDIS_PORT")]
     pub redis_port: Option<u16>,
-    /// Redis password (never logged).
+    /// Redis password (never logged). On the command line it is readable by every user in
+    /// `ps`: prefer REDIS_PASSWORD_FILE or --redis-url-file.
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// A file holding the Redis URL (with its password), instead of --redis-url.
+    #[arg(long, env = "REDIS_URL_FILE", conflicts_with = "redis_url")]
+    pub redis_url_file: Option<PathBuf>,
+    /// A file holding the Redis password, instead of --redis-password.
+    #[arg(long, env = "REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
+    pub redis_password_file: Option<PathBuf>,
+    /// At most this many open HTTP connections; beyond it new ones are closed at once (idle
+    /// ones close after 30 s, ones that send no request within 10 s sooner).
+    #[arg(long, env = "HEMOSTAT_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
     /// Envelopes kept while Redis is unreachable; beyond it the oldest are dropped and counted.
     #[arg(long, env = "HEMOSTAT_OUTBOX_CAPACITY", default_value_t = 10_000)]
     pub outbox_capacity: usize,
@@ -241,6 +252,43 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 /// Runs the operator until SIGTERM/SIGINT.
+/// The flag that put a Redis password on the command line (`--redis-password`, or a
+/// `--redis-url` whose authority has `:password@`), if any.
+fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
+    let url_has_password = |url: &str| {
+        url.split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| !userinfo.is_empty())
+    };
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--redis-password" || arg.starts_with("--redis-password=") {
+            return Some("--redis-password");
+        }
+        let url = if arg == "--redis-url" {
+            args.next().map(String::as_str)
+        } else {
+            arg.strip_prefix("--redis-url=")
+        };
+        if url.is_some_and(url_has_password) {
+            return Some("--redis-url");
+        }
+    }
+    None
+}
+
+/// A secret read from a file (one line; surrounding whitespace and the newline dropped).
+fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read the file", path.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        bail!("{flag} {}: the file is empty", path.display());
+    }
+    Ok(secret)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let RunArgs {
         policies,
@@ -259,10 +307,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis_host,
         redis_port,
         redis_password,
+        redis_url_file,
+        redis_password_file,
+        http_max_connections,
         outbox_capacity,
         accept_external_requests,
     } = args;
     init_logging(log_format, &log_level)?;
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(flag) = password_on_command_line(&argv) {
+        warn!(
+            flag,
+            "a Redis password is on the command line, readable by every user in `ps`: put it in a file and use REDIS_PASSWORD_FILE or --redis-url-file"
+        );
+    }
+    let redis_url = match redis_url_file {
+        Some(path) => Some(secret_from_file(&path, "--redis-url-file")?),
+        None => redis_url,
+    };
+    let redis_password = match redis_password_file {
+        Some(path) => Some(secret_from_file(&path, "--redis-password-file")?),
+        None => redis_password,
+    };
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -351,6 +417,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             sink: sink.clone(),
             acting: acting.clone(),
             node: node.clone(),
+            engine_id: host.engine_id.clone(),
             owner: format!("{node}/{}", uuid::Uuid::new_v4()),
             own_container_id: own,
             global_dry_run: dry_run,
@@ -387,7 +454,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         metrics,
         node,
     };
-    let server = tokio::spawn(crate::http::serve(listener, api, shutdown.clone()));
+    let server = tokio::spawn(crate::http::serve_limited(
+        listener,
+        api,
+        http_max_connections,
+        shutdown.clone(),
+    ));
     if let Some(config) = &redis {
         let client = redis::Client::open(config.connection_info().clone())
             .context("cannot set up the Redis client for policies")?;
@@ -430,4 +502,63 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     info!("stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_on_the_command_line_is_noticed() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["hemostat", "run"], None),
+            (
+                &["hemostat", "run", "--redis-password", "pw"],
+                Some("--redis-password"),
+            ),
+            (
+                &["hemostat", "run", "--redis-password=pw"],
+                Some("--redis-password"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://:pw@h:6379/0"],
+                Some("--redis-url"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url=redis://u:pw@h"],
+                Some("--redis-url"),
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://h:6379/0"],
+                None,
+            ),
+            (
+                &["hemostat", "run", "--redis-url", "redis://h/0?x=a@b"],
+                None,
+            ),
+            (
+                &["hemostat", "run", "--redis-url-file", "/run/secrets/url"],
+                None,
+            ),
+        ];
+        for (argv, want) in cases {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            assert_eq!(password_on_command_line(&argv), *want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_trimmed_and_an_empty_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(
+            secret_from_file(&file, "--redis-password-file").unwrap(),
+            "s3cret"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = secret_from_file(&file, "--redis-password-file").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(secret_from_file(&dir.path().join("none"), "--redis-url-file").is_err());
+    }
 }

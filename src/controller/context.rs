@@ -55,7 +55,10 @@ impl OwnDecisions {
 
     /// Remembers an id (forgetting the oldest beyond [`Self::CAPACITY`]).
     pub fn insert(&self, id: &str) {
-        let mut guard = self.inner.lock().expect("own decisions lock");
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (order, set) = &mut *guard;
         if set.insert(id.to_owned()) {
             order.push_back(id.to_owned());
@@ -71,7 +74,7 @@ impl OwnDecisions {
     pub fn contains(&self, id: &str) -> bool {
         self.inner
             .lock()
-            .expect("own decisions lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .1
             .contains(id)
     }

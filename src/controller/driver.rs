@@ -32,17 +32,27 @@ pub async fn run_controller(
         let span = tracing::info_span!("reconcile", container_id = %short(&id));
         async move {
             let _timer = ctx.metrics.reconcile_timer();
-            let action = match reconcile(&id, &ctx).await {
-                Ok(action) => {
-                    if let Some(h) = ctx.handled.lock().expect("handled lock").get_mut(&id) {
+            let outcome = guarded(&id, &ctx.metrics, reconcile(&id, &ctx)).await;
+            let action = match outcome {
+                Err(retry) => retry,
+                Ok(Ok(action)) => {
+                    if let Some(h) = ctx
+                        .handled
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_mut(&id)
+                    {
                         h.failures = 0;
                     }
                     action
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     ctx.metrics.reconcile_error(e.metric_label());
                     let failures = {
-                        let mut handled = ctx.handled.lock().expect("handled lock");
+                        let mut handled = ctx
+                            .handled
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                         let h = handled.entry(id.clone()).or_default();
                         h.failures += 1;
                         h.failures
@@ -63,6 +73,59 @@ pub async fn run_controller(
     let _ = sampler.await;
 }
 
+/// How long a container whose reconcile panicked waits before the next try.
+const AFTER_PANIC: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs one reconcile so that a panic in it stops nothing else: it is caught, logged, counted
+/// (`hemostat_reconcile_errors_total{error="panic"}`) and the container retried later. The
+/// locks it may have held recover from poisoning, so other containers go on being repaired.
+async fn guarded<T>(
+    id: &str,
+    metrics: &crate::metrics::Metrics,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Action> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            metrics.reconcile_error("panic");
+            tracing::error!(
+                container_id = %short(id),
+                panic = %what,
+                retry_in_secs = AFTER_PANIC.as_secs(),
+                "reconcile panicked (a bug: please report it); other containers are unaffected"
+            );
+            Action::Requeue(AFTER_PANIC)
+        })
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_caught_counted_and_retried() {
+        let metrics = crate::metrics::Metrics::new();
+        let caught = guarded("c1", &metrics, async { panic!("boom") }).await;
+        assert!(matches!(caught, Err(Action::Requeue(d)) if d == AFTER_PANIC));
+        let fine = guarded("c2", &metrics, async { 7 }).await;
+        assert!(matches!(fine, Ok(7)));
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"hemostat_reconcile_errors_total{error="panic"} 1"#),
+            "{}",
+            metrics.encode()
+        );
+    }
 }

@@ -29,7 +29,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return Err(Error::Docker(e)),
     }
     let Some(observed) = ctx.observed.get(id) else {
-        ctx.handled.lock().expect("handled lock").remove(id);
+        ctx.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         return Ok(Action::AwaitChange);
     };
     let info = &observed.info;
@@ -39,7 +42,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         labels: &info.labels,
     };
     let Some(policy) = ctx.policies.governing(target) else {
-        ctx.handled.lock().expect("handled lock").remove(id);
+        ctx.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         return Ok(Action::Requeue(ctx.config.resync));
     };
     let now = Utc::now();
@@ -60,7 +66,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     };
     let decision = analyze(&policy, &observation);
     if decision.findings.is_empty() {
-        ctx.handled.lock().expect("handled lock").remove(id);
+        ctx.handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         return Ok(Action::Requeue(next_look(ctx, &policy, &observed, now)));
     }
 
@@ -71,7 +80,12 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         info.started_at,
         info.finished_at
     );
-    let previous = ctx.handled.lock().expect("handled lock").get(id).cloned();
+    let previous = ctx
+        .handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(id)
+        .cloned();
     let is_new = previous.as_ref().is_none_or(|p| p.signature != signature);
     let retry_due = previous
         .as_ref()
@@ -143,9 +157,9 @@ fn next_look(
     let mut wait = ctx.config.resync;
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
-        let due = since + chrono::Duration::from_std(probe.unhealthy_for.get()).unwrap_or_default();
+        let due = crate::respond::safety::later(since, probe.unhealthy_for.get());
         if let Ok(left) = (due - now).to_std() {
-            wait = wait.min(left + Duration::from_millis(50));
+            wait = wait.min(left.saturating_add(Duration::from_millis(50)));
         }
     }
     wait.max(Duration::from_millis(50))
@@ -158,7 +172,7 @@ fn retry_after(
     now: chrono::DateTime<Utc>,
 ) -> Option<chrono::DateTime<Utc>> {
     let r = &policy.spec.remediation;
-    let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let after = |d: Duration| crate::respond::safety::later(now, d);
     match response {
         Response::Success(_) | Response::Failed(_) => Some(after(r.cooldown.get())),
         Response::Rejected(Refusal::Cooldown { until, .. })
@@ -181,14 +195,17 @@ fn requeue_until(ctx: &Context, at: Option<chrono::DateTime<Utc>>) -> Action {
 }
 
 fn remember(ctx: &Context, id: &str, signature: String, retry_at: Option<chrono::DateTime<Utc>>) {
-    ctx.handled.lock().expect("handled lock").insert(
-        id.to_owned(),
-        Handled {
-            signature,
-            retry_at,
-            failures: 0,
-        },
-    );
+    ctx.handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            id.to_owned(),
+            Handled {
+                signature,
+                retry_at,
+                failures: 0,
+            },
+        );
 }
 
 async fn publish(ctx: &Context, event_type: EventType, data: serde_json::Value) {

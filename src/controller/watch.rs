@@ -99,10 +99,14 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
         match relist(&ctx).await {
             Ok(n) => {
                 if !ctx.ready.swap(true, Ordering::SeqCst) {
-                    info!(containers = n, "first full container list done: ready");
+                    info!(
+                        containers = n,
+                        "full container list done, event stream open: ready"
+                    );
                 }
             }
             Err(e) => {
+                not_ready(&ctx, "the engine cannot list containers");
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "listing containers failed");
                 tokio::select! {
@@ -122,6 +126,7 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 _ = resync.tick() => {
                     if let Err(e) = relist(&ctx).await {
+                        not_ready(&ctx, "the engine cannot list containers");
                         warn!(error = %e, "periodic resync failed");
                         break;
                     }
@@ -133,10 +138,12 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
                         }
                     }
                     Some(Err(e)) => {
+                        not_ready(&ctx, "the engine's event stream broke");
                         warn!(error = %e, "event stream broke; listing again");
                         break;
                     }
                     None => {
+                        not_ready(&ctx, "the engine's event stream ended");
                         warn!("event stream ended; listing again");
                         break;
                     }
@@ -152,6 +159,17 @@ pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Repairs cannot run on time without a live list and event stream: `/readyz` says so until
+/// both are back.
+fn not_ready(ctx: &Context, why: &str) {
+    if ctx.ready.swap(false, Ordering::SeqCst) {
+        warn!(
+            reason = why,
+            "not ready: repairs wait until the engine answers again"
+        );
     }
 }
 

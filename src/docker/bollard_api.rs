@@ -280,6 +280,7 @@ impl DockerApi for BollardDocker {
             .await?
             .map_err(|e| self.classify("info", None, e))?;
         Ok(HostInfo {
+            engine_id: info.id.unwrap_or_default(),
             cpus: info.ncpu.unwrap_or(1).clamp(1, u32::MAX as i64) as u32,
             memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
             server_version: info.server_version.unwrap_or_default(),

@@ -266,6 +266,9 @@ pub struct DockerEvent {
 /// The engine host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostInfo {
+    /// The engine's own ID (`docker info` ID): one per engine, whatever node name operators
+    /// give themselves.
+    pub engine_id: String,
     /// Online CPUs of the host.
     pub cpus: u32,
     /// Host memory in bytes.

@@ -292,10 +292,15 @@ async fn container_view(
         image: &info.image,
         labels: &info.labels,
     });
-    let safety = state
-        .store
-        .safety(&safety_key(&state.node, &info.name))
-        .await?;
+    let key = safety_key(&state.node, &info.name);
+    // One unreadable safety state never breaks the listing: that container shows none.
+    let safety = match state.store.safety(&key).await {
+        Ok(safety) => safety,
+        Err(e) => {
+            crate::bus::report_bad_value(&key, &e.to_string(), "shown without safety state");
+            Default::default()
+        }
+    };
     let latest = observed.usage.back();
     Ok(ContainerView {
         safety: SafetyView::new(&safety, policy.as_ref(), now),

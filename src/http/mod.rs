@@ -3,7 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process runs |
-//! | `GET /readyz` | `200 ready` once the first full container list is in, else `503` |
+//! | `GET /readyz` | `200 ready` while the container list and event stream are live, else `503` |
 //! | `GET /metrics` | the OpenMetrics exposition of [`Metrics`] |
 //! | `GET /api/v1/...` | see [`api`] |
 //!
@@ -11,6 +11,7 @@
 //! variable's or a file's name), never their values.
 
 pub mod api;
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,8 +58,8 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The text `/readyz` answers before the first full container list.
-pub const NOT_READY: &str = "not ready: waiting for the first full container list";
+/// The text `/readyz` answers while the engine's list or event stream is not live.
+pub const NOT_READY: &str = "not ready: no live container list and event stream from the engine (starting, or the engine is unreachable)";
 
 /// Every route, with request tracing.
 pub fn router(state: ApiState) -> Router {
@@ -79,9 +80,20 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_limited(listener, state, limits::DEFAULT_MAX_CONNECTIONS, shutdown).await
+}
+
+/// Like [`serve`], with at most `max_connections` open connections (see [`limits`]).
+pub async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP server listening");
+        tracing::info!(%addr, max_connections, "HTTP server listening");
     }
+    let listener = limits::LimitedListener::new(listener, max_connections);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;

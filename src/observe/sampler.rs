@@ -326,6 +326,7 @@ mod tests {
 
     fn host(cpus: u32, memory_bytes: u64) -> HostInfo {
         HostInfo {
+            engine_id: "engine".into(),
             cpus,
             memory_bytes,
             server_version: "20.10".into(),

@@ -33,6 +33,9 @@ pub struct Observed {
     pub oom_seen: bool,
     /// When it was last seen in a list or inspection.
     pub seen_at: DateTime<Utc>,
+    /// How the restarts already in `restarts` were accounted (events vs inspections).
+    #[serde(skip)]
+    tally: RestartTally,
 }
 
 impl Observed {
@@ -45,6 +48,7 @@ impl Observed {
                 .exit_code
                 .is_some_and(|c| crate::analyze::probes::SIGNAL_EXIT_CODES.contains(&c));
         let unhealthy_since = (info.health == HealthStatus::Unhealthy).then_some(now);
+        let tally = RestartTally::new(&info);
         Self {
             info,
             usage: VecDeque::new(),
@@ -53,8 +57,124 @@ impl Observed {
             unhealthy_since,
             oom_seen: false,
             seen_at: now,
+            tally,
         }
     }
+}
+
+/// How long after an inspected `StartedAt` the engine may log that start's `start` event. Two
+/// real starts are never this close: the engine's own restart back-off starts at 100 ms.
+const START_EVENT_SLACK_MS: i64 = 100;
+/// How many recent `start` event instants are remembered to drop replays (after a resubscribe).
+const EVENTS_REMEMBERED: usize = 16;
+
+/// Counts each restart once, whatever the order in which `start` events and inspections arrive.
+///
+/// History is cut into intervals at each inspected `StartedAt`. The restarts of an interval are
+/// at least the `start` events seen for it, at least the growth of the engine's `RestartCount`
+/// (restart-policy restarts, whose events may have been dropped), and at least one when
+/// `StartedAt` changed on a container that had run before. Events are counted when they
+/// arrive (the timely signal); an inspection only adds what its interval lacks, and an event
+/// arriving after the inspection of its interval only adds once that interval's events exceed
+/// what was already counted for it.
+#[derive(Clone, Debug, Default)]
+struct RestartTally {
+    /// `StartedAt` of the last inspection: the end of the last closed interval.
+    started_at: Option<DateTime<Utc>>,
+    /// `RestartCount` of the last inspection.
+    restart_count: u64,
+    /// Restart-policy restarts the engine decided (its `RestartCount` grows at the exit, before
+    /// the restart delay) that no inspection has shown started yet.
+    decided: u64,
+    /// It had run before the open interval began: every start in it is a restart.
+    ran_before: bool,
+    /// Instants of the `start` events after the last closed interval (all counted as restarts
+    /// but the container's very first start).
+    open: Vec<DateTime<Utc>>,
+    /// Starts seen by events in the last closed interval, and starts accounted for it.
+    closed_seen: u64,
+    closed_accounted: u64,
+    /// Recent event instants, to drop an event delivered twice.
+    recent: VecDeque<DateTime<Utc>>,
+}
+
+impl RestartTally {
+    fn new(info: &ContainerInfo) -> Self {
+        Self {
+            started_at: info.started_at,
+            restart_count: info.restart_count,
+            ran_before: info.started_at.is_some() || info.finished_at.is_some(),
+            // Starts up to the first inspection are its baseline, never restarts: their events
+            // (the one of the start it shows, arriving after it) add nothing.
+            closed_accounted: u64::MAX,
+            ..Self::default()
+        }
+    }
+
+    /// A `start` event at `t`: true when it is a restart not counted yet.
+    fn on_start_event(&mut self, t: DateTime<Utc>) -> bool {
+        if self.recent.contains(&t) {
+            return false;
+        }
+        push_capped(&mut self.recent, t, EVENTS_REMEMBERED);
+        if logged_by(self.started_at, t) {
+            // Its interval was inspected already: it adds only beyond what was accounted.
+            self.closed_seen += 1;
+            if self.closed_seen > self.closed_accounted {
+                self.closed_accounted += 1;
+                return true;
+            }
+            return false;
+        }
+        let restart = self.ran_before || !self.open.is_empty();
+        self.open.push(t);
+        restart
+    }
+
+    /// An inspection: how many restarts it shows that no event counted.
+    fn on_inspect(&mut self, info: &ContainerInfo) -> u64 {
+        let stale = info.restart_count < self.restart_count
+            || matches!((info.started_at, self.started_at), (Some(a), Some(b)) if a < b)
+            || (info.started_at.is_none() && self.started_at.is_some());
+        if stale {
+            // An answer older than one already taken in (or a container reset): nothing new.
+            return 0;
+        }
+        self.decided += info.restart_count - self.restart_count;
+        self.restart_count = info.restart_count;
+        let changed = info.started_at.is_some() && info.started_at != self.started_at;
+        if !changed {
+            // A grown RestartCount without a new start: decided, counted once it starts.
+            return 0;
+        }
+        // Waiting for the engine's restart again: the last decided restart is still to come.
+        let still_to_start = u64::from(info.state == ContainerState::Restarting).min(self.decided);
+        let grown = self.decided - still_to_start;
+        self.decided = still_to_start;
+        self.started_at = info.started_at;
+        let (closed, still_open): (Vec<_>, Vec<_>) = self
+            .open
+            .drain(..)
+            .partition(|t| logged_by(info.started_at, *t));
+        self.open = still_open;
+        let seen = closed.len() as u64;
+        // The container's very first start is in this interval: a start, not a restart.
+        let first = u64::from(!self.ran_before);
+        let starts = seen.max(grown + first).max(u64::from(changed));
+        let counted = seen - seen.min(first);
+        self.closed_seen = seen;
+        self.closed_accounted = starts;
+        self.ran_before = true;
+        (starts - first).saturating_sub(counted)
+    }
+}
+
+/// True when a `start` event at `t` belongs to the start at `started_at` or an earlier one.
+fn logged_by(started_at: Option<DateTime<Utc>>, t: DateTime<Utc>) -> bool {
+    started_at.is_some_and(|s| {
+        s.checked_add_signed(chrono::Duration::milliseconds(START_EVENT_SLACK_MS))
+            .is_none_or(|end| t <= end)
+    })
 }
 
 /// Every observed container, by id.
@@ -67,14 +187,18 @@ pub struct ObservedStore {
 impl ObservedStore {
     /// A copy of one container's view.
     pub fn get(&self, id: &str) -> Option<Observed> {
-        self.containers.read().expect("store lock").get(id).cloned()
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
     /// A copy of the view of the container named `name` (without the leading `/`).
     pub fn find_by_name(&self, name: &str) -> Option<Observed> {
         self.containers
             .read()
-            .expect("store lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .find(|o| o.info.name == name)
             .cloned()
@@ -85,7 +209,7 @@ impl ObservedStore {
         let mut all: Vec<Observed> = self
             .containers
             .read()
-            .expect("store lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .cloned()
             .collect();
@@ -97,7 +221,7 @@ impl ObservedStore {
     pub fn running_ids(&self) -> Vec<String> {
         self.containers
             .read()
-            .expect("store lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .filter(|o| o.info.state == ContainerState::Running)
             .map(|o| o.info.id.clone())
@@ -106,7 +230,10 @@ impl ObservedStore {
 
     /// How many containers are known.
     pub fn len(&self) -> usize {
-        self.containers.read().expect("store lock").len()
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// True when none is known.
@@ -116,16 +243,24 @@ impl ObservedStore {
 
     /// Takes in a fresh inspection, keeping the history.
     pub fn upsert(&self, info: ContainerInfo, now: DateTime<Utc>) {
-        let mut map = self.containers.write().expect("store lock");
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get_mut(&info.id) {
             None => {
                 map.insert(info.id.clone(), Observed::new(info, now));
             }
             Some(o) => {
-                // Docker's own restarts (restart policy) show as a growing RestartCount.
-                let grown = info.restart_count.saturating_sub(o.info.restart_count);
-                for _ in 0..grown.min(RESTARTS_RETAINED as u64) {
-                    push_capped(&mut o.restarts, now, RESTARTS_RETAINED);
+                // Restarts whose events never came (Docker's restart policy shows as a growing
+                // RestartCount, any start as a new StartedAt); each counted once.
+                let missed = o.tally.on_inspect(&info);
+                let at = info.started_at.unwrap_or(now);
+                if missed > 0 {
+                    tracing::debug!(container = %info.name, missed, restart_count = info.restart_count, started_at = ?info.started_at, state = ?info.state, "restarts counted from an inspection");
+                }
+                for _ in 0..missed.min(RESTARTS_RETAINED as u64) {
+                    push_capped(&mut o.restarts, at, RESTARTS_RETAINED);
                 }
                 match info.health {
                     HealthStatus::Unhealthy => {
@@ -150,7 +285,10 @@ impl ObservedStore {
         for info in list {
             self.upsert(info, now);
         }
-        let mut map = self.containers.write().expect("store lock");
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let gone: Vec<String> = map
             .keys()
             .filter(|id| !ids.contains(*id))
@@ -164,13 +302,19 @@ impl ObservedStore {
 
     /// Forgets a container.
     pub fn remove(&self, id: &str) {
-        self.containers.write().expect("store lock").remove(id);
+        self.containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 
     /// Records what an event tells beyond an inspection. `acting` says which containers
     /// HemoStat itself is acting on: their stops and kills are not manual.
     pub fn apply_event(&self, event: &DockerEvent, acting: &Acting) {
-        let mut map = self.containers.write().expect("store lock");
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(o) = map.get_mut(&event.container_id) else {
             return;
         };
@@ -178,7 +322,8 @@ impl ObservedStore {
         match &event.action {
             EventAction::Kill | EventAction::Stop if !ours => o.manual_stop = true,
             EventAction::Start => {
-                if o.info.started_at.is_some() || o.info.finished_at.is_some() {
+                if o.tally.on_start_event(event.time) {
+                    tracing::debug!(container = %event.name, at = %event.time, "restart counted from a start event");
                     push_capped(&mut o.restarts, event.time, RESTARTS_RETAINED);
                 }
                 o.manual_stop = false;
@@ -195,7 +340,12 @@ impl ObservedStore {
 
     /// Appends a usage sample.
     pub fn push_usage(&self, id: &str, point: UsagePoint) {
-        if let Some(o) = self.containers.write().expect("store lock").get_mut(id) {
+        if let Some(o) = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+        {
             push_capped(&mut o.usage, point, USAGE_RETAINED);
         }
     }
@@ -277,16 +427,251 @@ mod tests {
         assert!(!crashed.get("c1").unwrap().manual_stop);
     }
 
-    #[test]
-    fn restarts_are_counted_from_start_events_and_the_restart_count() {
+    /// One step seen by the store: a `start` event at second `t`, or an inspection showing
+    /// `RestartCount` and `StartedAt` (second, `None` for never started) of a running
+    /// container (`Insp`) or of one waiting for the engine's restart after an exit (`Dying`).
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        Ev(i64),
+        Insp(u64, Option<i64>),
+        Dying(u64, i64),
+    }
+    use Step::{Dying, Ev, Insp};
+
+    fn at(sec: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + sec, 0).unwrap()
+    }
+
+    fn restarts_after(steps: &[Step]) -> usize {
         let store = ObservedStore::default();
         let acting = Acting::default();
+        for step in steps {
+            match *step {
+                Ev(t) => {
+                    let mut e = event(EventAction::Start);
+                    // The engine logs a start a few ms after setting StartedAt.
+                    e.time = at(t) + chrono::Duration::milliseconds(3);
+                    store.apply_event(&e, &acting);
+                }
+                Insp(count, started) => {
+                    let mut i = info(ContainerState::Running, None);
+                    i.restart_count = count;
+                    i.started_at = started.map(at);
+                    store.upsert(i, at(100));
+                }
+                Dying(count, started) => {
+                    let mut i = info(ContainerState::Restarting, Some(1));
+                    i.restart_count = count;
+                    i.started_at = Some(at(started));
+                    store.upsert(i, at(100));
+                }
+            }
+        }
+        store.get("c1").unwrap().restarts.len()
+    }
+
+    #[test]
+    fn each_restart_is_counted_once_whatever_the_order_of_events_and_inspections() {
+        let cases: &[(&str, &[Step], usize)] = &[
+            (
+                "policy restart, event first",
+                &[Insp(0, Some(0)), Ev(1), Insp(1, Some(1))],
+                1,
+            ),
+            (
+                "policy restart, inspection first",
+                &[Insp(0, Some(0)), Insp(1, Some(1)), Ev(1)],
+                1,
+            ),
+            (
+                "policy restart, event dropped",
+                &[Insp(0, Some(0)), Insp(1, Some(1))],
+                1,
+            ),
+            (
+                "policy restart, no inspection yet",
+                &[Insp(0, Some(0)), Ev(1)],
+                1,
+            ),
+            (
+                "three policy restarts, two events dropped",
+                &[Insp(0, Some(0)), Ev(1), Insp(3, Some(3))],
+                3,
+            ),
+            (
+                "five policy restarts, events and inspections interleaved",
+                &[
+                    Insp(0, Some(0)),
+                    Ev(1),
+                    Insp(1, Some(1)),
+                    Insp(2, Some(2)),
+                    Ev(2),
+                    Ev(3),
+                    Ev(4),
+                    Insp(3, Some(3)),
+                    Insp(4, Some(4)),
+                    Ev(5),
+                    Insp(5, Some(5)),
+                ],
+                5,
+            ),
+            (
+                "the engine's RestartCount grows at the exit, before the start event",
+                &[Insp(0, Some(0)), Dying(1, 0), Ev(1), Insp(1, Some(1))],
+                1,
+            ),
+            (
+                "grown at the exit, then inspected running, then the start event",
+                &[Insp(0, Some(0)), Dying(1, 0), Insp(1, Some(1)), Ev(1)],
+                1,
+            ),
+            (
+                "grown at the exit, the start event, no inspection since",
+                &[Insp(0, Some(0)), Dying(1, 0), Ev(1)],
+                1,
+            ),
+            (
+                "inspected at the next exit with its restart still to come",
+                &[
+                    Insp(0, Some(0)),
+                    Dying(1, 0),
+                    Ev(1),
+                    Dying(2, 1),
+                    Ev(2),
+                    Dying(3, 2),
+                ],
+                2,
+            ),
+            (
+                "a loop of four, inspected at every exit and start",
+                &[
+                    Insp(0, Some(0)),
+                    Dying(1, 0),
+                    Ev(1),
+                    Insp(1, Some(1)),
+                    Dying(2, 1),
+                    Insp(2, Some(2)),
+                    Ev(2),
+                    Dying(3, 2),
+                    Ev(3),
+                    Dying(4, 3),
+                    Dying(4, 3),
+                    Ev(4),
+                    Insp(4, Some(4)),
+                ],
+                4,
+            ),
+            (
+                "a loop of three whose events were all dropped, inspected at exits",
+                &[
+                    Insp(0, Some(0)),
+                    Dying(1, 0),
+                    Dying(2, 1),
+                    Dying(3, 2),
+                    Insp(3, Some(3)),
+                ],
+                3,
+            ),
+            (
+                "a resync inspects again and again",
+                &[
+                    Insp(0, Some(0)),
+                    Ev(1),
+                    Insp(1, Some(1)),
+                    Insp(1, Some(1)),
+                    Insp(1, Some(1)),
+                ],
+                1,
+            ),
+            (
+                "an event delivered twice after a resubscribe",
+                &[Insp(0, Some(0)), Ev(1), Ev(1), Insp(1, Some(1)), Ev(1)],
+                1,
+            ),
+            (
+                "an operator restart (RestartCount does not grow), event first",
+                &[Insp(0, Some(0)), Ev(1), Insp(0, Some(1))],
+                1,
+            ),
+            (
+                "an operator restart, inspection first",
+                &[Insp(0, Some(0)), Insp(0, Some(1)), Ev(1)],
+                1,
+            ),
+            (
+                "an operator restart mid-loop between policy restarts",
+                &[
+                    Insp(0, Some(0)),
+                    Ev(1),
+                    Insp(1, Some(1)),
+                    Ev(2),
+                    Ev(3),
+                    Insp(2, Some(3)),
+                ],
+                3,
+            ),
+            (
+                "an operator restart and a policy restart, both events after the inspection",
+                &[Insp(0, Some(0)), Insp(1, Some(2)), Ev(1), Ev(2)],
+                2,
+            ),
+            (
+                "a stale inspection answered after a newer one",
+                &[
+                    Insp(0, Some(0)),
+                    Ev(1),
+                    Insp(1, Some(1)),
+                    Insp(0, Some(0)),
+                    Insp(1, Some(1)),
+                ],
+                1,
+            ),
+            (
+                "an inspection older than an event already seen",
+                &[
+                    Insp(0, Some(0)),
+                    Ev(1),
+                    Ev(2),
+                    Insp(1, Some(1)),
+                    Insp(2, Some(2)),
+                ],
+                2,
+            ),
+            (
+                "the first start of a created container is no restart",
+                &[Insp(0, None), Ev(1), Insp(0, Some(1))],
+                0,
+            ),
+            (
+                "the first start of a created container, inspection first",
+                &[Insp(0, None), Insp(0, Some(1)), Ev(1)],
+                0,
+            ),
+        ];
+        for (what, steps, want) in cases {
+            assert_eq!(restarts_after(steps), *want, "{what}: {steps:?}");
+        }
+    }
+
+    #[test]
+    fn a_panic_while_the_lock_is_held_does_not_stop_the_store() {
+        let store = std::sync::Arc::new(ObservedStore::default());
         store.upsert(info(ContainerState::Running, None), Utc::now());
-        store.apply_event(&event(EventAction::Start), &acting);
-        let mut again = info(ContainerState::Running, None);
-        again.restart_count = 2;
+        let holder = store.clone();
+        let panicked = std::thread::spawn(move || {
+            let _map = holder.containers.write().unwrap();
+            panic!("a bug while holding the store's lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(store.containers.is_poisoned());
+        let mut again = info(ContainerState::Exited, Some(1));
+        again.id = "c2".into();
         store.upsert(again, Utc::now());
-        assert_eq!(store.get("c1").unwrap().restarts.len(), 3);
+        assert_eq!(store.len(), 2);
+        assert!(store.get("c1").is_some());
+        store.apply_event(&event(EventAction::Kill), &Acting::default());
+        assert!(store.get("c1").unwrap().manual_stop);
     }
 
     #[test]

@@ -6,6 +6,111 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The longest duration the policy language accepts anywhere: 365 days. Fields that bound how
+/// long one action may take have a shorter maximum (see [`MAX_ACTION_TIME`]).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+/// The longest `verifyWithin`, `stopTimeout` and `exec.timeout`: 1 hour.
+pub const MAX_ACTION_TIME: Duration = Duration::from_secs(3_600);
+
+/// Every spelling of a unit, with its length in nanoseconds. The JSON Schema's pattern
+/// is built from the same list, so the parser and the schema accept the same text.
+const UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("ms", 1_000_000),
+    ("s", 1_000_000_000),
+    ("sec", 1_000_000_000),
+    ("secs", 1_000_000_000),
+    ("m", 60_000_000_000),
+    ("min", 60_000_000_000),
+    ("mins", 60_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("hr", 3_600_000_000_000),
+    ("hrs", 3_600_000_000_000),
+    ("d", 86_400_000_000_000),
+    ("day", 86_400_000_000_000),
+    ("days", 86_400_000_000_000),
+    ("w", 604_800_000_000_000),
+    ("week", 604_800_000_000_000),
+    ("weeks", 604_800_000_000_000),
+];
+
+/// The JSON Schema pattern of a duration (what [`parse`] accepts).
+pub fn schema_pattern() -> String {
+    let units: Vec<&str> = UNITS.iter().map(|(u, _)| *u).collect();
+    format!(r"^\s*([0-9]+(\.[0-9]+)?\s*({})\s*)+$", units.join("|"))
+}
+
+/// Parses `30s`, `1.5s`, `1h30m`, `2 days`: one or more numbers (a decimal point allowed),
+/// each followed by a unit, and at most [`MAX_DURATION`] in all.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let hint = "expected a number with a unit, like 30s, 1.5s, 5m, 1h or 1h30m";
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(format!("invalid duration {text:?}: empty; {hint}"));
+    }
+    let max = MAX_DURATION.as_nanos();
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if int_len == 0 {
+            return Err(format!("invalid duration {text:?}: {hint}"));
+        }
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let n = f.bytes().take_while(u8::is_ascii_digit).count();
+                if n == 0 {
+                    return Err(format!("invalid duration {text:?}: {hint}"));
+                }
+                f.split_at(n)
+            }
+            None => ("", after),
+        };
+        let after = after.trim_start();
+        let unit_len: usize = after
+            .chars()
+            .take_while(|c| c.is_alphabetic())
+            .map(char::len_utf8)
+            .sum();
+        let (unit, after) = after.split_at(unit_len);
+        let Some((_, size)) = UNITS.iter().find(|(u, _)| *u == unit) else {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {unit:?}; {hint}"
+            ));
+        };
+        let too_long = || {
+            format!(
+                "duration {text:?} is too long: the longest allowed is {}",
+                compact(MAX_DURATION)
+            )
+        };
+        // Digits beyond the maximum are refused before they can overflow.
+        let digits = int.trim_start_matches('0');
+        if digits.len() > 20 {
+            return Err(too_long());
+        }
+        let whole: u128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| too_long())?
+        };
+        let mut part = whole.checked_mul(*size).ok_or_else(too_long)?;
+        let mut scale = *size;
+        for digit in frac.bytes().take(9) {
+            scale /= 10;
+            part += u128::from(digit - b'0') * scale;
+        }
+        total = total
+            .checked_add(part)
+            .filter(|t| *t <= max)
+            .ok_or_else(too_long)?;
+        rest = after.trim_start();
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
 /// A duration written the way people write them: `500ms`, `30s`, `5m`, `1h30m`, `2d`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
@@ -49,11 +154,7 @@ impl std::str::FromStr for HumanDuration {
                 "invalid duration {s:?}: durations cannot be negative"
             ));
         }
-        humantime::parse_duration(trimmed)
-            .map(Self)
-            .map_err(|e| {
-                format!("invalid duration {s:?} ({e}); expected a number with a unit, like 30s, 5m, 1h or 1h30m")
-            })
+        parse(trimmed).map(Self)
     }
 }
 
@@ -110,8 +211,8 @@ impl JsonSchema for HumanDuration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "A duration with units, like 30s, 5m, 1h or 1h30m.",
-            "pattern": r"^\s*([0-9]+\s*(ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d|days?|w|weeks?)\s*)+$"
+            "description": "A duration with units, like 30s, 1.5s, 5m, 1h or 1h30m; at most 365d (verifyWithin, stopTimeout and exec.timeout: at most 1h).",
+            "pattern": schema_pattern()
         })
     }
 }
@@ -180,6 +281,74 @@ mod tests {
         for text in ["0s", "45s", "1h30m", "1d2h", "250ms", "10m"] {
             let d: HumanDuration = text.parse().unwrap();
             assert_eq!(compact(d.get()), text);
+        }
+    }
+
+    #[test]
+    fn durations_above_a_year_are_refused_before_any_arithmetic() {
+        assert_eq!(parse("365d").unwrap(), MAX_DURATION);
+        assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("0.25h").unwrap(), Duration::from_secs(900));
+        for hostile in [
+            "366d",
+            "99999999999999h",
+            "18446744073709551515s",
+            "340282366920938463463374607431768211456ns",
+            "52w2d",
+            "364d24h1s",
+        ] {
+            let err = parse(hostile).unwrap_err();
+            assert!(
+                err.contains("too long") && err.contains("365d"),
+                "{hostile}: {err}"
+            );
+        }
+    }
+
+    /// The committed JSON Schema's pattern and the parser accept the same text (checked with
+    /// Python's `re`, what check-jsonschema uses).
+    #[test]
+    fn the_parser_and_the_schema_pattern_agree() {
+        let samples = [
+            "30s",
+            "1.5s",
+            "1h30m",
+            " 10m ",
+            "2 days",
+            "1w",
+            "250ms",
+            "5µs",
+            "3 hrs",
+            "1.s",
+            ".5s",
+            "5",
+            "ten minutes",
+            "5mss",
+            "1h-30m",
+            "1,5s",
+            "1e3s",
+            "",
+            "s",
+            "5 m 3 s",
+            "-5s",
+            "1y",
+            "1 month",
+        ];
+        let script = "import json,re,sys\nd=json.load(sys.stdin)\nprint(json.dumps([re.search(d['p'], s) is not None for s in d['s']]))";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed by this test (scripts/test.sh installs it)");
+        let input = serde_json::json!({"p": schema_pattern(), "s": samples});
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes())
+            .unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let by_schema: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap();
+        for (text, schema_ok) in samples.iter().zip(by_schema) {
+            assert_eq!(parse(text).is_ok(), schema_ok, "{text:?}: parser vs schema");
         }
     }
 }

@@ -84,8 +84,15 @@ impl LoadReport {
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> LoadReport {
     let mut report = LoadReport::default();
     let mut files = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
-        collect_files(path.as_ref(), true, &mut files, &mut report.diagnostics);
+        collect_files(
+            path.as_ref(),
+            true,
+            &mut walk,
+            &mut files,
+            &mut report.diagnostics,
+        );
     }
     for file in files {
         report.files += 1;
@@ -122,12 +129,25 @@ pub fn load_bytes(source: &str, bytes: &[u8]) -> LoadReport {
     }
 }
 
+/// What a directory walk has seen: directories by device and inode, so a symlink loop (three
+/// links to `.` would otherwise make the walk exponential) is read once and reported.
+#[derive(Default)]
+struct Walk {
+    dirs: std::collections::HashSet<(u64, u64)>,
+    depth: usize,
+}
+
+/// How deep directories are followed at most.
+const MAX_DEPTH: usize = 32;
+
 fn collect_files(
     path: &Path,
     explicit: bool,
+    walk: &mut Walk,
     files: &mut Vec<PathBuf>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
+    use std::os::unix::fs::MetadataExt;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -136,6 +156,21 @@ fn collect_files(
         }
     };
     if meta.is_dir() {
+        if !walk.dirs.insert((meta.dev(), meta.ino())) {
+            diagnostics.push(file_error(
+                path,
+                "directory already read through another path (a symlink loop?): remove the link"
+                    .to_owned(),
+            ));
+            return;
+        }
+        if walk.depth >= MAX_DEPTH {
+            diagnostics.push(file_error(
+                path,
+                format!("directories nested more than {MAX_DEPTH} deep are not read"),
+            ));
+            return;
+        }
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
@@ -150,11 +185,21 @@ fn collect_files(
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.'));
             if !hidden {
-                collect_files(&entry, false, files, diagnostics);
+                walk.depth += 1;
+                collect_files(&entry, false, walk, files, diagnostics);
+                walk.depth -= 1;
             }
         }
     } else if explicit || is_yaml(path) {
-        files.push(path.to_path_buf());
+        if meta.is_file() {
+            files.push(path.to_path_buf());
+        } else {
+            // A FIFO would block the read forever, a device like /dev/zero never end.
+            diagnostics.push(file_error(
+                path,
+                "not a regular file (a FIFO, socket or device): policies are read from regular files only".to_owned(),
+            ));
+        }
     }
 }
 
@@ -176,9 +221,23 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
 }
 
 fn read_text(path: &Path) -> Result<String, Diagnostic> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| file_error(path, format!("cannot read: {e}")))?
-        .len();
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| file_error(path, format!("cannot read: {e}"));
+    // Non-blocking open: a FIFO swapped in after the walk does not hang the read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(file_error(
+            path,
+            "not a regular file (a FIFO, socket or device): policies are read from regular files only".to_owned(),
+        ));
+    }
+    let size = meta.len();
     if size > MAX_FILE_BYTES {
         return Err(file_error(
             path,
@@ -189,7 +248,20 @@ fn read_text(path: &Path) -> Result<String, Diagnostic> {
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    // Bounded even if the file grows while it is read.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(file_error(
+            path,
+            format!(
+                "file grew beyond {} MiB while read",
+                MAX_FILE_BYTES / 1_048_576
+            ),
+        ));
+    }
     decode(&path.display().to_string(), &bytes)
 }
 

@@ -21,12 +21,18 @@ impl PolicyRegistry {
 
     /// The policies in force now.
     pub fn snapshot(&self) -> Arc<Vec<HealthPolicy>> {
-        self.current.read().expect("registry lock").clone()
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the set.
     pub fn replace(&self, policies: Vec<HealthPolicy>) {
-        *self.current.write().expect("registry lock") = Arc::new(policies);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
     }
 
     /// The policy governing a container now, if any.

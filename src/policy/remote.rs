@@ -163,9 +163,28 @@ pub fn canonical_yaml(policy: &HealthPolicy) -> String {
     serde_saphyr::to_string(&policy).unwrap_or_else(|e| format!("# cannot serialize: {e}\n"))
 }
 
-/// The source name used in diagnostics about a stored policy.
+/// The source name used in diagnostics about a stored policy (control characters escaped).
 pub fn stored_source(name: &str) -> String {
-    format!("redis:{POLICIES_KEY}/{name}")
+    format!("redis:{POLICIES_KEY}/{}", printable(name))
+}
+
+/// `text` safe for a terminal or a log line: control characters (escapes, newlines, carriage
+/// returns) are written as `\u{1b}`, `\n`…, so a name from Redis cannot forge lines or colours.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
 }
 
 /// Validates a stored value: exactly one valid document whose name is the hash field.
@@ -177,9 +196,17 @@ pub fn validate_stored(name: &str, bytes: &[u8]) -> Result<HealthPolicy, Vec<Dia
             line: 1,
             column: 1,
             message,
-            policy: Some(name.to_owned()),
+            policy: Some(printable(name).into_owned()),
         }]
     };
+    if let Err(why) = super::validate::check_dns_name(name) {
+        // The hash field names the policy: one that is not a policy name (control characters,
+        // escapes) is refused before anything of it is used.
+        return Err(whole(format!(
+            "stored under a field that is not a policy name: {}",
+            printable(&why)
+        )));
+    }
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(whole(format!(
             "stored value is {} bytes; at most {MAX_FILE_BYTES} are accepted",
@@ -200,7 +227,8 @@ pub fn validate_stored(name: &str, bytes: &[u8]) -> Result<HealthPolicy, Vec<Dia
     let mut policy = policies.remove(0).policy;
     if policy.metadata.name != name {
         return Err(whole(format!(
-            "stored under {name:?} but metadata.name is {:?}",
+            "stored under {:?} but metadata.name is {:?}",
+            printable(name),
             policy.metadata.name
         )));
     }
@@ -637,6 +665,17 @@ pub async fn watch_policies_with(
                 () = shutdown.cancelled() => return,
                 r = read => match r {
                     Ok(Ok(all)) => all,
+                    Ok(Err(e)) if !crate::bus::redis::is_connection_error(&e) => {
+                        // Redis answered with an error (hemostat:policies is not a hash…): the
+                        // connection is fine, reconnecting would only storm. Reported once,
+                        // read again at the next poll.
+                        crate::bus::report_bad_value(
+                            POLICIES_KEY,
+                            &e.to_string(),
+                            "policies in force kept; read again every poll",
+                        );
+                        continue;
+                    }
                     Ok(Err(e)) => {
                         warn!(error = %e, "cannot read applied policies from Redis; keeping the policies in force and reconnecting");
                         break;
@@ -672,7 +711,7 @@ impl WatchState {
         self.good.retain(|name, _| {
             let keep = present.contains(name);
             if !keep {
-                info!(policy = %name, "applied policy deleted");
+                info!(policy = %printable(name), "applied policy deleted");
             }
             keep
         });
@@ -689,7 +728,7 @@ impl WatchState {
                 Err(diagnostics) => {
                     let kept = self.good.contains_key(name);
                     for d in &diagnostics {
-                        warn!(policy = %name, keeping_last_good = kept, "invalid applied policy in Redis: {d}");
+                        warn!(policy = %printable(name), keeping_last_good = kept, "invalid applied policy in Redis: {d}");
                     }
                 }
             }

@@ -123,6 +123,21 @@ fn check_positive(path: &str, value: HumanDuration, out: &mut Vec<Violation>) {
             "duration must be longer than 0s: give one like 30s, 5m or 1h",
         ));
     }
+    check_at_most(path, value, MAX_DURATION, out);
+}
+
+/// Every duration has a maximum (documented in the README); the parser already refuses more
+/// than a year, this also holds for values built any other way.
+fn check_at_most(path: &str, value: HumanDuration, max: Duration, out: &mut Vec<Violation>) {
+    if value.get() > max {
+        out.push(Violation::new(
+            path,
+            format!(
+                "duration {value} is too long: the longest allowed here is {}",
+                HumanDuration(max)
+            ),
+        ));
+    }
 }
 
 fn check_count(path: &str, value: u32, out: &mut Vec<Violation>) {
@@ -142,11 +157,21 @@ fn check_probes(probes: &Probes, out: &mut Vec<Violation>) {
         check_count("spec.probes.restartLoop.restarts", p.restarts, out);
         check_positive("spec.probes.restartLoop.within", p.within, out);
     }
+    if let Some(p) = &probes.healthcheck {
+        check_at_most(
+            "spec.probes.healthcheck.unhealthyFor",
+            p.unhealthy_for,
+            MAX_DURATION,
+            out,
+        );
+    }
     if let Some(p) = &probes.cpu {
         check_percent("spec.probes.cpu.abovePercent", p.above_percent, out);
+        check_at_most("spec.probes.cpu.for", p.for_, MAX_DURATION, out);
     }
     if let Some(p) = &probes.memory {
         check_percent("spec.probes.memory.abovePercent", p.above_percent, out);
+        check_at_most("spec.probes.memory.for", p.for_, MAX_DURATION, out);
     }
     if let Some(p) = &probes.memory_leak {
         check_percent(
@@ -199,6 +224,12 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
             }
         }
         check_positive("spec.remediation.exec.timeout", exec.timeout, out);
+        check_at_most(
+            "spec.remediation.exec.timeout",
+            exec.timeout,
+            MAX_ACTION_TIME,
+            out,
+        );
     }
     check_positive("spec.remediation.cooldown", r.cooldown, out);
     check_count(
@@ -223,6 +254,18 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
         out,
     );
     check_positive("spec.remediation.verifyWithin", r.verify_within, out);
+    check_at_most(
+        "spec.remediation.verifyWithin",
+        r.verify_within,
+        MAX_ACTION_TIME,
+        out,
+    );
+    check_at_most(
+        "spec.remediation.stopTimeout",
+        r.stop_timeout,
+        MAX_ACTION_TIME,
+        out,
+    );
     if let Some(budget) = &r.fleet_budget {
         check_count(
             "spec.remediation.fleetBudget.maxActions",
@@ -270,7 +313,9 @@ fn check_alerts(alerts: &Alerts, out: &mut Vec<Violation>) {
     }
 }
 
-use super::duration::HumanDuration;
+use std::time::Duration;
+
+use super::duration::{HumanDuration, MAX_ACTION_TIME, MAX_DURATION};
 
 #[cfg(test)]
 mod tests {
@@ -333,6 +378,28 @@ mod tests {
                 |p| p.spec.remediation.cooldown = HumanDuration::default(),
                 "spec.remediation.cooldown",
                 "longer than 0s",
+            ),
+            (
+                |p| p.spec.remediation.verify_within = HumanDuration::from_secs(3_601),
+                "spec.remediation.verifyWithin",
+                "longest allowed here is 1h",
+            ),
+            (
+                |p| p.spec.remediation.stop_timeout = HumanDuration::from_secs(7_200),
+                "spec.remediation.stopTimeout",
+                "longest allowed here is 1h",
+            ),
+            (
+                |p| {
+                    p.spec.remediation.circuit_breaker.open_for = HumanDuration::from_secs(u64::MAX)
+                },
+                "spec.remediation.circuitBreaker.openFor",
+                "longest allowed here is 365d",
+            ),
+            (
+                |p| p.spec.probes.cpu.as_mut().unwrap().for_ = HumanDuration::from_secs(u64::MAX),
+                "spec.probes.cpu.for",
+                "longest allowed here is 365d",
             ),
             (
                 |p| p.spec.remediation.max_actions.count = 0,

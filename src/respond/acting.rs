@@ -31,7 +31,7 @@ impl Acting {
         let previous = self
             .ids
             .lock()
-            .expect("acting mutex")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_owned(), None);
         ActingGuard {
             acting: self,
@@ -45,7 +45,10 @@ impl Acting {
     /// flight: the shared lock is re-entrant for one owner, so this is what keeps two paths of
     /// one process (the reconcile loop and external requests) from acting at once.
     pub fn try_begin(&self, id: &str) -> Option<ActingGuard<'_>> {
-        let mut ids = self.ids.lock().expect("acting mutex");
+        let mut ids = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if matches!(ids.get(id), Some(None)) {
             return None;
         }
@@ -60,7 +63,10 @@ impl Acting {
 
     /// True while HemoStat acts on `id`, and for [`EVENT_GRACE`] after.
     pub fn is_ours(&self, id: &str) -> bool {
-        let mut ids = self.ids.lock().expect("acting mutex");
+        let mut ids = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match ids.get(id) {
             Some(None) => true,
             Some(Some(until)) if *until > Instant::now() => true,

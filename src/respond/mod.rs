@@ -61,6 +61,9 @@ impl Response {
     }
 }
 
+/// The longest a verification waits, whatever the policy says (its documented maximum).
+const MAX_VERIFY_WAIT: Duration = crate::policy::duration::MAX_ACTION_TIME;
+
 /// Carries out decisions within the safety limits.
 pub struct Responder {
     /// The engine.
@@ -73,6 +76,8 @@ pub struct Responder {
     pub acting: Arc<Acting>,
     /// This node's name.
     pub node: String,
+    /// The engine's own ID: the in-flight lock is keyed by it (see [`lock_key`]).
+    pub engine_id: String,
     /// Lock owner id of this operator process.
     pub owner: String,
     /// HemoStat's own container, when it runs in one.
@@ -89,6 +94,12 @@ pub struct Responder {
 /// (new id, same name) keeps its history and two nodes never share one.
 pub fn safety_key(node: &str, container: &str) -> String {
     format!("{node}/{container}")
+}
+
+/// The key of a container's in-flight lock: the engine's own ID and the container's ID, so two
+/// operators on one engine never both act on one container whatever their `--node-name`s.
+pub fn lock_key(engine_id: &str, container_id: &str) -> String {
+    format!("engine:{engine_id}/{container_id}")
 }
 
 impl Responder {
@@ -170,8 +181,13 @@ impl Responder {
         let Some(acting) = self.acting.try_begin(&req.info.id) else {
             return Response::Rejected(Refusal::InFlight);
         };
-        let lock_ttl = r.stop_timeout.get() + r.verify_within.get() + Duration::from_secs(60);
-        match self.store.try_lock(&key, &self.owner, lock_ttl).await {
+        let lock_ttl = r
+            .stop_timeout
+            .get()
+            .saturating_add(r.verify_within.get())
+            .saturating_add(Duration::from_secs(60));
+        let lock = lock_key(&self.engine_id, &req.info.id);
+        match self.store.try_lock(&lock, &self.owner, lock_ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 acting.abandon();
@@ -204,7 +220,7 @@ impl Responder {
                 ))),
             };
             if let Some(refusal) = refusal {
-                let _ = self.store.unlock(&key, &self.owner).await;
+                let _ = self.store.unlock(&lock, &self.owner).await;
                 acting.abandon();
                 return refusal;
             }
@@ -222,14 +238,14 @@ impl Responder {
             .update_safety(&key, &mut |s| s.actions.push(record.clone()))
             .await
         {
-            let _ = self.store.unlock(&key, &self.owner).await;
+            let _ = self.store.unlock(&lock, &self.owner).await;
             acting.abandon();
             return Response::Failed(format!("could not record the action, not acting: {e}"));
         }
         info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
         self.action_started
             .lock()
-            .expect("started lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(req.decision_id.to_owned(), Utc::now());
         let result = self.execute(req, action, command, now).await;
         let outcome = if result.is_ok() {
@@ -246,7 +262,7 @@ impl Responder {
                 tripped = s.trip_if_needed(req.policy, finished);
             })
             .await;
-        let _ = self.store.unlock(&key, &self.owner).await;
+        let _ = self.store.unlock(&lock, &self.owner).await;
         if let Err(e) = &after {
             warn!(container = %req.info.name, error = %e, "could not record the outcome");
         }
@@ -347,7 +363,8 @@ impl Responder {
         started: DateTime<Utc>,
     ) -> Result<String, String> {
         let within = req.policy.spec.remediation.verify_within.get();
-        let deadline = tokio::time::Instant::now() + within;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(within).unwrap_or(now + MAX_VERIFY_WAIT);
         let settle = Duration::from_secs(1).min(within / 2);
         let mut last;
         let mut up_since: Option<tokio::time::Instant> = None;
@@ -356,7 +373,7 @@ impl Responder {
                 Ok(Some(info)) => {
                     let restarted = info
                         .started_at
-                        .is_some_and(|s| s >= started - chrono::Duration::seconds(1));
+                        .is_some_and(|s| s >= safety::earlier(started, Duration::from_secs(1)));
                     let healthy = matches!(info.health, HealthStatus::None | HealthStatus::Healthy);
                     let up = info.state == ContainerState::Running && restarted;
                     last = format!("state {:?}, health {:?}", info.state, info.health);
@@ -434,7 +451,7 @@ impl Responder {
             action_started_at: self
                 .action_started
                 .lock()
-                .expect("started lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(req.decision_id),
         };
         if let Err(e) = self.store.append_audit(record).await {

@@ -172,6 +172,24 @@ fn chrono(d: std::time::Duration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::MAX)
 }
 
+/// The latest instant time arithmetic saturates at: 9999-12-31T23:59:59Z, which every store
+/// and every RFC 3339 reader still takes.
+pub fn far_future() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at + d`, saturating at [`far_future`]: no duration, however large, panics here.
+pub fn later(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    at.checked_add_signed(chrono(d))
+        .map_or_else(far_future, |t| t.min(far_future()))
+}
+
+/// `at - d`, saturating at the Unix epoch.
+pub fn earlier(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    at.checked_sub_signed(chrono(d))
+        .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH))
+}
+
 /// The gates, in order: allowed by the policy; protected label and HemoStat's own container;
 /// manual stop; dry-run; cooldown; maximum actions per window; circuit breaker. (The last gate,
 /// one action in flight, is a lock taken by the responder.)
@@ -208,7 +226,7 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
     }
     let now = input.now;
     if let Some(last) = input.safety.actions.last() {
-        let until = last.at + chrono(r.cooldown.get());
+        let until = later(last.at, r.cooldown.get());
         if now < until {
             return Verdict::Refuse(Refusal::Cooldown {
                 last: last.at,
@@ -216,7 +234,7 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
             });
         }
     }
-    let window_start = now - chrono(r.max_actions.per.get());
+    let window_start = earlier(now, r.max_actions.per.get());
     let in_window = input
         .safety
         .actions
@@ -313,7 +331,7 @@ impl SafetyState {
         let b = &policy.spec.remediation.circuit_breaker;
         let open = self.open_until.is_some_and(|u| now < u);
         if !open && self.recent_failures(policy, now) >= b.failures {
-            self.open_until = Some(now + chrono(b.open_for.get()));
+            self.open_until = Some(later(now, b.open_for.get()));
             self.gave_up_at = Some(now);
             return true;
         }
@@ -544,5 +562,55 @@ mod tests {
         assert_eq!(s.actions.len(), 1);
         assert_eq!(s.failures, vec![t(-10)]);
         assert_eq!(s.open_until, None);
+    }
+
+    /// The probe's values (`openFor: 99999999999999h`, `verifyWithin: 18446744073709551515s`):
+    /// refused by the parser and `validate`, and the arithmetic saturates for any value built
+    /// otherwise, so no gate or breaker ever panics.
+    #[test]
+    fn huge_durations_saturate_instead_of_panicking() {
+        let huge = crate::policy::HumanDuration::from_secs(u64::MAX);
+        let mut policy = default_policy();
+        let r = &mut policy.spec.remediation;
+        r.cooldown = huge;
+        r.max_actions.per = huge;
+        r.circuit_breaker.within = huge;
+        r.circuit_breaker.open_for = huge;
+        r.circuit_breaker.failures = 1;
+        let info = container(&[]);
+        let mut state = SafetyState {
+            actions: vec![action(-10, "exited", Outcome::Succeeded)],
+            ..Default::default()
+        };
+        let verdict = check_gates(GateInput {
+            policy: &policy,
+            info: &info,
+            action: ActionKind::Restart,
+            command: None,
+            own_container_id: None,
+            manual_stop: false,
+            safety: &state,
+            now: t(0),
+            global_dry_run: false,
+        });
+        assert!(
+            matches!(verdict, Verdict::Refuse(Refusal::Cooldown { until, .. }) if until == far_future()),
+            "{verdict:?}"
+        );
+        assert!(state.note_recurrence(&policy, "exited", t(0)));
+        assert!(state.trip_if_needed(&policy, t(1)));
+        assert_eq!(state.open_until, Some(far_future()));
+        state.prune(&policy, t(2));
+        assert_eq!(
+            later(DateTime::<Utc>::MAX_UTC, Duration::MAX.to_std().unwrap()),
+            far_future()
+        );
+        assert_eq!(
+            earlier(t(0), std::time::Duration::MAX),
+            DateTime::UNIX_EPOCH
+        );
+        // The saturated instant survives a round trip through the stores' JSON.
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<SafetyState>(&json).unwrap(), state);
     }
 }

@@ -50,6 +50,17 @@ impl Operator {
     /// Starts `hemostat run` observing only the run's containers (`--label-filter`), with fast
     /// intervals, its state in `state_dir`, and waits until it is ready.
     pub async fn start(policies: &Path, run_label: &str, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(policies, run_label, state_dir, extra, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (e.g. `DOCKER_HOST`).
+    pub async fn start_with_env(
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let log = state_dir.join(format!("operator-{port}.log"));
         std::fs::create_dir_all(state_dir).unwrap();
@@ -71,6 +82,7 @@ impl Operator {
             ])
             .args(extra)
             .env("HEMOSTAT_NODE_NAME", "test-node")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -101,6 +113,11 @@ impl Operator {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Its log so far.
