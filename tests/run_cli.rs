@@ -114,3 +114,36 @@ fn accepting_external_requests_without_redis_is_refused() {
         "the environment variable turns it on too: {stderr}"
     );
 }
+
+#[test]
+fn a_policy_directory_without_policy_files_means_the_built_in_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("README.md"), "not a policy").unwrap();
+    let state = dir.path().join("state");
+    let (code, stderr) = run_hemostat(
+        &[
+            "run",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    // It gets as far as the engine (absent here) with the built-in policy, instead of
+    // refusing to start for want of a policy.
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no policy file in --policies: the built-in default policy governs"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no valid policy"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Docker engine"),
+        "{stderr}"
+    );
+}
