@@ -147,3 +147,41 @@ fn a_policy_directory_without_policy_files_means_the_built_in_policy() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn healthcheck_exits_0_when_the_operator_is_ready_and_1_when_nothing_answers() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run("hc", &run.run_id, "  probes:\n    exit: {}\n"),
+    );
+    let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
+    let (ok, _) = run_hemostat(
+        &["healthcheck", "--url", &format!("{}/readyz", op.base)],
+        &[],
+    );
+    assert_eq!(ok, 0);
+    // Without --url it asks /readyz on HEMOSTAT_LISTEN (an unspecified address on loopback).
+    let port = op.base.rsplit(':').next().unwrap();
+    let (ok, _) = run_hemostat(
+        &["healthcheck"],
+        &[("HEMOSTAT_LISTEN", &format!("0.0.0.0:{port}"))],
+    );
+    assert_eq!(ok, 0);
+    let (code, stderr) = run_hemostat(
+        &[
+            "healthcheck",
+            "--url",
+            "http://127.0.0.1:1/readyz",
+            "--timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("unhealthy: http://127.0.0.1:1/readyz did not answer"),
+        "{stderr}"
+    );
+}
