@@ -4,7 +4,9 @@
 //! containers (`--label-filter hst.fleet.node=<run>-<node>`), as a DaemonSet pod sees only its
 //! node's engine. Everything else is shared as in a real fleet: one Redis (state, locks, fleet
 //! budget, audit, the decision stream), and, with `--accept-external-requests`, every node
-//! hears every other node's `remediation_needed` on pub/sub and must not carry it out.
+//! hears every other node's `remediation_needed` on pub/sub and must not carry it out. One
+//! scenario also lets all three observe the same containers: the engine-keyed lock still
+//! allows one repair per failure.
 //! Scenarios run one at a time (each starts its own fleet), to stay gentle on a 2-core host.
 
 mod deploy_support;
@@ -40,6 +42,13 @@ impl Fleet {
     /// Starts Redis and three operators sharing it, all under one policy (`remediation` is
     /// the policy's `remediation:` body, indented 4).
     async fn start(remediation: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with(remediation, extra_env, false).await
+    }
+
+    /// Like [`Fleet::start`]; with `shared_view` every node observes every container of the
+    /// run (three operators on one engine, as when a DaemonSet is misconfigured or a host runs
+    /// two), else each node only its own.
+    async fn start_with(remediation: &str, extra_env: &[(&str, &str)], shared_view: bool) -> Self {
         let since = chrono::Utc::now().timestamp().to_string();
         let run = TestRun::new();
         let net = Network::new(&run, "fleet");
@@ -68,7 +77,11 @@ impl Fleet {
                     node,
                     &policies,
                     &dir.path().join(node),
-                    &node_label(&run, node),
+                    &if shared_view {
+                        run.label.clone()
+                    } else {
+                        node_label(&run, node)
+                    },
                     &env,
                     &[&net.name],
                 )
@@ -240,6 +253,45 @@ async fn each_failure_is_repaired_exactly_once_across_the_fleet() {
         };
         wait("ignored_own", 2.0).await;
         wait("ignored_other_node", 4.0).await;
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_watching_the_same_containers_repair_each_failure_once() {
+    let _one = ONE_FLEET_AT_A_TIME.lock().await;
+    let fleet = Fleet::start_with("", &[], true).await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push(
+            fleet
+                .spawn_on("node-a", &format!("shared{i}"), CRASH_ONCE)
+                .await,
+        );
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the three crashes are repaired",
+        || async {
+            let audit = fleet.redis.audit().await;
+            names.iter().all(|n| {
+                audit
+                    .iter()
+                    .any(|r| r["container"] == n.as_str() && r["status"] == "success")
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarts = fleet.engine_restarts();
+    for name in &names {
+        let audit = fleet.audit_for(name).await;
+        assert_eq!(
+            executed(&audit).len(),
+            1,
+            "{name}: {audit:?}\n{}",
+            fleet.logs()
+        );
+        assert_eq!(restarts.get(name), Some(&1), "{name}: {restarts:?}");
     }
 }
 
