@@ -5,7 +5,7 @@ mod redis_support;
 
 use std::time::{Duration, Instant};
 
-use hemostat::bus::redis::{RedisBus, RedisConfig};
+use hemostat::adapters::redis::{RedisBus, RedisConfig};
 use hemostat::bus::{Envelope, EventSink, EventType};
 
 const N: usize = 20_000;

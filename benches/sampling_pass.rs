@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::StatsOptionsBuilder;
 use futures::StreamExt;
-use hemostat::docker::DockerApi;
+use hemostat::engine::ContainerEngine;
 use hemostat::observe::sampler::{CgroupReader, DEFAULT_CGROUP_ROOT, Sampler};
 use support::{ContainerSpec, TestRun};
 

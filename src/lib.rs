@@ -1,28 +1,67 @@
 //! HemoStat keeps Docker containers healthy inside hard safety limits.
 //!
+//! # Data flow
+//!
+//! ```text
+//!  policy::{load, source} ──► policy::registry ─────────── changed ──────┐
+//!                                                                        │ trigger
+//!  engine (bollard | fake) ─► controller::watch / sample ─► observe::store ─► controller::queue
+//!                                                                        │
+//!                                                      controller::reconcile
+//!                                                                        │
+//!         analyze (rules) ─────────────────────► model::Decision ◄───────┘
+//!                                                                        │
+//!        respond::{gates (pure), claim (RAII), execute, verify (pure)} ─► respond::Response
+//!                      │                                                 │ respond::report
+//!                      ▼                                                 ▼
+//!        bus::StateStore (safety, locks, audit)       bus::EventSink (typed envelopes, subscribe())
+//!                      └──────── adapters::redis (outbox, state, policies, requests) ─┘
+//!                                                                        └─► http (JSON API)
+//! ```
+//!
 //! # Layout
+//! - [`model`]: the vocabulary (containers, usage, decisions, safety state, audit, the wire
+//!   payloads); plain data and pure methods, depends on nothing else in the crate.
 //! - [`policy`]: the `HealthPolicy` language: types, loading with `file:line:col` errors,
-//!   validation, selection, the built-in default policy.
-//! - [`docker`]: the `DockerApi` trait and its bollard implementation; the only place that
-//!   talks to the engine.
-//! - [`observe`]: the watcher (list, then events, resync), the store of observed containers,
-//!   the resource sampler.
+//!   validation, selection, documents, diffs, the built-in default policy. No transport.
+//! - [`engine`]: the `ContainerEngine` port, its bollard implementation and the fake.
+//! - [`observe`]: the store of observed containers, the acting marks, the resource sampler.
 //! - [`analyze`]: pure functions from a policy and an observation to findings and a decision.
-//! - [`respond`]: the safety gates and the execution, verification and audit of actions.
-//! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`).
-//! - [`controller`]: the work queue and the reconcile loop.
-//! - [`http`]: health, readiness and the JSON API.
-//! - [`schema`]: the JSON Schema of the policy language.
-//! - [`cli`]: the `hemostat` subcommands.
+//! - [`respond`]: the safety gates, the claim, the execution, verification and report.
+//! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`), the embedded
+//!   persisted store and the Redis outage fallback.
+//! - [`adapters`]: the only code that talks to third-party services (Redis).
+//! - [`controller`]: the work queue, the watcher, the sampling task, reconcile and announce,
+//!   external requests.
+//! - [`http`]: health, readiness, metrics and the JSON API; [`metrics`]: Prometheus.
+//! - [`util`]: the one backoff; [`schema`]: the JSON Schema of the policy language.
+//! - [`app`]: the composition root: builds every part of `run` once and runs its tasks.
+//! - [`cli`]: the `hemostat` subcommands (parsing and printing).
+//!
+//! # Dependency rules (checked by `tests/layering.rs`)
+//!
+//! ```text
+//! model ← nothing          policy ← model          engine ← model
+//! analyze ← model, policy  observe ← model, policy, engine
+//! bus ← model              respond ← model, policy, engine, bus, observe (acting marks)
+//! http ← model, policy, observe, bus               adapters ← model, policy, bus
+//! controller, app, cli ← everything
+//! ```
 
+pub mod adapters;
 pub mod analyze;
+pub mod app;
 pub mod bus;
 pub mod cli;
 pub mod controller;
-pub mod docker;
+pub mod engine;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod observe;
 pub mod policy;
 pub mod respond;
 pub mod schema;
+pub mod util;

@@ -9,8 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::bus::EventType;
-use crate::policy::ActionKind;
+use crate::model::decision::ActionKind;
+use crate::model::wire::EventType;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -87,6 +87,8 @@ pub struct Metrics {
     in_flight: Gauge,
     ready: Gauge,
     breakers_open: Gauge,
+    /// Safety keys whose breaker was last seen open. A std mutex: never held across an await.
+    open_breakers: std::sync::Mutex<std::collections::HashSet<String>>,
     reconcile_duration: Histogram,
     sample_pass_duration: Histogram,
     action_duration: HistogramFamily<ActionLabels>,
@@ -116,16 +118,27 @@ impl Metrics {
             in_flight: Gauge::default(),
             ready: Gauge::default(),
             breakers_open: Gauge::default(),
+            open_breakers: Default::default(),
             reconcile_duration: duration_buckets(),
             sample_pass_duration: duration_buckets(),
             action_duration: Family::new_with_constructor(action_buckets),
             registry: Registry::default(),
         };
+        m.register_counters(&mut registry);
+        m.register_gauges(&mut registry);
+        m.register_histograms(&mut registry);
+        m.zero_series();
+        m.registry = registry;
+        m
+    }
+
+    /// Counters (their `_total` suffix comes from the encoder).
+    fn register_counters(&self, registry: &mut Registry) {
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "reconciles",
             "Reconciles of one container",
-            m.reconciles.clone(),
+            self.reconciles.clone(),
         );
         registry.register(
             "store_bad_values",
@@ -135,78 +148,94 @@ impl Metrics {
         registry.register(
             "reconcile_errors",
             "Reconciles that failed, by error",
-            m.reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
         registry.register(
             "decisions",
             "Analyzer outcomes, by envelope type",
-            m.decisions.clone(),
+            self.decisions.clone(),
         );
         registry.register(
             "actions",
             "Responder outcomes, by action and status (success, failed, rejected, dry_run)",
-            m.actions.clone(),
+            self.actions.clone(),
         );
         registry.register(
             "refusals",
             "Actions refused by a safety gate, by gate",
-            m.refusals.clone(),
+            self.refusals.clone(),
         );
         registry.register(
             "external_requests",
             "Remediation requests received from other tools (--accept-external-requests), by \
              result (accepted, refused_<reason>, ignored_<reason>)",
-            m.external_requests.clone(),
+            self.external_requests.clone(),
         );
         registry.register(
             "docker_events",
             "Docker container events received, by action",
-            m.docker_events.clone(),
+            self.docker_events.clone(),
         );
         registry.register(
             "watch_restarts",
             "Times the Docker watch broke and was restarted (re-list, then events)",
-            m.watch_restarts.clone(),
+            self.watch_restarts.clone(),
         );
+    }
+
+    /// Gauges.
+    fn register_gauges(&self, registry: &mut Registry) {
         registry.register(
             "containers_observed",
             "Containers in the observed store",
-            m.containers_observed.clone(),
+            self.containers_observed.clone(),
         );
         registry.register(
             "queue_depth",
             "Containers waiting in the work queue",
-            m.queue_depth.clone(),
+            self.queue_depth.clone(),
         );
-        registry.register("in_flight", "Reconciles running now", m.in_flight.clone());
+        registry.register(
+            "in_flight",
+            "Reconciles running now",
+            self.in_flight.clone(),
+        );
         registry.register(
             "ready",
             "1 once the first full container list was taken in, else 0",
-            m.ready.clone(),
+            self.ready.clone(),
         );
         registry.register(
             "breakers_open",
             "Containers whose circuit breaker is open",
-            m.breakers_open.clone(),
+            self.breakers_open.clone(),
         );
+    }
+
+    /// Histograms.
+    fn register_histograms(&self, registry: &mut Registry) {
         registry.register_with_unit(
             "reconcile_duration",
             "Time taken by one reconcile",
             Unit::Seconds,
-            m.reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
         registry.register_with_unit(
             "sample_pass_duration",
             "Time taken by one pass of the resource sampler over every running container",
             Unit::Seconds,
-            m.sample_pass_duration.clone(),
+            self.sample_pass_duration.clone(),
         );
         registry.register_with_unit(
             "action_duration",
             "Time taken by an executed action (success or failed), verification included",
             Unit::Seconds,
-            m.action_duration.clone(),
+            self.action_duration.clone(),
         );
+    }
+
+    /// The analyzer's outcomes, every action's outcomes and accepted external requests at 0.
+    fn zero_series(&self) {
         // The analyzer's three outcomes and every action's outcomes show as 0 before the first
         // one, so rates and alerts on them are defined from the start.
         for t in [
@@ -214,23 +243,21 @@ impl Metrics {
             EventType::RemediationNeeded,
             EventType::FalseAlarm,
         ] {
-            let _ = m.decisions.get_or_create(&TypeLabels {
+            let _ = self.decisions.get_or_create(&TypeLabels {
                 r#type: t.as_str().to_owned(),
             });
         }
         for action in ActionKind::ALL {
             for status in ACTION_STATUSES {
-                let _ = m.actions.get_or_create(&ActionStatusLabels {
+                let _ = self.actions.get_or_create(&ActionStatusLabels {
                     action: action.as_str().to_owned(),
                     status: status.to_owned(),
                 });
             }
         }
-        let _ = m.external_requests.get_or_create(&ResultLabels {
+        let _ = self.external_requests.get_or_create(&ResultLabels {
             result: "accepted".to_owned(),
         });
-        m.registry = registry;
-        m
     }
 
     /// Counts one reconcile and returns a guard that records its duration when dropped.
@@ -342,6 +369,23 @@ impl Metrics {
     /// Sets the number of containers whose circuit breaker is open.
     pub fn set_breakers_open(&self, n: usize) {
         self.breakers_open.set(gauge_value(n));
+    }
+
+    /// Notes whether the breaker of one container (its safety key) is open now, and sets
+    /// `hemostat_breakers_open` to the number of open ones.
+    pub fn note_breaker(&self, key: &str, open: bool) {
+        let mut keys = self
+            .open_breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = if open {
+            keys.insert(key.to_owned())
+        } else {
+            keys.remove(key)
+        };
+        if changed {
+            self.set_breakers_open(keys.len());
+        }
     }
 
     /// The OpenMetrics text exposition of every metric, `# EOF` included.

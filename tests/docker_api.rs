@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hemostat::docker::{
-    ContainerInfo, ContainerState, DockerApi, DockerError, DockerEvent, EventAction, HealthStatus,
-    Result,
+use hemostat::engine::{
+    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, EngineError, EventAction,
+    HealthStatus, Result,
 };
 use hemostat::observe::sampler::{CgroupReader, Sampler};
 use support::{ContainerSpec, TestRun, wait_for, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn state_of(docker: &impl DockerApi, id: &str) -> ContainerInfo {
+async fn state_of(docker: &impl ContainerEngine, id: &str) -> ContainerInfo {
     docker
         .inspect(id)
         .await
@@ -23,7 +23,11 @@ async fn state_of(docker: &impl DockerApi, id: &str) -> ContainerInfo {
         .expect("container exists")
 }
 
-async fn wait_for_state(docker: &impl DockerApi, id: &str, want: ContainerState) -> ContainerInfo {
+async fn wait_for_state(
+    docker: &impl ContainerEngine,
+    id: &str,
+    want: ContainerState,
+) -> ContainerInfo {
     wait_for(WAIT, &format!("{id} is {want:?}"), || async {
         let c = state_of(docker, id).await;
         (c.state == want).then_some(c)
@@ -33,11 +37,11 @@ async fn wait_for_state(docker: &impl DockerApi, id: &str, want: ContainerState)
 
 /// Collects events of `run` until `done` says the list is complete.
 async fn collect_events(
-    events: &mut BoxStream<'static, Result<DockerEvent>>,
+    events: &mut BoxStream<'static, Result<ContainerEvent>>,
     run: &TestRun,
     what: &str,
-    seen: &mut Vec<DockerEvent>,
-    done: impl Fn(&[DockerEvent]) -> bool,
+    seen: &mut Vec<ContainerEvent>,
+    done: impl Fn(&[ContainerEvent]) -> bool,
 ) {
     let run_id = run.run_id.clone();
     let deadline = tokio::time::sleep(WAIT);
@@ -72,7 +76,7 @@ fn host_busy_ns() -> u64 {
     busy * 10_000_000 // USER_HZ = 100
 }
 
-fn has(events: &[DockerEvent], id: &str, pred: impl Fn(&DockerEvent) -> bool) -> bool {
+fn has(events: &[ContainerEvent], id: &str, pred: impl Fn(&ContainerEvent) -> bool) -> bool {
     events.iter().any(|e| e.container_id == id && pred(e))
 }
 
@@ -96,7 +100,7 @@ async fn connects_and_describes_the_host() {
 
 #[tokio::test]
 async fn connect_names_the_endpoint_when_the_engine_is_unreachable() {
-    let err = hemostat::docker::BollardDocker::connect_to("unix:///nonexistent/docker.sock")
+    let err = hemostat::engine::BollardEngine::connect_to("unix:///nonexistent/docker.sock")
         .await
         .expect_err("no engine there");
     assert_eq!(err.metric_label(), "unreachable", "{err:?}");
@@ -367,7 +371,7 @@ async fn restart_stop_start_and_exec_work() {
         )
         .await;
     assert!(
-        matches!(slow, Err(DockerError::Timeout { op: "exec", .. })),
+        matches!(slow, Err(EngineError::Timeout { op: "exec", .. })),
         "{slow:?}"
     );
 
@@ -396,7 +400,7 @@ async fn restart_stop_start_and_exec_work() {
         .exec(&id, &["true".into()], Duration::from_secs(5))
         .await;
     assert!(
-        matches!(exec_stopped, Err(DockerError::Api { .. })),
+        matches!(exec_stopped, Err(EngineError::Api { .. })),
         "{exec_stopped:?}"
     );
 

@@ -62,8 +62,8 @@ fn every_hostile_policy_file_has_an_expectation() {
 fn every_hostile_policy_stored_in_redis_is_refused_at_the_same_place() {
     for (file, line, column, fragment) in expectations() {
         let bytes = std::fs::read(corpus_dir().join(&file)).unwrap();
-        let diagnostics =
-            hemostat::policy::remote::validate_stored("hostile", &bytes).expect_err(&file);
+        let diagnostics = hemostat::adapters::redis::policies::validate_stored("hostile", &bytes)
+            .expect_err(&file);
         assert!(
             diagnostics.iter().any(|d| d.line == line
                 && d.column == column

@@ -31,8 +31,9 @@ async fn control_characters_in_a_stored_policy_name_are_refused_and_escaped_on_o
         .await
         .unwrap();
 
-    let refused = hemostat::policy::remote::validate_stored(EVIL, policy("evil").as_bytes())
-        .expect_err("a field with control characters is no policy name");
+    let refused =
+        hemostat::adapters::redis::policies::validate_stored(EVIL, policy("evil").as_bytes())
+            .expect_err("a field with control characters is no policy name");
     assert!(!format!("{refused:?}").contains('\u{1b}'), "{refused:?}");
 
     for output in ["table", "json", "yaml"] {
@@ -119,9 +120,9 @@ async fn the_redis_password_comes_from_a_file_and_on_the_command_line_is_warned_
 use std::sync::Arc;
 use std::time::Duration;
 
+use hemostat::adapters::redis::{RedisBus, RedisConfig};
 use hemostat::bus::fallback::FallbackStore;
 use hemostat::bus::memory::MemoryStore;
-use hemostat::bus::redis::{RedisBus, RedisConfig};
 use hemostat::bus::{Envelope, EventSink, EventType, StateStore};
 
 fn bus(server: &RedisServer) -> Arc<RedisBus> {
@@ -230,7 +231,7 @@ async fn a_wrong_typed_policies_key_does_not_start_a_reconnect_storm() {
     );
     let registry = Arc::new(hemostat::policy::registry::PolicyRegistry::new(Vec::new()));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let watcher = tokio::spawn(hemostat::policy::remote::watch_policies(
+    let watcher = tokio::spawn(hemostat::adapters::redis::policies::watch_policies(
         server.client(),
         registry,
         Vec::new(),

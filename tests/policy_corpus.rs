@@ -239,3 +239,30 @@ fn the_committed_json_schema_matches_the_types() {
         "policies/schema.json is out of date: run `UPDATE_GOLDEN=1 cargo test --test policy_corpus` and review the diff"
     );
 }
+
+#[test]
+fn alert_channels_and_ai_analysis_load_with_a_not_implemented_warning() {
+    let yaml = "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: later\nspec:\n  selector:\n    matchLabels: {app: web}\n  probes:\n    exit: {}\n  analysis:\n    mode: ai\n  alerts:\n    channels:\n      - slack: {webhookUrlFrom: {env: SLACK_URL}}\n";
+    let report = hemostat::policy::load_str("later.yaml", yaml);
+    assert!(report.is_clean(), "{:?}", report.diagnostics);
+    assert_eq!(report.policies.len(), 1, "the policy is loaded");
+    let warnings: Vec<String> = report.warnings.iter().map(|w| w.as_warning()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("later.yaml:11:")
+            && warnings[0].contains("warning: analysis.mode: ai is not implemented yet"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("later.yaml:13:")
+            && warnings[1].contains("alert channels are not implemented yet"),
+        "{warnings:?}"
+    );
+    // Without either field there is no warning.
+    let plain = yaml.split("  analysis:").next().unwrap();
+    assert!(
+        hemostat::policy::load_str("plain.yaml", plain)
+            .warnings
+            .is_empty()
+    );
+}

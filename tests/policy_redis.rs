@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hemostat::adapters::redis::policies::{PolicyRepo, watch_policies};
 use hemostat::policy::registry::PolicyRegistry;
-use hemostat::policy::remote::{PolicyRepo, watch_policies};
 use hemostat::policy::{HealthPolicy, load_str};
 use tokio_util::sync::CancellationToken;
 
@@ -653,7 +653,7 @@ async fn describe_and_get_read_a_running_operator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_applies_each_see_a_consistent_outcome_and_generation() {
-    use hemostat::policy::remote::Outcome;
+    use hemostat::adapters::redis::policies::Outcome;
     let redis = Redis::start();
     let repo = PolicyRepo::connect(redis.client()).await.unwrap();
     let tasks: Vec<_> = (1..=10)

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hemostat::bus::redis::{RedisBus, RedisConfig, STREAM_KEY};
+use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
 use hemostat::bus::{AuditRecord, Envelope, EventSink, EventType, StateStore};
-use hemostat::respond::safety::SafetyState;
+use hemostat::model::safety::SafetyState;
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 use serde_json::json;

@@ -5,12 +5,12 @@ mod redis_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hemostat::adapters::redis::{RedisBus, RedisConfig, safety_redis_key};
 use hemostat::bus::fallback::FallbackStore;
 use hemostat::bus::memory::MemoryStore;
-use hemostat::bus::redis::{RedisBus, RedisConfig, safety_redis_key};
 use hemostat::bus::{AuditRecord, StateStore};
+use hemostat::model::safety::{ActionRecord, Outcome, SafetyState};
 use hemostat::policy::ActionKind;
-use hemostat::respond::safety::{ActionRecord, Outcome, SafetyState};
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 

@@ -4,19 +4,26 @@ use chrono::{DateTime, Utc};
 
 use super::trend::linear_trend;
 use super::{Finding, FindingKind, Observation, UsagePoint};
-use crate::docker::{ContainerState, HealthStatus};
+use crate::model::container::{ContainerState, HealthStatus};
 use crate::policy::duration::compact;
-use crate::policy::{HealthPolicy, Severity};
+use crate::policy::{HealthPolicy, Probes, Severity};
 
-/// Exit codes of a container ended by SIGKILL (137) or SIGTERM (143): what `docker stop` and
-/// `docker kill` leave behind. Without an event saying otherwise, such an exit is treated as
-/// a person's doing and never repaired.
-pub const SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
+pub use crate::model::container::SIGNAL_EXIT_CODES;
 
 /// Runs every probe the policy configures; returns what they found, most severe first.
 pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
     let probes = &policy.spec.probes;
     let mut found = Vec::new();
+    exit_probe(probes, obs, &mut found);
+    health_probe(probes, obs, &mut found);
+    restart_loop_probe(probes, obs, &mut found);
+    usage_probes(probes, obs, &mut found);
+    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    found
+}
+
+/// An exit or an OOM kill of a container nobody stopped by hand.
+fn exit_probe(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     let stopped = matches!(
         obs.info.state,
         ContainerState::Exited | ContainerState::Dead
@@ -45,7 +52,10 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
             }
         }
     }
+}
 
+/// An unhealthy healthcheck that lasted `unhealthyFor`.
+fn health_probe(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     if let (Some(probe), HealthStatus::Unhealthy, ContainerState::Running) =
         (&probes.healthcheck, obs.info.health, obs.info.state)
     {
@@ -62,7 +72,10 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
             });
         }
     }
+}
 
+/// At least `restarts` restarts `within` the window.
+fn restart_loop_probe(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     if let Some(probe) = &probes.restart_loop {
         let window =
             chrono::Duration::from_std(probe.within.get()).unwrap_or(chrono::Duration::MAX);
@@ -82,7 +95,10 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
             });
         }
     }
+}
 
+/// CPU, memory and memory-leak thresholds of a running container.
+fn usage_probes(probes: &Probes, obs: &Observation<'_>, found: &mut Vec<Finding>) {
     if obs.info.state == ContainerState::Running {
         if let Some(probe) = &probes.cpu {
             threshold_probe(
@@ -91,7 +107,7 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
                 probe.above_percent,
                 probe.for_.get(),
                 |u| u.cpu_percent,
-                &mut found,
+                found,
             );
         }
         if let Some(probe) = &probes.memory {
@@ -101,21 +117,13 @@ pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> 
                 probe.above_percent,
                 probe.for_.get(),
                 |u| u.memory_percent,
-                &mut found,
+                found,
             );
         }
         if let Some(probe) = &probes.memory_leak {
-            leak_probe(
-                obs,
-                probe.growth_percent_per_hour,
-                probe.for_.get(),
-                &mut found,
-            );
+            leak_probe(obs, probe.growth_percent_per_hour, probe.for_.get(), found);
         }
     }
-
-    found.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    found
 }
 
 /// Samples since the container last started (older ones describe a previous life).
@@ -143,7 +151,7 @@ fn threshold_probe(
     if percent <= above {
         return;
     }
-    let window_start = crate::respond::safety::earlier(obs.now, sustain);
+    let window_start = crate::model::safety::earlier(obs.now, sustain);
     // Sustained: every sample in the window is above, and the samples reach back to its start.
     let covered = samples
         .first()
@@ -208,7 +216,7 @@ fn leak_probe(
     found: &mut Vec<Finding>,
 ) {
     let samples = current_life(obs);
-    let window_start = crate::respond::safety::earlier(obs.now, sustain);
+    let window_start = crate::model::safety::earlier(obs.now, sustain);
     if samples.first().is_none_or(|f| f.at > window_start) {
         return;
     }

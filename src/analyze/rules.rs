@@ -1,7 +1,7 @@
 //! The rule-based analyzer: findings to one decision, within the policy's allowed actions.
 
 use super::{AnalysisMethod, Decision, Finding, FindingKind, Observation, run_probes};
-use crate::docker::ContainerState;
+use crate::model::container::ContainerState;
 use crate::policy::{ActionKind, HealthPolicy};
 
 /// Confidence of the rules per finding, from the original system where it had one:
@@ -137,8 +137,8 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
 
     use super::*;
-    use crate::analyze::UsagePoint;
-    use crate::docker::{ContainerInfo, HealthStatus, ResourceLimits};
+    use crate::model::container::{ContainerInfo, HealthStatus, ResourceLimits};
+    use crate::model::usage::UsagePoint;
     use crate::policy::builtin::default_policy;
 
     fn t(secs: i64) -> DateTime<Utc> {

@@ -51,7 +51,7 @@
 //! operator restarted during an outage still merges what it did into Redis afterwards. Without
 //! a journal they live in memory only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +63,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::{MemoryStore, RETAINED};
 use super::{AuditRecord, BusError, Result, StateStore};
-use crate::respond::safety::{ActionRecord, Outcome, SafetyState};
+use crate::model::safety::SafetyState;
+pub use crate::model::safety::merge_safety;
 
 /// The journal's file name under the state directory.
 pub const JOURNAL_FILE: &str = "fallback.json";
@@ -85,42 +86,6 @@ pub const PROBE_IN_FLIGHT: Duration = Duration::from_secs(6);
 
 /// The default period of the background re-sync task.
 pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
-
-/// Merges two views of one container's safety state (commutative and idempotent):
-/// actions united by `decision_id`, oldest first (an action Failed on either side stays Failed,
-/// else one Succeeded on either side is Succeeded); failures united, equal timestamps once;
-/// the later `open_until` and `gave_up_at`.
-pub fn merge_safety(a: &SafetyState, b: &SafetyState) -> SafetyState {
-    let mut by_id: BTreeMap<&str, ActionRecord> = BTreeMap::new();
-    for record in a.actions.iter().chain(&b.actions) {
-        by_id
-            .entry(record.decision_id.as_str())
-            .and_modify(|known| known.outcome = combine(known.outcome, record.outcome))
-            .or_insert_with(|| record.clone());
-    }
-    let mut actions: Vec<ActionRecord> = by_id.into_values().collect();
-    actions.sort_by(|x, y| {
-        x.at.cmp(&y.at)
-            .then_with(|| x.decision_id.cmp(&y.decision_id))
-    });
-    let mut failures: Vec<_> = a.failures.iter().chain(&b.failures).copied().collect();
-    failures.sort();
-    failures.dedup();
-    SafetyState {
-        actions,
-        failures,
-        open_until: a.open_until.max(b.open_until),
-        gave_up_at: a.gave_up_at.max(b.gave_up_at),
-    }
-}
-
-fn combine(a: Outcome, b: Outcome) -> Outcome {
-    match (a, b) {
-        (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
-        (Outcome::Succeeded, _) | (_, Outcome::Succeeded) => Outcome::Succeeded,
-        _ => Outcome::Pending,
-    }
-}
 
 /// Redis is unreachable: only then does the local view stand in. An error reply (a key of the
 /// wrong type…) is passed on, never taken for an outage (two operators would both act).
@@ -216,12 +181,9 @@ impl FallbackStore {
     }
 
     fn outage_error(op: &'static str) -> BusError {
-        BusError::Redis {
+        BusError::Unavailable {
             op,
-            source: ::redis::RedisError::from((
-                ::redis::ErrorKind::Io,
-                "redis unreachable (outage in progress)",
-            )),
+            source: "redis unreachable (outage in progress)".into(),
         }
     }
 
@@ -744,7 +706,8 @@ impl StateStore for FallbackStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::ActionKind;
+    use crate::model::decision::ActionKind;
+    use crate::model::safety::{ActionRecord, Outcome};
     use chrono::{DateTime, Utc};
 
     /// A remote that can be switched to fail with a Redis (I/O) error; state in memory.
@@ -771,9 +734,9 @@ mod tests {
         fn check(&self) -> Result<()> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
-                return Err(BusError::Redis {
+                return Err(BusError::Unavailable {
                     op: "fake",
-                    source: ::redis::RedisError::from((::redis::ErrorKind::Io, "redis is down")),
+                    source: "redis is down".into(),
                 });
             }
             Ok(())
@@ -964,9 +927,9 @@ mod tests {
         async fn fail<T>(&self) -> Result<T> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
-            Err(BusError::Redis {
+            Err(BusError::Unavailable {
                 op: "fake",
-                source: ::redis::RedisError::from((::redis::ErrorKind::Io, "timed out")),
+                source: "timed out".into(),
             })
         }
     }
@@ -1333,7 +1296,7 @@ mod tests {
         assert!(store.take_fleet_budget("p", 5, per, "a").await.unwrap());
         remote.set_down(true);
         let err = store.take_fleet_budget("p", 5, per, "b").await.unwrap_err();
-        assert!(matches!(err, BusError::Redis { .. }), "{err}");
+        assert!(matches!(err, BusError::Unavailable { .. }), "{err}");
         remote.set_down(false);
         assert!(store.take_fleet_budget("p", 5, per, "c").await.unwrap());
     }

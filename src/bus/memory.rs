@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{AuditRecord, BusError, Envelope, EventSink, EventType, Result, StateStore};
-use crate::respond::safety::SafetyState;
+use crate::model::safety::SafetyState;
 
 /// How many audit records and envelopes are kept in memory.
 pub const RETAINED: usize = 1000;
@@ -255,13 +255,13 @@ impl EventSink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::respond::safety::{ActionRecord, Outcome};
+    use crate::model::safety::{ActionRecord, Outcome};
 
     fn record(id: &str) -> ActionRecord {
         ActionRecord {
             decision_id: id.into(),
             at: chrono::Utc::now(),
-            action: crate::policy::ActionKind::Restart,
+            action: crate::model::decision::ActionKind::Restart,
             finding: "exited".into(),
             outcome: Outcome::Pending,
         }

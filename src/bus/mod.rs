@@ -8,18 +8,20 @@
 pub mod envelope;
 pub mod fallback;
 pub mod memory;
-pub mod redis;
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+pub use crate::model::audit::AuditRecord;
 use prometheus_client::metrics::counter::Counter;
-use serde::{Deserialize, Serialize};
 
 pub use envelope::{Envelope, EventType};
 
-use crate::respond::safety::SafetyState;
+use crate::model::safety::SafetyState;
+
+/// A boxed error from a transport, so that [`BusError`] names none.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of a store or sink.
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +44,25 @@ pub enum BusError {
         #[source]
         source: serde_json::Error,
     },
-    /// A Redis command failed (Redis unreachable, refused, or answered with an error).
+    /// The shared store is unreachable (connection refused, dropped, timed out): the outage
+    /// path applies.
     #[error("redis {op}: {source}")]
-    Redis {
+    Unavailable {
+        /// What was being done.
+        op: &'static str,
+        /// Why (the transport's error; this type names no transport).
+        #[source]
+        source: BoxError,
+    },
+    /// The shared store answered with an error (a key of the wrong type, a script error…):
+    /// not an outage.
+    #[error("redis {op}: {source}")]
+    Refused {
         /// What was being done.
         op: &'static str,
         /// Why.
         #[source]
-        source: ::redis::RedisError,
+        source: BoxError,
     },
     /// The Redis settings are unusable (never contains the password).
     #[error("redis configuration: {reason}")]
@@ -64,7 +77,7 @@ impl BusError {
     /// An error *reply* (`WRONGTYPE`, `ERR`…) is not an outage: Redis answered, and falling
     /// back to a local view then would let two operators act on one failure.
     pub fn is_outage(&self) -> bool {
-        matches!(self, Self::Redis { source, .. } if self::redis::is_connection_error(source))
+        matches!(self, Self::Unavailable { .. })
     }
 
     /// A short label for metrics.
@@ -72,7 +85,7 @@ impl BusError {
         match self {
             Self::Persist { .. } => "state_persist",
             Self::Corrupt { .. } => "state_corrupt",
-            Self::Redis { .. } => "redis",
+            Self::Unavailable { .. } | Self::Refused { .. } => "redis",
             Self::RedisConfig { .. } => "redis_config",
         }
     }
@@ -100,49 +113,18 @@ pub fn report_bad_value(key: &str, problem: &str, handling: &str) {
     if first {
         BAD_VALUES.inc();
         tracing::warn!(
-            key = %crate::policy::remote::printable(key),
-            problem = %crate::policy::remote::printable(problem),
+            key = %crate::util::printable::printable(key),
+            problem = %crate::util::printable::printable(problem),
             handling,
             "a value in the shared store is not HemoStat's (reported once per key): delete or fix the key"
         );
     } else {
-        tracing::debug!(key = %crate::policy::remote::printable(key), problem, "bad value in the shared store, again");
+        tracing::debug!(key = %crate::util::printable::printable(key), problem, "bad value in the shared store, again");
     }
 }
 
 /// The result type of this module.
 pub type Result<T, E = BusError> = std::result::Result<T, E>;
-
-/// One audited responder outcome (what `remediation_complete` announces).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// The decision it belongs to.
-    pub decision_id: String,
-    /// When it ended.
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    /// The node that acted.
-    pub node: String,
-    /// Container name.
-    pub container: String,
-    /// Container id.
-    pub container_id: String,
-    /// The governing policy.
-    pub policy: String,
-    /// The action.
-    pub action: String,
-    /// `success`, `failed`, `rejected` or `dry_run`.
-    pub status: String,
-    /// Why it was decided.
-    pub reason: String,
-    /// What happened, or why it was refused.
-    pub details: String,
-    /// When the call to the engine started (for actions that ran).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action_started_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Which gate refused it, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<String>,
-}
 
 /// Shared state: per-container safety state, in-flight locks and the audit trail.
 #[async_trait::async_trait]

@@ -6,93 +6,17 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, ValueEnum};
-use redis::IntoConnectionInfo as _;
 
-use crate::http::api::ContainerView;
-use crate::policy::remote::{
+use crate::adapters::redis::config::RedisArgs;
+use crate::adapters::redis::policies::{
     DiffKind, PolicyRepo, RemoteError, StoredPolicy, canonical_yaml, printable,
 };
+use crate::http::api::ContainerView;
+use crate::model::wire::Envelope;
 use crate::policy::{HealthPolicy, load_paths};
 
-/// Where Redis is. `--redis-url`/`REDIS_URL` wins; otherwise `REDIS_HOST`/`REDIS_PORT`;
-/// `REDIS_PASSWORD` is used when the URL carries none.
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// Redis URL (redis://[:password@]host:port[/db], rediss:// for TLS).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Redis host, when no URL is given.
-    #[arg(long, env = "REDIS_HOST", default_value = "127.0.0.1")]
-    pub redis_host: String,
-    /// Redis port, when no URL is given.
-    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
-    pub redis_port: u16,
-    /// Redis password (never printed).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-}
-
-/// `url` with any password replaced by `***`, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let redacted = if userinfo.contains(':') {
-        format!("{user}:***")
-    } else {
-        // `redis://secret@host`: the single part is the password for Redis.
-        "***".to_owned()
-    };
-    format!(
-        "{}://{redacted}@{}{}",
-        &url[..scheme_end],
-        &authority[at + 1..],
-        &rest[authority_end..]
-    )
-}
-
-/// A Redis client from the arguments (or environment), and the URL to name in messages
-/// (never with the password).
-pub fn redis_client_from_env_or_args(args: &RedisArgs) -> anyhow::Result<(redis::Client, String)> {
-    let (info, shown) = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let shown = redact_url(url);
-            let info = url
-                .into_connection_info()
-                .map_err(|e| anyhow!("invalid Redis URL {shown}: {e}"))?;
-            (info, shown)
-        }
-        None => {
-            let info = (args.redis_host.as_str(), args.redis_port)
-                .into_connection_info()
-                .map_err(|e| anyhow!("invalid Redis address: {e}"))?;
-            (
-                info,
-                format!("redis://{}:{}", args.redis_host, args.redis_port),
-            )
-        }
-    };
-    let info = match args.redis_password.as_deref().filter(|p| !p.is_empty()) {
-        Some(password) if info.redis_settings().password().is_none() => {
-            let settings = info.redis_settings().clone().set_password(password);
-            info.set_redis_settings(settings)
-        }
-        _ => info,
-    };
-    let client = redis::Client::open(info).map_err(|e| anyhow!("Redis at {shown}: {e}"))?;
-    Ok((client, shown))
-}
-
 async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
-    let (client, shown) = redis_client_from_env_or_args(args)?;
+    let (client, shown) = super::run::redis_secrets_from_files(args.clone())?.cli_client()?;
     PolicyRepo::connect(client).await.map_err(|e| {
         anyhow!(
             "cannot reach Redis at {shown} ({e}): start Redis there, or point --redis-url / REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) at a reachable one"
@@ -624,6 +548,22 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
         );
         return Ok(1);
     };
+    let mut out = describe_stored(&stored)?;
+    out.push_str(&format!("Operator:     {}\n", args.api));
+    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
+        Err(e) => {
+            out.push_str(&format!(
+                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
+            ));
+        }
+        Ok(containers) => describe_live(&args.api, &stored, &containers, &mut out).await?,
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+/// The stored policy: name, generation, and its spec or why it is invalid.
+fn describe_stored(stored: &StoredPolicy) -> anyhow::Result<String> {
     let mut out = String::new();
     out.push_str(&format!("Name:         {}\n", printable(&stored.name)));
     out.push_str("Source:       redis hemostat:policies\n");
@@ -660,76 +600,52 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    out.push_str(&format!("Operator:     {}\n", args.api));
-    match fetch_api::<Vec<ContainerView>>(&args.api, "/api/v1/containers").await {
-        Err(e) => {
-            out.push_str(&format!(
-                "  not reachable: {e:#}\n  Matched containers and recent decisions are unknown.\n"
-            ));
-        }
-        Ok(containers) => {
-            let matched: Vec<&ContainerView> = containers
-                .iter()
-                .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
-                .collect();
-            out.push_str(&format!("Matched containers: {}\n", matched.len()));
-            if !matched.is_empty() {
-                let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
-                for c in &matched {
-                    let v = serde_json::to_value(c)?;
-                    rows.push(vec![
-                        text(&v, "/name"),
-                        text(&v, "/state"),
-                        text(&v, "/health"),
-                    ]);
-                }
-                for line in table(&rows).lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
-            let decisions: serde_json::Value =
-                fetch_api(&args.api, "/api/v1/decisions?limit=1000").await?;
-            let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
-            let recent: Vec<serde_json::Value> = decisions
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| {
-                    e.pointer("/data/policy").and_then(|p| p.as_str()) == Some(stored.name.as_str())
-                        || e.pointer("/data/container")
-                            .and_then(|c| c.as_str())
-                            .is_some_and(|c| names.contains(&c))
-                })
-                .cloned()
-                .collect();
-            let skip = recent.len().saturating_sub(10);
-            out.push_str(&format!("Recent decisions: {}\n", recent.len()));
-            if !recent.is_empty() {
-                let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
-                for line in table.lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
-        }
-    }
-    print!("{out}");
-    Ok(0)
+    Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://:s3cret@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://user:s3cret@host:6379"),
-            "redis://user:***@host:6379"
-        );
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+/// What the running operator says: the matched containers and the recent decisions about them.
+async fn describe_live(
+    api: &str,
+    stored: &StoredPolicy,
+    containers: &[ContainerView],
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let matched: Vec<&ContainerView> = containers
+        .iter()
+        .filter(|c| c.policy.as_deref() == Some(stored.name.as_str()))
+        .collect();
+    out.push_str(&format!("Matched containers: {}\n", matched.len()));
+    if !matched.is_empty() {
+        let mut rows = vec![["NAME", "STATE", "HEALTH"].map(str::to_owned).to_vec()];
+        for c in &matched {
+            let v = serde_json::to_value(c)?;
+            rows.push(vec![
+                text(&v, "/name"),
+                text(&v, "/state"),
+                text(&v, "/health"),
+            ]);
+        }
+        for line in table(&rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
     }
+    let decisions: Vec<Envelope> = fetch_api(api, "/api/v1/decisions?limit=1000").await?;
+    let names: Vec<&str> = matched.iter().map(|c| c.name.as_str()).collect();
+    let recent: Vec<serde_json::Value> = decisions
+        .iter()
+        .filter(|e| {
+            e.policy() == Some(stored.name.as_str())
+                || e.container().is_some_and(|c| names.contains(&c))
+        })
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    let skip = recent.len().saturating_sub(10);
+    out.push_str(&format!("Recent decisions: {}\n", recent.len()));
+    if !recent.is_empty() {
+        let table = decisions_table(&serde_json::Value::Array(recent[skip..].to_vec()));
+        for line in table.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    Ok(())
 }

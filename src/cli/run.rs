@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -11,19 +9,7 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
-use crate::bus::memory::{MemorySink, MemoryStore};
-use crate::bus::{EventSink, StateStore};
-use crate::controller::context::Context;
-use crate::controller::queue::WorkQueue;
-use crate::controller::{ControllerConfig, driver};
-use crate::docker::BollardDocker;
-use crate::docker::DockerApi;
-use crate::observe::sampler::CgroupReader;
-use crate::policy::registry::PolicyRegistry;
 use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
-use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
@@ -67,26 +53,9 @@ pub struct RunArgs {
     /// there when HemoStat runs in a container).
     #[arg(long, env = "HEMOSTAT_CGROUP_ROOT", default_value = crate::observe::sampler::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
-    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS). Without any Redis
-    /// setting, the embedded in-memory store is used.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Redis host, when no URL is given (the original's REDIS_HOST).
-    #[arg(long, env = "REDIS_HOST")]
-    pub redis_host: Option<String>,
-    /// Redis port (default 6379).
-    #[arg(long, env = "REDIS_PORT")]
-    pub redis_port: Option<u16>,
-    /// Redis password (never logged). On the command line it is readable by every user in
-    /// `ps`: prefer REDIS_PASSWORD_FILE or --redis-url-file.
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-    /// A file holding the Redis URL (with its password), instead of --redis-url.
-    #[arg(long, env = "REDIS_URL_FILE", conflicts_with = "redis_url")]
-    pub redis_url_file: Option<PathBuf>,
-    /// A file holding the Redis password, instead of --redis-password.
-    #[arg(long, env = "REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
-    pub redis_password_file: Option<PathBuf>,
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: crate::adapters::redis::config::RedisArgs,
     /// At most this many open HTTP connections; beyond it new ones are closed at once (idle
     /// ones close after 30 s, ones that send no request within 10 s sooner).
     #[arg(long, env = "HEMOSTAT_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
@@ -131,15 +100,6 @@ fn default_state_dir() -> PathBuf {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/state/hemostat"),
         _ => PathBuf::from("/var/lib/hemostat"),
     }
-}
-
-fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The built-in policy with the original system's environment overrides applied
@@ -226,13 +186,14 @@ fn load_policies(paths: &[PathBuf]) -> anyhow::Result<Vec<HealthPolicy>> {
             "running with the valid policies only"
         );
     }
+    for w in &report.warnings {
+        warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
+    }
     for p in &report.policies {
         info!(policy = %p.policy.metadata.name, source = %p.source, "policy loaded");
     }
     Ok(report.policies.into_iter().map(|p| p.policy).collect())
 }
-
-pub use crate::observe::host::own_container_id;
 
 async fn shutdown_signal(token: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -278,6 +239,20 @@ fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
     None
 }
 
+/// The Redis settings with `--redis-url-file` / `--redis-password-file` read into the URL and
+/// the password (shared by `run` and the policy commands).
+pub fn redis_secrets_from_files(
+    mut redis: crate::adapters::redis::config::RedisArgs,
+) -> anyhow::Result<crate::adapters::redis::config::RedisArgs> {
+    if let Some(path) = redis.redis_url_file.take() {
+        redis.redis_url = Some(secret_from_file(&path, "--redis-url-file")?);
+    }
+    if let Some(path) = redis.redis_password_file.take() {
+        redis.redis_password = Some(secret_from_file(&path, "--redis-password-file")?);
+    }
+    Ok(redis)
+}
+
 /// A secret read from a file (one line; surrounding whitespace and the newline dropped).
 fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
@@ -303,12 +278,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         max_concurrent,
         label_filter,
         cgroup_root,
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-        redis_url_file,
-        redis_password_file,
+        redis,
         http_max_connections,
         outbox_capacity,
         accept_external_requests,
@@ -321,14 +291,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "a Redis password is on the command line, readable by every user in `ps`: put it in a file and use REDIS_PASSWORD_FILE or --redis-url-file"
         );
     }
-    let redis_url = match redis_url_file {
-        Some(path) => Some(secret_from_file(&path, "--redis-url-file")?),
-        None => redis_url,
-    };
-    let redis_password = match redis_password_file {
-        Some(path) => Some(secret_from_file(&path, "--redis-password-file")?),
-        None => redis_password,
-    };
+    let redis = redis_secrets_from_files(redis)?;
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -336,170 +299,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
     }
     let policies = load_policies(&policies)?;
-    let node = node.unwrap_or_else(node_name);
-    let redis = crate::bus::redis::RedisConfig::from_parts(
-        redis_url,
-        redis_host,
-        redis_port,
-        redis_password,
-    )
-    .context("invalid Redis settings")?
-    .map(|c| c.with_outbox_capacity(outbox_capacity));
+    let node = node.unwrap_or_else(crate::observe::host::node_name);
+    let redis = redis
+        .config()
+        .context("invalid Redis settings")?
+        .map(|c| c.with_outbox_capacity(outbox_capacity));
     if accept_external_requests && redis.is_none() {
         bail!(
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
         );
     }
-
-    let docker = BollardDocker::connect()
-        .await
-        .context("cannot reach the Docker engine")?;
-    let docker: Arc<dyn DockerApi> = Arc::new(docker);
-    let host = docker
-        .host_info()
-        .await
-        .context("cannot read the Docker host's info")?;
-    info!(node = %node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
-
-    let mut redis_bus = None;
-    let mut fallback = None;
-    let state_dir = state_dir.unwrap_or_else(default_state_dir);
-    let local = MemoryStore::open(&state_dir)
-        .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?;
-    let (store, sink): (Arc<dyn StateStore>, Arc<dyn EventSink>) = match &redis {
-        Some(config) => {
-            let bus = Arc::new(
-                crate::bus::redis::RedisBus::new(config)
-                    .context("cannot set up the Redis client")?,
-            );
-            match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
-                Ok(Ok(())) => {
-                    info!(redis = %config, state_dir = %state_dir.display(), "shared state and decisions go to Redis; safety state also kept locally for outages")
-                }
-                _ => {
-                    warn!(redis = %config, state_dir = %state_dir.display(), "Redis does not answer yet: envelopes wait in the outbox; safety state, locks and audit use this node's local view (persisted in the state dir) and are merged into Redis when it answers; fleet budgets are refused until then")
-                }
-            }
-            redis_bus = Some(bus.clone());
-            let store = Arc::new(
-                FallbackStore::new(bus.clone(), local)
-                    .with_journal(&state_dir)
-                    .with_context(|| format!("cannot use --state-dir {}", state_dir.display()))?,
-            );
-            fallback = Some(store.clone());
-            (store, bus)
-        }
-        None => {
-            info!(state_dir = %state_dir.display(), "no Redis configured: safety state persisted here, decisions kept in memory");
-            (Arc::new(local), Arc::new(MemorySink::default()))
-        }
+    let config = crate::app::Config {
+        policies,
+        listen,
+        state_dir: state_dir.unwrap_or_else(default_state_dir),
+        node,
+        resync: resync_interval.get(),
+        sample_interval: sample_interval.get(),
+        dry_run,
+        max_concurrent,
+        label_filter,
+        cgroup_root,
+        redis,
+        accept_external_requests,
+        http_max_connections,
     };
-
-    let registry = Arc::new(PolicyRegistry::new(policies.clone()));
-    let own = own_container_id();
-    if let Some(id) = &own {
-        info!(container = %&id[..12], "running in a container: it is never acted on");
-    }
-    let cgroups = cgroup_root.exists().then(|| CgroupReader::new(cgroup_root));
-    let acting = Arc::new(Acting::default());
-    let (queue, receiver) = WorkQueue::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let ctx = Arc::new(Context {
-        docker: docker.clone(),
-        store: store.clone(),
-        sink: sink.clone(),
-        policies: registry.clone(),
-        observed: Default::default(),
-        responder: Responder {
-            docker: docker.clone(),
-            store: store.clone(),
-            sink: sink.clone(),
-            acting: acting.clone(),
-            node: node.clone(),
-            engine_id: host.engine_id.clone(),
-            owner: format!("{node}/{}", uuid::Uuid::new_v4()),
-            own_container_id: own,
-            global_dry_run: dry_run,
-            metrics: metrics.clone(),
-            action_started: Default::default(),
-        },
-        acting,
-        queue,
-        ready: ready.clone(),
-        config: ControllerConfig {
-            node: node.clone(),
-            resync: resync_interval.get(),
-            sample_interval: sample_interval.get(),
-            max_concurrent,
-            label_filter,
-        },
-        handled: Default::default(),
-        metrics: metrics.clone(),
-        own_decisions: Default::default(),
-    });
-
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics, /api/v1");
-    let api = crate::http::ApiState {
-        ready,
-        observed: ctx.observed.clone(),
-        sink,
-        store,
-        policies: ctx.policies.clone(),
-        metrics,
-        node,
-    };
-    let server = tokio::spawn(crate::http::serve_limited(
-        listener,
-        api,
-        http_max_connections,
-        shutdown.clone(),
-    ));
-    if let Some(config) = &redis {
-        let client = redis::Client::open(config.connection_info().clone())
-            .context("cannot set up the Redis client for policies")?;
-        tokio::spawn(crate::policy::remote::watch_policies(
-            client,
-            registry.clone(),
-            policies,
-            shutdown.clone(),
-        ));
-        if accept_external_requests {
-            let client = redis::Client::open(config.connection_info().clone())
-                .context("cannot set up the Redis client for external requests")?;
-            tokio::spawn(crate::controller::external::run_subscriber(
-                client,
-                ctx.clone(),
-                shutdown.clone(),
-            ));
-        }
-    }
-    if let Some(store) = &fallback {
-        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
-    }
-    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
-        ctx.clone(),
-        shutdown.clone(),
-    ));
-    driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => warn!(error = %e, "HTTP server task failed"),
-    }
-    if let Some(bus) = redis_bus
-        && !bus.flush(Duration::from_secs(5)).await
-    {
-        warn!(
-            left = bus.outbox_len(),
-            "Redis did not take every envelope before shutdown"
-        );
-    }
+    crate::app::run(config, shutdown).await?;
     info!("stopped");
     Ok(0)
 }

@@ -51,6 +51,9 @@ pub fn run(args: ValidateArgs) -> i32 {
             for d in &report.diagnostics {
                 println!("{d}");
             }
+            for w in &report.warnings {
+                eprintln!("{}", w.as_warning());
+            }
             let summary = format!(
                 "{} file(s), {} valid polic{}, {} error(s)",
                 report.files,

@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 
 use super::queue::WorkQueue;
 use crate::bus::{EventSink, StateStore};
-use crate::docker::DockerApi;
+use crate::engine::ContainerEngine;
+use crate::observe::acting::Acting;
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
 use crate::respond::Responder;
-use crate::respond::acting::Acting;
 
 /// Settings of the loop.
 #[derive(Clone, Debug)]
@@ -30,12 +30,21 @@ pub struct ControllerConfig {
     pub label_filter: Option<String>,
 }
 
+impl ControllerConfig {
+    /// True when the container carries the operator's `--label-filter` (or there is none).
+    pub fn in_scope(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.label_filter
+            .as_deref()
+            .is_none_or(|f| crate::policy::select::LabelFilter::parse(f).matches(labels))
+    }
+}
+
 /// What was last decided and announced for a container, so a persisting problem is announced
 /// once, and acted on again only when a gate's wait is over.
 #[derive(Clone, Debug, Default)]
 pub struct Handled {
     /// Identifies the problem: finding, action, and the container's life.
-    pub signature: String,
+    pub signature: super::announce::Signature,
     /// When the same problem may be acted on again.
     pub retry_at: Option<DateTime<Utc>>,
     /// Consecutive failed reconciles (for `error_policy`).
@@ -83,7 +92,7 @@ impl OwnDecisions {
 /// Shared by every part of the running operator.
 pub struct Context {
     /// The engine.
-    pub docker: Arc<dyn DockerApi>,
+    pub docker: Arc<dyn ContainerEngine>,
     /// Shared state.
     pub store: Arc<dyn StateStore>,
     /// Where envelopes go.

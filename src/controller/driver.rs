@@ -6,7 +6,7 @@ use tracing::Instrument;
 
 use super::queue::{WorkReceiver, run};
 use super::{Action, Context, error_policy, reconcile};
-use crate::docker::HostInfo;
+use crate::engine::HostInfo;
 use crate::observe::sampler::CgroupReader;
 
 /// Runs the controller until `shutdown` is cancelled; returns when every task has stopped.

@@ -26,19 +26,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use crate::adapters::redis::requests::RequestHandler;
 use crate::analyze::{AnalysisMethod, Decision};
-use crate::bus::{AuditRecord, Envelope, EventType};
-use crate::docker::ContainerInfo;
+use crate::bus::{Envelope, EventType};
+use crate::engine::ContainerInfo;
 use crate::policy::select::Target;
 use crate::policy::{ActionKind, HealthPolicy};
 use crate::respond::Request;
+use crate::respond::report::Report;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -214,6 +214,79 @@ fn parse_action(s: &str) -> Option<ActionKind> {
 /// name, `is_own_decision` tells the decision ids this process produced, and `lookup` finds an
 /// observed container by name together with its governing policy (`None` when there is no such
 /// container or no policy governs it).
+/// `data.command`: absent, or an array of strings.
+fn command_of(
+    data: &serde_json::Map<String, Value>,
+    p: &Partial,
+) -> Result<Option<Vec<String>>, Invalid> {
+    match data.get("command") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .map(Some)
+            .ok_or_else(|| p.refuse(Reason::BadShape, "data.command is not an array of strings")),
+        Some(_) => Err(p.refuse(Reason::BadShape, "data.command is not an array of strings")),
+    }
+}
+
+/// What the governing policy says of the request: the action allowed, an exec command on its
+/// allow-list, the confidence (clamped to 0..=1) at least `minConfidence`.
+fn allowed_by(
+    policy: &HealthPolicy,
+    action: ActionKind,
+    command: Option<Vec<String>>,
+    confidence: f64,
+    p: &Partial,
+) -> Result<(Option<Vec<String>>, f64), Invalid> {
+    let r = &policy.spec.remediation;
+    if !r.actions.contains(&action) {
+        return Err(p.refuse(
+            Reason::ActionNotAllowed,
+            format!(
+                "action {action} is not allowed by policy {}",
+                policy.metadata.name
+            ),
+        ));
+    }
+    let command = if action == ActionKind::Exec {
+        let allowed = r.exec.as_ref().map(|e| e.allowed.as_slice()).unwrap_or(&[]);
+        match command {
+            Some(c) if allowed.contains(&c) => Some(c),
+            Some(_) => {
+                return Err(p.refuse(
+                    Reason::ExecNotAllowed,
+                    format!(
+                        "the command is not on the exec allow-list of policy {}",
+                        policy.metadata.name
+                    ),
+                ));
+            }
+            None => {
+                return Err(p.refuse(Reason::ExecNotAllowed, "an exec needs data.command"));
+            }
+        }
+    } else {
+        None
+    };
+    let confidence = if confidence.is_finite() {
+        confidence.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if confidence < r.min_confidence {
+        return Err(p.refuse(
+            Reason::LowConfidence,
+            format!(
+                "confidence {confidence} is below minConfidence {} of policy {}",
+                r.min_confidence, policy.metadata.name
+            ),
+        ));
+    }
+    Ok((command, confidence))
+}
+
 pub fn validate_request(
     payload: &[u8],
     own_node: &str,
@@ -297,22 +370,7 @@ pub fn validate_request(
     let Some(confidence) = data.get("confidence").and_then(Value::as_f64) else {
         return Err(p.refuse(Reason::BadShape, "data.confidence is not a number"));
     };
-    let command = match data.get("command") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let Some(args) = items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<String>>>()
-            else {
-                return Err(p.refuse(Reason::BadShape, "data.command is not an array of strings"));
-            };
-            Some(args)
-        }
-        Some(_) => {
-            return Err(p.refuse(Reason::BadShape, "data.command is not an array of strings"));
-        }
-    };
+    let command = command_of(data, &p)?;
     let Some((info, policy)) = lookup(name) else {
         return Err(p.refuse(
             Reason::NotGoverned,
@@ -321,50 +379,7 @@ pub fn validate_request(
     };
     p.container_id = Some(info.id.clone());
     p.policy = Some(policy.metadata.name.clone());
-    let r = &policy.spec.remediation;
-    if !r.actions.contains(&action) {
-        return Err(p.refuse(
-            Reason::ActionNotAllowed,
-            format!(
-                "action {action} is not allowed by policy {}",
-                policy.metadata.name
-            ),
-        ));
-    }
-    let command = if action == ActionKind::Exec {
-        let allowed = r.exec.as_ref().map(|e| e.allowed.as_slice()).unwrap_or(&[]);
-        match command {
-            Some(c) if allowed.contains(&c) => Some(c),
-            Some(_) => {
-                return Err(p.refuse(
-                    Reason::ExecNotAllowed,
-                    format!(
-                        "the command is not on the exec allow-list of policy {}",
-                        policy.metadata.name
-                    ),
-                ));
-            }
-            None => {
-                return Err(p.refuse(Reason::ExecNotAllowed, "an exec needs data.command"));
-            }
-        }
-    } else {
-        None
-    };
-    let confidence = if confidence.is_finite() {
-        confidence.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    if confidence < r.min_confidence {
-        return Err(p.refuse(
-            Reason::LowConfidence,
-            format!(
-                "confidence {confidence} is below minConfidence {} of policy {}",
-                r.min_confidence, policy.metadata.name
-            ),
-        ));
-    }
+    let (command, confidence) = allowed_by(&policy, action, command, confidence, &p)?;
     let agent = p.agent.clone().unwrap_or_default();
     let decision = Decision {
         action: Some(action),
@@ -433,11 +448,7 @@ async fn handle(
     let lookup = |name: &str| {
         let observed = ctx.observed.find_by_name(name)?;
         let info = observed.info;
-        let policy = ctx.policies.governing(Target {
-            name: &info.name,
-            image: &info.image,
-            labels: &info.labels,
-        })?;
+        let policy = ctx.policies.governing(Target::from(&info))?;
         Some((info, policy))
     };
     let valid = validate_request(
@@ -520,96 +531,80 @@ async fn announce_refusal(ctx: &Context, refused: &Refused) {
         "external request from {}",
         refused.agent.as_deref().unwrap_or("an unknown agent")
     );
-    let data = json!({
-        "container": container,
-        "action": action,
-        "result": {
-            "status": "rejected",
-            "action": action,
-            "container": container,
-            "details": details,
-        },
-        "dry_run": false,
-        "reason": reason,
-        "decision_id": decision_id,
-        "analysis_method": AnalysisMethod::External,
-        "container_id": refused.container_id,
-        "policy": refused.policy,
-        "node": ctx.config.node,
-        "gate": GATE,
-        "refusal": refused.reason.label(),
-        "gave_up": false,
-    });
-    ctx.sink
-        .publish(Envelope::new(EventType::RemediationComplete, data))
-        .await;
-    let record = AuditRecord {
-        decision_id,
-        timestamp: Utc::now(),
-        node: ctx.config.node.clone(),
+    let report = Report {
         container: container.clone(),
-        container_id: refused.container_id.clone().unwrap_or_default(),
-        policy: refused.policy.clone().unwrap_or_default(),
+        container_id: refused.container_id.clone(),
+        policy: refused.policy.clone(),
         action: action.to_owned(),
-        status: "rejected".to_owned(),
-        reason,
+        status: "rejected",
         details,
-        action_started_at: None,
         gate: Some(GATE.to_owned()),
+        dry_run: false,
+        confidence: None,
+        reason,
+        decision_id,
+        method: AnalysisMethod::External,
+        node: ctx.config.node.clone(),
+        refusal: Some(refused.reason.label().to_owned()),
+        gave_up: false,
+        action_started_at: None,
     };
-    if let Err(e) = ctx.store.append_audit(record).await {
+    ctx.sink.publish(Envelope::of(&report.payload())).await;
+    if let Err(e) = ctx.store.append_audit(report.audit(Utc::now())).await {
         warn!(error = %e, "could not append to the audit trail");
     }
 }
 
-/// Subscribes to `hemostat:remediation_needed` and handles every request until `shutdown`;
-/// reconnects with backoff (up to 30 s) when Redis goes away.
-pub async fn run_subscriber(client: redis::Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let channel = EventType::RemediationNeeded.channel();
-    let slots = Arc::new(Semaphore::new(CONCURRENT));
-    let mut budget = AnnounceBudget::new();
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = connected => r,
-        };
-        let pubsub = match result {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "cannot subscribe to external remediation requests");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(250);
-        info!(channel = %channel, "accepting external remediation requests");
-        let mut messages = pubsub.into_on_message();
-        loop {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => return,
-                msg = messages.next() => msg,
-            };
-            let Some(msg) = msg else {
-                warn!("lost the subscription to external remediation requests; reconnecting");
-                break;
-            };
-            let handled = handle(&ctx, msg.get_payload_bytes(), &mut budget, &slots);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = handled => {}
-            }
+/// Validates and handles the requests of one subscription, one message at a time (each
+/// accepted request runs in a task, at most [`CONCURRENT`] at once).
+pub struct Intake {
+    ctx: Arc<Context>,
+    budget: AnnounceBudget,
+    slots: Arc<Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Intake {
+    async fn handle(&mut self, payload: &[u8]) {
+        handle(&self.ctx, payload, &mut self.budget, &self.slots).await;
+    }
+}
+
+impl Intake {
+    /// An intake acting through `ctx`.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            budget: AnnounceBudget::new(),
+            slots: Arc::new(Semaphore::new(CONCURRENT)),
         }
     }
+}
+
+/// Announces two fixed refusals (one with a known container and policy, one without), for
+/// the wire golden tests.
+#[cfg(test)]
+pub(crate) async fn golden_refusal(ctx: &Context) {
+    let known = Refused {
+        reason: Reason::ActionNotAllowed,
+        detail: "policy crash does not allow stop".to_owned(),
+        container: Some("web".to_owned()),
+        container_id: Some("web-id".to_owned()),
+        policy: Some("crash".to_owned()),
+        action: Some(ActionKind::Stop),
+        agent: Some("HemoStat-Analyzer".to_owned()),
+    };
+    announce_refusal(ctx, &known).await;
+    let unknown = Refused {
+        reason: Reason::NotGoverned,
+        detail: "no governed container named ghost".to_owned(),
+        container: Some("ghost".to_owned()),
+        container_id: None,
+        policy: None,
+        action: None,
+        agent: None,
+    };
+    announce_refusal(ctx, &unknown).await;
 }
 
 #[cfg(test)]
@@ -617,9 +612,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::engine::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
+    use serde_json::json;
 
     const NODE: &str = "node-a";
 

@@ -1,12 +1,17 @@
 //! The reconcile loop: triggers feed a de-duplicating, per-container-exclusive work queue.
 
+pub mod announce;
 pub mod context;
 pub mod driver;
 pub mod external;
 pub mod queue;
 pub mod reconcile;
 pub mod sample;
+#[cfg(test)]
+mod scenarios;
 pub mod watch;
+#[cfg(test)]
+mod wire_golden;
 
 use std::time::Duration;
 
@@ -27,7 +32,7 @@ pub enum Action {
 pub enum Error {
     /// The engine failed.
     #[error("docker: {0}")]
-    Docker(#[source] crate::docker::DockerError),
+    Docker(#[source] crate::engine::EngineError),
     /// The state store failed.
     #[error("state store: {0}")]
     Store(#[source] crate::bus::BusError),
@@ -56,7 +61,7 @@ mod tests {
 
     #[test]
     fn error_policy_backs_off_exponentially_up_to_a_minute() {
-        let e = Error::Docker(crate::docker::DockerError::NotFound { id: "x".into() });
+        let e = Error::Docker(crate::engine::EngineError::NotFound { id: "x".into() });
         let delays: Vec<_> = [0, 1, 2, 5, 6, 20]
             .iter()
             .map(|n| error_policy(&e, *n))

@@ -3,146 +3,131 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::json;
 use tracing::{debug, info};
 
-use super::context::Handled;
+use super::announce::{self, Problem, Signature, Turn, remember};
 use super::{Action, Context, Error};
 use crate::analyze::{Decision, Observation, analyze};
-use crate::bus::envelope::wire_timestamp_secs;
-use crate::bus::{Envelope, EventType};
+use crate::engine::ContainerInfo;
+use crate::model::safety::{SafetyState, safety_key};
 use crate::observe::store::Observed;
 use crate::policy::HealthPolicy;
 use crate::policy::select::Target;
-use crate::respond::safety::Refusal;
-use crate::respond::{Request, Response, safety_key};
+use crate::respond::gates::Refusal;
+use crate::respond::{Request, Response};
 
 /// Reconciles one container: computes everything again from what is observed now
 /// (level-triggered), announces a problem once, and asks the responder to act when the
 /// analyzer says so. Returns when to look again.
 pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
-    // Fresh from the engine: events only trigger, the inspection here is the truth.
-    match ctx.docker.inspect(id).await {
-        Ok(Some(info)) if in_scope(ctx, &info.labels) => ctx.observed.upsert(info, Utc::now()),
-        Ok(_) => ctx.observed.remove(id),
-        Err(e) if e.is_not_found() => ctx.observed.remove(id),
-        Err(e) => return Err(Error::Docker(e)),
-    }
-    let Some(observed) = ctx.observed.get(id) else {
-        ctx.handled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
+    let Some(observed) = refresh(ctx, id).await? else {
+        forget(ctx, id);
         return Ok(Action::AwaitChange);
     };
-    let info = &observed.info;
-    let target = Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    };
-    let Some(policy) = ctx.policies.governing(target) else {
-        ctx.handled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
+    let Some(policy) = ctx.policies.governing(Target::from(&observed.info)) else {
+        forget(ctx, id);
         return Ok(Action::Requeue(ctx.config.resync));
     };
     let now = Utc::now();
-    let key = safety_key(&ctx.config.node, &info.name);
+    let key = safety_key(&ctx.config.node, &observed.info.name);
     let safety = ctx.store.safety(&key).await.map_err(Error::Store)?;
-    let mut seen = info.clone();
+    ctx.metrics
+        .note_breaker(&key, safety.open_until.is_some_and(|u| now < u));
+    let mut seen = observed.info.clone();
     seen.oom_killed |= observed.oom_seen;
-    let usage: Vec<_> = observed.usage.iter().copied().collect();
-    let restarts: Vec<_> = observed.restarts.iter().copied().collect();
-    let observation = Observation {
-        info: &seen,
-        now,
-        usage: &usage,
-        restarts: &restarts,
-        manual_stop: observed.manual_stop,
-        unhealthy_since: observed.unhealthy_since,
-        failed_repairs: safety.recent_failures(&policy, now),
-    };
-    let decision = analyze(&policy, &observation);
+    let decision = analyze_now(&policy, &observed, &seen, &safety, now);
     if decision.findings.is_empty() {
-        ctx.handled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
+        forget(ctx, id);
         return Ok(Action::Requeue(next_look(ctx, &policy, &observed, now)));
     }
-
-    let signature = format!(
-        "{}|{:?}|{:?}|{:?}",
-        decision.primary.as_deref().unwrap_or_default(),
-        decision.action,
-        info.started_at,
-        info.finished_at
-    );
+    let signature = Signature::of(&decision, &observed.info);
     let previous = ctx
         .handled
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(id)
         .cloned();
-    let is_new = previous.as_ref().is_none_or(|p| p.signature != signature);
-    let retry_due = previous
-        .as_ref()
-        .and_then(|p| p.retry_at)
-        .is_some_and(|t| now >= t);
-    if !is_new && !retry_due {
-        return Ok(requeue_until(ctx, previous.and_then(|p| p.retry_at)));
+    let turn = announce::turn(previous.as_ref(), &signature, now);
+    if let Turn::Quiet(retry_at) = turn {
+        return Ok(requeue_until(ctx, retry_at));
     }
-
     let decision_id = uuid::Uuid::new_v4().to_string();
-    if is_new {
-        publish(
-            ctx,
-            EventType::HealthAlert,
-            alert_data(ctx, &observed, &seen, &policy, &decision, &decision_id),
-        )
-        .await;
+    let problem = Problem {
+        observed: &observed,
+        seen: &seen,
+        policy: &policy,
+        decision: &decision,
+        decision_id: &decision_id,
+    };
+    if turn == Turn::New {
+        announce::alert(ctx, &problem).await;
     }
     let Some(action) = decision.action else {
-        if is_new {
-            let data = decision_data(ctx, &observed, &policy, &decision, &decision_id);
-            publish(ctx, EventType::FalseAlarm, data).await;
-        }
         remember(ctx, id, signature, None);
         return Ok(Action::Requeue(ctx.config.resync));
     };
-    let data = decision_data(ctx, &observed, &policy, &decision, &decision_id);
-    ctx.own_decisions.insert(&decision_id);
-    publish(ctx, EventType::RemediationNeeded, data).await;
-    info!(container = %info.name, %action, reason = %decision.reason, "remediation needed");
-    let response = ctx
-        .responder
-        .respond(Request {
-            policy: &policy,
-            info: &seen,
-            decision: &decision,
-            decision_id: &decision_id,
-            manual_stop: observed.manual_stop,
-            command: None,
-        })
-        .await;
-    debug!(container = %info.name, status = response.status(), "responded");
+    announce::needed(ctx, &problem).await;
+    info!(container = %seen.name, %action, reason = %decision.reason, "remediation needed");
+    let response = ctx.responder.respond(request(&problem, &observed)).await;
+    debug!(container = %seen.name, status = response.status(), "responded");
+    if matches!(response, Response::GaveUp(_)) {
+        ctx.metrics.note_breaker(&key, true);
+    }
     let retry_at = retry_after(&response, &policy, now);
     remember(ctx, id, signature, retry_at);
     Ok(requeue_until(ctx, retry_at))
 }
 
-/// True when the container carries the operator's `--label-filter` (or there is none).
-pub fn in_scope(ctx: &Context, labels: &std::collections::BTreeMap<String, String>) -> bool {
-    match &ctx.config.label_filter {
-        None => true,
-        Some(filter) => {
-            let (k, v) = filter.split_once('=').unwrap_or((filter.as_str(), ""));
-            labels
-                .get(k)
-                .is_some_and(|value| v.is_empty() || value == v)
+/// Inspects the container afresh (events only trigger; the inspection is the truth) and
+/// returns its view, `None` when it is gone or out of scope.
+async fn refresh(ctx: &Context, id: &str) -> Result<Option<Observed>, Error> {
+    match ctx.docker.inspect(id).await {
+        Ok(Some(info)) if ctx.config.in_scope(&info.labels) => {
+            ctx.observed.upsert(info, Utc::now());
         }
+        Ok(_) => ctx.observed.remove(id),
+        Err(e) if e.is_not_found() => ctx.observed.remove(id),
+        Err(e) => return Err(Error::Docker(e)),
+    }
+    Ok(ctx.observed.get(id))
+}
+
+fn forget(ctx: &Context, id: &str) {
+    ctx.handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(id);
+}
+
+fn analyze_now(
+    policy: &HealthPolicy,
+    observed: &Observed,
+    seen: &ContainerInfo,
+    safety: &SafetyState,
+    now: chrono::DateTime<Utc>,
+) -> Decision {
+    let usage: Vec<_> = observed.usage.iter().copied().collect();
+    let restarts: Vec<_> = observed.restarts.iter().copied().collect();
+    let observation = Observation {
+        info: seen,
+        now,
+        usage: &usage,
+        restarts: &restarts,
+        manual_stop: observed.manual_stop,
+        unhealthy_since: observed.unhealthy_since,
+        failed_repairs: safety.recent_failures(&policy.spec.remediation.limits(), now),
+    };
+    analyze(policy, &observation)
+}
+
+fn request<'a>(p: &'a Problem<'a>, observed: &Observed) -> Request<'a> {
+    Request {
+        policy: p.policy,
+        info: p.seen,
+        decision: p.decision,
+        decision_id: p.decision_id,
+        manual_stop: observed.manual_stop,
+        command: None,
     }
 }
 
@@ -157,7 +142,7 @@ fn next_look(
     let mut wait = ctx.config.resync;
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
-        let due = crate::respond::safety::later(since, probe.unhealthy_for.get());
+        let due = crate::model::safety::later(since, probe.unhealthy_for.get());
         if let Ok(left) = (due - now).to_std() {
             wait = wait.min(left.saturating_add(Duration::from_millis(50)));
         }
@@ -172,7 +157,7 @@ fn retry_after(
     now: chrono::DateTime<Utc>,
 ) -> Option<chrono::DateTime<Utc>> {
     let r = &policy.spec.remediation;
-    let after = |d: Duration| crate::respond::safety::later(now, d);
+    let after = |d: Duration| crate::model::safety::later(now, d);
     match response {
         Response::Success(_) | Response::Failed(_) => Some(after(r.cooldown.get())),
         Response::Rejected(Refusal::Cooldown { until, .. })
@@ -192,87 +177,4 @@ fn requeue_until(ctx: &Context, at: Option<chrono::DateTime<Utc>>) -> Action {
         .map_or(resync, |d| d.min(resync))
         .max(Duration::from_millis(100));
     Action::Requeue(wait)
-}
-
-fn remember(ctx: &Context, id: &str, signature: String, retry_at: Option<chrono::DateTime<Utc>>) {
-    ctx.handled
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(
-            id.to_owned(),
-            Handled {
-                signature,
-                retry_at,
-                failures: 0,
-            },
-        );
-}
-
-async fn publish(ctx: &Context, event_type: EventType, data: serde_json::Value) {
-    ctx.metrics.decision(event_type);
-    ctx.sink.publish(Envelope::new(event_type, data)).await;
-}
-
-/// The original's `metrics` object: `{name, status, memory_pct, cpu_pct, timestamp}`.
-fn metrics_json(observed: &Observed) -> serde_json::Value {
-    let latest = observed.usage.back();
-    json!({
-        "name": observed.info.name,
-        "status": observed.info.state,
-        "memory_pct": latest.map(|u| round1(u.memory_percent)),
-        "cpu_pct": latest.map(|u| round1(u.cpu_percent)),
-        "timestamp": wire_timestamp_secs(latest.map_or_else(Utc::now, |u| u.at)),
-    })
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn alert_data(
-    ctx: &Context,
-    observed: &Observed,
-    seen: &crate::docker::ContainerInfo,
-    policy: &HealthPolicy,
-    decision: &Decision,
-    decision_id: &str,
-) -> serde_json::Value {
-    json!({
-        "container": seen.name,
-        "issues": decision.findings.iter().map(|f| f.message.clone()).collect::<Vec<_>>(),
-        "metrics": metrics_json(observed),
-        "findings": decision.findings,
-        "exit_code": seen.exit_code,
-        "oom_killed": seen.oom_killed,
-        "health": seen.health,
-        "container_id": seen.id,
-        "decision_id": decision_id,
-        "policy": policy.metadata.name,
-        "node": ctx.config.node,
-    })
-}
-
-fn decision_data(
-    ctx: &Context,
-    observed: &Observed,
-    policy: &HealthPolicy,
-    decision: &Decision,
-    decision_id: &str,
-) -> serde_json::Value {
-    let mut data = json!({
-        "container": observed.info.name,
-        "reason": decision.reason,
-        "confidence": decision.confidence,
-        "metrics": metrics_json(observed),
-        "analysis_method": decision.method,
-        "decision_id": decision_id,
-        "container_id": observed.info.id,
-        "policy": policy.metadata.name,
-        "node": ctx.config.node,
-        "dry_run": policy.spec.remediation.dry_run || ctx.responder.global_dry_run,
-    });
-    if let Some(action) = decision.action {
-        data["action"] = json!(action.as_str());
-    }
-    data
 }

@@ -8,18 +8,14 @@ use tracing::warn;
 
 use super::Context;
 use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, DockerApi, HostInfo};
+use crate::engine::{ContainerEngine, ContainerInfo, HostInfo};
+use crate::model::wire::{ContainerStats, round1, wire_timestamp_secs};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
 
 /// True when the container's policy has a probe that reads resource usage.
 fn needs_samples(ctx: &Context, info: &ContainerInfo) -> bool {
-    let target = Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    };
-    ctx.policies.governing(target).is_some_and(|p| {
+    ctx.policies.governing(Target::from(info)).is_some_and(|p| {
         let probes = &p.spec.probes;
         probes.cpu.is_some() || probes.memory.is_some() || probes.memory_leak.is_some()
     })
@@ -32,7 +28,7 @@ pub async fn run_sampler(
     cgroups: Option<CgroupReader>,
     shutdown: CancellationToken,
 ) {
-    let docker: Arc<dyn DockerApi> = ctx.docker.clone();
+    let docker: Arc<dyn ContainerEngine> = ctx.docker.clone();
     let mut sampler = Sampler::new(docker, cgroups);
     let mut tick = tokio::time::interval(ctx.config.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -62,14 +58,7 @@ pub async fn run_sampler(
         let now = Utc::now();
         for (id, usage) in &usages {
             if let Some(o) = ctx.observed.get(id) {
-                let stats = serde_json::json!({
-                    "name": o.info.name,
-                    "status": o.info.state,
-                    "memory_pct": (usage.memory_percent * 10.0).round() / 10.0,
-                    "cpu_pct": (usage.cpu_percent * 10.0).round() / 10.0,
-                    "timestamp": crate::bus::envelope::wire_timestamp_secs(now),
-                    "node": ctx.config.node,
-                });
+                let stats = stats_json(&o.info, usage, now, &ctx.config.node);
                 ctx.sink
                     .put_stats(&o.info.name, &ctx.config.node, stats)
                     .await;
@@ -88,4 +77,22 @@ pub async fn run_sampler(
             ctx.queue.schedule_now(id);
         }
     }
+}
+
+/// The original's stats key value: `{name, status, memory_pct, cpu_pct, timestamp, node}`.
+pub(crate) fn stats_json(
+    info: &ContainerInfo,
+    usage: &crate::observe::sampler::Usage,
+    now: chrono::DateTime<Utc>,
+    node: &str,
+) -> serde_json::Value {
+    ContainerStats {
+        name: info.name.clone(),
+        status: info.state,
+        memory_pct: round1(usage.memory_percent),
+        cpu_pct: round1(usage.cpu_percent),
+        timestamp: wire_timestamp_secs(now),
+        node: node.to_owned(),
+    }
+    .to_json()
 }

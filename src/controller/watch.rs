@@ -11,45 +11,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::docker::{DockerEvent, EventAction};
+use crate::engine::{ContainerEvent, EventAction};
 
-/// Exponential backoff for reconnecting: 250 ms doubling to 30 s, reset after a stream that
-/// stayed up for a while (kube-runtime's watcher does the same).
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(30);
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    /// Back to the first delay.
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
+pub use crate::util::backoff::Backoff;
 
 /// True when the event concerns a container the operator observes.
-fn event_in_scope(ctx: &Context, event: &DockerEvent) -> bool {
-    super::reconcile::in_scope(ctx, &event.labels)
+fn event_in_scope(ctx: &Context, event: &ContainerEvent) -> bool {
+    ctx.config.in_scope(&event.labels)
 }
 
 /// Lists every container into the store and schedules each for a reconcile.
-pub async fn relist(ctx: &Context) -> Result<usize, crate::docker::DockerError> {
+pub async fn relist(ctx: &Context) -> Result<usize, crate::engine::EngineError> {
     let list = ctx
         .docker
         .list_containers(ctx.config.label_filter.as_deref())
@@ -63,7 +35,7 @@ pub async fn relist(ctx: &Context) -> Result<usize, crate::docker::DockerError> 
     Ok(n)
 }
 
-async fn handle_event(ctx: &Context, event: DockerEvent) {
+async fn handle_event(ctx: &Context, event: ContainerEvent) {
     debug!(container = %event.name, action = ?event.action, "docker event");
     ctx.metrics.docker_event(&event_label(&event.action));
     // What the event says beyond an inspection is recorded before the inspection replaces
@@ -194,22 +166,5 @@ pub async fn requeue_on_policy_change(ctx: Arc<Context>, shutdown: CancellationT
             }
             seen = now;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_thirty_seconds_and_resets() {
-        let mut b = Backoff::default();
-        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(
-            delays,
-            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
-        );
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(250));
     }
 }

@@ -24,12 +24,12 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use crate::bus::{AuditRecord, BusError, Envelope, EventType};
-use crate::docker::{ContainerState, HealthStatus};
+use crate::model::container::{ContainerState, HealthStatus};
+use crate::model::safety::SafetyState;
+use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
 use crate::policy::select::{Target, is_protected};
 use crate::policy::{ActionKind, HealthPolicy, Selector};
-use crate::respond::safety::SafetyState;
-use crate::respond::safety_key;
 
 /// How many records a list answers when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -175,7 +175,7 @@ async fn decisions(
                 .recent(event_type, MAX_LIMIT)
                 .await
                 .into_iter()
-                .filter(|e| e.data.get("container").and_then(|c| c.as_str()) == Some(&container))
+                .filter(|e| e.container() == Some(container.as_str()))
                 .collect();
             let skip = matching.len().saturating_sub(limit);
             matching.drain(..skip);
@@ -287,11 +287,7 @@ async fn container_view(
     now: DateTime<Utc>,
 ) -> Result<ContainerView, ApiError> {
     let info = &observed.info;
-    let policy = state.policies.governing(Target {
-        name: &info.name,
-        image: &info.image,
-        labels: &info.labels,
-    });
+    let policy = state.policies.governing(Target::from(info));
     let key = safety_key(&state.node, &info.name);
     // One unreadable safety state never breaks the listing: that container shows none.
     let safety = match state.store.safety(&key).await {
@@ -394,7 +390,7 @@ async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::respond::safety::{ActionRecord, Outcome};
+    use crate::model::safety::{ActionRecord, Outcome};
 
     #[test]
     fn limits_default_and_are_bounded() {

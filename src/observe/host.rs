@@ -1,4 +1,4 @@
-//! Where this process runs: the id of its own container, so that HemoStat never acts on itself.
+//! Where the operator runs: the node's name and, inside a container, that container's id (so that HemoStat never acts on itself).
 //!
 //! Inside a Docker container (the image is `FROM scratch`: nothing but `/proc` to go by) the id
 //! is found, in this order:
@@ -12,6 +12,16 @@
 //! 3. the host name, when it is the 12-hex-digit short id Docker gives by default.
 //!
 //! The responder's gate refuses any action on a container whose id equals, or starts with, it.
+
+/// The host's name (`/proc/sys/kernel/hostname`, else `/etc/hostname`, else `localhost`).
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
 
 /// The id of the container this process runs in, if any.
 pub fn own_container_id() -> Option<String> {

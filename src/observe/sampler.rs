@@ -29,7 +29,7 @@
 //!
 //! i.e. `CgroupReader::new("/host/sys/fs/cgroup")`. When the files are not there
 //! (another cgroup driver layout, rootless Docker, a remote engine) the sampler
-//! falls back to [`DockerApi::read_resources`] without configuration.
+//! falls back to [`ContainerEngine::read_resources`] without configuration.
 
 use std::collections::HashMap;
 use std::fs;
@@ -38,64 +38,8 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-use crate::docker::{
-    ContainerInfo, ContainerState, DockerApi, HostInfo, ResourceLimits, ResourceReading,
-};
-
-/// Usage of one container over one sampling interval.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Usage {
-    /// Percent of the CPUs the container may use (its limit, or all host cores): 100 = all of it.
-    pub cpu_percent: f64,
-    /// Percent of the memory the container may use (its limit, or host memory).
-    pub memory_percent: f64,
-    /// Memory in use, minus reclaimable page cache.
-    pub memory_used_bytes: u64,
-    /// The denominator of `memory_percent`.
-    pub memory_limit_bytes: u64,
-}
-
-/// Usage between two readings of one container; `None` on a counter reset (the container
-/// restarted) or an empty interval.
-///
-/// CPU % = Δcpu ns / (Δwall ns × cores) × 100, where cores is the container's CPU limit
-/// (capped at the host's cores) or all host cores when unlimited. Memory % is of the
-/// container's limit when set and smaller than host memory, else of host memory.
-pub fn usage_between(
-    prev: &ResourceReading,
-    now: &ResourceReading,
-    limits: &ResourceLimits,
-    host: &HostInfo,
-) -> Option<Usage> {
-    let wall_ns = now.at.checked_duration_since(prev.at)?.as_nanos() as f64;
-    if wall_ns <= 0.0 {
-        return None;
-    }
-    let cpu_ns = now.cpu_total_ns.checked_sub(prev.cpu_total_ns)? as f64;
-    let host_cores = f64::from(host.cpus.max(1));
-    let cores = limits
-        .cpu_limit_cores()
-        .filter(|c| *c > 0.0)
-        .map_or(host_cores, |c| c.min(host_cores));
-    let cpu_percent = cpu_ns / (wall_ns * cores) * 100.0;
-
-    let container_limit = limits.memory_bytes.or(now.memory_limit_bytes);
-    let memory_limit_bytes = match container_limit {
-        Some(l) if l > 0 && (host.memory_bytes == 0 || l < host.memory_bytes) => l,
-        _ => host.memory_bytes,
-    };
-    let memory_percent = if memory_limit_bytes == 0 {
-        0.0
-    } else {
-        now.memory_used_bytes as f64 / memory_limit_bytes as f64 * 100.0
-    };
-    Some(Usage {
-        cpu_percent,
-        memory_percent,
-        memory_used_bytes: now.memory_used_bytes,
-        memory_limit_bytes,
-    })
-}
+use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo, ResourceReading};
+pub use crate::model::usage::{Usage, usage_between};
 
 /// Where the host's cgroup hierarchy is usually mounted.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -233,7 +177,7 @@ pub struct Sampler<D> {
     previous: HashMap<String, ResourceReading>,
 }
 
-impl<D: DockerApi> Sampler<D> {
+impl<D: ContainerEngine> Sampler<D> {
     /// A sampler that prefers `cgroups` (when given and readable) and falls back to `docker`.
     pub fn new(docker: D, cgroups: Option<CgroupReader>) -> Self {
         Sampler {
@@ -251,7 +195,7 @@ impl<D: DockerApi> Sampler<D> {
     }
 
     /// One reading of one container: cgroup files if visible, else the engine's one-shot stats.
-    pub async fn read(&self, id: &str) -> crate::docker::Result<ResourceReading> {
+    pub async fn read(&self, id: &str) -> crate::engine::Result<ResourceReading> {
         if let Some(reading) = self.cgroups.as_ref().and_then(|c| c.read(id)) {
             return Ok(reading);
         }
@@ -263,7 +207,7 @@ impl<D: DockerApi> Sampler<D> {
     async fn read_for(
         &self,
         container: ContainerInfo,
-    ) -> (ContainerInfo, crate::docker::Result<ResourceReading>) {
+    ) -> (ContainerInfo, crate::engine::Result<ResourceReading>) {
         let reading = self.read(&container.id).await;
         (container, reading)
     }
@@ -321,6 +265,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::model::container::ResourceLimits;
 
     const GIB: u64 = 1 << 30;
 

@@ -7,9 +7,11 @@ use std::sync::RwLock;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::analyze::UsagePoint;
-use crate::docker::{ContainerInfo, ContainerState, DockerEvent, EventAction, HealthStatus};
-use crate::respond::acting::Acting;
+use crate::model::container::{
+    ContainerEvent, ContainerInfo, ContainerState, EventAction, HealthStatus,
+};
+use crate::model::usage::UsagePoint;
+use crate::observe::acting::Acting;
 
 /// How many usage samples are kept per container (at 10 s, a little over an hour).
 pub const USAGE_RETAINED: usize = 400;
@@ -44,9 +46,7 @@ impl Observed {
         // `docker stop` and `docker kill` leave: taken as a person's doing, never repaired.
         let manual_stop = matches!(info.state, ContainerState::Exited | ContainerState::Dead)
             && !info.oom_killed
-            && info
-                .exit_code
-                .is_some_and(|c| crate::analyze::probes::SIGNAL_EXIT_CODES.contains(&c));
+            && info.stopped_by_signal();
         let unhealthy_since = (info.health == HealthStatus::Unhealthy).then_some(now);
         let tally = RestartTally::new(&info);
         Self {
@@ -310,7 +310,7 @@ impl ObservedStore {
 
     /// Records what an event tells beyond an inspection. `acting` says which containers
     /// HemoStat itself is acting on: their stops and kills are not manual.
-    pub fn apply_event(&self, event: &DockerEvent, acting: &Acting) {
+    pub fn apply_event(&self, event: &ContainerEvent, acting: &Acting) {
         let mut map = self
             .containers
             .write()
@@ -363,7 +363,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::docker::ResourceLimits;
+    use crate::model::container::ResourceLimits;
 
     fn info(state: ContainerState, exit_code: Option<i64>) -> ContainerInfo {
         ContainerInfo {
@@ -384,8 +384,8 @@ mod tests {
         }
     }
 
-    fn event(action: EventAction) -> DockerEvent {
-        DockerEvent {
+    fn event(action: EventAction) -> ContainerEvent {
+        ContainerEvent {
             action,
             container_id: "c1".into(),
             name: "web".into(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::documents::{Chunk, split_documents};
 use super::locate::{PathIndex, Position};
 use super::types::HealthPolicy;
 use super::validate::{Violation, validate};
@@ -27,6 +28,16 @@ pub struct Diagnostic {
     /// The policy the problem belongs to, when its name could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+}
+
+impl Diagnostic {
+    /// `file:line:col: warning: message`, for a [`LoadReport::warnings`] entry.
+    pub fn as_warning(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -59,6 +70,9 @@ pub struct LoadReport {
     pub policies: Vec<LoadedPolicy>,
     /// Every problem, in file and line order.
     pub diagnostics: Vec<Diagnostic>,
+    /// Fields of valid policies that are accepted but not acted on yet
+    /// ([`super::unimplemented`]).
+    pub warnings: Vec<Diagnostic>,
     /// How many files were read.
     pub files: usize,
 }
@@ -288,55 +302,6 @@ fn decode(source: &str, bytes: &[u8]) -> Result<String, Diagnostic> {
     }
 }
 
-/// One YAML document cut out of a multi-document text, with the line it starts on.
-struct Chunk<'a> {
-    text: &'a str,
-    first_line: u64,
-}
-
-/// Splits on `---` document markers (and `...` end markers) at the start of a line, so that a
-/// broken document never hides the valid ones around it.
-fn split_documents(text: &str) -> Vec<Chunk<'_>> {
-    let mut chunks = Vec::new();
-    let mut start = 0usize;
-    let mut start_line = 1u64;
-    let mut offset = 0usize;
-    for (line_no, line) in (1u64..).zip(text.split_inclusive('\n')) {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
-        let is_end = bare == "..." || bare.starts_with("... ");
-        if is_start || is_end {
-            chunks.push(Chunk {
-                text: &text[start..offset],
-                first_line: start_line,
-            });
-            // A start marker stays with the document it opens (it may carry content after it).
-            start = if is_start {
-                offset
-            } else {
-                offset + line.len()
-            };
-            start_line = if is_start { line_no } else { line_no + 1 };
-        }
-        offset += line.len();
-    }
-    chunks.push(Chunk {
-        text: &text[start..],
-        first_line: start_line,
-    });
-    chunks
-        .into_iter()
-        .filter(|c| !is_blank_document(c.text))
-        .collect()
-}
-
-fn is_blank_document(text: &str) -> bool {
-    text.lines().all(|l| {
-        let t = l.trim();
-        t.is_empty() || t.starts_with('#') || t == "---" || t.starts_with('%')
-    })
-}
-
 fn load_into(source: &str, text: &str, report: &mut LoadReport) {
     let chunks = split_documents(text);
     if chunks.is_empty() {
@@ -350,7 +315,7 @@ fn load_into(source: &str, text: &str, report: &mut LoadReport) {
         return;
     }
     for chunk in chunks {
-        match load_document(source, &chunk) {
+        match load_document(source, &chunk, &mut report.warnings) {
             Ok(loaded) => report.policies.push(loaded),
             Err(mut diagnostics) => report.diagnostics.append(&mut diagnostics),
         }
@@ -371,7 +336,11 @@ fn parse_options() -> serde_saphyr::Options {
     }
 }
 
-fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Diagnostic>> {
+fn load_document(
+    source: &str,
+    chunk: &Chunk<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<LoadedPolicy, Vec<Diagnostic>> {
     let offset = chunk.first_line - 1;
     let at = |p: Position, message: String, policy: Option<String>| Diagnostic {
         file: source.to_owned(),
@@ -397,6 +366,9 @@ fn load_document(source: &str, chunk: &Chunk<'_>) -> Result<LoadedPolicy, Vec<Di
             .into_iter()
             .map(|Violation { path, message }| at(index.best(&path), message, name.clone()))
             .collect());
+    }
+    for (path, message) in super::unimplemented::warnings(&policy) {
+        warnings.push(at(index.best(path), message, name.clone()));
     }
     let shift = |p: Position| Position::new(p.line + offset, p.column);
     Ok(LoadedPolicy {

@@ -1,13 +1,16 @@
 //! HealthPolicy documents: types, loading with `file:line:col` errors, validation, selection.
 
 pub mod builtin;
+pub mod diff;
+pub mod documents;
 pub mod duration;
 pub mod load;
 pub mod locate;
 pub mod registry;
-pub mod remote;
 pub mod select;
+pub mod source;
 pub mod types;
+pub mod unimplemented;
 pub mod validate;
 
 pub use duration::HumanDuration;

@@ -16,6 +16,41 @@ pub struct Target<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
+impl<'a> From<&'a crate::model::container::ContainerInfo> for Target<'a> {
+    fn from(info: &'a crate::model::container::ContainerInfo) -> Self {
+        Target {
+            name: &info.name,
+            image: &info.image,
+            labels: &info.labels,
+        }
+    }
+}
+
+/// The operator's `--label-filter`: `key` or `key=value`; containers without it are not observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelFilter {
+    key: String,
+    value: String,
+}
+
+impl LabelFilter {
+    /// Parses `key` or `key=value`.
+    pub fn parse(filter: &str) -> Self {
+        let (key, value) = filter.split_once('=').unwrap_or((filter, ""));
+        Self {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    /// True when `labels` carry the key (with the value, when one is given).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels
+            .get(&self.key)
+            .is_some_and(|v| self.value.is_empty() || *v == self.value)
+    }
+}
+
 /// True when every term the selector gives matches.
 pub fn selector_matches(selector: &Selector, target: Target<'_>) -> bool {
     if selector.match_all {

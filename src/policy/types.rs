@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
+pub use crate::model::decision::{ActionKind, Severity};
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "hemostat.io/v1alpha1";
@@ -236,43 +237,6 @@ impl Default for MemoryLeakProbe {
     }
 }
 
-/// Something the responder may do to a container.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionKind {
-    /// `docker restart` with the policy's stop timeout.
-    Restart,
-    /// `docker stop`.
-    Stop,
-    /// `docker start`.
-    Start,
-    /// `docker exec` of one of the policy's allow-listed commands.
-    Exec,
-}
-
-impl ActionKind {
-    /// The name used in documents and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Restart => "restart",
-            Self::Stop => "stop",
-            Self::Start => "start",
-            Self::Exec => "exec",
-        }
-    }
-
-    /// Every action, in the order of the documentation.
-    pub const ALL: [ActionKind; 4] = [Self::Restart, Self::Stop, Self::Start, Self::Exec];
-}
-
-impl std::fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// What may be done, and the hard limits around it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -312,6 +276,19 @@ pub struct Remediation {
     /// PodDisruptionBudget); enforced atomically in the shared store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_budget: Option<FleetBudget>,
+}
+
+impl Remediation {
+    /// The windows and counts the safety state is kept against.
+    pub fn limits(&self) -> crate::model::safety::Limits {
+        crate::model::safety::Limits {
+            cooldown: self.cooldown.get(),
+            max_actions_per: self.max_actions.per.get(),
+            breaker_within: self.circuit_breaker.within.get(),
+            breaker_failures: self.circuit_breaker.failures,
+            breaker_open_for: self.circuit_breaker.open_for.get(),
+        }
+    }
 }
 
 /// A fleet-wide limit on disruptive actions of one policy.
@@ -442,34 +419,6 @@ pub struct Alerts {
     /// Where alerts go.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Channel>,
-}
-
-/// Severity of a finding or alert.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Informational.
-    Low,
-    /// Worth a look (default threshold).
-    #[default]
-    Medium,
-    /// Needs attention.
-    High,
-    /// Needs attention now.
-    Critical,
 }
 
 /// One alert destination; exactly one key.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, RestartPolicy};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
-use hemostat::docker::BollardDocker;
+use hemostat::engine::BollardEngine;
 use tokio::sync::OnceCell;
 
 /// Label carried by every container and image the tests create (for manual clean-up too).
@@ -143,8 +143,8 @@ fn docker_cli() -> Command {
 }
 
 /// A connected engine client for assertions, panicking with a clear message if there is none.
-pub async fn docker() -> BollardDocker {
-    BollardDocker::connect()
+pub async fn docker() -> BollardEngine {
+    BollardEngine::connect()
         .await
         .unwrap_or_else(|e| panic!("the end-to-end tests need a Docker Engine: {e}"))
 }

@@ -1,52 +1,12 @@
-//! The safety gates and the per-container safety state they read: pure, clock passed in.
+//! The safety gates: pure, clock passed in; the first refusal wins.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::docker::ContainerInfo;
+use crate::model::container::ContainerInfo;
+pub use crate::model::safety::{ActionRecord, Outcome, SafetyState, earlier, far_future, later};
 use crate::policy::select::is_protected;
 use crate::policy::{ActionKind, HealthPolicy};
-
-/// How an action ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Recorded before it ran; still running, or the operator died while it ran.
-    Pending,
-    /// Ran, and the container came back as expected.
-    Succeeded,
-    /// Failed, did not bring the container back, or the same failure came back within the
-    /// circuit breaker window.
-    Failed,
-}
-
-/// One action HemoStat took on a container.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActionRecord {
-    /// The decision it carried out.
-    pub decision_id: String,
-    /// When it started.
-    pub at: DateTime<Utc>,
-    /// What was done.
-    pub action: ActionKind,
-    /// The finding it answered (`exited`, `unhealthy`, …), to recognise the same failure.
-    pub finding: String,
-    /// How it ended.
-    pub outcome: Outcome,
-}
-
-/// What the gates need to remember of one container; survives operator restarts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SafetyState {
-    /// Actions within the longest window that matters, oldest first.
-    pub actions: Vec<ActionRecord>,
-    /// Failed repairs within the circuit breaker window, oldest first.
-    pub failures: Vec<DateTime<Utc>>,
-    /// The breaker is open until then.
-    pub open_until: Option<DateTime<Utc>>,
-    /// When the breaker last opened (and `onGiveUp` ran).
-    pub gave_up_at: Option<DateTime<Utc>>,
-}
 
 /// Why a decided action was not carried out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -168,28 +128,6 @@ pub struct GateInput<'a> {
     pub global_dry_run: bool,
 }
 
-fn chrono(d: std::time::Duration) -> Duration {
-    Duration::from_std(d).unwrap_or(Duration::MAX)
-}
-
-/// The latest instant time arithmetic saturates at: 9999-12-31T23:59:59Z, which every store
-/// and every RFC 3339 reader still takes.
-pub fn far_future() -> DateTime<Utc> {
-    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// `at + d`, saturating at [`far_future`]: no duration, however large, panics here.
-pub fn later(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
-    at.checked_add_signed(chrono(d))
-        .map_or_else(far_future, |t| t.min(far_future()))
-}
-
-/// `at - d`, saturating at the Unix epoch.
-pub fn earlier(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
-    at.checked_sub_signed(chrono(d))
-        .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH))
-}
-
 /// The gates, in order: allowed by the policy; protected label and HemoStat's own container;
 /// manual stop; dry-run; cooldown; maximum actions per window; circuit breaker. (The last gate,
 /// one action in flight, is a lock taken by the responder.)
@@ -258,93 +196,14 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
     Verdict::Execute
 }
 
-impl SafetyState {
-    /// Forgets what no window of the policy looks at any more.
-    pub fn prune(&mut self, policy: &HealthPolicy, now: DateTime<Utc>) {
-        let r = &policy.spec.remediation;
-        let keep = [r.cooldown, r.max_actions.per, r.circuit_breaker.within]
-            .into_iter()
-            .map(|d| chrono(d.get()))
-            .max()
-            .unwrap_or(Duration::hours(1));
-        self.actions.retain(|a| now - a.at <= keep);
-        let breaker = chrono(r.circuit_breaker.within.get());
-        self.failures.retain(|t| now - *t <= breaker);
-        if self.open_until.is_some_and(|u| u <= now) {
-            self.open_until = None;
-        }
-    }
-
-    /// Failed repairs within the breaker window (escalation and the breaker read this).
-    pub fn recent_failures(&self, policy: &HealthPolicy, now: DateTime<Utc>) -> u32 {
-        let window = chrono(policy.spec.remediation.circuit_breaker.within.get());
-        self.failures.iter().filter(|t| now - **t <= window).count() as u32
-    }
-
-    /// The same failure is back: the last action that answered it within the breaker window
-    /// and was not yet counted as failed did not repair it, whatever it looked like at the time.
-    /// Returns true when this counted a new failure.
-    pub fn note_recurrence(
-        &mut self,
-        policy: &HealthPolicy,
-        finding: &str,
-        now: DateTime<Utc>,
-    ) -> bool {
-        let window = chrono(policy.spec.remediation.circuit_breaker.within.get());
-        let Some(last) = self
-            .actions
-            .iter_mut()
-            .rev()
-            .find(|a| now - a.at <= window && a.finding == finding)
-        else {
-            return false;
-        };
-        if last.outcome == Outcome::Failed {
-            return false;
-        }
-        last.outcome = Outcome::Failed;
-        self.failures.push(now);
-        true
-    }
-
-    /// Records the outcome of an action; a failure counts towards the breaker.
-    pub fn finish(&mut self, decision_id: &str, outcome: Outcome, now: DateTime<Utc>) {
-        if let Some(a) = self
-            .actions
-            .iter_mut()
-            .rev()
-            .find(|a| a.decision_id == decision_id)
-        {
-            if a.outcome == Outcome::Failed {
-                return;
-            }
-            a.outcome = outcome;
-            if outcome == Outcome::Failed {
-                self.failures.push(now);
-            }
-        }
-    }
-
-    /// Opens the breaker when failures reached the policy's limit and it is not open yet.
-    /// Returns true when it opened now (so `onGiveUp` runs once).
-    pub fn trip_if_needed(&mut self, policy: &HealthPolicy, now: DateTime<Utc>) -> bool {
-        let b = &policy.spec.remediation.circuit_breaker;
-        let open = self.open_until.is_some_and(|u| now < u);
-        if !open && self.recent_failures(policy, now) >= b.failures {
-            self.open_until = Some(later(now, b.open_for.get()));
-            self.gave_up_at = Some(now);
-            return true;
-        }
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use chrono::Duration;
+
     use super::*;
-    use crate::docker::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::builtin::{PROTECTED_LABEL, default_policy};
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -521,18 +380,21 @@ mod tests {
             s.actions.push(action(at, "exited", Outcome::Pending));
             s.finish(&format!("d{at}"), Outcome::Succeeded, t(at + 2));
             assert!(
-                s.note_recurrence(&policy, "exited", t(at + 50)),
+                s.note_recurrence(&policy.spec.remediation.limits(), "exited", t(at + 50)),
                 "failure {i} counted"
             );
             assert!(
-                !s.note_recurrence(&policy, "exited", t(at + 60)),
+                !s.note_recurrence(&policy.spec.remediation.limits(), "exited", t(at + 60)),
                 "counted once per action"
             );
-            let tripped = s.trip_if_needed(&policy, t(at + 50));
+            let tripped = s.trip_if_needed(&policy.spec.remediation.limits(), t(at + 50));
             assert_eq!(tripped, i == 2, "trips at the third failure");
         }
         assert_eq!(s.open_until, Some(t(250 + 3600)));
-        assert!(!s.trip_if_needed(&policy, t(260)), "gives up once");
+        assert!(
+            !s.trip_if_needed(&policy.spec.remediation.limits(), t(260)),
+            "gives up once"
+        );
     }
 
     #[test]
@@ -542,8 +404,8 @@ mod tests {
             actions: vec![action(0, "high_cpu", Outcome::Succeeded)],
             ..Default::default()
         };
-        assert!(!s.note_recurrence(&policy, "exited", t(10)));
-        assert!(!s.note_recurrence(&policy, "high_cpu", t(3601)));
+        assert!(!s.note_recurrence(&policy.spec.remediation.limits(), "exited", t(10)));
+        assert!(!s.note_recurrence(&policy.spec.remediation.limits(), "high_cpu", t(3601)));
     }
 
     #[test]
@@ -558,7 +420,7 @@ mod tests {
             open_until: Some(t(-1)),
             gave_up_at: None,
         };
-        s.prune(&policy, t(0));
+        s.prune(&policy.spec.remediation.limits(), t(0));
         assert_eq!(s.actions.len(), 1);
         assert_eq!(s.failures, vec![t(-10)]);
         assert_eq!(s.open_until, None);
@@ -597,10 +459,10 @@ mod tests {
             matches!(verdict, Verdict::Refuse(Refusal::Cooldown { until, .. }) if until == far_future()),
             "{verdict:?}"
         );
-        assert!(state.note_recurrence(&policy, "exited", t(0)));
-        assert!(state.trip_if_needed(&policy, t(1)));
+        assert!(state.note_recurrence(&policy.spec.remediation.limits(), "exited", t(0)));
+        assert!(state.trip_if_needed(&policy.spec.remediation.limits(), t(1)));
         assert_eq!(state.open_until, Some(far_future()));
-        state.prune(&policy, t(2));
+        state.prune(&policy.spec.remediation.limits(), t(2));
         assert_eq!(
             later(DateTime::<Utc>::MAX_UTC, Duration::MAX.to_std().unwrap()),
             far_future()

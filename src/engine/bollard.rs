@@ -1,4 +1,4 @@
-//! `BollardDocker`: the `DockerApi` implementation over the engine's HTTP API (bollard).
+//! `BollardEngine`: the `ContainerEngine` implementation over the engine's HTTP API (bollard).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::{
-    ContainerInfo, ContainerState, DockerApi, DockerError, DockerEvent, EXEC_OUTPUT_LIMIT,
+    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, EXEC_OUTPUT_LIMIT, EngineError,
     EventAction, ExecOutcome, HealthStatus, HostInfo, ResourceLimits, ResourceReading, Result,
 };
 
@@ -48,13 +48,13 @@ const NON_LABEL_ATTRIBUTES: [&str; 4] = ["name", "image", "exitCode", "signal"];
 
 /// A connection to a Docker engine (cheap to clone: bollard shares one HTTP client).
 #[derive(Clone, Debug)]
-pub struct BollardDocker {
+pub struct BollardEngine {
     docker: Docker,
     /// The endpoint we connected to, for error messages.
     endpoint: String,
 }
 
-impl BollardDocker {
+impl BollardEngine {
     /// Connects to `DOCKER_HOST` (or the default socket), negotiates the API version and pings.
     pub async fn connect() -> Result<Self> {
         let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.into());
@@ -64,7 +64,7 @@ impl BollardDocker {
     /// Connects to `endpoint` (`unix:///var/run/docker.sock`, `tcp://host:2375`), negotiates
     /// the API version and pings.
     pub async fn connect_to(endpoint: &str) -> Result<Self> {
-        let unreachable = |source| DockerError::Unreachable {
+        let unreachable = |source| EngineError::Unreachable {
             endpoint: endpoint.to_string(),
             source,
         };
@@ -76,7 +76,7 @@ impl BollardDocker {
         )
         .await?
         .map_err(unreachable)?;
-        let this = BollardDocker {
+        let this = BollardEngine {
             docker,
             endpoint: endpoint.to_string(),
         };
@@ -86,7 +86,7 @@ impl BollardDocker {
 
     /// Wraps an existing bollard client (e.g. one built with custom TLS settings).
     pub fn from_client(docker: Docker, endpoint: impl Into<String>) -> Self {
-        BollardDocker {
+        BollardEngine {
             docker,
             endpoint: endpoint.into(),
         }
@@ -103,7 +103,7 @@ impl BollardDocker {
     }
 
     /// Turns a bollard error into ours; `id` is the container the call was about, if any.
-    fn classify(&self, op: &'static str, id: Option<&str>, source: BollardError) -> DockerError {
+    fn classify(&self, op: &'static str, id: Option<&str>, source: BollardError) -> EngineError {
         classify(&self.endpoint, self.docker.timeout(), op, id, source)
     }
 }
@@ -114,24 +114,24 @@ fn classify(
     op: &'static str,
     id: Option<&str>,
     source: BollardError,
-) -> DockerError {
+) -> EngineError {
     match source {
         BollardError::DockerResponseServerError {
             status_code: 404, ..
-        } if id.is_some() => DockerError::NotFound {
+        } if id.is_some() => EngineError::NotFound {
             id: id.unwrap_or_default().to_string(),
         },
-        BollardError::RequestTimeoutError => DockerError::Timeout {
+        BollardError::RequestTimeoutError => EngineError::Timeout {
             op,
             after: client_timeout,
         },
         BollardError::SocketNotFoundError(_)
         | BollardError::HyperLegacyError { .. }
-        | BollardError::IOError { .. } => DockerError::Unreachable {
+        | BollardError::IOError { .. } => EngineError::Unreachable {
             endpoint: endpoint.to_string(),
             source,
         },
-        source => DockerError::Api { op, source },
+        source => EngineError::Api { op, source },
     }
 }
 
@@ -143,7 +143,7 @@ async fn with_deadline<T>(
 ) -> Result<T> {
     tokio::time::timeout(after, fut)
         .await
-        .map_err(|_| DockerError::Timeout { op, after })
+        .map_err(|_| EngineError::Timeout { op, after })
 }
 
 /// Parses an engine timestamp; the engine's "zero time" (`0001-01-01T00:00:00Z`) is `None`.
@@ -183,7 +183,7 @@ fn positive(v: Option<i64>) -> Option<i64> {
 }
 
 fn container_info(r: ContainerInspectResponse) -> Result<ContainerInfo> {
-    let id = r.id.ok_or_else(|| DockerError::Malformed {
+    let id = r.id.ok_or_else(|| EngineError::Malformed {
         op: "inspect",
         detail: "container without an id".into(),
     })?;
@@ -226,7 +226,7 @@ fn container_info(r: ContainerInspectResponse) -> Result<ContainerInfo> {
     })
 }
 
-fn docker_event(msg: EventMessage) -> Option<DockerEvent> {
+fn docker_event(msg: EventMessage) -> Option<ContainerEvent> {
     let actor = msg.actor?;
     let container_id = actor.id?;
     let mut attributes = actor.attributes.unwrap_or_default();
@@ -242,7 +242,7 @@ fn docker_event(msg: EventMessage) -> Option<DockerEvent> {
         .into_iter()
         .filter(|(k, _)| !NON_LABEL_ATTRIBUTES.contains(&k.as_str()))
         .collect();
-    Some(DockerEvent {
+    Some(ContainerEvent {
         action: EventAction::parse(msg.action.as_deref().unwrap_or_default()),
         container_id,
         name,
@@ -267,7 +267,7 @@ fn memory_used(usage: u64, stats: &HashMap<String, u64>) -> u64 {
 const UNLIMITED_MEMORY: u64 = 1 << 62;
 
 #[async_trait::async_trait]
-impl DockerApi for BollardDocker {
+impl ContainerEngine for BollardEngine {
     async fn ping(&self) -> Result<()> {
         with_deadline("ping", CALL_TIMEOUT, self.docker.ping())
             .await?
@@ -328,13 +328,13 @@ impl DockerApi for BollardDocker {
         match answer {
             Ok(r) => container_info(r).map(Some),
             Err(e) => match self.classify("inspect", Some(id), e) {
-                DockerError::NotFound { .. } => Ok(None),
+                EngineError::NotFound { .. } => Ok(None),
                 e => Err(e),
             },
         }
     }
 
-    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>> {
+    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<ContainerEvent>> {
         let mut options = EventsOptionsBuilder::new().filters(&HashMap::from([
             ("type", vec!["container"]),
             ("event", EVENTS.to_vec()),
@@ -365,7 +365,7 @@ impl DockerApi for BollardDocker {
         let first = with_deadline("stats", CALL_TIMEOUT, stats.next()).await?;
         let at = Instant::now();
         let stats = first
-            .ok_or_else(|| DockerError::Malformed {
+            .ok_or_else(|| EngineError::Malformed {
                 op: "stats",
                 detail: format!("no stats sample for {id}"),
             })?

@@ -30,38 +30,22 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::conn::subscribe_with_backoff;
+use crate::util::backoff::Backoff;
 use tracing::{debug, info, warn};
 
-use super::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
-use super::registry::PolicyRegistry;
-use super::types::HealthPolicy;
+use super::keys::APPLY_SCRIPT;
+pub use super::keys::{CHANGED_CHANNEL, META_KEY, POLICIES_KEY};
+pub use crate::policy::diff::{canonical_yaml, unified_diff};
+use crate::policy::documents::split_documents;
+use crate::policy::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
+use crate::policy::registry::PolicyRegistry;
+pub use crate::policy::source::compose;
+use crate::policy::types::HealthPolicy;
 
-/// The hash of applied policies: field = name, value = YAML text of one document.
-pub const POLICIES_KEY: &str = "hemostat:policies";
-/// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`].
-pub const META_KEY: &str = "hemostat:policies:meta";
-/// Every change publishes the policy's name here.
-pub const CHANGED_CHANNEL: &str = "hemostat:policies:changed";
 /// How often the watcher re-reads everything even without a change message.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// Writes policies only if each is still what was read (KEYS: policies, meta; ARGV: channel,
-/// then per policy: name, had-a-value flag, the value read, new text, new meta JSON).
-const APPLY_SCRIPT: &str = r"
-for i = 2, #ARGV, 5 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if ARGV[i + 1] == '1' then
-    if current ~= ARGV[i + 2] then return 0 end
-  elseif current then
-    return 0
-  end
-end
-for i = 2, #ARGV, 5 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 3])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 4])
-  redis.call('PUBLISH', ARGV[1], ARGV[i])
-end
-return 1
-";
 /// How many times an apply is recomputed when the policies change under it.
 const APPLY_ATTEMPTS: u64 = 20;
 /// How long the watcher waits for Redis to answer a read before reconnecting.
@@ -156,36 +140,12 @@ pub struct PolicyDiff {
     pub diff: String,
 }
 
-/// The canonical YAML of a policy (without `status`): what diffs compare.
-pub fn canonical_yaml(policy: &HealthPolicy) -> String {
-    let mut policy = policy.clone();
-    policy.status = None;
-    serde_saphyr::to_string(&policy).unwrap_or_else(|e| format!("# cannot serialize: {e}\n"))
-}
-
 /// The source name used in diagnostics about a stored policy (control characters escaped).
 pub fn stored_source(name: &str) -> String {
     format!("redis:{POLICIES_KEY}/{}", printable(name))
 }
 
-/// `text` safe for a terminal or a log line: control characters (escapes, newlines, carriage
-/// returns) are written as `\u{1b}`, `\n`…, so a name from Redis cannot forge lines or colours.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
-        text.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        text.into()
-    }
-}
+pub use crate::util::printable::printable;
 
 /// Validates a stored value: exactly one valid document whose name is the hash field.
 pub fn validate_stored(name: &str, bytes: &[u8]) -> Result<HealthPolicy, Vec<Diagnostic>> {
@@ -199,7 +159,7 @@ pub fn validate_stored(name: &str, bytes: &[u8]) -> Result<HealthPolicy, Vec<Dia
             policy: Some(printable(name).into_owned()),
         }]
     };
-    if let Err(why) = super::validate::check_dns_name(name) {
+    if let Err(why) = crate::policy::validate::check_dns_name(name) {
         // The hash field names the policy: one that is not a policy name (control characters,
         // escapes) is refused before anything of it is used.
         return Err(whole(format!(
@@ -452,7 +412,7 @@ fn validated_documents(source: &str, text: &str) -> Result<Vec<Document>, Remote
     if !report.is_clean() {
         return Err(RemoteError::Invalid(report.diagnostics));
     }
-    let chunks = split_documents(text);
+    let chunks: Vec<&str> = split_documents(text).iter().map(|c| c.body()).collect();
     let mut docs = Vec::new();
     for (i, loaded) in report.policies.into_iter().enumerate() {
         let mut policy = loaded.policy;
@@ -467,125 +427,6 @@ fn validated_documents(source: &str, text: &str) -> Result<Vec<Document>, Remote
         docs.push(Document { policy, text });
     }
     Ok(docs)
-}
-
-/// Splits on `---` / `...` markers at the start of a line, dropping blank documents (the
-/// same rule the loader uses), and strips the leading `---` line of each document.
-fn split_documents(text: &str) -> Vec<&str> {
-    let mut chunks = Vec::new();
-    let mut start = 0usize;
-    let mut offset = 0usize;
-    for line in text.split_inclusive('\n') {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
-        let is_end = bare == "..." || bare.starts_with("... ");
-        if is_start || is_end {
-            chunks.push(&text[start..offset]);
-            start = if is_start && bare != "---" {
-                offset
-            } else {
-                offset + line.len()
-            };
-        }
-        offset += line.len();
-    }
-    chunks.push(&text[start..]);
-    chunks
-        .into_iter()
-        .filter(|c| {
-            !c.lines().all(|l| {
-                let t = l.trim();
-                t.is_empty() || t.starts_with('#') || t == "---" || t.starts_with('%')
-            })
-        })
-        .collect()
-}
-
-/// A unified-style line diff with three lines of context; empty when equal.
-pub fn unified_diff(old_name: &str, new_name: &str, old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    // Longest common subsequence table (policies are small).
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    // (tag, old line no, new line no, text)
-    let mut ops: Vec<(char, usize, usize, &str)> = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            ops.push((' ', i, j, a[i]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', i, j, a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', i, j, b[j]));
-            j += 1;
-        }
-    }
-    if ops.iter().all(|op| op.0 == ' ') {
-        return String::new();
-    }
-    const CONTEXT: usize = 3;
-    let changed: Vec<usize> = (0..ops.len()).filter(|&k| ops[k].0 != ' ').collect();
-    let mut out = format!("--- {old_name}\n+++ {new_name}\n");
-    let mut k = 0;
-    while k < changed.len() {
-        let first = changed[k].saturating_sub(CONTEXT);
-        let mut last = changed[k];
-        while k + 1 < changed.len() && changed[k + 1] <= last + 2 * CONTEXT + 1 {
-            k += 1;
-            last = changed[k];
-        }
-        let end = (last + CONTEXT + 1).min(ops.len());
-        let hunk = &ops[first..end];
-        let old_len = hunk.iter().filter(|o| o.0 != '+').count();
-        let new_len = hunk.iter().filter(|o| o.0 != '-').count();
-        let old_start = if old_len == 0 {
-            hunk[0].1
-        } else {
-            hunk[0].1 + 1
-        };
-        let new_start = if new_len == 0 {
-            hunk[0].2
-        } else {
-            hunk[0].2 + 1
-        };
-        out.push_str(&format!(
-            "@@ -{old_start},{old_len} +{new_start},{new_len} @@\n"
-        ));
-        for (tag, _, _, line) in hunk {
-            out.push(*tag);
-            out.push_str(line);
-            out.push('\n');
-        }
-        k += 1;
-    }
-    out
-}
-
-/// Composes the set in force: `base` (files) plus `remote`; a remote policy replaces a
-/// base one of the same name.
-pub fn compose(
-    base: &[HealthPolicy],
-    remote: &BTreeMap<String, HealthPolicy>,
-) -> Vec<HealthPolicy> {
-    let mut out: Vec<HealthPolicy> = base
-        .iter()
-        .filter(|p| !remote.contains_key(&p.metadata.name))
-        .cloned()
-        .collect();
-    out.extend(remote.values().cloned());
-    out
 }
 
 /// Keeps the registry equal to `base ∪ remote` (see [`compose`]); see [`watch_policies_with`].
@@ -614,34 +455,22 @@ pub async fn watch_policies_with(
     shutdown: CancellationToken,
 ) {
     let mut state = WatchState::default();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     let mut base_open = true;
     loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANGED_CHANNEL).await?;
-            let conn = client.get_multiplexed_async_connection().await?;
-            Ok::<_, redis::RedisError>((pubsub, conn))
+        let Some((mut messages, mut conn)) = subscribe_with_backoff(
+            &client,
+            CHANGED_CHANNEL,
+            "policy watcher cannot reach Redis; keeping the policies in force",
+            &mut backoff,
+            &shutdown,
+            || client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            return;
         };
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = connected => r,
-        };
-        let (pubsub, mut conn) = match result {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "policy watcher cannot reach Redis; keeping the policies in force");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(250);
         info!(channel = CHANGED_CHANNEL, "policy watcher subscribed");
-        let mut messages = pubsub.into_on_message();
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate: the initial (or post-reconnect) full read.
@@ -665,7 +494,7 @@ pub async fn watch_policies_with(
                 () = shutdown.cancelled() => return,
                 r = read => match r {
                     Ok(Ok(all)) => all,
-                    Ok(Err(e)) if !crate::bus::redis::is_connection_error(&e) => {
+                    Ok(Err(e)) if !super::conn::is_connection_error(&e) => {
                         // Redis answered with an error (hemostat:policies is not a hash…): the
                         // connection is fine, reconnecting would only storm. Reported once,
                         // read again at the next poll.
@@ -733,36 +562,5 @@ impl WatchState {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diff_is_empty_when_equal_and_has_hunks_otherwise() {
-        assert_eq!(unified_diff("a", "b", "x\ny\n", "x\ny\n"), "");
-        let d = unified_diff(
-            "a",
-            "b",
-            "1\n2\n3\n4\n5\n6\n7\n8\n9\n",
-            "1\n2\n3\n4\nfive\n6\n7\n8\n9\n",
-        );
-        assert_eq!(
-            d,
-            "--- a\n+++ b\n@@ -2,7 +2,7 @@\n 2\n 3\n 4\n-5\n+five\n 6\n 7\n 8\n"
-        );
-        let created = unified_diff("a", "b", "", "x\n");
-        assert_eq!(created, "--- a\n+++ b\n@@ -0,0 +1,1 @@\n+x\n");
-    }
-
-    #[test]
-    fn split_keeps_each_document() {
-        let text = "# c\na: 1\n---\nb: 2\n--- \nc: 3\n...\n";
-        assert_eq!(
-            split_documents(text),
-            vec!["# c\na: 1\n", "b: 2\n", "--- \nc: 3\n"]
-        );
     }
 }

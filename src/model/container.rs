@@ -1,92 +1,14 @@
-//! The Docker engine as HemoStat sees it: the `DockerApi` trait, its domain types and errors.
-//!
-//! Everything else in the crate codes against [`DockerApi`]; the only
-//! implementation that talks to a real engine is [`BollardDocker`]. Tests of
-//! the decision logic use fakes of the trait, and the blanket impl for
-//! `Arc<T>` lets a shared client be passed wherever a `DockerApi` is wanted.
-
-mod bollard_api;
-
-pub use bollard_api::BollardDocker;
+//! A container as HemoStat sees it: state, health, limits, events, the engine host.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-/// Result of a call to the engine.
-pub type Result<T, E = DockerError> = std::result::Result<T, E>;
-
-/// What can go wrong when talking to the Docker engine.
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    /// The engine could not be reached at all (socket missing, connection refused, broken pipe).
-    #[error(
-        "cannot reach the Docker engine at {endpoint}: {source}. Is the Docker daemon running, \
-         and is its socket mounted into this container? Set DOCKER_HOST to use another endpoint"
-    )]
-    Unreachable {
-        /// The endpoint we tried (`unix:///var/run/docker.sock`, `tcp://…`).
-        endpoint: String,
-        /// The transport error.
-        #[source]
-        source: bollard::errors::Error,
-    },
-    /// The container does not exist (any more); the engine answered 404.
-    #[error("container {id} not found")]
-    NotFound {
-        /// The id or name we asked about.
-        id: String,
-    },
-    /// The engine answered a request with an error (409 conflict, 500, a bad request…).
-    #[error("Docker API call `{op}` failed: {source}")]
-    Api {
-        /// The operation, e.g. `restart`.
-        op: &'static str,
-        /// The engine's answer.
-        #[source]
-        source: bollard::errors::Error,
-    },
-    /// A call did not complete within its deadline (ours, or bollard's client timeout).
-    ///
-    /// No `#[source]`: the only cause is the clock, and `after` says which deadline.
-    #[error("Docker API call `{op}` did not complete within {after:?}")]
-    Timeout {
-        /// The operation, e.g. `exec`.
-        op: &'static str,
-        /// The deadline that elapsed.
-        after: Duration,
-    },
-    /// The engine answered, but without something HemoStat needs (a missing id, no stats sample).
-    #[error("unexpected answer from Docker to `{op}`: {detail}")]
-    Malformed {
-        /// The operation, e.g. `stats`.
-        op: &'static str,
-        /// What was missing or wrong.
-        detail: String,
-    },
-}
-
-impl DockerError {
-    /// True when the container is gone (so callers can forget it rather than retry).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, DockerError::NotFound { .. })
-    }
-
-    /// A short, stable label for counting errors in metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            DockerError::Unreachable { .. } => "unreachable",
-            DockerError::NotFound { .. } => "not_found",
-            DockerError::Api { .. } => "api",
-            DockerError::Timeout { .. } => "timeout",
-            DockerError::Malformed { .. } => "malformed",
-        }
-    }
-}
+/// Exit codes of a container ended by SIGKILL (137) or SIGTERM (143): what `docker stop` and
+/// `docker kill` leave behind. Without an event saying otherwise, such an exit is treated as
+/// a person's doing and never repaired.
+pub const SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
 
 /// The lifecycle state of a container, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -246,7 +168,7 @@ impl EventAction {
 
 /// One container event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DockerEvent {
+pub struct ContainerEvent {
     /// What happened.
     pub action: EventAction,
     /// The container's full id.
@@ -293,75 +215,11 @@ pub struct ExecOutcome {
 /// How much exec output is kept.
 pub const EXEC_OUTPUT_LIMIT: usize = 4096;
 
-/// Cumulative counters of one container at one instant (what the sampler turns into percentages).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ResourceReading {
-    /// When it was read (monotonic clock).
-    pub at: Instant,
-    /// CPU time used since the container started, in ns.
-    pub cpu_total_ns: u64,
-    /// Memory in use, minus reclaimable page cache (`inactive_file` / `total_inactive_file`).
-    pub memory_used_bytes: u64,
-    /// The memory limit the kernel enforces, `None` when unlimited.
-    pub memory_limit_bytes: Option<u64>,
-}
-
-/// The operations HemoStat needs from a Docker engine.
-#[async_trait::async_trait]
-pub trait DockerApi: Send + Sync + 'static {
-    /// Checks that the engine answers.
-    async fn ping(&self) -> Result<()>;
-    /// Describes the host: CPUs, memory, versions.
-    async fn host_info(&self) -> Result<HostInfo>;
-    /// Every container in every state (all=true), each inspected (bounded concurrency), optionally filtered by label "k=v".
-    async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>>;
-    /// Inspects one container; `Ok(None)` when it is gone.
-    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>>;
-    /// Container events (die, oom, health_status, start, stop, kill, restart, pause, unpause, destroy, create) from `since`.
-    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>>;
-    /// One-shot stats reading (stream=false, one_shot=true: must return immediately, no 1-2 s wait).
-    async fn read_resources(&self, id: &str) -> Result<ResourceReading>;
-    /// `docker restart -t <stop_timeout>`.
-    async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<()>;
-    /// `docker stop -t <stop_timeout>`; stopping a stopped container is not an error.
-    async fn stop(&self, id: &str, stop_timeout: Duration) -> Result<()>;
-    /// `docker start`; starting a running container is not an error.
-    async fn start(&self, id: &str) -> Result<()>;
-    /// Runs exactly `cmd` (no shell added) and waits up to `timeout`.
-    async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome>;
-}
-
-#[async_trait::async_trait]
-impl<T: DockerApi + ?Sized> DockerApi for Arc<T> {
-    async fn ping(&self) -> Result<()> {
-        (**self).ping().await
-    }
-    async fn host_info(&self) -> Result<HostInfo> {
-        (**self).host_info().await
-    }
-    async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>> {
-        (**self).list_containers(label_filter).await
-    }
-    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
-        (**self).inspect(id).await
-    }
-    fn events(&self, since: Option<DateTime<Utc>>) -> BoxStream<'static, Result<DockerEvent>> {
-        (**self).events(since)
-    }
-    async fn read_resources(&self, id: &str) -> Result<ResourceReading> {
-        (**self).read_resources(id).await
-    }
-    async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<()> {
-        (**self).restart(id, stop_timeout).await
-    }
-    async fn stop(&self, id: &str, stop_timeout: Duration) -> Result<()> {
-        (**self).stop(id, stop_timeout).await
-    }
-    async fn start(&self, id: &str) -> Result<()> {
-        (**self).start(id).await
-    }
-    async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutcome> {
-        (**self).exec(id, cmd, timeout).await
+impl ContainerInfo {
+    /// The last run ended by SIGKILL or SIGTERM ([`SIGNAL_EXIT_CODES`]).
+    pub fn stopped_by_signal(&self) -> bool {
+        self.exit_code
+            .is_some_and(|c| SIGNAL_EXIT_CODES.contains(&c))
     }
 }
 
@@ -434,16 +292,5 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(EventAction::parse(raw), want, "{raw}");
         }
-    }
-
-    #[test]
-    fn only_not_found_is_not_found() {
-        assert!(DockerError::NotFound { id: "x".into() }.is_not_found());
-        let malformed = DockerError::Malformed {
-            op: "stats",
-            detail: "empty".into(),
-        };
-        assert!(!malformed.is_not_found());
-        assert_eq!(malformed.metric_label(), "malformed");
     }
 }

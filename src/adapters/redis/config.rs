@@ -148,6 +148,116 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
+/// Where Redis is, for `run` and the policy commands alike. `--redis-url`/`REDIS_URL` wins;
+/// otherwise `REDIS_HOST`/`REDIS_PORT`; `REDIS_PASSWORD` is used when the URL carries none.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RedisArgs {
+    /// Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS). Without any Redis
+    /// setting, `run` uses the embedded in-memory store and the policy commands 127.0.0.1:6379.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis host, when no URL is given (the original's REDIS_HOST).
+    #[arg(long, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+    /// Redis port (default 6379).
+    #[arg(long, env = "REDIS_PORT")]
+    pub redis_port: Option<u16>,
+    /// Redis password (never logged). On the command line it is readable by every user in
+    /// `ps`: prefer REDIS_PASSWORD_FILE or --redis-url-file.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// A file holding the Redis URL (with its password), instead of --redis-url.
+    #[arg(long, env = "REDIS_URL_FILE", conflicts_with = "redis_url")]
+    pub redis_url_file: Option<std::path::PathBuf>,
+    /// A file holding the Redis password, instead of --redis-password.
+    #[arg(long, env = "REDIS_PASSWORD_FILE", conflicts_with = "redis_password")]
+    pub redis_password_file: Option<std::path::PathBuf>,
+}
+
+/// The host the policy commands use when none is given.
+const CLI_DEFAULT_HOST: &str = "127.0.0.1";
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let redacted = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        // `redis://secret@host`: the single part is the password for Redis.
+        "***".to_owned()
+    };
+    format!(
+        "{}://{redacted}@{}{}",
+        &url[..scheme_end],
+        &authority[at + 1..],
+        &rest[authority_end..]
+    )
+}
+
+/// A Redis client from the arguments (or environment), and the URL to name in messages
+/// (never with the password).
+impl RedisArgs {
+    /// The settings for `run`: `None` without any Redis setting (the embedded store is used).
+    pub fn config(&self) -> Result<Option<RedisConfig>> {
+        RedisConfig::from_parts(
+            self.redis_url.clone(),
+            self.redis_host.clone(),
+            self.redis_port,
+            self.redis_password.clone(),
+        )
+    }
+
+    /// A client for the policy commands (host 127.0.0.1 and port 6379 by default), and the
+    /// URL to name in messages (never with the password).
+    pub fn cli_client(&self) -> Result<(redis::Client, String)> {
+        cli_client(self)
+    }
+}
+
+fn cli_client(args: &RedisArgs) -> Result<(redis::Client, String)> {
+    let host = args.redis_host.as_deref().unwrap_or(CLI_DEFAULT_HOST);
+    let port = args.redis_port.unwrap_or(DEFAULT_PORT);
+    let (info, shown) = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let shown = redact_url(url);
+            let info = url
+                .into_connection_info()
+                .map_err(|e| config_error(format!("invalid Redis URL {shown}: {e}")))?;
+            (info, shown)
+        }
+        None => {
+            let info = (host, port)
+                .into_connection_info()
+                .map_err(|e| config_error(format!("invalid Redis address: {e}")))?;
+            (info, format!("redis://{host}:{port}"))
+        }
+    };
+    let info = match args.redis_password.as_deref().filter(|p| !p.is_empty()) {
+        Some(password) if info.redis_settings().password().is_none() => {
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        }
+        _ => info,
+    };
+    let client =
+        redis::Client::open(info).map_err(|e| config_error(format!("Redis at {shown}: {e}")))?;
+    Ok((client, shown))
+}
+
+fn config_error(reason: String) -> BusError {
+    BusError::RedisConfig { reason }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +333,18 @@ mod tests {
         assert_eq!(err.metric_label(), "redis_config");
         let err = RedisConfig::from_parts(None, None, None, Some("pw".into())).unwrap_err();
         assert!(err.to_string().contains("REDIS_HOST"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://user:s3cret@host:6379"),
+            "redis://user:***@host:6379"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
     }
 }

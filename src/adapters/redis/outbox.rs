@@ -1,0 +1,467 @@
+//! The Redis bus: the original's wire protocol plus a durable stream, and the shared state store.
+//!
+//! # Delivery
+//!
+//! [`EventSink::publish`] never waits for Redis: envelopes go to a bounded in-memory outbox
+//! drained in order by a background task, in batches, each batch one `MULTI`/`EXEC` so the
+//! publish, stream entry and list entries of an envelope go together. While Redis is down the
+//! task retries with backoff and keeps the order. When the outbox is full the oldest waiting
+//! envelope is dropped, counted ([`RedisBus::dropped`]) and logged. Delivery is at least once: a
+//! batch whose `EXEC` reached Redis but whose reply was lost with the connection is sent again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, Pipeline};
+
+use super::conn::{is_connection_error, is_wrong_type};
+use crate::util::backoff::Backoff;
+use tokio::sync::Notify;
+
+use super::config::RedisConfig;
+
+pub use super::keys::*;
+use crate::bus::{Envelope, EventSink, EventType, Result};
+
+/// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
+pub const LOCAL_RECENT: usize = 1000;
+
+/// Envelopes sent per `MULTI`/`EXEC`.
+const BATCH: usize = 256;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Consecutive failures of a batch that are not connection errors (Redis answered with an
+/// error, e.g. a key of the wrong type) before the batch is dropped and counted.
+const MAX_SERVER_ERRORS: u32 = 20;
+
+/// An envelope waiting for Redis, already serialised.
+#[derive(Debug)]
+struct Pending {
+    json: String,
+    event_type: String,
+    /// Keys to bump for a finished (success/failed) remediation, and its `last_action`.
+    remediation: Option<(Vec<String>, String)>,
+}
+
+impl Pending {
+    fn new(envelope: &Envelope) -> Self {
+        let json = serde_json::to_string(envelope).expect("an envelope is always serialisable");
+        let remediation = (envelope.kind() == Some(EventType::RemediationComplete))
+            .then(|| {
+                let status = envelope.result_status()?;
+                if status != "success" && status != "failed" {
+                    return None;
+                }
+                let container = envelope
+                    .container()
+                    .or_else(|| envelope.result_container())?;
+                let mut keys = vec![remediation_key(container)];
+                if let Some(node) = envelope.node() {
+                    keys.push(node_remediation_key(node, container));
+                }
+                // The original's `last_action`: whole seconds.
+                let last_action: String = envelope.timestamp.chars().take(19).collect();
+                Some((keys, last_action))
+            })
+            .flatten();
+        Self {
+            json,
+            event_type: envelope.event_type.clone(),
+            remediation,
+        }
+    }
+
+    fn add_to(&self, pipe: &mut Pipeline) {
+        let ttl = EVENTS_TTL_SECS;
+        pipe.cmd("PUBLISH")
+            .arg(format!("hemostat:{}", self.event_type))
+            .arg(&self.json)
+            .ignore();
+        pipe.cmd("XADD")
+            .arg(STREAM_KEY)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAXLEN)
+            .arg("*")
+            .arg("envelope")
+            .arg(&self.json)
+            .arg("type")
+            .arg(&self.event_type)
+            .ignore();
+        for list in [
+            format!("hemostat:events:{}", self.event_type),
+            events_key(None),
+        ] {
+            pipe.cmd("LPUSH").arg(&list).arg(&self.json).ignore();
+            pipe.cmd("LTRIM")
+                .arg(&list)
+                .arg(0)
+                .arg(EVENTS_CAP - 1)
+                .ignore();
+            pipe.cmd("EXPIRE").arg(&list).arg(ttl).ignore();
+        }
+        if let Some((keys, last_action)) = &self.remediation {
+            pipe.cmd("EVAL")
+                .arg(REMEDIATION_LUA)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(last_action)
+                .arg(ttl)
+                .ignore();
+        }
+    }
+}
+
+/// What the publisher and the drain task share.
+#[derive(Debug)]
+struct Shared {
+    conn: ConnectionManager,
+    queue: Mutex<VecDeque<Pending>>,
+    capacity: usize,
+    wake: Notify,
+    in_flight: AtomicUsize,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    /// Drops not yet named in a warning (warnings are rate-limited).
+    dropped_unreported: AtomicU64,
+    last_drop_report: Mutex<Option<std::time::Instant>>,
+    local: Mutex<VecDeque<Envelope>>,
+    live: tokio::sync::broadcast::Sender<Envelope>,
+}
+
+/// The Redis [`StateStore`] and [`EventSink`]. Create it inside a Tokio runtime; dropping it
+/// stops the outbox task (call [`RedisBus::flush`] first to deliver what waits).
+#[derive(Debug)]
+pub struct RedisBus {
+    shared: Arc<Shared>,
+    config: RedisConfig,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
+}
+
+impl RedisBus {
+    /// A bus for `config`. It does not wait for Redis: the connection is made on first use and
+    /// remade after failures, so HemoStat starts while Redis is still coming up (see
+    /// [`RedisBus::ping`] for readiness).
+    pub fn new(config: &RedisConfig) -> Result<Self> {
+        let conn = super::conn::manager(config)?;
+        let shared = Arc::new(Shared {
+            conn,
+            queue: Mutex::new(VecDeque::new()),
+            capacity: config.outbox_capacity(),
+            wake: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            dropped_unreported: AtomicU64::new(0),
+            last_drop_report: Mutex::new(None),
+            local: Mutex::new(VecDeque::new()),
+            live: tokio::sync::broadcast::channel(crate::bus::LIVE_CAPACITY).0,
+        });
+        let drain = tokio::spawn(drain(Arc::clone(&shared)));
+        Ok(Self {
+            shared,
+            config: config.clone(),
+            drain,
+        })
+    }
+
+    /// The configuration (prints without the password).
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.query::<String>("ping", &redis::cmd("PING"))
+            .await
+            .map(|_| ())
+    }
+
+    /// Envelopes waiting for Redis (including the batch being sent).
+    pub fn outbox_len(&self) -> usize {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+            + self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Envelopes delivered to Redis so far.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Envelopes dropped so far (outbox full, or Redis kept refusing them).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the outbox is empty; false if it still is not after `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.outbox_len() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Writes a container's latest stats: `hemostat:stats:<container>` (the original's key, last
+    /// writer wins when two nodes run a container of that name) and
+    /// `hemostat:node:<node>:stats:<container>` (exact), both with TTL 300 s.
+    pub async fn put_stats(
+        &self,
+        container: &str,
+        node: &str,
+        stats_json: serde_json::Value,
+    ) -> Result<()> {
+        let json = stats_json.to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in [stats_key(container), node_stats_key(node, container)] {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(&json)
+                .arg("EX")
+                .arg(STATS_TTL_SECS)
+                .ignore();
+        }
+        self.query_pipe::<()>("put stats", &pipe).await
+    }
+
+    /// Runs a command through [`super::conn::query`].
+    pub(super) async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+        super::conn::query(&self.shared.conn, op, cmd).await
+    }
+
+    /// Runs a pipeline through [`super::conn::query_pipe`].
+    pub(super) async fn query_pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        super::conn::query_pipe(&self.shared.conn, op, pipe).await
+    }
+
+    /// A handle on the shared connection.
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
+        let local = self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let matching: Vec<&Envelope> = local
+            .iter()
+            .filter(|e| event_type.is_none_or(|t| e.kind() == Some(t)))
+            .collect();
+        let skip = matching.len().saturating_sub(limit);
+        matching.into_iter().skip(skip).cloned().collect()
+    }
+}
+
+/// The outbox task: sends waiting envelopes in order, in batches, retrying with backoff.
+async fn drain(shared: Arc<Shared>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut server_errors = 0u32;
+    let mut failing = false;
+    loop {
+        while batch.is_empty() {
+            {
+                let mut queue = shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = queue.len().min(BATCH);
+                batch.extend(queue.drain(..n));
+                shared.in_flight.store(batch.len(), Ordering::SeqCst);
+            }
+            if batch.is_empty() {
+                shared.wake.notified().await;
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for p in &batch {
+            p.add_to(&mut pipe);
+        }
+        let mut conn = shared.conn.clone();
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(
+                        waiting = batch.len(),
+                        "redis reachable again; delivering the outbox"
+                    );
+                    failing = false;
+                }
+                shared
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                batch.clear();
+                shared.in_flight.store(0, Ordering::SeqCst);
+                backoff.reset();
+                server_errors = 0;
+            }
+            Err(e) if is_wrong_type(&e) => {
+                // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
+                // sending it again would publish every envelope again. Delivered, and the
+                // wrong-typed key reported once.
+                crate::bus::report_bad_value(
+                    &e.to_string(),
+                    "a key of the envelopes' path has the wrong type",
+                    "envelopes delivered everywhere else, never sent twice",
+                );
+                shared
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                batch.clear();
+                shared.in_flight.store(0, Ordering::SeqCst);
+                backoff.reset();
+                server_errors = 0;
+            }
+            Err(e) => {
+                if !is_connection_error(&e) {
+                    server_errors += 1;
+                    if server_errors >= MAX_SERVER_ERRORS {
+                        tracing::error!(
+                            error = %e,
+                            envelopes = batch.len(),
+                            "redis keeps refusing a batch of envelopes; dropping it"
+                        );
+                        shared
+                            .dropped
+                            .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                        batch.clear();
+                        shared.in_flight.store(0, Ordering::SeqCst);
+                        server_errors = 0;
+                        continue;
+                    }
+                }
+                if !failing {
+                    tracing::warn!(error = %e, "redis unavailable; envelopes wait in the outbox");
+                    failing = true;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for RedisBus {
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Envelope> {
+        self.shared.live.subscribe()
+    }
+
+    async fn publish(&self, envelope: Envelope) {
+        let pending = Pending::new(&envelope);
+        let _ = self.shared.live.send(envelope.clone());
+        {
+            let mut local = self
+                .shared
+                .local
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            local.push_back(envelope);
+            while local.len() > LOCAL_RECENT {
+                local.pop_front();
+            }
+        }
+        let overflow = {
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.push_back(pending);
+            let mut overflow = Vec::new();
+            while queue.len() > self.shared.capacity {
+                overflow.extend(queue.pop_front());
+            }
+            overflow
+        };
+        if !overflow.is_empty() {
+            let total = self
+                .shared
+                .dropped
+                .fetch_add(overflow.len() as u64, Ordering::SeqCst)
+                + overflow.len() as u64;
+            // One warning per second at most, each naming what it reports on.
+            let mut last = self
+                .shared
+                .last_drop_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let unreported = self
+                .shared
+                .dropped_unreported
+                .fetch_add(overflow.len() as u64, Ordering::SeqCst)
+                + overflow.len() as u64;
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(std::time::Instant::now());
+                self.shared.dropped_unreported.store(0, Ordering::SeqCst);
+                tracing::warn!(
+                    dropped = unreported,
+                    dropped_total = total,
+                    oldest_dropped_type = %overflow[0].event_type,
+                    capacity = self.shared.capacity,
+                    "redis outbox full; dropped the oldest envelopes"
+                );
+            }
+        }
+        self.shared.wake.notify_one();
+    }
+
+    async fn recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
+        if limit == 0 {
+            return Vec::new();
+        }
+        let cmd = redis::cmd("LRANGE")
+            .arg(events_key(event_type))
+            .arg(0)
+            .arg(limit.min(EVENTS_CAP) - 1)
+            .clone();
+        match self.query::<Vec<String>>("read events", &cmd).await {
+            Ok(newest_first) => newest_first
+                .iter()
+                .rev()
+                .filter_map(|json| match serde_json::from_str::<Envelope>(json) {
+                    Ok(e) => Some(e),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "skipping a malformed envelope in redis");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unavailable; serving recent events from memory");
+                self.local_recent(event_type, limit)
+            }
+        }
+    }
+
+    async fn put_stats(&self, container: &str, node: &str, stats: serde_json::Value) {
+        if let Err(e) = RedisBus::put_stats(self, container, node, stats).await {
+            tracing::debug!(error = %e, container, "could not write stats to Redis");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The composition root: builds every part of the running operator once, from a validated
+//! [`Config`], and runs its tasks until the shutdown signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::adapters::redis::{RedisBus, RedisConfig};
+use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
+use crate::bus::memory::{MemorySink, MemoryStore};
+use crate::bus::{BusError, EventSink, StateStore};
+use crate::controller::context::Context;
+use crate::controller::queue::WorkQueue;
+use crate::controller::{ControllerConfig, driver};
+use crate::engine::{BollardEngine, ContainerEngine, EngineError, HostInfo};
+use crate::observe::acting::Acting;
+use crate::observe::sampler::CgroupReader;
+use crate::policy::HealthPolicy;
+use crate::policy::registry::PolicyRegistry;
+use crate::respond::Responder;
+
+/// Everything `run` needs, validated by the command line.
+#[derive(Debug)]
+pub struct Config {
+    /// The policies from files (or the built-in one).
+    pub policies: Vec<HealthPolicy>,
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// Where the local safety state is persisted.
+    pub state_dir: PathBuf,
+    /// This node's name.
+    pub node: String,
+    /// Full re-list period.
+    pub resync: Duration,
+    /// Resource sampling period.
+    pub sample_interval: Duration,
+    /// Operator-wide dry run.
+    pub dry_run: bool,
+    /// Reconciles running at once.
+    pub max_concurrent: usize,
+    /// Only containers with this label are observed.
+    pub label_filter: Option<String>,
+    /// Where the host's cgroup files are.
+    pub cgroup_root: PathBuf,
+    /// Redis, when configured.
+    pub redis: Option<RedisConfig>,
+    /// Honour external remediation requests (needs Redis).
+    pub accept_external_requests: bool,
+    /// Open HTTP connections at most.
+    pub http_max_connections: usize,
+}
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The engine does not answer.
+    #[error("cannot reach the Docker engine")]
+    Engine(#[source] EngineError),
+    /// The engine answered, but not its host's info.
+    #[error("cannot read the Docker host's info")]
+    HostInfo(#[source] EngineError),
+    /// The state directory cannot be used.
+    #[error("cannot use --state-dir {path}")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: BusError,
+    },
+    /// The Redis client cannot be set up.
+    #[error("cannot set up the Redis client{what}")]
+    Redis {
+        /// For what (empty, ` for policies`, ` for external requests`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: BusError,
+    },
+    /// The HTTP listener cannot be bound.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where state and envelopes go, and the Redis parts to drive or drain.
+struct Stores {
+    store: Arc<dyn StateStore>,
+    sink: Arc<dyn EventSink>,
+    bus: Option<Arc<RedisBus>>,
+    fallback: Option<Arc<FallbackStore>>,
+}
+
+/// Runs the operator until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let docker = BollardEngine::connect().await.map_err(AppError::Engine)?;
+    let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
+    let host = docker.host_info().await.map_err(AppError::HostInfo)?;
+    info!(node = %config.node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
+    let stores = stores(&config).await?;
+    let registry = Arc::new(PolicyRegistry::new(config.policies.clone()));
+    let (ctx, receiver, ready) = context(&config, docker, &host, &stores, registry.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "serving /healthz, /readyz, /metrics, /api/v1");
+    }
+    let api = crate::http::ApiState {
+        ready,
+        observed: ctx.observed.clone(),
+        sink: stores.sink.clone(),
+        store: stores.store.clone(),
+        policies: ctx.policies.clone(),
+        metrics: ctx.metrics.clone(),
+        node: config.node.clone(),
+    };
+    let server = tokio::spawn(crate::http::serve_limited(
+        listener,
+        api,
+        config.http_max_connections,
+        shutdown.clone(),
+    ));
+    spawn_redis_tasks(&config, &ctx, registry, &shutdown)?;
+    if let Some(store) = &stores.fallback {
+        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
+    }
+    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
+        ctx.clone(),
+        shutdown.clone(),
+    ));
+    let cgroups = config
+        .cgroup_root
+        .exists()
+        .then(|| CgroupReader::new(config.cgroup_root.clone()));
+    driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => warn!(error = %e, "HTTP server task failed"),
+    }
+    drain(stores.bus).await;
+    Ok(())
+}
+
+/// The local store (persisted in the state dir) and, with Redis, the bus in front of it.
+async fn stores(config: &Config) -> Result<Stores, AppError> {
+    let state_dir = &config.state_dir;
+    let state_dir_error = |source| AppError::StateDir {
+        path: state_dir.display().to_string(),
+        source,
+    };
+    let local = MemoryStore::open(state_dir).map_err(state_dir_error)?;
+    let Some(redis) = &config.redis else {
+        info!(state_dir = %state_dir.display(), "no Redis configured: safety state persisted here, decisions kept in memory");
+        return Ok(Stores {
+            store: Arc::new(local),
+            sink: Arc::new(MemorySink::default()),
+            bus: None,
+            fallback: None,
+        });
+    };
+    let bus =
+        Arc::new(RedisBus::new(redis).map_err(|source| AppError::Redis { what: "", source })?);
+    match tokio::time::timeout(Duration::from_secs(5), bus.ping()).await {
+        Ok(Ok(())) => {
+            info!(redis = %redis, state_dir = %state_dir.display(), "shared state and decisions go to Redis; safety state also kept locally for outages")
+        }
+        _ => {
+            warn!(redis = %redis, state_dir = %state_dir.display(), "Redis does not answer yet: envelopes wait in the outbox; safety state, locks and audit use this node's local view (persisted in the state dir) and are merged into Redis when it answers; fleet budgets are refused until then")
+        }
+    }
+    let fallback = Arc::new(
+        FallbackStore::new(bus.clone(), local)
+            .with_journal(state_dir)
+            .map_err(state_dir_error)?,
+    );
+    Ok(Stores {
+        store: fallback.clone(),
+        sink: bus.clone(),
+        bus: Some(bus),
+        fallback: Some(fallback),
+    })
+}
+
+/// The one context the loop, the watcher, the sampler and the API share.
+fn context(
+    config: &Config,
+    docker: Arc<dyn ContainerEngine>,
+    host: &HostInfo,
+    stores: &Stores,
+    registry: Arc<PolicyRegistry>,
+) -> (
+    Arc<Context>,
+    crate::controller::queue::WorkReceiver<String>,
+    Arc<AtomicBool>,
+) {
+    let own = crate::observe::host::own_container_id();
+    if let Some(id) = &own {
+        info!(container = %&id[..12], "running in a container: it is never acted on");
+    }
+    let node = config.node.clone();
+    let acting = Arc::new(Acting::default());
+    let (queue, receiver) = WorkQueue::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let responder = Responder {
+        docker: docker.clone(),
+        store: stores.store.clone(),
+        sink: stores.sink.clone(),
+        acting: acting.clone(),
+        node: node.clone(),
+        engine_id: host.engine_id.clone(),
+        owner: format!("{node}/{}", uuid::Uuid::new_v4()),
+        own_container_id: own,
+        global_dry_run: config.dry_run,
+        metrics: metrics.clone(),
+        action_started: Default::default(),
+    };
+    let ctx = Arc::new(Context {
+        docker,
+        store: stores.store.clone(),
+        sink: stores.sink.clone(),
+        policies: registry,
+        observed: Default::default(),
+        responder,
+        acting,
+        queue,
+        ready: ready.clone(),
+        config: ControllerConfig {
+            node,
+            resync: config.resync,
+            sample_interval: config.sample_interval,
+            max_concurrent: config.max_concurrent,
+            label_filter: config.label_filter.clone(),
+        },
+        handled: Default::default(),
+        metrics,
+        own_decisions: Default::default(),
+    });
+    (ctx, receiver, ready)
+}
+
+/// With Redis: the policy watcher, and the external request subscriber when accepted.
+fn spawn_redis_tasks(
+    config: &Config,
+    ctx: &Arc<Context>,
+    registry: Arc<PolicyRegistry>,
+    shutdown: &CancellationToken,
+) -> Result<(), AppError> {
+    let Some(redis) = &config.redis else {
+        return Ok(());
+    };
+    let client = |what| {
+        crate::adapters::redis::conn::client(redis)
+            .map_err(|source| AppError::Redis { what, source })
+    };
+    tokio::spawn(crate::adapters::redis::policies::watch_policies(
+        client(" for policies")?,
+        registry,
+        config.policies.clone(),
+        shutdown.clone(),
+    ));
+    if config.accept_external_requests {
+        tokio::spawn(crate::adapters::redis::requests::run_subscriber(
+            client(" for external requests")?,
+            crate::controller::external::Intake::new(ctx.clone()),
+            shutdown.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// Gives the outbox a last chance to reach Redis.
+async fn drain(bus: Option<Arc<RedisBus>>) {
+    if let Some(bus) = bus
+        && !bus.flush(Duration::from_secs(5)).await
+    {
+        warn!(
+            left = bus.outbox_len(),
+            "Redis did not take every envelope before shutdown"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Fast tests of reconcile and the responder over the fake engine: the main paths in
+//! milliseconds (paused clock), each asserting what the engine was asked to do and what was
+//! announced and audited.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{Action, reconcile};
+use crate::bus::{EventType, StateStore};
+use crate::engine::fake::{Call, Script, exited, running};
+use crate::engine::{ContainerInfo, HealthStatus};
+use crate::fixtures::{NODE, TestContext, policy};
+use crate::model::safety::{lock_key, safety_key};
+
+const ID: &str = "web-id";
+const CRASH: &str =
+    "  probes:\n    exit: {}\n  remediation:\n    actions: [restart]\n    verifyWithin: 4s\n";
+
+fn target() -> ContainerInfo {
+    running("web", &[("role", "target")])
+}
+
+fn crashed(code: i64) -> ContainerInfo {
+    exited(target(), code)
+}
+
+/// A context governed by one policy `p` with `spec`, and `info` in the engine.
+fn given(spec: &str, info: ContainerInfo) -> TestContext {
+    let t = TestContext::new(vec![policy("p", spec)]);
+    t.engine.put(info);
+    t
+}
+
+async fn completes(t: &TestContext) -> Vec<(String, Option<String>, bool)> {
+    t.envelopes()
+        .await
+        .into_iter()
+        .filter(|e| e.kind() == Some(EventType::RemediationComplete))
+        .map(|e| {
+            (
+                e.result_status().unwrap_or_default().to_owned(),
+                e.data["gate"].as_str().map(str::to_owned),
+                e.data["gave_up"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn status(s: &str, gate: Option<&str>) -> (String, Option<String>, bool) {
+    (s.to_owned(), gate.map(str::to_owned), false)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_container_is_restarted_verified_and_audited() {
+    let t = given(CRASH, crashed(1));
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(t.engine.calls(), [Call::Restart(ID.into())]);
+    assert_eq!(completes(&t).await, [status("success", None)]);
+    let audit = t.store.audit_tail(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].status.as_str()),
+        ("restart", "success")
+    );
+    assert!(audit[0].action_started_at.is_some());
+    // The same problem, once repaired, is not announced again.
+    let before = t.envelopes().await.len();
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(t.envelopes().await.len(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_stopped_by_a_person_is_left_alone() {
+    let t = given(CRASH, crashed(137));
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert!(t.engine.calls().is_empty());
+    assert!(completes(&t).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_container_is_restarted_only_after_its_grace_period() {
+    let spec = "  probes:\n    healthcheck: {unhealthyFor: 10s}\n  remediation:\n    actions: [restart]\n    verifyWithin: 4s\n";
+    let mut info = target();
+    info.health = HealthStatus::Unhealthy;
+    let t = given(spec, info.clone());
+    let action = reconcile(ID, &t.ctx).await.unwrap();
+    assert!(t.engine.calls().is_empty(), "still within unhealthyFor");
+    assert!(
+        matches!(action, Action::Requeue(d) if d <= Duration::from_secs(11)),
+        "looks again when the grace period ends: {action:?}"
+    );
+    // Unhealthy for 20 s now.
+    t.ctx.observed.remove(ID);
+    t.ctx
+        .observed
+        .upsert(info, Utc::now() - chrono::Duration::seconds(20));
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(t.engine.calls(), [Call::Restart(ID.into())]);
+    assert_eq!(completes(&t).await, [status("success", None)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_failure_within_the_cooldown_is_refused() {
+    let t = given(CRASH, crashed(1));
+    reconcile(ID, &t.ctx).await.unwrap();
+    // It crashes again right after the repair.
+    t.engine.put(crashed(1));
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(t.engine.calls(), [Call::Restart(ID.into())]);
+    assert_eq!(
+        completes(&t).await,
+        [
+            status("success", None),
+            status("rejected", Some("cooldown"))
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_after_failed_repairs_and_gives_up_by_stopping() {
+    let spec = "  probes:\n    exit: {}\n  remediation:\n    actions: [restart, stop]\n    verifyWithin: 2s\n    circuitBreaker: {failures: 1, within: 1h, openFor: 1h}\n    onGiveUp: stop\n";
+    let t = given(spec, crashed(1));
+    t.engine.script(
+        ID,
+        Script {
+            stays_down: true,
+            ..Script::default()
+        },
+    );
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(
+        t.engine.calls(),
+        [Call::Restart(ID.into()), Call::Stop(ID.into())]
+    );
+    assert_eq!(
+        completes(&t).await,
+        [
+            status("failed", None),
+            ("rejected".into(), Some("circuit_open".into()), true)
+        ]
+    );
+    let state = t.store.safety(&safety_key(NODE, "web")).await.unwrap();
+    assert!(state.open_until.is_some() && state.gave_up_at.is_some());
+    assert!(
+        t.ctx
+            .metrics
+            .encode()
+            .contains("\nhemostat_breakers_open 1\n"),
+        "the gauge counts the open breaker"
+    );
+    // Open: the next crash is refused without touching the engine.
+    t.engine.put(crashed(2));
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(t.engine.calls().len(), 2);
+    assert!(
+        t.ctx
+            .metrics
+            .encode()
+            .contains("\nhemostat_breakers_open 1\n")
+    );
+    assert_eq!(
+        completes(&t).await.last().unwrap().1.as_deref(),
+        Some("cooldown")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_decides_and_announces_but_touches_nothing() {
+    let t = TestContext::with(vec![policy("p", CRASH)], true, None);
+    t.engine.put(crashed(1));
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert!(t.engine.calls().is_empty());
+    assert_eq!(completes(&t).await, [status("dry_run", None)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn protected_containers_and_hemostat_itself_are_never_touched() {
+    let mut info = crashed(1);
+    info.labels
+        .insert("io.hemostat.protected".into(), "true".into());
+    let t = given(CRASH, info);
+    reconcile(ID, &t.ctx).await.unwrap();
+    let own = TestContext::with(vec![policy("p", CRASH)], false, Some(ID.into()));
+    own.engine.put(crashed(1));
+    reconcile(ID, &own.ctx).await.unwrap();
+    assert!(t.engine.calls().is_empty() && own.engine.calls().is_empty());
+    assert_eq!(completes(&t).await, [status("rejected", Some("protected"))]);
+    assert_eq!(
+        completes(&own).await,
+        [status("rejected", Some("own_container"))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_already_in_flight_is_refused_in_this_process_and_across_processes() {
+    let t = given(CRASH, crashed(1));
+    {
+        let _ours = t.ctx.acting.begin(ID);
+        reconcile(ID, &t.ctx).await.unwrap();
+    }
+    let other = given(CRASH, crashed(1));
+    let key = lock_key("fake-engine", ID);
+    assert!(
+        other
+            .store
+            .try_lock(&key, "another-operator", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    reconcile(ID, &other.ctx).await.unwrap();
+    assert!(t.engine.calls().is_empty() && other.engine.calls().is_empty());
+    assert_eq!(completes(&t).await, [status("rejected", Some("in_flight"))]);
+    assert_eq!(
+        completes(&other).await,
+        [status("rejected", Some("in_flight"))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_that_does_not_bring_the_container_back_is_a_failure() {
+    let t = given(CRASH, crashed(1));
+    t.engine.script(
+        ID,
+        Script {
+            stays_down: true,
+            ..Script::default()
+        },
+    );
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(t.engine.calls(), [Call::Restart(ID.into())]);
+    assert_eq!(completes(&t).await, [status("failed", None)]);
+    let state = t.store.safety(&safety_key(NODE, "web")).await.unwrap();
+    assert_eq!(state.failures.len(), 1, "counts towards the breaker");
+    // An engine error is a failure too, never a panic or a retry loop.
+    let broken = given(CRASH, crashed(1));
+    broken.engine.script(
+        ID,
+        Script {
+            fail_actions: true,
+            ..Script::default()
+        },
+    );
+    reconcile(ID, &broken.ctx).await.unwrap();
+    assert_eq!(completes(&broken).await, [status("failed", None)]);
+}

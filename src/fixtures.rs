@@ -1,0 +1,102 @@
+//! Test fixtures: a controller `Context` over the fake engine and the in-memory store and sink,
+//! with the fakes returned for assertions (controller-rs's `Context::test()`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::bus::memory::{MemorySink, MemoryStore};
+use crate::bus::{Envelope, EventSink};
+use crate::controller::queue::WorkQueue;
+use crate::controller::{Context, ControllerConfig};
+use crate::engine::fake::FakeEngine;
+use crate::observe::acting::Acting;
+use crate::policy::HealthPolicy;
+use crate::policy::registry::PolicyRegistry;
+use crate::respond::Responder;
+
+/// The node name every fixture uses.
+pub const NODE: &str = "node-a";
+
+/// A context and the fakes behind it.
+pub struct TestContext {
+    /// The context, as the loop gets it.
+    pub ctx: Arc<Context>,
+    /// The engine.
+    pub engine: Arc<FakeEngine>,
+    /// The state store.
+    pub store: Arc<MemoryStore>,
+    /// The sink.
+    pub sink: Arc<MemorySink>,
+}
+
+/// A policy named `name` selecting `role=target`, with `spec_body` (YAML indented 2 under `spec:`).
+pub fn policy(name: &str, spec_body: &str) -> HealthPolicy {
+    let yaml = format!(
+        "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels: {{role: target}}\n{spec_body}"
+    );
+    let report = crate::policy::load::load_str("fixture.yaml", &yaml);
+    assert!(report.is_clean(), "fixture policy invalid: {report:?}");
+    report.by_name().remove(name).expect("fixture policy")
+}
+
+impl TestContext {
+    /// A context governed by `policies`, with no operator-wide dry run.
+    pub fn new(policies: Vec<HealthPolicy>) -> Self {
+        Self::with(policies, false, None)
+    }
+
+    /// A context with the operator-wide dry run and HemoStat's own container id set.
+    pub fn with(policies: Vec<HealthPolicy>, dry_run: bool, own: Option<String>) -> Self {
+        let engine = Arc::new(FakeEngine::default());
+        let store = Arc::new(MemoryStore::ephemeral());
+        let sink = Arc::new(MemorySink::default());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let acting = Arc::new(Acting::default());
+        let (queue, _receiver) = WorkQueue::new();
+        let ctx = Arc::new(Context {
+            docker: engine.clone(),
+            store: store.clone(),
+            sink: sink.clone(),
+            policies: Arc::new(PolicyRegistry::new(policies)),
+            observed: Default::default(),
+            responder: Responder {
+                docker: engine.clone(),
+                store: store.clone(),
+                sink: sink.clone(),
+                acting: acting.clone(),
+                node: NODE.to_owned(),
+                engine_id: "fake-engine".to_owned(),
+                owner: format!("{NODE}/test"),
+                own_container_id: own,
+                global_dry_run: dry_run,
+                metrics: metrics.clone(),
+                action_started: Default::default(),
+            },
+            acting,
+            queue,
+            ready: Arc::new(AtomicBool::new(true)),
+            config: ControllerConfig {
+                node: NODE.to_owned(),
+                resync: Duration::from_secs(30),
+                sample_interval: Duration::from_secs(5),
+                max_concurrent: 4,
+                label_filter: None,
+            },
+            handled: Default::default(),
+            metrics,
+            own_decisions: Default::default(),
+        });
+        Self {
+            ctx,
+            engine,
+            store,
+            sink,
+        }
+    }
+
+    /// Every envelope published so far, oldest first.
+    pub async fn envelopes(&self) -> Vec<Envelope> {
+        self.sink.recent(None, usize::MAX).await
+    }
+}

@@ -1,0 +1,184 @@
+//! What the analyzer decides: the actions, severities, findings and the decision itself.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Something the responder may do to a container.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// `docker restart` with the policy's stop timeout.
+    Restart,
+    /// `docker stop`.
+    Stop,
+    /// `docker start`.
+    Start,
+    /// `docker exec` of one of the policy's allow-listed commands.
+    Exec,
+}
+
+impl ActionKind {
+    /// The name used in documents and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Exec => "exec",
+        }
+    }
+
+    /// Every action, in the order of the documentation.
+    pub const ALL: [ActionKind; 4] = [Self::Restart, Self::Stop, Self::Start, Self::Exec];
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Severity of a finding or alert.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Low,
+    /// Worth a look (default threshold).
+    #[default]
+    Medium,
+    /// Needs attention.
+    High,
+    /// Needs attention now.
+    Critical,
+}
+
+/// What a probe found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FindingKind {
+    /// The container exited.
+    Exited {
+        /// Its exit code.
+        exit_code: i64,
+    },
+    /// The kernel OOM-killed it.
+    OomKilled,
+    /// Its healthcheck has been unhealthy for this many seconds.
+    Unhealthy {
+        /// Seconds unhealthy.
+        for_secs: u64,
+    },
+    /// It restarted this often within the window.
+    RestartLoop {
+        /// Restarts seen in the window.
+        restarts: u32,
+        /// The window, in seconds.
+        within_secs: u64,
+    },
+    /// CPU above the threshold for the whole window.
+    HighCpu {
+        /// Latest CPU percent of the limit.
+        percent: f64,
+        /// Seconds above.
+        for_secs: u64,
+    },
+    /// Memory above the threshold for the whole window.
+    HighMemory {
+        /// Latest memory percent of the limit.
+        percent: f64,
+        /// Seconds above.
+        for_secs: u64,
+    },
+    /// Memory grows steadily.
+    MemoryLeak {
+        /// Growth per hour in percent of the limit.
+        growth_percent_per_hour: f64,
+    },
+    /// A resource is above its threshold, but not for long enough yet.
+    TransientSpike {
+        /// `cpu` or `memory`.
+        resource: String,
+        /// Latest percent.
+        percent: f64,
+    },
+}
+
+impl FindingKind {
+    /// A short stable name, used to recognise "the same failure" for the circuit breaker.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Exited { .. } => "exited",
+            Self::OomKilled => "oom_killed",
+            Self::Unhealthy { .. } => "unhealthy",
+            Self::RestartLoop { .. } => "restart_loop",
+            Self::HighCpu { .. } => "high_cpu",
+            Self::HighMemory { .. } => "high_memory",
+            Self::MemoryLeak { .. } => "memory_leak",
+            Self::TransientSpike { .. } => "transient_spike",
+        }
+    }
+}
+
+/// A finding with its severity and a line for people (the original's `issues` entries).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// What was found.
+    #[serde(flatten)]
+    pub kind: FindingKind,
+    /// How bad it is.
+    pub severity: Severity,
+    /// For people: `High CPU: 92.5% of limit for 2m`.
+    pub message: String,
+}
+
+/// How a decision was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisMethod {
+    /// The deterministic rules.
+    Rules,
+    /// An LLM, its answer validated.
+    Ai,
+    /// A request published by another tool on `hemostat:remediation_needed`, validated.
+    External,
+}
+
+/// The analyzer's verdict on one container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The action to take, when one should be taken.
+    pub action: Option<ActionKind>,
+    /// Why, for people.
+    pub reason: String,
+    /// 0..=1.
+    pub confidence: f64,
+    /// How it was reached.
+    pub method: AnalysisMethod,
+    /// Every finding behind it.
+    pub findings: Vec<Finding>,
+    /// The finding the action answers (its name), for the circuit breaker.
+    pub primary: Option<String>,
+}
+
+impl Decision {
+    /// True when the analyzer decided to act.
+    pub fn is_remediation(&self) -> bool {
+        self.action.is_some()
+    }
+}

@@ -1,0 +1,4 @@
+//! Small helpers shared by several modules, with no knowledge of the domain.
+
+pub mod backoff;
+pub mod printable;
