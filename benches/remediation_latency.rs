@@ -26,6 +26,9 @@
 //! `--max-concurrent N` to the operator (default: the operator's own default, 8);
 //! `HEMOSTAT_BENCH_LOG=FILE` keeps the operator's debug log there.
 
+#[path = "support/machine.rs"]
+mod machine;
+
 #[path = "../tests/operator/mod.rs"]
 mod operator;
 #[path = "../tests/support/mod.rs"]
@@ -90,7 +93,11 @@ async fn main() {
     };
     let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &extra).await;
     let events = follow_events(&run.label).await;
-    print_machine();
+    machine::print(&format!(
+        "hemostat binary {} ({})",
+        env!("CARGO_BIN_EXE_hemostat"),
+        machine::profile()
+    ));
     println!(
         "operator --max-concurrent: {}",
         max_concurrent.as_deref().unwrap_or("default (8)")
@@ -149,12 +156,7 @@ async fn main() {
         );
     }
     println!("(each cell: p50 / p95 / p99 / max in ms)");
-    println!(
-        "load average at the end: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    machine::print_final_load();
     if let Ok(path) = std::env::var("HEMOSTAT_BENCH_LOG") {
         std::fs::write(&path, op.log_text()).expect("write HEMOSTAT_BENCH_LOG");
     }
@@ -291,37 +293,4 @@ fn quantiles(values: &[Duration]) -> String {
         ms(rank(0.99)),
         ms(*v.last().unwrap())
     )
-}
-
-/// What the figures were measured on.
-fn print_machine() {
-    let cmd = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let cgroup = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "v2"
-    } else {
-        "v1"
-    };
-    println!(
-        "machine: nproc {}, Docker Engine {}, cgroup {cgroup}, load average {}, hemostat binary {} ({})",
-        cmd(&["nproc"]),
-        cmd(&["docker", "version", "--format", "{{.Server.Version}}"]),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        env!("CARGO_BIN_EXE_hemostat"),
-        if cfg!(debug_assertions) {
-            "debug profile"
-        } else {
-            "release profile"
-        }
-    );
 }

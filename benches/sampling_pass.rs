@@ -21,6 +21,9 @@
 //! The cgroup sampler runs max(PASSES, 20) passes; `docker stats` min(PASSES, 5) runs.
 //! Prints the median and maximum of each. Containers are removed at the end (`TestRun`).
 
+#[path = "support/machine.rs"]
+mod machine;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -56,7 +59,7 @@ async fn main() {
     let passes = env_usize("HEMOSTAT_BENCH_PASSES", 5).max(1);
     let run = TestRun::new();
     support::busybox_image().await;
-    print_machine();
+    machine::print(machine::profile());
 
     let spawn_started = Instant::now();
     let ids: Vec<String> = futures::stream::iter(0..n)
@@ -188,12 +191,7 @@ async fn main() {
         ms(per_container),
         per_container.as_secs_f64() * n as f64
     );
-    println!(
-        "load average at the end: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    machine::print_final_load();
     drop(run);
 }
 
@@ -205,36 +203,4 @@ fn median(values: &[Duration]) -> Duration {
     let mut v = values.to_vec();
     v.sort();
     v[v.len() / 2]
-}
-
-/// What the figures were measured on.
-fn print_machine() {
-    let cmd = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let cgroup = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "v2"
-    } else {
-        "v1"
-    };
-    println!(
-        "machine: nproc {}, Docker Engine {}, cgroup {cgroup}, load average {}, {}",
-        cmd(&["nproc"]),
-        cmd(&["docker", "version", "--format", "{{.Server.Version}}"]),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        if cfg!(debug_assertions) {
-            "debug profile"
-        } else {
-            "release profile"
-        }
-    );
 }

@@ -14,6 +14,8 @@ command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v strip >/dev/null || need_apt+=(binutils)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v python3 >/dev/null || need_apt+=(python3)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need_apt[*]}"

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::bus::memory::{MemorySink, MemoryStore};
+use crate::bus::memory::MemorySink;
 use crate::bus::{Envelope, EventSink};
 use crate::controller::queue::WorkQueue;
 use crate::controller::{Context, ControllerConfig};
@@ -14,6 +14,7 @@ use crate::observe::acting::Acting;
 use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;
 use crate::respond::Responder;
+use crate::store::memory::MemoryStore;
 
 /// The node name every fixture uses.
 pub const NODE: &str = "node-a";

@@ -14,8 +14,10 @@
 //!        respond::{gates (pure), claim (RAII), execute, verify (pure)} ─► respond::Response
 //!                      │                                                 │ respond::report
 //!                      ▼                                                 ▼
-//!        bus::StateStore (safety, locks, audit)       bus::EventSink (typed envelopes, subscribe())
+//!        store::StateStore (safety, locks, audit)     bus::EventSink (typed envelopes, subscribe())
 //!                      └──────── adapters::redis (outbox, state, policies, requests) ─┘
+//!                                                                        ├─► alert (dedup, silences,
+//!                                                                        │   Slack/webhook/Alertmanager)
 //!                                                                        └─► http (JSON API)
 //! ```
 //!
@@ -28,9 +30,14 @@
 //! - [`observe`]: the store of observed containers, the acting marks, the resource sampler.
 //! - [`analyze`]: pure functions from a policy and an observation to findings and a decision.
 //! - [`respond`]: the safety gates, the claim, the execution, verification and report.
-//! - [`bus`]: where envelopes and shared state go (`StateStore`, `EventSink`), the embedded
-//!   persisted store and the Redis outage fallback.
-//! - [`adapters`]: the only code that talks to third-party services (Redis).
+//! - [`store`]: shared state (`StateStore`, `StoreError`): the embedded store persisted
+//!   atomically, and the Redis outage fallback with its journal.
+//! - [`bus`]: where envelopes go (`EventSink`) and the in-memory sink; re-exports the store's
+//!   items at their old `crate::bus::…` paths.
+//! - [`alert`]: alerts to people (Slack, webhooks, Alertmanager): classification, dedup,
+//!   grouping, silences, the delivery worker and the router task on `EventSink::subscribe()`.
+//! - [`adapters`]: the only code that talks to third-party services (Redis, Slack, webhooks,
+//!   Alertmanager).
 //! - [`controller`]: the work queue, the watcher, the sampling task, reconcile and announce,
 //!   external requests.
 //! - [`http`]: health, readiness, metrics and the JSON API; [`metrics`]: Prometheus.
@@ -43,12 +50,15 @@
 //! ```text
 //! model ← nothing          policy ← model          engine ← model
 //! analyze ← model, policy  observe ← model, policy, engine
-//! bus ← model              respond ← model, policy, engine, bus, observe (acting marks)
-//! http ← model, policy, observe, bus               adapters ← model, policy, bus
+//! store ← model            bus ← model (+ store, re-exports only)
+//! respond ← model, policy, engine, store, bus, observe (acting marks)
+//! http ← model, policy, observe, store, bus        alert ← model, policy, bus
+//! adapters ← model, policy, store, bus, alert (the traits its clients implement)
 //! controller, app, cli ← everything
 //! ```
 
 pub mod adapters;
+pub mod alert;
 pub mod analyze;
 pub mod app;
 pub mod bus;
@@ -64,4 +74,5 @@ pub mod observe;
 pub mod policy;
 pub mod respond;
 pub mod schema;
+pub mod store;
 pub mod util;

@@ -260,6 +260,12 @@ impl Metrics {
         });
     }
 
+    /// The registry, for subsystems that register their own metrics under `hemostat_`
+    /// (alerts) before the metrics are shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Counts one reconcile and returns a guard that records its duration when dropped.
     #[must_use = "the duration is recorded when the timer is dropped"]
     pub fn reconcile_timer(&self) -> ReconcileTimer {

@@ -87,14 +87,20 @@ async fn a_crash_scenario_publishes_the_four_channels_with_the_exact_envelope_an
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys, ["agent", "data", "timestamp", "type"], "{envelope}");
+        assert_eq!(
+            keys,
+            ["agent", "data", "event_type", "timestamp", "type"],
+            "{envelope}"
+        );
+        assert_eq!(envelope["event_type"], envelope["type"], "{envelope}");
         assert_eq!(
             format!("hemostat:{}", envelope["type"].as_str().unwrap()),
             *channel
         );
         let ts = envelope["timestamp"].as_str().unwrap();
         assert!(
-            chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.6f").is_ok(),
+            chrono::DateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.6f%:z").is_ok()
+                && ts.ends_with("+00:00"),
             "{ts}"
         );
         let agent = match envelope["type"].as_str().unwrap() {

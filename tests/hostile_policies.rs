@@ -1,28 +1,20 @@
 //! Hostile policy values (the probe's corpus in `tests/corpus/hostile/`): each is refused with
 //! `file:line:col` and a message saying what the limit is, never accepted to fail at run time.
 
-use std::path::{Path, PathBuf};
+#[path = "support/corpus.rs"]
+mod corpus;
+
+use std::path::PathBuf;
 
 use hemostat::policy::load_bytes;
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/hostile")
+    corpus::dir("hostile")
 }
 
 /// `file<TAB>line:col<TAB>message fragment` per line.
 fn expectations() -> Vec<(String, u64, u64, String)> {
-    let table = std::fs::read_to_string(corpus_dir().with_file_name("hostile.expect")).unwrap();
-    table
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let mut parts = l.splitn(3, '\t');
-            let file = parts.next().unwrap().to_owned();
-            let (line, col) = parts.next().unwrap().split_once(':').unwrap();
-            let fragment = parts.next().unwrap().to_owned();
-            (file, line.parse().unwrap(), col.parse().unwrap(), fragment)
-        })
-        .collect()
+    corpus::expectations("hostile")
 }
 
 #[test]

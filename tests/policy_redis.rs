@@ -545,7 +545,10 @@ async fn fake_operator() -> (String, tokio::task::JoinHandle<()>) {
          "data": {"container": "web-1", "action": "restart", "reason": "health check failing", "confidence": 0.9}},
         {"timestamp": "2026-01-01T00:00:01.000001", "agent": "HemoStat-Analyzer",
          "type": "remediation_needed",
-         "data": {"container": "db-1", "action": "restart", "reason": "db reason", "confidence": 0.9}}
+         "data": {"container": "db-1", "action": "restart", "reason": "db reason", "confidence": 0.9}},
+        {"event_type": "remediation_complete", "timestamp": "2026-01-01T02:00:02.5+02:00",
+         "agent": "responder",
+         "data": {"container": "db-1", "action": "restart", "result": {"status": "success"}}}
     ]);
     let app = axum::Router::new()
         .route(
@@ -627,13 +630,26 @@ async fn describe_and_get_read_a_running_operator() {
     assert_eq!(
         row,
         [
-            "2026-01-01T00:00:00.000001",
+            "2026-01-01T00:00:00.000001+00:00",
             "remediation_needed",
             "web-1",
             "restart",
             "health",
             "check",
             "failing"
+        ],
+        "{out}"
+    );
+    // An original agent's envelope: `event_type` only, a time with another offset.
+    let row: Vec<&str> = out.lines().nth(3).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "2026-01-01T00:00:02.500000+00:00",
+            "remediation_complete",
+            "db-1",
+            "restart",
+            "success"
         ],
         "{out}"
     );
@@ -679,4 +695,46 @@ async fn concurrent_applies_each_see_a_consistent_outcome_and_generation() {
     let mut repo = repo;
     let stored = repo.get("race").await.unwrap().unwrap();
     assert_eq!(stored.meta.unwrap().generation, 10);
+}
+
+/// Policy metadata written in any timestamp form (naive, as the original's protocol document
+/// shows; `Z`, as HemoStat wrote before; `+00:00`, as it writes now) is read, so a re-apply
+/// continues its generation instead of restarting at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_metadata_reads_every_timestamp_form() {
+    use hemostat::adapters::redis::policies::{META_KEY, Outcome};
+    use redis::AsyncCommands;
+    let redis = Redis::start();
+    let mut repo = PolicyRepo::connect(redis.client()).await.unwrap();
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for (i, applied) in [
+        "2025-11-03T10:30:45.123456",
+        "2025-11-03T10:30:45.123456Z",
+        "2025-11-03T10:30:45.123456+00:00",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("p{i}");
+        repo.apply("t", &policy_yaml(&name, 1)).await.unwrap();
+        let meta = format!(r#"{{"generation":7,"appliedAt":"{applied}"}}"#);
+        let _: () = conn.hset(META_KEY, &name, meta).await.unwrap();
+        let stored = repo.get(&name).await.unwrap().unwrap();
+        let meta = stored.meta.expect("metadata is read");
+        assert_eq!(
+            meta.applied_at.to_rfc3339(),
+            "2025-11-03T10:30:45.123456+00:00",
+            "{applied}"
+        );
+        let outcome = repo.apply("t", &policy_yaml(&name, 2)).await.unwrap();
+        assert_eq!(outcome, [(name.clone(), Outcome::Configured)]);
+        let meta = repo.get(&name).await.unwrap().unwrap().meta.unwrap();
+        assert_eq!(meta.generation, 8, "{applied}");
+        let raw: String = conn.hget(META_KEY, &name).await.unwrap();
+        assert!(raw.contains("+00:00\""), "written with the offset: {raw}");
+    }
 }

@@ -98,8 +98,8 @@ async fn subscribers_and_the_stream_see_every_envelope_exactly() {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys.len(), 4);
-        for k in ["timestamp", "agent", "type", "data"] {
+        assert_eq!(keys.len(), 5);
+        for k in ["timestamp", "agent", "type", "event_type", "data"] {
             assert!(keys.contains(&k), "{payload}");
         }
     }
@@ -155,7 +155,7 @@ async fn subscribers_and_the_stream_see_every_envelope_exactly() {
     assert_eq!(history["count"], 1);
     assert_eq!(
         history["last_action"].as_str().unwrap(),
-        &sent[3].timestamp[..19]
+        format!("{}+00:00", &sent[3].timestamp[..19])
     );
     let per_node: String = conn.get("hemostat:node:n1:remediation:api").await.unwrap();
     assert!(per_node.contains("\"count\":1"), "{per_node}");

@@ -185,3 +185,28 @@ async fn healthcheck_exits_0_when_the_operator_is_ready_and_1_when_nothing_answe
         "{stderr}"
     );
 }
+
+#[test]
+fn an_external_alert_agent_without_redis_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    for (args, envs) in [
+        (
+            vec!["run", "--state-dir", state, "--external-alert-agent"],
+            vec![],
+        ),
+        (
+            vec!["run", "--state-dir", state],
+            vec![("HEMOSTAT_EXTERNAL_ALERT_AGENT", "true")],
+        ),
+    ] {
+        let mut envs = envs;
+        envs.push(("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
+        let (code, stderr) = run_hemostat(&args, &envs);
+        assert_ne!(code, 0);
+        assert!(
+            stderr.contains("--external-alert-agent needs Redis"),
+            "{args:?} {envs:?}: {stderr}"
+        );
+    }
+}

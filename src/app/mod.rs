@@ -1,6 +1,8 @@
 //! The composition root: builds every part of the running operator once, from a validated
 //! [`Config`], and runs its tasks until the shutdown signal.
 
+pub mod alerts;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub struct Config {
     pub accept_external_requests: bool,
     /// Open HTTP connections at most.
     pub http_max_connections: usize,
+    /// One delivery attempt of a notification at most.
+    pub alert_timeout: Duration,
 }
 
 /// Why the operator could not start.
@@ -82,6 +86,9 @@ pub enum AppError {
         #[source]
         source: BusError,
     },
+    /// Alerting cannot be set up (its environment or the silence store).
+    #[error("cannot set up alerting")]
+    Alerts(#[source] alerts::AlertingError),
     /// The HTTP listener cannot be bound.
     #[error("cannot listen on {address}")]
     Listen {
@@ -108,8 +115,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let host = docker.host_info().await.map_err(AppError::HostInfo)?;
     info!(node = %config.node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
     let stores = stores(&config).await?;
+    // Envelopes about silenced containers say so (data.silenced); see alert::mark.
+    let alert_state =
+        alerts::state(config.redis.as_ref(), &config.state_dir).map_err(AppError::Alerts)?;
+    let stores = Stores {
+        sink: alerts::marking(stores.sink.clone(), alert_state.clone(), shutdown.clone()),
+        ..stores
+    };
     let registry = Arc::new(PolicyRegistry::new(config.policies.clone()));
-    let (ctx, receiver, ready) = context(&config, docker, &host, &stores, registry.clone());
+    let mut metrics = crate::metrics::Metrics::new();
+    let alert_metrics = crate::alert::metrics::AlertMetrics::register(metrics.registry_mut());
+    let (ctx, receiver, ready) = context(
+        &config,
+        docker,
+        &host,
+        &stores,
+        registry.clone(),
+        Arc::new(metrics),
+    );
+    // Subscribed before the loop starts, so no envelope is missed.
+    let alerts = alerts::start(
+        alert_state,
+        registry.clone(),
+        stores.sink.as_ref(),
+        alert_metrics,
+        config.alert_timeout,
+        shutdown.clone(),
+    )
+    .map_err(AppError::Alerts)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Listen {
@@ -128,9 +161,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         metrics: ctx.metrics.clone(),
         node: config.node.clone(),
     };
-    let server = tokio::spawn(crate::http::serve_limited(
+    let routes = crate::http::router(api).merge(crate::alert::api::routes(alerts));
+    let server = tokio::spawn(crate::http::serve_router_limited(
         listener,
-        api,
+        routes,
         config.http_max_connections,
         shutdown.clone(),
     ));
@@ -203,6 +237,7 @@ fn context(
     host: &HostInfo,
     stores: &Stores,
     registry: Arc<PolicyRegistry>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> (
     Arc<Context>,
     crate::controller::queue::WorkReceiver<String>,
@@ -216,7 +251,6 @@ fn context(
     let acting = Arc::new(Acting::default());
     let (queue, receiver) = WorkQueue::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(crate::metrics::Metrics::new());
     let responder = Responder {
         docker: docker.clone(),
         store: stores.store.clone(),

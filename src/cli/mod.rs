@@ -1,8 +1,10 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
+pub mod alert;
 pub mod healthcheck;
 pub mod policy_cmds;
 pub mod run;
+pub mod silence;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,10 @@ pub enum Command {
     Describe(policy_cmds::DescribeArgs),
     /// Delete a policy from Redis.
     Delete(policy_cmds::DeleteArgs),
+    /// Mute notifications (never repairs) for containers or a policy: add, list, expire.
+    Silence(silence::SilenceArgs),
+    /// Alert channels: `alert test --channel NAME` sends a test notification.
+    Alert(alert::AlertArgs),
     /// Ask a running operator whether it is ready (`/readyz`); exit 0 if so, 1 if not (the
     /// image's HEALTHCHECK: a scratch image has no curl).
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -50,6 +56,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Get(args) => policy_cmds::get(args).await,
         Command::Describe(args) => policy_cmds::describe(args).await,
         Command::Delete(args) => policy_cmds::delete(args).await,
+        Command::Silence(args) => silence::run(args).await,
+        Command::Alert(args) => alert::run(args).await,
         Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());

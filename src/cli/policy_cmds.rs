@@ -526,9 +526,19 @@ fn decisions_table(value: &serde_json::Value) -> String {
             .map(|p| text(e, p))
             .find(|t| t != "-")
             .unwrap_or_else(|| "-".to_owned());
+        // Both timestamp forms (naive, with an offset) show as UTC with +00:00; an envelope
+        // from the original's agents names its type in `event_type` only.
+        let time = e["timestamp"]
+            .as_str()
+            .and_then(crate::model::wire::parse_wire_timestamp)
+            .map_or_else(|| text(e, "/timestamp"), crate::model::wire::wire_timestamp);
+        let kind = match text(e, "/type") {
+            t if t == "-" => text(e, "/event_type"),
+            t => t,
+        };
         rows.push(vec![
-            text(e, "/timestamp"),
-            text(e, "/type"),
+            time,
+            kind,
             text(e, "/data/container"),
             text(e, "/data/action"),
             detail,

@@ -68,6 +68,14 @@ pub struct RunArgs {
     /// safety gate. Needs Redis.
     #[arg(long, env = "HEMOSTAT_ACCEPT_EXTERNAL_REQUESTS")]
     pub accept_external_requests: bool,
+    /// How long one delivery attempt of a notification may take (Slack, webhooks, Alertmanager).
+    #[arg(long, env = "HEMOSTAT_ALERT_TIMEOUT", default_value = "10s")]
+    pub alert_timeout: HumanDuration,
+    /// Leave the hemostat:events:* lists to an external alert agent (the original's Alert
+    /// agent, which fills them itself): HemoStat stops writing them, so no event is listed
+    /// twice, and serves recent envelopes from hemostat:stream:events. Needs Redis.
+    #[arg(long, env = "HEMOSTAT_EXTERNAL_ALERT_AGENT")]
+    pub external_alert_agent: bool,
 }
 
 /// Log output formats.
@@ -92,7 +100,8 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-fn default_state_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
+pub fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -282,6 +291,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         http_max_connections,
         outbox_capacity,
         accept_external_requests,
+        alert_timeout,
+        external_alert_agent,
     } = args;
     init_logging(log_format, &log_level)?;
     let argv: Vec<String> = std::env::args().collect();
@@ -300,10 +311,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let policies = load_policies(&policies)?;
     let node = node.unwrap_or_else(crate::observe::host::node_name);
-    let redis = redis
-        .config()
-        .context("invalid Redis settings")?
-        .map(|c| c.with_outbox_capacity(outbox_capacity));
+    let redis = redis.config().context("invalid Redis settings")?.map(|c| {
+        c.with_outbox_capacity(outbox_capacity)
+            .with_external_alert_agent(external_alert_agent)
+    });
+    if external_alert_agent && redis.is_none() {
+        bail!(
+            "--external-alert-agent needs Redis: it leaves the hemostat:events:* lists in Redis to another agent (set --redis-url or REDIS_HOST)"
+        );
+    }
     if accept_external_requests && redis.is_none() {
         bail!(
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
@@ -323,6 +339,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redis,
         accept_external_requests,
         http_max_connections,
+        alert_timeout: alert_timeout.get(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));

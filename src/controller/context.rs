@@ -8,12 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::queue::WorkQueue;
-use crate::bus::{EventSink, StateStore};
+use crate::bus::EventSink;
 use crate::engine::ContainerEngine;
 use crate::observe::acting::Acting;
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
 use crate::respond::Responder;
+use crate::store::StateStore;
 
 /// Settings of the loop.
 #[derive(Clone, Debug)]

@@ -332,11 +332,26 @@ pub fn validate_request(
             return Err(Invalid::Ignored(Ignored::OtherNode));
         }
     }
-    if envelope.get("type").and_then(Value::as_str) != Some(EventType::RemediationNeeded.as_str()) {
+    // `type` as documented, or only `event_type` as the original's agents write it.
+    let kind = envelope
+        .get("type")
+        .or_else(|| envelope.get("event_type"))
+        .and_then(Value::as_str);
+    if kind != Some(EventType::RemediationNeeded.as_str()) {
         return Err(p.refuse(Reason::BadShape, "type is not remediation_needed"));
     }
-    if agent.is_none() || envelope.get("timestamp").and_then(Value::as_str).is_none() {
+    let Some(timestamp) = envelope.get("timestamp").and_then(Value::as_str) else {
         return Err(p.refuse(Reason::BadShape, "agent or timestamp missing"));
+    };
+    if agent.is_none() {
+        return Err(p.refuse(Reason::BadShape, "agent or timestamp missing"));
+    }
+    // Naive (the protocol document's form) or with an offset (the original agents' form).
+    if crate::model::wire::parse_wire_timestamp(timestamp).is_none() {
+        return Err(p.refuse(
+            Reason::BadShape,
+            "timestamp is not ISO-8601 (e.g. 2025-11-03T10:30:45.123456+00:00)",
+        ));
     }
     let Some(data) = data else {
         return Err(p.refuse(Reason::BadShape, "data is not an object"));
@@ -609,10 +624,7 @@ pub(crate) async fn golden_refusal(ctx: &Context) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::engine::{ContainerState, HealthStatus, ResourceLimits};
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
     use serde_json::json;
@@ -622,19 +634,10 @@ mod tests {
     fn info(name: &str) -> ContainerInfo {
         ContainerInfo {
             id: format!("id-{name}"),
-            name: name.into(),
             image: "img".into(),
-            labels: BTreeMap::new(),
-            state: ContainerState::Running,
-            exit_code: None,
-            oom_killed: false,
-            health: HealthStatus::None,
-            health_failing_streak: 0,
-            restart_count: 0,
             started_at: None,
-            finished_at: None,
-            limits: ResourceLimits::default(),
             pid: None,
+            ..crate::engine::fake::running(name, &[])
         }
     }
 
@@ -710,6 +713,26 @@ mod tests {
                 "a valid restart",
                 envelope(request("web", "restart", 0.9)),
                 "accepted",
+            ),
+            (
+                "a timestamp with +00:00 (the original agents' form)",
+                json!({"timestamp": "2025-11-03T10:30:48.456789+00:00", "agent": "analyzer", "type": "remediation_needed", "data": request("web", "restart", 0.9)}).to_string().into_bytes(),
+                "accepted",
+            ),
+            (
+                "a timestamp with Z and whole seconds",
+                json!({"timestamp": "2025-11-03T10:30:48Z", "agent": "analyzer", "type": "remediation_needed", "data": request("web", "restart", 0.9)}).to_string().into_bytes(),
+                "accepted",
+            ),
+            (
+                "only event_type, as the original's analyzer publishes",
+                json!({"event_type": "remediation_needed", "timestamp": "2025-11-03T10:30:48.456789+00:00", "agent": "analyzer", "data": request("web", "restart", 0.9)}).to_string().into_bytes(),
+                "accepted",
+            ),
+            (
+                "a timestamp that is no time",
+                json!({"timestamp": "yesterday", "agent": "x", "type": "remediation_needed", "data": request("web", "restart", 0.9)}).to_string().into_bytes(),
+                "refused_bad_shape",
             ),
             (
                 "a valid name with a leading slash",

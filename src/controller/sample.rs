@@ -1,4 +1,4 @@
-//! The sampling task: resource usage of governed running containers every interval.
+//! The sampling task: resource usage of every governed running container every interval, and the stats and state keys of every governed container.
 
 use std::sync::Arc;
 
@@ -8,20 +8,23 @@ use tracing::warn;
 
 use super::Context;
 use crate::analyze::UsagePoint;
-use crate::engine::{ContainerEngine, ContainerInfo, HostInfo};
-use crate::model::wire::{ContainerStats, round1, wire_timestamp_secs};
+use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo};
+use crate::model::wire::{ContainerStateKey, ContainerStats};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
 
-/// True when the container's policy has a probe that reads resource usage.
-fn needs_samples(ctx: &Context, info: &ContainerInfo) -> bool {
-    ctx.policies.governing(Target::from(info)).is_some_and(|p| {
+/// Whether a policy governs the container, and whether that policy has a probe that reads
+/// resource usage.
+fn governed(ctx: &Context, info: &ContainerInfo) -> Option<bool> {
+    ctx.policies.governing(Target::from(info)).map(|p| {
         let probes = &p.spec.probes;
         probes.cpu.is_some() || probes.memory.is_some() || probes.memory_leak.is_some()
     })
 }
 
-/// Samples until `shutdown`; each container with a new sample is scheduled for a reconcile.
+/// Samples until `shutdown`. Every governed container gets its stats and state keys (the
+/// original's dashboard shows them all): running ones sampled, the others with zero figures;
+/// a new sample schedules a reconcile only when the policy reads usage.
 pub async fn run_sampler(
     ctx: Arc<Context>,
     host: HostInfo,
@@ -37,13 +40,22 @@ pub async fn run_sampler(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let infos: Vec<ContainerInfo> = ctx
-            .observed
-            .all()
-            .into_iter()
-            .map(|o| o.info)
-            .filter(|info| needs_samples(&ctx, info))
-            .collect();
+        let mut infos: Vec<ContainerInfo> = Vec::new();
+        let mut idle: Vec<ContainerInfo> = Vec::new();
+        let mut reads_usage = std::collections::HashSet::new();
+        for info in ctx.observed.all().into_iter().map(|o| o.info) {
+            let Some(reads) = governed(&ctx, &info) else {
+                continue;
+            };
+            if reads {
+                reads_usage.insert(info.id.clone());
+            }
+            if info.state == ContainerState::Running {
+                infos.push(info);
+            } else {
+                idle.push(info);
+            }
+        }
         let started = std::time::Instant::now();
         let usages = sampler.sample(&infos, &host).await;
         let took = started.elapsed();
@@ -56,12 +68,12 @@ pub async fn run_sampler(
             );
         }
         let now = Utc::now();
+        for info in &idle {
+            publish_stats(&ctx, info, None, now).await;
+        }
         for (id, usage) in &usages {
             if let Some(o) = ctx.observed.get(id) {
-                let stats = stats_json(&o.info, usage, now, &ctx.config.node);
-                ctx.sink
-                    .put_stats(&o.info.name, &ctx.config.node, stats)
-                    .await;
+                publish_stats(&ctx, &o.info, Some(usage), now).await;
             }
         }
         for (id, usage) in usages {
@@ -74,25 +86,24 @@ pub async fn run_sampler(
                     memory_used_bytes: usage.memory_used_bytes,
                 },
             );
-            ctx.queue.schedule_now(id);
+            if reads_usage.contains(&id) {
+                ctx.queue.schedule_now(id);
+            }
         }
     }
 }
 
-/// The original's stats key value: `{name, status, memory_pct, cpu_pct, timestamp, node}`.
-pub(crate) fn stats_json(
+/// Writes the stats key and the original monitor's state key of one container.
+async fn publish_stats(
+    ctx: &Context,
     info: &ContainerInfo,
-    usage: &crate::observe::sampler::Usage,
+    usage: Option<&crate::observe::sampler::Usage>,
     now: chrono::DateTime<Utc>,
-    node: &str,
-) -> serde_json::Value {
-    ContainerStats {
-        name: info.name.clone(),
-        status: info.state,
-        memory_pct: round1(usage.memory_percent),
-        cpu_pct: round1(usage.cpu_percent),
-        timestamp: wire_timestamp_secs(now),
-        node: node.to_owned(),
-    }
-    .to_json()
+) {
+    let node = &ctx.config.node;
+    let stats = ContainerStats::of(info, usage, now, node).to_json();
+    ctx.sink.put_stats(&info.name, node, stats).await;
+    ctx.sink
+        .put_state(&ContainerStateKey::of(info, usage, now, node))
+        .await;
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{Action, reconcile};
-use crate::bus::{EventType, StateStore};
+use crate::bus::EventType;
 use crate::engine::fake::{Call, Script, exited, running};
 use crate::engine::{ContainerInfo, HealthStatus};
 use crate::fixtures::{NODE, TestContext, policy};
 use crate::model::safety::{lock_key, safety_key};
+use crate::store::StateStore;
 
 const ID: &str = "web-id";
 const CRASH: &str =

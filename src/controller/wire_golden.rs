@@ -28,9 +28,10 @@ fn lines(envelopes: &[Envelope]) -> String {
     for e in envelopes {
         let mut line = serde_json::to_string(e).unwrap();
         assert!(
-            chrono::NaiveDateTime::parse_from_str(&e.timestamp, "%Y-%m-%dT%H:%M:%S%.6f").is_ok()
-                && e.timestamp.len() == 26,
-            "envelope timestamp {} is not naive ISO-8601 with microseconds",
+            chrono::DateTime::parse_from_str(&e.timestamp, "%Y-%m-%dT%H:%M:%S%.6f%:z").is_ok()
+                && e.timestamp.len() == 32
+                && e.timestamp.ends_with("+00:00"),
+            "envelope timestamp {} is not ISO-8601 UTC with microseconds and +00:00",
             e.timestamp
         );
         line = line.replacen(&format!("\"{}\"", e.timestamp), "\"<timestamp>\"", 1);
@@ -143,7 +144,7 @@ fn stats_values_are_byte_identical() {
         memory_used_bytes: 1 << 20,
         memory_limit_bytes: 1 << 30,
     };
-    let v = super::sample::stats_json(&info, &usage, at(), "node-a");
+    let v = crate::model::wire::ContainerStats::of(&info, Some(&usage), at(), "node-a").to_json();
     check("stats", &(serde_json::to_string(&v).unwrap() + "\n"));
 }
 

@@ -90,11 +90,22 @@ pub async fn serve_limited(
     max_connections: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_router_limited(listener, router(state), max_connections, shutdown).await
+}
+
+/// Like [`serve_limited`], for a router with more routes merged in (the alert routes of
+/// `alert::api`).
+pub async fn serve_router_limited(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, max_connections, "HTTP server listening");
     }
     let listener = limits::LimitedListener::new(listener, max_connections);
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     tracing::info!("HTTP server stopped");

@@ -147,16 +147,44 @@ pub struct Finding {
     pub message: String,
 }
 
-/// How a decision was reached.
+/// How a decision was reached: `data.analysis_method` on the wire, in the original's
+/// vocabulary (`rule_based`, `ai`) plus HemoStat's own values; `docs/PROTOCOL.md` lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum AnalysisMethod {
-    /// The deterministic rules.
+    /// The deterministic rules (`rule_based`; HemoStat wrote `rules` before and still reads it).
+    #[serde(rename = "rule_based", alias = "rules")]
     Rules,
-    /// An LLM, its answer validated.
+    /// An LLM, its answer validated (`ai`).
+    #[serde(rename = "ai")]
     Ai,
-    /// A request published by another tool on `hemostat:remediation_needed`, validated.
+    /// The policy asked for AI analysis but the model's answer was not used (unavailable,
+    /// invalid, or outside the policy), so the rules decided (`rule_based_fallback`).
+    #[serde(rename = "rule_based_fallback")]
+    RuleBasedFallback,
+    /// A request published by another tool on `hemostat:remediation_needed`, validated
+    /// (`external`).
+    #[serde(rename = "external")]
     External,
+}
+
+impl AnalysisMethod {
+    /// Every method.
+    pub const ALL: [AnalysisMethod; 4] = [
+        Self::Rules,
+        Self::Ai,
+        Self::RuleBasedFallback,
+        Self::External,
+    ];
+
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rules => "rule_based",
+            Self::Ai => "ai",
+            Self::RuleBasedFallback => "rule_based_fallback",
+            Self::External => "external",
+        }
+    }
 }
 
 /// The analyzer's verdict on one container.

@@ -363,24 +363,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::container::ResourceLimits;
 
     fn info(state: ContainerState, exit_code: Option<i64>) -> ContainerInfo {
         ContainerInfo {
             id: "c1".into(),
-            name: "web".into(),
             image: "img".into(),
-            labels: BTreeMap::new(),
             state,
             exit_code,
-            oom_killed: false,
-            health: HealthStatus::None,
-            health_failing_streak: 0,
-            restart_count: 0,
             started_at: Some(Utc::now()),
-            finished_at: None,
-            limits: ResourceLimits::default(),
             pid: None,
+            ..crate::engine::fake::running("web", &[])
         }
     }
 

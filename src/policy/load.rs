@@ -96,18 +96,11 @@ impl LoadReport {
 /// Files named explicitly are read whatever their extension. Duplicate names across the
 /// whole set are errors; the first definition stays valid.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> LoadReport {
-    let mut report = LoadReport::default();
-    let mut files = Vec::new();
-    let mut walk = Walk::default();
-    for path in paths {
-        collect_files(
-            path.as_ref(),
-            true,
-            &mut walk,
-            &mut files,
-            &mut report.diagnostics,
-        );
-    }
+    let (files, diagnostics) = yaml_files(paths);
+    let mut report = LoadReport {
+        diagnostics,
+        ..LoadReport::default()
+    };
     for file in files {
         report.files += 1;
         let name = file.display().to_string();
@@ -141,6 +134,21 @@ pub fn load_bytes(source: &str, bytes: &[u8]) -> LoadReport {
             ..LoadReport::default()
         },
     }
+}
+
+/// The policy files under the given files and directories: every `*.yaml` / `*.yml` found
+/// recursively (sorted, hidden entries skipped, a symlink loop read once), and files named
+/// explicitly whatever their extension; plus a diagnostic for each path that cannot be used
+/// (unreadable, not a regular file, nested too deep). The one walk for every command that reads
+/// policy files.
+pub fn yaml_files<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut diagnostics = Vec::new();
+    let mut walk = Walk::default();
+    for path in paths {
+        collect_files(path.as_ref(), true, &mut walk, &mut files, &mut diagnostics);
+    }
+    (files, diagnostics)
 }
 
 /// What a directory walk has seen: directories by device and inode, so a symlink loop (three
@@ -481,4 +489,40 @@ fn reject_duplicates(report: &mut LoadReport) {
     report
         .diagnostics
         .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_finds_yaml_sorted_skips_hidden_and_takes_named_files_whatever_their_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub/.hidden")).unwrap();
+        for file in [
+            "b.yaml",
+            "a.yml",
+            "notes.txt",
+            "sub/c.yaml",
+            "sub/.hidden/d.yaml",
+            ".e.yaml",
+        ] {
+            std::fs::write(root.join(file), "").unwrap();
+        }
+        std::fs::write(root.join("named.conf"), "").unwrap();
+        let (files, diagnostics) = yaml_files(&[root.to_path_buf(), root.join("named.conf")]);
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a.yml", "b.yaml", "sub/c.yaml", "named.conf"]);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let (files, diagnostics) = yaml_files(&[root.join("missing")]);
+        assert!(files.is_empty());
+        assert!(
+            diagnostics[0].message.starts_with("cannot read"),
+            "{diagnostics:?}"
+        );
+    }
 }

@@ -409,16 +409,45 @@ pub enum AnalysisMode {
     Ai,
 }
 
-/// Alerting.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Alerting: what is sent, where, and how often.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Alerts {
-    /// Lowest severity that is sent (default `medium`).
+    /// Lowest severity of a finding that is sent when nothing is done about it (default
+    /// `medium`). Repair outcomes and important refusals are always sent.
     #[serde(default)]
     pub min_severity: Severity,
     /// Where alerts go.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Channel>,
+    /// How long a channel waits for more alerts before sending what arrived together as one
+    /// message (default 3s, at most 5m). The first alert of a quiet period waits no longer.
+    #[serde(default = "default_group_wait")]
+    pub group_wait: HumanDuration,
+    /// The same alert (node, container, finding, outcome) is sent at most once per this window
+    /// (default 60s, the original's ALERT_DEDUPE_TTL).
+    #[serde(default = "default_dedupe_for")]
+    pub dedupe_for: HumanDuration,
+    /// Also send the analyzer's false alarms (default false).
+    #[serde(default)]
+    pub false_alarms: bool,
+    /// Send a "resolved" follow-up when a repaired container showed no new problem for this
+    /// long (default 30s; 0s: never).
+    #[serde(default = "default_resolve_after")]
+    pub resolve_after: HumanDuration,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            min_severity: Severity::default(),
+            channels: Vec::new(),
+            group_wait: default_group_wait(),
+            dedupe_for: default_dedupe_for(),
+            false_alarms: false,
+            resolve_after: default_resolve_after(),
+        }
+    }
 }
 
 /// One alert destination; exactly one key.
@@ -429,6 +458,8 @@ pub enum Channel {
     Slack(SlackChannel),
     /// A generic JSON webhook.
     Webhook(WebhookChannel),
+    /// A Prometheus Alertmanager (`POST /api/v2/alerts`).
+    Alertmanager(AlertmanagerChannel),
 }
 
 /// A Slack incoming webhook; the URL is a secret and is read from the environment or a file.
@@ -445,6 +476,19 @@ pub struct SlackChannel {
 pub struct WebhookChannel {
     /// Where the URL comes from.
     pub url_from: SecretRef,
+    /// Where the HMAC-SHA256 signing key comes from; when given, every request carries
+    /// `X-Hemostat-Signature: sha256=<hex of HMAC(key, "<X-Hemostat-Timestamp>.<body>")>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_from: Option<SecretRef>,
+}
+
+/// A Prometheus Alertmanager; alerts are posted to `<url>/api/v2/alerts` and resolved (`endsAt`)
+/// when the container is healthy again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertmanagerChannel {
+    /// Base URL of the Alertmanager, e.g. `http://alertmanager:9093`.
+    pub url: String,
 }
 
 /// A secret never written in a policy: the name of an environment variable or a file path.
@@ -542,4 +586,13 @@ fn default_memory_percent() -> f64 {
 }
 fn default_memory_for() -> HumanDuration {
     HumanDuration::from_secs(60)
+}
+fn default_group_wait() -> HumanDuration {
+    HumanDuration::from_secs(3)
+}
+fn default_dedupe_for() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_resolve_after() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }

@@ -15,15 +15,5 @@ pub fn warnings(policy: &HealthPolicy) -> Vec<(&'static str, String)> {
             ),
         ));
     }
-    if !policy.spec.alerts.channels.is_empty() {
-        out.push((
-            "spec.alerts.channels",
-            format!(
-                "alert channels are not implemented yet: policy {} loads, but no alert is sent to its {} channel(s)",
-                policy.metadata.name,
-                policy.spec.alerts.channels.len()
-            ),
-        ));
-    }
     out
 }

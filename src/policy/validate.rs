@@ -184,6 +184,21 @@ fn check_probes(probes: &Probes, out: &mut Vec<Violation>) {
 }
 
 fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
+    check_actions(r, out);
+    if let Some(exec) = &r.exec {
+        check_exec(exec, r.actions.contains(&ActionKind::Exec), out);
+    }
+    check_limits(r, out);
+    check_action_times(r, out);
+    if let Some(budget) = &r.fleet_budget {
+        check_fleet_budget(budget, out);
+    }
+    check_min_confidence(r.min_confidence, out);
+    check_give_up(r, out);
+}
+
+/// Each action listed once; exec listed only with the commands it may run.
+fn check_actions(r: &Remediation, out: &mut Vec<Violation>) {
     let mut seen = BTreeSet::new();
     for (i, action) in r.actions.iter().enumerate() {
         if !seen.insert(*action) {
@@ -195,42 +210,44 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
             ));
         }
     }
-    let exec_allowed = r.actions.contains(&ActionKind::Exec);
     let commands = r.exec.as_ref().map(|e| e.allowed.as_slice()).unwrap_or(&[]);
-    if exec_allowed && commands.is_empty() {
-        let at = r
-            .actions
-            .iter()
-            .position(|a| *a == ActionKind::Exec)
-            .unwrap_or_default();
+    if let Some(at) = r.actions.iter().position(|a| *a == ActionKind::Exec)
+        && commands.is_empty()
+    {
         out.push(Violation::new(
             format!("spec.remediation.actions[{at}]"),
             "exec is allowed but remediation.exec.allowed lists no command: add the exact commands it may run, like [[\"/bin/sh\", \"-c\", \"kill -HUP 1\"]]",
         ));
     }
-    if let Some(exec) = &r.exec {
-        if !exec_allowed {
+}
+
+/// The `remediation.exec` block: only with exec among the actions, no empty command, a timeout.
+fn check_exec(exec: &ExecPolicy, exec_allowed: bool, out: &mut Vec<Violation>) {
+    if !exec_allowed {
+        out.push(Violation::new(
+            "spec.remediation.exec",
+            "remediation.exec is set but exec is not among remediation.actions: add exec to the actions or remove this block",
+        ));
+    }
+    for (i, cmd) in exec.allowed.iter().enumerate() {
+        if cmd.is_empty() || cmd[0].trim().is_empty() {
             out.push(Violation::new(
-                "spec.remediation.exec",
-                "remediation.exec is set but exec is not among remediation.actions: add exec to the actions or remove this block",
+                format!("spec.remediation.exec.allowed[{i}]"),
+                "empty command: give the program and its arguments, like [\"/bin/sh\", \"-c\", \"kill -HUP 1\"]",
             ));
         }
-        for (i, cmd) in exec.allowed.iter().enumerate() {
-            if cmd.is_empty() || cmd[0].trim().is_empty() {
-                out.push(Violation::new(
-                    format!("spec.remediation.exec.allowed[{i}]"),
-                    "empty command: give the program and its arguments, like [\"/bin/sh\", \"-c\", \"kill -HUP 1\"]",
-                ));
-            }
-        }
-        check_positive("spec.remediation.exec.timeout", exec.timeout, out);
-        check_at_most(
-            "spec.remediation.exec.timeout",
-            exec.timeout,
-            MAX_ACTION_TIME,
-            out,
-        );
     }
+    check_positive("spec.remediation.exec.timeout", exec.timeout, out);
+    check_at_most(
+        "spec.remediation.exec.timeout",
+        exec.timeout,
+        MAX_ACTION_TIME,
+        out,
+    );
+}
+
+/// The cooldown, the action window and the circuit breaker.
+fn check_limits(r: &Remediation, out: &mut Vec<Violation>) {
     check_positive("spec.remediation.cooldown", r.cooldown, out);
     check_count(
         "spec.remediation.maxActions.count",
@@ -253,6 +270,10 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
         r.circuit_breaker.open_for,
         out,
     );
+}
+
+/// How long an action may take: its verification and a stop's grace period.
+fn check_action_times(r: &Remediation, out: &mut Vec<Violation>) {
     check_positive("spec.remediation.verifyWithin", r.verify_within, out);
     check_at_most(
         "spec.remediation.verifyWithin",
@@ -266,23 +287,30 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
         MAX_ACTION_TIME,
         out,
     );
-    if let Some(budget) = &r.fleet_budget {
-        check_count(
-            "spec.remediation.fleetBudget.maxActions",
-            budget.max_actions,
-            out,
-        );
-        check_positive("spec.remediation.fleetBudget.per", budget.per, out);
-    }
-    if !(0.0..=1.0).contains(&r.min_confidence) {
+}
+
+fn check_fleet_budget(budget: &FleetBudget, out: &mut Vec<Violation>) {
+    check_count(
+        "spec.remediation.fleetBudget.maxActions",
+        budget.max_actions,
+        out,
+    );
+    check_positive("spec.remediation.fleetBudget.per", budget.per, out);
+}
+
+fn check_min_confidence(min_confidence: f64, out: &mut Vec<Violation>) {
+    if !(0.0..=1.0).contains(&min_confidence) {
         out.push(Violation::new(
             "spec.remediation.minConfidence",
             format!(
-                "minConfidence {} is out of range: expected a number from 0 to 1, like 0.7",
-                r.min_confidence
+                "minConfidence {min_confidence} is out of range: expected a number from 0 to 1, like 0.7"
             ),
         ));
     }
+}
+
+/// `onGiveUp: stop` needs stop among the actions.
+fn check_give_up(r: &Remediation, out: &mut Vec<Violation>) {
     if r.on_give_up == GiveUp::Stop && !r.actions.contains(&ActionKind::Stop) {
         out.push(Violation::new(
             "spec.remediation.onGiveUp",
@@ -292,23 +320,53 @@ fn check_remediation(r: &Remediation, out: &mut Vec<Violation>) {
 }
 
 fn check_alerts(alerts: &Alerts, out: &mut Vec<Violation>) {
+    if alerts.group_wait.get() > std::time::Duration::from_secs(300) {
+        out.push(Violation::new(
+            "spec.alerts.groupWait",
+            format!(
+                "groupWait {} is too long: alerts would wait that long before anyone hears of them; use at most 5m (default 3s)",
+                alerts.group_wait
+            ),
+        ));
+    }
     for (i, channel) in alerts.channels.iter().enumerate() {
-        let (path, secret) = match channel {
-            Channel::Slack(s) => (
+        let mut secrets = Vec::new();
+        match channel {
+            Channel::Slack(s) => secrets.push((
                 format!("spec.alerts.channels[{i}].slack.webhookUrlFrom"),
                 &s.webhook_url_from,
-            ),
-            Channel::Webhook(w) => (
-                format!("spec.alerts.channels[{i}].webhook.urlFrom"),
-                &w.url_from,
-            ),
-        };
-        let (SecretRef::Env(name) | SecretRef::File(name)) = secret;
-        if name.trim().is_empty() {
-            out.push(Violation::new(
-                path,
-                "empty secret reference: name the environment variable (env: SLACK_WEBHOOK_URL) or file that holds it",
-            ));
+            )),
+            Channel::Webhook(w) => {
+                secrets.push((
+                    format!("spec.alerts.channels[{i}].webhook.urlFrom"),
+                    &w.url_from,
+                ));
+                if let Some(key) = &w.secret_from {
+                    secrets.push((format!("spec.alerts.channels[{i}].webhook.secretFrom"), key));
+                }
+            }
+            Channel::Alertmanager(a) => {
+                let ok = (a.url.starts_with("http://") || a.url.starts_with("https://"))
+                    && a.url.len() > "https://".len();
+                if !ok {
+                    out.push(Violation::new(
+                        format!("spec.alerts.channels[{i}].alertmanager.url"),
+                        format!(
+                            "{:?} is not an http(s) URL: give the Alertmanager's base URL, like http://alertmanager:9093",
+                            a.url
+                        ),
+                    ));
+                }
+            }
+        }
+        for (path, secret) in secrets {
+            let (SecretRef::Env(name) | SecretRef::File(name)) = secret;
+            if name.trim().is_empty() {
+                out.push(Violation::new(
+                    path,
+                    "empty secret reference: name the environment variable (env: SLACK_WEBHOOK_URL) or file that holds it",
+                ));
+            }
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bus::{BusError, StateStore};
 use crate::observe::acting::{Acting, ActingGuard};
+use crate::store::{StateStore, StoreError};
 
 /// Why no claim could be taken.
 #[derive(Debug)]
@@ -15,9 +15,9 @@ pub enum ClaimError {
     /// The policy's fleet budget is spent.
     BudgetSpent,
     /// The lock could not be read or written.
-    LockUnavailable(BusError),
+    LockUnavailable(StoreError),
     /// The fleet budget could not be read or written.
-    BudgetUnavailable(BusError),
+    BudgetUnavailable(StoreError),
 }
 
 /// What [`Claim::take`] needs.
@@ -130,7 +130,7 @@ impl Drop for Claim<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::memory::MemoryStore;
+    use crate::store::memory::MemoryStore;
 
     fn request<'a>(budget: Option<(&'a str, u32, Duration, &'a str)>) -> ClaimRequest<'a> {
         ClaimRequest {

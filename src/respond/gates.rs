@@ -198,12 +198,11 @@ pub fn check_gates(input: GateInput<'_>) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use chrono::Duration;
 
     use super::*;
-    use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::container::ContainerState;
     use crate::policy::builtin::{PROTECTED_LABEL, default_policy};
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -213,22 +212,12 @@ mod tests {
     fn container(labels: &[(&str, &str)]) -> ContainerInfo {
         ContainerInfo {
             id: "0123456789abcdef".into(),
-            name: "web".into(),
             image: "img".into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
             state: ContainerState::Exited,
             exit_code: Some(1),
-            oom_killed: false,
-            health: HealthStatus::None,
-            health_failing_streak: 0,
-            restart_count: 0,
             started_at: None,
-            finished_at: None,
-            limits: ResourceLimits::default(),
             pid: None,
+            ..crate::engine::fake::running("web", labels)
         }
     }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::bus::AuditRecord;
+use crate::model::audit::AuditRecord;
 use crate::model::decision::AnalysisMethod;
 use crate::model::wire::{ActionResult, RemediationComplete};
 
@@ -50,12 +50,7 @@ impl Report {
         RemediationComplete {
             container: self.container.clone(),
             action: self.action.clone(),
-            result: ActionResult {
-                status: self.status.to_owned(),
-                action: self.action.clone(),
-                container: self.container.clone(),
-                details: self.details.clone(),
-            },
+            result: ActionResult::new(self.status, &self.action, &self.container, &self.details),
             dry_run: self.dry_run,
             confidence: self.confidence,
             reason: self.reason.clone(),

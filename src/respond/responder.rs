@@ -13,12 +13,13 @@ use super::gates::{ActionRecord, GateInput, Outcome, Refusal, SafetyState, Verdi
 use super::report::Report;
 use super::verify::{Step, Verify};
 use super::{Request, Response};
-use crate::bus::{BusError, EventSink, StateStore};
+use crate::bus::EventSink;
 use crate::engine::ContainerEngine;
 use crate::model::safety::{Limits, lock_key, safety_key};
 use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;
 use crate::policy::{ActionKind, GiveUp, HealthPolicy};
+use crate::store::{StateStore, StoreError};
 
 /// Carries out decisions within the safety limits.
 pub struct Responder {
@@ -130,7 +131,7 @@ impl Responder {
         limits: &Limits,
         finding: &str,
         now: DateTime<Utc>,
-    ) -> Result<(SafetyState, bool), BusError> {
+    ) -> Result<(SafetyState, bool), StoreError> {
         let mut tripped = false;
         let safety = self
             .store
@@ -213,7 +214,7 @@ impl Responder {
         action: ActionKind,
         finding: String,
         now: DateTime<Utc>,
-    ) -> Result<SafetyState, BusError> {
+    ) -> Result<SafetyState, StoreError> {
         let record = ActionRecord {
             decision_id: req.decision_id.to_owned(),
             at: now,
@@ -280,7 +281,7 @@ impl Responder {
         req: Request<'_>,
         limits: &Limits,
         own: &Response,
-    ) -> (Result<SafetyState, BusError>, bool) {
+    ) -> (Result<SafetyState, StoreError>, bool) {
         let outcome = match own {
             Response::Success(_) => Outcome::Succeeded,
             _ => Outcome::Failed,

@@ -4,7 +4,7 @@ use std::fmt;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
-use crate::bus::{BusError, Result};
+use crate::store::{Result, StoreError};
 
 /// The original's default port.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -16,6 +16,7 @@ pub const DEFAULT_OUTBOX_CAPACITY: usize = 10_000;
 pub struct RedisConfig {
     info: ConnectionInfo,
     outbox_capacity: usize,
+    external_alert_agent: bool,
 }
 
 impl RedisConfig {
@@ -40,7 +41,7 @@ impl RedisConfig {
             let info = url
                 .trim()
                 .into_connection_info()
-                .map_err(|e| BusError::RedisConfig {
+                .map_err(|e| StoreError::RedisConfig {
                     reason: format!("REDIS_URL is not a valid redis:// or rediss:// URL: {e}"),
                 })?;
             match password {
@@ -54,7 +55,7 @@ impl RedisConfig {
             let port = port.unwrap_or(DEFAULT_PORT);
             let info = ConnectionAddr::Tcp(host.trim().to_owned(), port)
                 .into_connection_info()
-                .map_err(|e| BusError::RedisConfig {
+                .map_err(|e| StoreError::RedisConfig {
                     reason: format!("REDIS_HOST/REDIS_PORT: {e}"),
                 })?;
             match password {
@@ -65,7 +66,7 @@ impl RedisConfig {
                 None => info,
             }
         } else if port.is_some() || password.is_some() {
-            return Err(BusError::RedisConfig {
+            return Err(StoreError::RedisConfig {
                 reason: "REDIS_PORT or REDIS_PASSWORD is set but neither REDIS_HOST nor REDIS_URL"
                     .to_owned(),
             });
@@ -75,13 +76,14 @@ impl RedisConfig {
         Ok(Some(Self {
             info,
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            external_alert_agent: false,
         }))
     }
 
     /// A configuration from a URL alone (tests, tools).
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_parts(Some(url.to_owned()), None, None, None)?.ok_or_else(|| {
-            BusError::RedisConfig {
+            StoreError::RedisConfig {
                 reason: "empty Redis URL".to_owned(),
             }
         })
@@ -96,6 +98,19 @@ impl RedisConfig {
     /// How many envelopes may wait for Redis.
     pub fn outbox_capacity(&self) -> usize {
         self.outbox_capacity
+    }
+
+    /// Leaves the `hemostat:events:*` lists to an external alert agent (the original's Alert
+    /// agent writes them): HemoStat then never writes them and serves its recent envelopes
+    /// from the stream `hemostat:stream:events` instead. Off by default.
+    pub fn with_external_alert_agent(mut self, external: bool) -> Self {
+        self.external_alert_agent = external;
+        self
+    }
+
+    /// Whether an external alert agent owns the `hemostat:events:*` lists.
+    pub fn external_alert_agent(&self) -> bool {
+        self.external_alert_agent
     }
 
     /// Whether the connection uses TLS (`rediss://`).
@@ -144,6 +159,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted())
             .field("outbox_capacity", &self.outbox_capacity)
+            .field("external_alert_agent", &self.external_alert_agent)
             .finish()
     }
 }
@@ -254,8 +270,8 @@ fn cli_client(args: &RedisArgs) -> Result<(redis::Client, String)> {
     Ok((client, shown))
 }
 
-fn config_error(reason: String) -> BusError {
-    BusError::RedisConfig { reason }
+fn config_error(reason: String) -> StoreError {
+    StoreError::RedisConfig { reason }
 }
 
 #[cfg(test)]

@@ -10,19 +10,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::config::RedisConfig;
-use crate::bus::{BusError, Result};
+use crate::store::{Result, StoreError};
 use crate::util::backoff::Backoff;
 
-/// A Redis error as a [`BusError`]: `Unavailable` when Redis could not be reached (the
+/// A Redis error as a [`StoreError`]: `Unavailable` when Redis could not be reached (the
 /// outage path applies), `Refused` when it answered with an error.
-pub fn redis_error(op: &'static str, source: RedisError) -> BusError {
+pub fn redis_error(op: &'static str, source: RedisError) -> StoreError {
     if is_connection_error(&source) {
-        BusError::Unavailable {
+        StoreError::Unavailable {
             op,
             source: Box::new(source),
         }
     } else {
-        BusError::Refused {
+        StoreError::Refused {
             op,
             source: Box::new(source),
         }

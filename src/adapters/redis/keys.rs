@@ -4,9 +4,10 @@
 //! |---|---|---|
 //! | live events | `PUBLISH hemostat:<type>` | the exact JSON envelope, as the original |
 //! | durable events | `XADD hemostat:stream:events MAXLEN ~ 10000` | fields `envelope` (JSON), `type` |
-//! | history | `hemostat:events:<type>`, `hemostat:events:all` | lists, newest first, 100, TTL 3600 s |
+//! | history | `hemostat:events:<type>`, `hemostat:events:all` | lists, newest first, 100, TTL 3600 s; not written with `--external-alert-agent` |
 //! | remediation | `hemostat:remediation:<container>` | `{last_action, count}`, TTL 3600 s |
 //! | stats | `hemostat:stats:<container>` | TTL 300 s |
+//! | monitor state | `hemostat:state:container:<short id>` | the original monitor's, TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`](crate::model::safety::SafetyState), no TTL |
 //! | in-flight lock | `hemostat:lock:engine:<engine id>/<container id>` | owner id, `PX` ttl |
 //! | audit | `hemostat:audit` | list, newest first, 1000; a record identical to one of the newest 100 is not added again |
@@ -33,6 +34,8 @@ pub const EVENTS_CAP: usize = 100;
 pub const EVENTS_TTL_SECS: u64 = 3600;
 /// TTL of the stats keys, seconds.
 pub const STATS_TTL_SECS: u64 = 300;
+/// TTL of the monitor state keys `hemostat:state:container:<id>`, seconds (the original's).
+pub const STATE_TTL_SECS: u64 = 300;
 /// The audit list.
 pub const AUDIT_KEY: &str = "hemostat:audit";
 /// Cap of the audit list.
@@ -82,6 +85,14 @@ pub fn stats_key(container: &str) -> String {
 /// `hemostat:node:<node>:stats:<container>` (exact per node).
 pub fn node_stats_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:stats:{container}")
+}
+
+/// `hemostat:state:container:<short id>` (the original monitor's per-container state).
+pub fn container_state_key(container_id: &str) -> String {
+    format!(
+        "hemostat:state:container:{}",
+        crate::model::wire::short_id(container_id)
+    )
 }
 
 /// `hemostat:remediation:<container>` (the original's, last writer wins across nodes).

@@ -1,6 +1,7 @@
 //! Every line that talks to Redis: the outbox (`EventSink`), the shared state (`StateStore`),
 //! the policy repository and source, the external request subscriber, their keys and settings.
 
+pub mod alert_state;
 pub mod config;
 pub mod conn;
 pub mod keys;

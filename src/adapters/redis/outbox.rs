@@ -25,10 +25,13 @@ use super::config::RedisConfig;
 
 pub use super::keys::*;
 use crate::bus::{Envelope, EventSink, EventType, Result};
+use crate::model::wire::ContainerStateKey;
 
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
 pub const LOCAL_RECENT: usize = 1000;
 
+/// Stream entries read per `XREVRANGE` when serving recent envelopes from the stream.
+const STREAM_PAGE: usize = 500;
 /// Envelopes sent per `MULTI`/`EXEC`.
 const BATCH: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -42,12 +45,15 @@ const MAX_SERVER_ERRORS: u32 = 20;
 struct Pending {
     json: String,
     event_type: String,
+    /// Whether to append it to the `hemostat:events:*` lists (not when an external alert
+    /// agent owns them).
+    lists: bool,
     /// Keys to bump for a finished (success/failed) remediation, and its `last_action`.
     remediation: Option<(Vec<String>, String)>,
 }
 
 impl Pending {
-    fn new(envelope: &Envelope) -> Self {
+    fn new(envelope: &Envelope, lists: bool) -> Self {
         let json = serde_json::to_string(envelope).expect("an envelope is always serialisable");
         let remediation = (envelope.kind() == Some(EventType::RemediationComplete))
             .then(|| {
@@ -62,14 +68,18 @@ impl Pending {
                 if let Some(node) = envelope.node() {
                     keys.push(node_remediation_key(node, container));
                 }
-                // The original's `last_action`: whole seconds.
-                let last_action: String = envelope.timestamp.chars().take(19).collect();
+                // The original's `last_action`: whole seconds, with the offset.
+                let last_action = envelope.time().map_or_else(
+                    || envelope.timestamp.clone(),
+                    crate::model::wire::wire_timestamp_secs,
+                );
                 Some((keys, last_action))
             })
             .flatten();
         Self {
             json,
             event_type: envelope.event_type.clone(),
+            lists,
             remediation,
         }
     }
@@ -91,10 +101,15 @@ impl Pending {
             .arg("type")
             .arg(&self.event_type)
             .ignore();
-        for list in [
-            format!("hemostat:events:{}", self.event_type),
-            events_key(None),
-        ] {
+        let lists = if self.lists {
+            vec![
+                format!("hemostat:events:{}", self.event_type),
+                events_key(None),
+            ]
+        } else {
+            Vec::new()
+        };
+        for list in lists {
             pipe.cmd("LPUSH").arg(&list).arg(&self.json).ignore();
             pipe.cmd("LTRIM")
                 .arg(&list)
@@ -243,6 +258,83 @@ impl RedisBus {
         self.query_pipe::<()>("put stats", &pipe).await
     }
 
+    /// Writes a container's state as the original monitor kept it:
+    /// `hemostat:state:container:<short id>`, TTL 300 s.
+    pub async fn put_state(&self, state: &ContainerStateKey) -> Result<()> {
+        let cmd = redis::cmd("SET")
+            .arg(container_state_key(&state.container_id))
+            .arg(state.to_json().to_string())
+            .arg("EX")
+            .arg(STATE_TTL_SECS)
+            .clone();
+        self.query::<()>("put state", &cmd).await
+    }
+
+    /// The newest envelopes of the `hemostat:events:*` lists, newest last.
+    async fn recent_from_lists(
+        &self,
+        event_type: Option<EventType>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(events_key(event_type))
+            .arg(0)
+            .arg(limit.min(EVENTS_CAP) - 1)
+            .clone();
+        let newest_first: Vec<String> = self.query("read events", &cmd).await?;
+        Ok(newest_first
+            .iter()
+            .rev()
+            .filter_map(|j| parse_envelope(j))
+            .collect())
+    }
+
+    /// The newest envelopes of the stream, newest last (when the lists are someone else's).
+    async fn recent_from_stream(
+        &self,
+        event_type: Option<EventType>,
+        limit: usize,
+    ) -> Result<Vec<Envelope>> {
+        let mut newest_first = Vec::new();
+        let mut end = "+".to_owned();
+        // Read back in pages until `limit` envelopes of the type are found or the stream ends.
+        loop {
+            let cmd = redis::cmd("XREVRANGE")
+                .arg(STREAM_KEY)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(STREAM_PAGE)
+                .clone();
+            let page: Vec<(String, Vec<(String, String)>)> =
+                self.query("read stream", &cmd).await?;
+            let Some((last_id, _)) = page.last() else {
+                break;
+            };
+            end = format!("({last_id}");
+            let full = page.len() == STREAM_PAGE;
+            for (_, fields) in page {
+                let Some((_, json)) = fields.iter().find(|(k, _)| k == "envelope") else {
+                    continue;
+                };
+                let Some(e) = parse_envelope(json) else {
+                    continue;
+                };
+                if event_type.is_none_or(|t| e.kind() == Some(t)) {
+                    newest_first.push(e);
+                    if newest_first.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if newest_first.len() == limit || !full {
+                break;
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
     /// Runs a command through [`super::conn::query`].
     pub(super) async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
         super::conn::query(&self.shared.conn, op, cmd).await
@@ -373,7 +465,7 @@ impl EventSink for RedisBus {
     }
 
     async fn publish(&self, envelope: Envelope) {
-        let pending = Pending::new(&envelope);
+        let pending = Pending::new(&envelope, !self.config.external_alert_agent());
         let _ = self.shared.live.send(envelope.clone());
         {
             let mut local = self
@@ -435,23 +527,13 @@ impl EventSink for RedisBus {
         if limit == 0 {
             return Vec::new();
         }
-        let cmd = redis::cmd("LRANGE")
-            .arg(events_key(event_type))
-            .arg(0)
-            .arg(limit.min(EVENTS_CAP) - 1)
-            .clone();
-        match self.query::<Vec<String>>("read events", &cmd).await {
-            Ok(newest_first) => newest_first
-                .iter()
-                .rev()
-                .filter_map(|json| match serde_json::from_str::<Envelope>(json) {
-                    Ok(e) => Some(e),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "skipping a malformed envelope in redis");
-                        None
-                    }
-                })
-                .collect(),
+        let read = if self.config.external_alert_agent() {
+            self.recent_from_stream(event_type, limit).await
+        } else {
+            self.recent_from_lists(event_type, limit).await
+        };
+        match read {
+            Ok(envelopes) => envelopes,
             Err(e) => {
                 tracing::warn!(error = %e, "redis unavailable; serving recent events from memory");
                 self.local_recent(event_type, limit)
@@ -462,6 +544,23 @@ impl EventSink for RedisBus {
     async fn put_stats(&self, container: &str, node: &str, stats: serde_json::Value) {
         if let Err(e) = RedisBus::put_stats(self, container, node, stats).await {
             tracing::debug!(error = %e, container, "could not write stats to Redis");
+        }
+    }
+
+    async fn put_state(&self, state: &ContainerStateKey) {
+        if let Err(e) = RedisBus::put_state(self, state).await {
+            tracing::debug!(error = %e, container = %state.name, "could not write state to Redis");
+        }
+    }
+}
+
+/// An envelope read back from Redis; a malformed one is logged and skipped.
+fn parse_envelope(json: &str) -> Option<Envelope> {
+    match serde_json::from_str::<Envelope>(json) {
+        Ok(e) => Some(e),
+        Err(err) => {
+            tracing::warn!(error = %err, "skipping a malformed envelope in redis");
+            None
         }
     }
 }

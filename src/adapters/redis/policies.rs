@@ -99,7 +99,9 @@ impl Outcome {
 pub struct PolicyMeta {
     /// 1 when created, +1 on each change.
     pub generation: u64,
-    /// When it was last created or configured.
+    /// When it was last created or configured (written with `+00:00`; read naive, `Z` or
+    /// with an offset).
+    #[serde(with = "crate::model::wire::wire_time")]
     pub applied_at: DateTime<Utc>,
 }
 
@@ -498,7 +500,7 @@ pub async fn watch_policies_with(
                         // Redis answered with an error (hemostat:policies is not a hash…): the
                         // connection is fine, reconnecting would only storm. Reported once,
                         // read again at the next poll.
-                        crate::bus::report_bad_value(
+                        crate::store::report_bad_value(
                             POLICIES_KEY,
                             &e.to_string(),
                             "policies in force kept; read again every poll",

@@ -8,8 +8,8 @@ use redis::{RedisError, Script};
 use super::conn::{is_connection_error, redis_error};
 use super::keys::*;
 use super::outbox::RedisBus;
-use crate::bus::{AuditRecord, BusError, Result, StateStore};
 use crate::model::safety::SafetyState;
+use crate::store::{AuditRecord, Result, StateStore, StoreError};
 
 /// Attempts of an optimistic safety update before giving up.
 const CAS_ATTEMPTS: usize = 1000;
@@ -117,7 +117,7 @@ impl StateStore for RedisBus {
         let redis_key = lock_redis_key(key);
         let took: i64 = self.query("take lock", &cmd).await?;
         if took == 2 {
-            crate::bus::report_bad_value(
+            crate::store::report_bad_value(
                 &redis_key,
                 "not a string (wrong type)",
                 "replaced by the lock",
@@ -166,7 +166,7 @@ impl StateStore for RedisBus {
             .filter_map(|json| match serde_json::from_str(json) {
                 Ok(record) => Some(record),
                 Err(e) => {
-                    crate::bus::report_bad_value(
+                    crate::store::report_bad_value(
                         AUDIT_KEY,
                         &format!("an entry is not an audit record: {e}"),
                         "skipped in listings",
@@ -185,12 +185,12 @@ fn parse_safety(redis_key: &str, json: Option<&str>) -> Result<SafetyState> {
     match json {
         None => Ok(SafetyState::default()),
         Some(json) => serde_json::from_str(json).map_err(|source| {
-            crate::bus::report_bad_value(
+            crate::store::report_bad_value(
                 redis_key,
                 &format!("not a safety state: {source}"),
                 "no action on this container until it is fixed or deleted; listings skip it",
             );
-            BusError::Corrupt {
+            StoreError::Corrupt {
                 path: redis_key.to_owned(),
                 source,
             }
