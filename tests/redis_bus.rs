@@ -433,6 +433,30 @@ async fn the_audit_trail_is_capped_and_read_newest_last() {
 }
 
 #[tokio::test]
+async fn an_audit_record_delivered_twice_is_kept_once() {
+    let server = RedisServer::start();
+    let bus = bus(&server);
+    let record = audit("d1");
+    bus.append_audit(record.clone()).await.unwrap();
+    bus.append_audit(audit("d2")).await.unwrap();
+    // The retry of d1 after a partition healed: identical, so not a second action.
+    bus.append_audit(record.clone()).await.unwrap();
+    let ids: Vec<String> = bus
+        .audit_tail(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.decision_id)
+        .collect();
+    assert_eq!(ids, ["d1", "d2"]);
+    // A different record of the same decision (another outcome) is kept.
+    let mut failed = record;
+    failed.status = "failed".into();
+    bus.append_audit(failed).await.unwrap();
+    assert_eq!(bus.audit_tail(10).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
 async fn the_state_store_works_again_after_a_restart() {
     let mut server = RedisServer::start_durable();
     let bus = bus(&server);

@@ -116,6 +116,77 @@ fn accepting_external_requests_without_redis_is_refused() {
 }
 
 #[test]
+fn a_policy_directory_without_policy_files_means_the_built_in_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("README.md"), "not a policy").unwrap();
+    let state = dir.path().join("state");
+    let (code, stderr) = run_hemostat(
+        &[
+            "run",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    // It gets as far as the engine (absent here) with the built-in policy, instead of
+    // refusing to start for want of a policy.
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no policy file in --policies: the built-in default policy governs"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no valid policy"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Docker engine"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_when_the_operator_is_ready_and_1_when_nothing_answers() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run("hc", &run.run_id, "  probes:\n    exit: {}\n"),
+    );
+    let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
+    let (ok, _) = run_hemostat(
+        &["healthcheck", "--url", &format!("{}/readyz", op.base)],
+        &[],
+    );
+    assert_eq!(ok, 0);
+    // Without --url it asks /readyz on HEMOSTAT_LISTEN (an unspecified address on loopback).
+    let port = op.base.rsplit(':').next().unwrap();
+    let (ok, _) = run_hemostat(
+        &["healthcheck"],
+        &[("HEMOSTAT_LISTEN", &format!("0.0.0.0:{port}"))],
+    );
+    assert_eq!(ok, 0);
+    let (code, stderr) = run_hemostat(
+        &[
+            "healthcheck",
+            "--url",
+            "http://127.0.0.1:1/readyz",
+            "--timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("unhealthy: http://127.0.0.1:1/readyz did not answer"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_external_alert_agent_without_redis_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();

@@ -3,6 +3,7 @@
 pub mod ai;
 pub mod alert;
 pub mod explain;
+pub mod healthcheck;
 pub mod operator_api;
 pub mod policy_cmds;
 pub mod run;
@@ -45,6 +46,9 @@ pub enum Command {
     Silence(silence::SilenceArgs),
     /// Alert channels: `alert test --channel NAME` sends a test notification.
     Alert(alert::AlertArgs),
+    /// Ask a running operator whether it is ready (`/readyz`); exit 0 if so, 1 if not (the
+    /// image's HEALTHCHECK: a scratch image has no curl).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -60,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Explain(args) => explain::run(args).await,
         Command::Silence(args) => silence::run(args).await,
         Command::Alert(args) => alert::run(args).await,
+        Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Schema => {
             println!("{}", crate::schema::policy_schema_json());
             Ok(0)

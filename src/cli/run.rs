@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::policy::source::files::FileSource;
-use crate::policy::{HealthPolicy, HumanDuration, builtin};
+use crate::policy::{HealthPolicy, HumanDuration, builtin, load_paths};
 
 /// Arguments of `hemostat run`.
 #[derive(Debug, Args)]
@@ -188,12 +188,29 @@ pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     Ok(policy)
 }
 
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The policies to start with, and the file source that keeps them up to date (none for the
-/// built-in policy).
+/// built-in policy: no `--policies`, or only directories without a policy file, as an empty
+/// `deploy/policies/` mounted by compose).
 fn load_policies(paths: Vec<PathBuf>) -> anyhow::Result<(Vec<HealthPolicy>, Option<FileSource>)> {
     if paths.is_empty() {
         info!(
             "no --policies given: the built-in default policy governs containers labelled io.hemostat.enable=true"
+        );
+        return Ok((vec![builtin_policy_from_env()?], None));
+    }
+    let report = load_paths(&paths);
+    if report.files == 0 && report.diagnostics.is_empty() {
+        info!(
+            policies = %display_paths(&paths),
+            "no policy file in --policies: the built-in default policy governs containers labelled io.hemostat.enable=true"
         );
         return Ok((vec![builtin_policy_from_env()?], None));
     }
@@ -202,12 +219,7 @@ fn load_policies(paths: Vec<PathBuf>) -> anyhow::Result<(Vec<HealthPolicy>, Opti
     if policies.is_empty() {
         bail!(
             "no valid policy in {} (problems above); fix them, or check with `hemostat validate`",
-            source
-                .paths()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            display_paths(source.paths()),
         );
     }
     Ok((policies, Some(source)))

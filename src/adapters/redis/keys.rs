@@ -10,7 +10,7 @@
 //! | monitor state | `hemostat:state:container:<short id>` | the original monitor's, TTL 300 s |
 //! | safety | `hemostat:safety:<node>/<container>` | JSON [`SafetyState`](crate::model::safety::SafetyState), no TTL |
 //! | in-flight lock | `hemostat:lock:engine:<engine id>/<container id>` | owner id, `PX` ttl |
-//! | audit | `hemostat:audit` | list, newest first, 1000 |
+//! | audit | `hemostat:audit` | list, newest first, 1000; a record identical to one of the newest 100 is not added again |
 //! | fleet budget | `hemostat:fleet:budget:<policy>` | sorted set of recent actions |
 //! | policies | `hemostat:policies`, `hemostat:policies:meta` | hashes: YAML per name, JSON meta per name |
 //! | policy changes | `PUBLISH hemostat:policies:changed` | the changed policy's name |
@@ -141,6 +141,24 @@ if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == 
 end
 return 0
 ";
+
+/// Appends an audit record unless an identical one is among the newest [`AUDIT_DEDUP_WINDOW`]
+/// (a retry whose first attempt did reach Redis, e.g. written into a connection a partition
+/// had cut and delivered when it healed), then caps the list. ARGV[1] = record, ARGV[2] = cap,
+/// ARGV[3] = window. One key, so it works on Redis Cluster.
+pub(crate) const AUDIT_LUA: &str = r"
+for _, seen in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
+  if seen == ARGV[1] then
+    return 0
+  end
+end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+";
+
+/// How many of the newest audit records an append compares with.
+pub const AUDIT_DEDUP_WINDOW: usize = 100;
 
 /// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
 pub(crate) const REMEDIATION_LUA: &str = r"

@@ -138,18 +138,15 @@ impl StateStore for RedisBus {
 
     async fn append_audit(&self, record: AuditRecord) -> Result<()> {
         let json = serde_json::to_string(&record).expect("an audit record is always serialisable");
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LPUSH")
+        let cmd = redis::cmd("EVAL")
+            .arg(AUDIT_LUA)
+            .arg(1)
             .arg(AUDIT_KEY)
             .arg(json)
-            .ignore()
-            .cmd("LTRIM")
-            .arg(AUDIT_KEY)
-            .arg(0)
-            .arg(AUDIT_CAP - 1)
-            .ignore();
-        self.query_pipe("append audit", &pipe).await
+            .arg(AUDIT_CAP)
+            .arg(AUDIT_DEDUP_WINDOW)
+            .clone();
+        self.query::<i64>("append audit", &cmd).await.map(|_| ())
     }
 
     async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>> {

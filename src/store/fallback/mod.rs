@@ -469,8 +469,12 @@ impl StateStore for FallbackStore {
         if self.outage.skip_remote() {
             return self.local.audit_tail(limit).await;
         }
-        if self.audit_backlog_len() > 0 {
-            let _ = self.drain_audit().await;
+        // A backlog that cannot be drained means Redis is still away: do not wait on it twice.
+        if self.audit_backlog_len() > 0
+            && let Err(e) = self.drain_audit().await
+            && is_outage(&e)
+        {
+            return self.local.audit_tail(limit).await;
         }
         match self.remote.audit_tail(limit).await {
             Ok(tail) => {
