@@ -57,4 +57,4 @@ export HEMOSTAT_TEST_IMAGE=${HEMOSTAT_TEST_IMAGE:-hemostat:test}
 scripts/build-image.sh "$HEMOSTAT_TEST_IMAGE"
 HEMOSTAT_TEST_REDIS_IMAGE=$(scripts/build-redis-image.sh)
 export HEMOSTAT_TEST_REDIS_IMAGE
-cargo test --locked --lib --bins --tests
+cargo test --locked --no-fail-fast --lib --bins --tests
