@@ -651,7 +651,9 @@ async fn describe_and_get_read_a_running_operator() {
             "remediation_complete",
             "db-1",
             "restart",
-            "success"
+            "success",
+            "-",
+            "-"
         ],
         "{out}"
     );
