@@ -158,7 +158,9 @@ fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Option<(String, String)>> {
             }
             return Ok(None);
         }
-        for file in yaml_files(path)? {
+        // The same walk as the loader's (regular files only, loops detected); it just ran clean.
+        let (paths_found, _) = crate::policy::load::yaml_files(std::slice::from_ref(path));
+        for file in paths_found {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             files.push((file.display().to_string(), text));
@@ -184,34 +186,6 @@ fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Option<(String, String)>> {
             .join(","),
         combined,
     )))
-}
-
-fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("cannot list {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            !p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
-    entries.sort();
-    let mut out = Vec::new();
-    for entry in entries {
-        if entry.is_dir() {
-            out.extend(yaml_files(&entry)?);
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(entry);
-        }
-    }
-    Ok(out)
 }
 
 fn print_invalid(e: RemoteError) -> anyhow::Result<()> {
