@@ -38,13 +38,7 @@ pub fn state(
 ) -> Result<Arc<dyn AlertState>, AlertingError> {
     Ok(match redis {
         Some(config) => {
-            let client = redis::Client::open(config.connection_info().clone()).map_err(|e| {
-                AlertingError::State(crate::alert::state::AlertStateError::Unavailable {
-                    op: "client",
-                    source: Box::new(e),
-                })
-            })?;
-            Arc::new(RedisAlertState::new(client).map_err(AlertingError::State)?)
+            Arc::new(RedisAlertState::from_config(config).map_err(AlertingError::State)?)
         }
         None => Arc::new(FileAlertState::new(state_dir)),
     })

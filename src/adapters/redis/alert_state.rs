@@ -31,6 +31,13 @@ fn unavailable(op: &'static str) -> impl FnOnce(redis::RedisError) -> AlertState
 }
 
 impl RedisAlertState {
+    /// Silences in the Redis of `config` (the connection is made on first use).
+    pub fn from_config(config: &super::RedisConfig) -> Result<Self, AlertStateError> {
+        let client =
+            redis::Client::open(config.connection_info().clone()).map_err(unavailable("client"))?;
+        Self::new(client)
+    }
+
     /// Connects lazily (the first command connects; a lost connection is re-made).
     pub fn new(client: redis::Client) -> Result<Self, AlertStateError> {
         let config = redis::aio::ConnectionManagerConfig::new()
