@@ -19,12 +19,13 @@ async fn a_restart_loop_fires_at_exactly_n_engine_restarts() {
     );
     let policies = policy_dir(dir.path(), &policy_for_run("loop", &run.run_id, &policy));
     let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &[]).await;
-    // Runs 2 s then fails; the engine restarts it (back-off 100 ms, 200 ms, …): the N+1-th start
-    // comes more than 3 s after the N-th, time enough for the operator to stop it.
+    // Runs 5 s then fails; the engine restarts it (back-off 100 ms, 200 ms, …): the N+1-th start
+    // comes more than 5 s after the N-th, time enough for the operator to stop it even on a
+    // loaded machine (with 2 s it once came too late and the engine counted N+1).
     let id = run
         .spawn(
             "loop",
-            ContainerSpec::sh("sleep 2; exit 1")
+            ContainerSpec::sh("sleep 5; exit 1")
                 .label("role", "target")
                 .restart("always"),
         )
