@@ -1,5 +1,6 @@
-//! The dashboard in a real headless Chromium against the real operator and engine: live fleet, crash shown without reload, hostile text inert, one origin only, phone/wall/dark, survives an operator restart.
+//! The dashboard in a real headless Chromium against the real operator and engine: live fleet, crash shown without reload, hostile text inert, one origin only, phone/wall/dark, survives an operator restart; policy file errors and reloads, silences, the model's explanations.
 
+mod llm_support;
 mod operator;
 mod support;
 mod webdriver;
@@ -297,6 +298,290 @@ async fn the_dashboard_shows_the_fleet_live_renders_hostile_text_inert_and_survi
         browser.js("return window.__sameDocument", json!([])).await,
         "yes",
         "the page was not reloaded across the restart (entries before: {boot_before})"
+    );
+    drop(browser);
+    drop(op);
+    run.cleanup();
+}
+
+/// Texts of the elements matching `arguments[0]` (a CSS selector), joined by newlines.
+const TEXTS: &str =
+    "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent).join('\\n')";
+
+fn hemostat(args: &[&str], state_dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hemostat"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hemostat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A policy file broken and fixed while the policies view is open: its error and the reload
+/// show without a page reload; a silence shows on the fleet overview and goes when expired.
+#[tokio::test]
+async fn the_policies_view_shows_reloads_and_file_errors_live_and_the_fleet_shows_silences() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let good = policy_for_run("dash-reload", &run.run_id, POLICY);
+    let policies = policy_dir(dir.path(), &good);
+    let state_dir = dir.path().join("state");
+    let op = Operator::start(&policies, &run.label, &state_dir, &[]).await;
+    let quiet = run.name("quiet");
+    let loud = run.name("loud");
+    run.spawn("quiet", target(ContainerSpec::sleeper())).await;
+    run.spawn("loud", target(ContainerSpec::sleeper())).await;
+
+    let browser = Browser::start(1400, 1000).await;
+    browser.goto(&format!("{}/#/policies", op.base)).await;
+    browser
+        .wait_js(
+            Duration::from_secs(20),
+            "the policies view shows the policy file read at start, valid",
+            "const r = document.getElementById('reload');
+             return r && r.querySelector('.no-problems') && r.querySelector('.last-scan').textContent.includes('start')
+               && document.querySelector('article.policy-card[data-policy=\"dash-reload\"] .loaded').textContent !== '–'",
+            json!([]),
+        )
+        .await;
+    browser.js("window.__sameDocument = 'yes'", json!([])).await;
+
+    // 1. A new file that holds no valid policy: its error shows, the policy in force stays.
+    let broken = policies.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata: {name: broken}\nspec:\n  selector: {matchAll: true}\n  probes: {exit: {nonZeroOnly: maybe}}\n",
+    )
+    .unwrap();
+    let written = Instant::now();
+    let shown = browser
+        .wait_js(
+            Duration::from_secs(2),
+            "the broken file's error shows within 2 s",
+            TEXTS,
+            json!(["#reload li.problem"]),
+        )
+        .await;
+    let broken_after = written.elapsed();
+    assert!(shown.as_str().unwrap().contains("broken.yaml:6"), "{shown}");
+    let api = op.get("/api/v1/reload").await;
+    assert!(
+        api["problems"][0].as_str().unwrap().contains("broken.yaml"),
+        "{api}"
+    );
+    assert_eq!(api["trigger"], "watch", "{api}");
+
+    // 2. The policy in force broken too: its card says its last good version is kept.
+    std::fs::write(
+        policies.join("policy.yaml"),
+        good.replace("cooldown: 1s", "cooldown: soon"),
+    )
+    .unwrap();
+    let written = Instant::now();
+    let degraded = browser
+        .wait_js(
+            Duration::from_secs(2),
+            "the policy's card shows its document's error within 2 s",
+            TEXTS,
+            json!(["article.policy-card[data-policy=\"dash-reload\"] li.problem"]),
+        )
+        .await;
+    let degraded_after = written.elapsed();
+    assert!(
+        degraded.as_str().unwrap().contains("policy.yaml"),
+        "{degraded}"
+    );
+    let policy = op.get("/api/v1/policies").await;
+    assert_eq!(policy[0]["name"], "dash-reload");
+    assert!(
+        policy[0]["status"]["lastReconciled"].is_string(),
+        "{policy}"
+    );
+
+    // 3. Both fixed: every error goes, and the reload time moves.
+    let before = op.get("/api/v1/reload").await["lastChange"].clone();
+    std::fs::write(policies.join("policy.yaml"), &good).unwrap();
+    std::fs::remove_file(&broken).unwrap();
+    let written = Instant::now();
+    browser
+        .wait_js(
+            Duration::from_secs(2),
+            "every error goes within 2 s of the fix",
+            "return !document.querySelector('#policies li.problem') && document.querySelector('#reload .no-problems')",
+            json!([]),
+        )
+        .await;
+    let fixed_after = written.elapsed();
+    let after = op.get("/api/v1/reload").await["lastChange"].clone();
+    assert!(
+        after.is_string() && before != after,
+        "the last reload moved: {before} {after}"
+    );
+    assert_eq!(
+        browser.js("return window.__sameDocument", json!([])).await,
+        "yes",
+        "the page was not reloaded"
+    );
+    eprintln!(
+        "broken file shown {broken_after:?}; degraded policy shown {degraded_after:?}; fix shown {fixed_after:?}"
+    );
+
+    // 4. A silence on one container shows on its card, and only there; expired, it goes.
+    browser.goto(&format!("{}/#/", op.base)).await;
+    let id = hemostat(
+        &[
+            "silence",
+            "add",
+            "--container",
+            &format!("{}*", &loud[..loud.len() - 2]),
+            "--policy",
+            "dash-reload",
+            "--for",
+            "1h",
+            "--comment",
+            "deploy window",
+        ],
+        &state_dir,
+    );
+    let silence_selector =
+        |name: &str| format!("article.card[data-container=\"{name}\"] .badge.silenced");
+    let badge = browser
+        .wait_js(
+            Duration::from_secs(10),
+            "the silenced container's card says so",
+            "const b = document.querySelector(arguments[0]); return b ? {id: b.dataset.silence, title: b.title} : null",
+            json!([silence_selector(&loud)]),
+        )
+        .await;
+    assert_eq!(badge["id"], id.as_str(), "{badge}");
+    assert!(
+        badge["title"].as_str().unwrap().contains("deploy window"),
+        "{badge}"
+    );
+    let quiet_silenced = browser
+        .js(
+            "return !!document.querySelector(arguments[0])",
+            json!([silence_selector(&quiet)]),
+        )
+        .await;
+    assert_eq!(quiet_silenced, false, "only the glob's container: {quiet}");
+    hemostat(&["silence", "expire", &id], &state_dir);
+    browser
+        .wait_js(
+            Duration::from_secs(10),
+            "the expired silence no longer shows",
+            "return !document.querySelector('.badge.silenced')",
+            json!([]),
+        )
+        .await;
+    drop(browser);
+    drop(op);
+    run.cleanup();
+}
+
+/// The model's root cause and the rules' fallback reason, as the operator emits them
+/// (`data.root_cause`, `data.fallback_reason`, `data.ai`), show in the timeline.
+#[tokio::test]
+async fn the_timeline_shows_the_models_root_cause_and_why_the_rules_decided_instead() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let answered = run.name("answered");
+    let refused = run.name("refused");
+    let root = "the worker exits when its queue file is missing";
+    let who = answered.clone();
+    let llm = llm_support::FakeLlm::start(move |body| {
+        if body.to_string().contains(&who) {
+            llm_support::Behaviour::answer(
+                "restart",
+                0.9,
+                "a restart recreates the queue file",
+                root,
+            )
+        } else {
+            llm_support::Behaviour::Status(500)
+        }
+    })
+    .await;
+    let ai = POLICY.to_owned() + "  analysis: {mode: ai, timeout: 5s}\n";
+    let policies = policy_dir(dir.path(), &policy_for_run("dash-ai", &run.run_id, &ai));
+    let base = llm.openai_base();
+    let op = Operator::start_with_env(
+        &policies,
+        &run.label,
+        &dir.path().join("state"),
+        &[],
+        &[
+            ("OPENAI_API_KEY", "sk-test-dashboard"),
+            ("OPENAI_BASE_URL", base.as_str()),
+            ("AI_MODEL", "gpt-test"),
+        ],
+    )
+    .await;
+    for name in ["answered", "refused"] {
+        run.spawn(
+            name,
+            target(ContainerSpec::sh(CRASH_ON_DEMAND).memory(64 << 20)),
+        )
+        .await;
+    }
+    let browser = Browser::start(1400, 1000).await;
+    browser.goto(&format!("{}/#/timeline", op.base)).await;
+    browser
+        .wait_js(
+            Duration::from_secs(20),
+            "the page is live",
+            "return document.getElementById('conn').dataset.state === 'live'",
+            json!([]),
+        )
+        .await;
+    for name in [&answered, &refused] {
+        run.docker_cli(&["exec", name, "touch", "/tmp/crash"]);
+    }
+    let notes = "return [...document.querySelectorAll(`#timeline li.entry[data-container=\"${arguments[0]}\"] [data-ai]`)]
+        .map(s => s.dataset.ai + ': ' + s.textContent)";
+    let said = browser
+        .wait_js(
+            Duration::from_secs(30),
+            "the model's root cause shows on the answered container's entries",
+            &format!("const n = (() => {{ {notes} }})(); return n.some(t => t.startsWith('root_cause')) ? n : null"),
+            json!([answered]),
+        )
+        .await;
+    let said = said.to_string();
+    assert!(said.contains(root) && said.contains("gpt-test"), "{said}");
+    let fell_back = browser
+        .wait_js(
+            Duration::from_secs(30),
+            "why the rules decided shows on the other container's entries",
+            &format!("const n = (() => {{ {notes} }})(); return n.some(t => t.startsWith('fallback')) ? n : null"),
+            json!([refused]),
+        )
+        .await;
+    assert!(!fell_back.to_string().contains("root_cause"), "{fell_back}");
+    // The same fields on the wire, so the page reads what the operator emits.
+    let needed = op.decisions("remediation_needed", &answered).await;
+    assert_eq!(needed[0]["data"]["root_cause"], root, "{needed:?}");
+    let needed = op.decisions("remediation_needed", &refused).await;
+    assert!(
+        needed[0]["data"]["fallback_reason"].is_string(),
+        "{needed:?}"
+    );
+    let why = needed[0]["data"]["fallback_reason"].as_str().unwrap();
+    assert!(
+        fell_back
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().contains(why)),
+        "{fell_back} {why}"
     );
     drop(browser);
     drop(op);

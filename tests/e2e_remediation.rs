@@ -423,3 +423,65 @@ async fn an_allow_listed_exec_is_tried_before_a_restart() {
     .await;
     assert_eq!(state(&run, &id).1, started_at, "it was not restarted");
 }
+
+/// Busy (pinned at its CPU limit) for 2 s, idle for 2 s, again and again.
+const BURSTS: &str = "while :; do timeout 2 sh -c 'while :; do :; done'; sleep 2; done";
+
+/// A container whose CPU goes from its limit to idle and back between samples: over the
+/// threshold several times, yet its transient spike is announced once (one episode).
+#[tokio::test]
+async fn a_cpu_spike_that_dips_between_samples_is_announced_once_per_episode() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Low, so that a busy phase is over it even on a crowded host; an idle one reads ~0.
+    let threshold = 10.0;
+    let op = started(
+        &dir,
+        &run,
+        &format!(
+            "  probes:\n    cpu: {{abovePercent: {threshold}, for: 1h}}\n  remediation:\n    actions: [restart]\n"
+        ),
+        &[],
+    )
+    .await;
+    run.spawn("bursts", target(ContainerSpec::sh(BURSTS).cpus(0.5)))
+        .await;
+    let name = run.name("bursts");
+    let history = || async {
+        op.get("/api/v1/usage").await["containers"][name.as_str()]["cpu"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<f64>>())
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(30), "a first CPU sample", || async {
+        !history().await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let seen = history().await;
+    // How many times the reading went over the threshold: each was announced before.
+    let runs = (0..seen.len())
+        .filter(|&i| seen[i] > threshold && (i == 0 || seen[i - 1] <= threshold))
+        .count();
+    let spikes: Vec<Value> = op
+        .decisions("false_alarm", &name)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["data"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("Transient CPU spike"))
+        })
+        .collect();
+    eprintln!(
+        "{runs} runs over {threshold}% in {} samples, {} announcement(s)",
+        seen.len(),
+        spikes.len()
+    );
+    assert!(
+        runs >= 2,
+        "the reading must go over the threshold twice for this test to mean anything: {seen:?}"
+    );
+    assert_eq!(spikes.len(), 1, "once per episode: {spikes:?}");
+    run.cleanup();
+}

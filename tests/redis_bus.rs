@@ -381,21 +381,34 @@ async fn racing_safety_updates_lose_nothing() {
     assert_eq!(ttl, -1, "safety state never expires");
 }
 
+/// A corrupt safety state is neither an error that blocks the container for good nor a reset
+/// that forgets its actions: it is rebuilt from the audit trail and replaced.
 #[tokio::test]
-async fn a_corrupt_safety_state_is_an_error_not_a_reset() {
+async fn a_corrupt_safety_state_is_rebuilt_from_the_audit_trail_not_a_reset_nor_a_block() {
     let server = RedisServer::start();
     let bus = bus(&server);
     let mut conn = server.connection().await;
+    let started = chrono::Utc::now() - chrono::Duration::seconds(30);
+    bus.append_audit(AuditRecord {
+        action_started_at: Some(started),
+        ..audit("d-before")
+    })
+    .await
+    .unwrap();
     let _: () = conn
         .set("hemostat:safety:n1/web", "{not json")
         .await
         .unwrap();
-    let err = bus.safety("n1/web").await.unwrap_err();
-    assert_eq!(err.metric_label(), "state_corrupt");
-    assert!(
-        bus.update_safety("n1/web", &mut |_| {}).await.is_err(),
-        "an update does not overwrite it"
-    );
+    let state = bus.safety("n1/web").await.expect("rebuilt, not an error");
+    assert_eq!(state.actions.len(), 1, "{state:?}");
+    assert_eq!(state.actions[0].at, started, "the cooldown counts from it");
+    let updated = bus
+        .update_safety("n1/web", &mut |s| s.failures.push(chrono::Utc::now()))
+        .await
+        .expect("an update goes on");
+    assert_eq!(updated.actions.len(), 1);
+    let raw: String = conn.get("hemostat:safety:n1/web").await.unwrap();
+    assert_eq!(serde_json::from_str::<SafetyState>(&raw).unwrap(), updated);
 }
 
 fn audit(id: &str) -> AuditRecord {

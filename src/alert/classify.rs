@@ -130,7 +130,9 @@ pub fn classify(envelope: &Envelope, noted: Option<&Noted>, cfg: &Alerts) -> Opt
         gate,
         reason: str_of(data, "reason").unwrap_or_default(),
         details,
-        explanation: str_of(data, "explanation"),
+        // The model's root cause (the AiNote the operator flattens into its payloads); an
+        // external agent's `explanation` otherwise.
+        explanation: str_of(data, "root_cause").or_else(|| str_of(data, "explanation")),
         analysis_method: str_of(data, "analysis_method"),
         decision_id: str_of(data, "decision_id").unwrap_or_default(),
         at: timestamp(envelope),
@@ -361,5 +363,11 @@ mod tests {
         let r = resolved(&a, Utc::now());
         assert_eq!(r.kind, AlertKind::Resolved);
         assert_ne!(r.fingerprint(), a.fingerprint());
+        assert_eq!(a.explanation, None, "the rules gave none");
+        let mut ai = complete("success", None, false);
+        ai.data["root_cause"] = json!("a missing marker file");
+        ai.data["analysis_method"] = json!("ai");
+        let a = classify(&ai, Some(&noted), &Alerts::default()).unwrap();
+        assert_eq!(a.explanation.as_deref(), Some("a missing marker file"));
     }
 }

@@ -46,10 +46,33 @@ pub enum Turn {
     Quiet(Option<DateTime<Utc>>),
 }
 
+/// How long a container must stay below its thresholds before a transient spike is a new
+/// episode, announced again: a container pinned at its CPU limit dips below the threshold
+/// between samples, and each dip must not make the next sample a new problem.
+pub const SPIKE_EPISODE_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The finding name of a transient spike.
+const SPIKE: &str = "transient_spike";
+
+fn episode_over(p: &Handled, now: DateTime<Utc>) -> bool {
+    p.quiet_since.is_some_and(|q| {
+        now - q >= chrono::Duration::from_std(SPIKE_EPISODE_QUIET).unwrap_or(chrono::Duration::MAX)
+    })
+}
+
+/// Pure: what to remember of `previous` when no probe finds anything at `now`: nothing
+/// (`None`), or, for a transient spike whose episode is not over, the same with the start of
+/// the quiet period.
+pub fn quiet(previous: Option<Handled>, now: DateTime<Utc>) -> Option<Handled> {
+    let mut p = previous.filter(|p| p.signature.finding == SPIKE && !episode_over(p, now))?;
+    p.quiet_since.get_or_insert(now);
+    Some(p)
+}
+
 /// Pure: the turn of a problem with `signature`, given what was last handled.
 pub fn turn(previous: Option<&Handled>, signature: &Signature, now: DateTime<Utc>) -> Turn {
     match previous {
-        Some(p) if p.signature == *signature => match p.retry_at {
+        Some(p) if p.signature == *signature && !episode_over(p, now) => match p.retry_at {
             Some(t) if now >= t => Turn::RetryDue,
             retry_at => Turn::Quiet(retry_at),
         },
@@ -68,6 +91,7 @@ pub fn remember(ctx: &Context, id: &str, signature: Signature, retry_at: Option<
                 signature,
                 retry_at,
                 failures: 0,
+                quiet_since: None,
             },
         );
 }
@@ -178,6 +202,7 @@ mod tests {
             signature: sig.clone(),
             retry_at,
             failures: 0,
+            quiet_since: None,
         };
         let later = now + chrono::Duration::seconds(5);
         let cases = [
@@ -190,5 +215,45 @@ mod tests {
         for (i, (previous, signature, want)) in cases.into_iter().enumerate() {
             assert_eq!(turn(previous.as_ref(), signature, now), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_spike_episode_survives_short_dips_and_ends_after_a_quiet_minute() {
+        let now = Utc::now();
+        let secs = |s: i64| now - chrono::Duration::seconds(s);
+        let spike = Signature {
+            finding: SPIKE.into(),
+            ..Signature::default()
+        };
+        let handled = |signature: &Signature, quiet_since| Handled {
+            signature: signature.clone(),
+            quiet_since,
+            ..Handled::default()
+        };
+        let exited = Signature {
+            finding: "exited".into(),
+            ..Signature::default()
+        };
+        // (what was handled, quiet since then: kept?, and the spike's turn when it is back)
+        let cases = [
+            (handled(&spike, None), Some(now), Turn::Quiet(None)),
+            (
+                handled(&spike, Some(secs(30))),
+                Some(secs(30)),
+                Turn::Quiet(None),
+            ),
+            (handled(&spike, Some(secs(60))), None, Turn::New),
+            (handled(&exited, None), None, Turn::New),
+        ];
+        for (i, (previous, kept, back)) in cases.into_iter().enumerate() {
+            let after = quiet(Some(previous.clone()), now);
+            assert_eq!(after.as_ref().and_then(|h| h.quiet_since), kept, "case {i}");
+            let turn_back = match &after {
+                Some(h) => turn(Some(h), &spike, now),
+                None => turn(None, &spike, now),
+            };
+            assert_eq!(turn_back, back, "case {i}");
+        }
+        assert_eq!(quiet(None, now).map(|h| h.quiet_since), None);
     }
 }

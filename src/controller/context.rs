@@ -50,6 +50,9 @@ pub struct Handled {
     pub retry_at: Option<DateTime<Utc>>,
     /// Consecutive failed reconciles (for `error_policy`).
     pub failures: u32,
+    /// A transient spike's container went below its thresholds then: the spike episode lasts
+    /// until it has stayed there for [`super::announce::SPIKE_EPISODE_QUIET`].
+    pub quiet_since: Option<DateTime<Utc>>,
 }
 
 /// The newest decision ids this process produced, so that its own `remediation_needed`

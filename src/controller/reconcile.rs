@@ -37,7 +37,7 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     seen.oom_killed |= observed.oom_seen;
     let decision = analyze_now(&policy, &observed, &seen, &safety, now);
     if decision.findings.is_empty() {
-        forget(ctx, id);
+        settle(ctx, id, now);
         return Ok(Action::Requeue(next_look(ctx, &policy, &observed, now)));
     }
     let signature = Signature::of(&decision, &observed.info);
@@ -49,6 +49,15 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
         .cloned();
     let turn = announce::turn(previous.as_ref(), &signature, now);
     if let Turn::Quiet(retry_at) = turn {
+        // Back within its episode: the quiet period starts again at the next dip.
+        if let Some(h) = ctx
+            .handled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+        {
+            h.quiet_since = None;
+        }
         return Ok(requeue_until(ctx, retry_at));
     }
     let decision_id = uuid::Uuid::new_v4().to_string();
@@ -93,6 +102,18 @@ async fn refresh(ctx: &Context, id: &str) -> Result<Option<Observed>, Error> {
         Err(e) => return Err(Error::Docker(e)),
     }
     Ok(ctx.observed.get(id))
+}
+
+/// No probe finds anything now: the problem handled is over, but a transient spike's episode
+/// only after a quiet period (see [`announce::quiet`]).
+fn settle(ctx: &Context, id: &str, now: chrono::DateTime<Utc>) {
+    let mut handled = ctx
+        .handled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(h) = announce::quiet(handled.remove(id), now) {
+        handled.insert(id.to_owned(), h);
+    }
 }
 
 fn forget(ctx: &Context, id: &str) {

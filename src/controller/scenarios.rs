@@ -245,3 +245,59 @@ async fn a_restart_that_does_not_bring_the_container_back_is_a_failure() {
     reconcile(ID, &broken.ctx).await.unwrap();
     assert_eq!(completes(&broken).await, [status("failed", None)]);
 }
+
+async fn announced(t: &TestContext) -> usize {
+    t.envelopes()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.kind() == Some(EventType::FalseAlarm)
+                && e.data["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("Transient CPU spike"))
+        })
+        .count()
+}
+
+/// A container pinned at its CPU limit reads just below the threshold now and then: its
+/// transient spike is announced once per episode, not at every sample above it.
+#[tokio::test]
+async fn a_transient_spike_is_announced_once_per_episode_not_at_every_sample() {
+    let t = given(
+        "  probes:\n    cpu: {abovePercent: 90, for: 2m}\n",
+        target(),
+    );
+    reconcile(ID, &t.ctx).await.unwrap();
+    for cpu in [99.0, 85.0, 100.0, 89.0, 99.5, 80.0, 99.0] {
+        t.ctx.observed.push_usage(
+            ID,
+            crate::model::usage::UsagePoint {
+                at: Utc::now(),
+                cpu_percent: cpu,
+                memory_percent: 10.0,
+                memory_used_bytes: 1 << 20,
+            },
+        );
+        reconcile(ID, &t.ctx).await.unwrap();
+    }
+    assert_eq!(announced(&t).await, 1, "{:?}", t.envelopes().await);
+    // Quiet for a minute, then above again: a new episode, announced.
+    t.ctx
+        .handled
+        .lock()
+        .unwrap()
+        .get_mut(ID)
+        .expect("the episode is remembered")
+        .quiet_since = Some(Utc::now() - chrono::Duration::seconds(61));
+    t.ctx.observed.push_usage(
+        ID,
+        crate::model::usage::UsagePoint {
+            at: Utc::now(),
+            cpu_percent: 99.0,
+            memory_percent: 10.0,
+            memory_used_bytes: 1 << 20,
+        },
+    );
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert_eq!(announced(&t).await, 2);
+}

@@ -7,6 +7,7 @@
 //! | `GET containers` | one [`ContainerView`] per observed container, by name |
 //! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
 //! | `GET policies` | one [`PolicyView`] per policy in force (source, document, status), highest priority first |
+//! | `GET reload` | what the `--policies` file source last did: [`ReloadStatus`] (last read, last change, every problem) |
 //! | `GET events` | every envelope as Server-Sent Events (see `dashboard::events`) |
 //! | `GET usage` | recent CPU and memory per container (see `dashboard::usage`) |
 //!
@@ -30,7 +31,7 @@ use crate::model::container::{ContainerState, HealthStatus};
 use crate::model::safety::SafetyState;
 use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
-use crate::policy::registry::Provenance;
+use crate::policy::registry::{Provenance, ReloadStatus};
 use crate::policy::select::{Target, is_protected};
 use crate::policy::{ActionKind, Condition, HealthPolicy, PolicyStatus, Selector};
 
@@ -111,6 +112,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/containers", get(containers))
         .route("/containers/{name}", get(container))
         .route("/policies", get(policies))
+        .route("/reload", get(reload))
         .route("/events", get(super::dashboard::events::stream))
         .route("/usage", get(super::dashboard::usage))
         .fallback(not_found)
@@ -461,11 +463,18 @@ async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
             *matched.entry(p.metadata.name.clone()).or_default() += 1;
         }
     }
+    let last_scan = state.policies.reload().last_scan;
     let mut views: Vec<PolicyView> = snapshot
         .iter()
         .map(|p| {
             let matched = matched.get(&p.metadata.name).copied().unwrap_or(0);
-            PolicyView::new(p, state.policies.provenance_of(p).as_ref(), matched)
+            let provenance = state.policies.provenance_of(p);
+            let mut view = PolicyView::new(p, provenance.as_ref(), matched);
+            // A file policy was last looked at when the files were last read.
+            if provenance.is_some() {
+                view.status.last_reconciled = last_scan.map(|t| t.to_rfc3339());
+            }
+            view
         })
         .collect();
     views.sort_by(|a, b| {
@@ -474,6 +483,11 @@ async fn policies(State(state): State<ApiState>) -> Json<Vec<PolicyView>> {
             .then_with(|| a.name.cmp(&b.name))
     });
     Json(views)
+}
+
+/// `GET /api/v1/reload`: the file source's [`ReloadStatus`] (empty without `--policies`).
+async fn reload(State(state): State<ApiState>) -> Json<ReloadStatus> {
+    Json((*state.policies.reload()).clone())
 }
 
 #[cfg(test)]

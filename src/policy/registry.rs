@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::select::{Target, governing_policy};
@@ -18,6 +20,11 @@ pub struct PolicyRegistry {
     provenance: RwLock<Arc<BTreeMap<String, Provenance>>>,
     /// How many times the set was replaced; [`PolicyRegistry::changed`] watches it.
     generation: watch::Sender<u64>,
+    /// What the file source last did (see [`ReloadStatus`]).
+    reload: RwLock<Arc<ReloadStatus>>,
+    /// How many times the reload status changed in more than its scan time;
+    /// [`PolicyRegistry::reload_changed`] watches it.
+    reload_generation: watch::Sender<u64>,
 }
 
 impl PolicyRegistry {
@@ -27,6 +34,8 @@ impl PolicyRegistry {
             current: RwLock::new(Arc::new(policies)),
             provenance: RwLock::default(),
             generation: watch::Sender::new(0),
+            reload: RwLock::default(),
+            reload_generation: watch::Sender::new(0),
         }
     }
 
@@ -92,6 +101,74 @@ impl PolicyRegistry {
     }
 }
 
+/// What the `--policies` file source last did: served on `/api/v1/reload` and shown by the
+/// dashboard's policies view. Empty when no file source runs (the built-in policy, or policies
+/// applied through Redis only).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// The `--policies` paths read.
+    pub paths: Vec<String>,
+    /// When the files were last read.
+    pub last_scan: Option<DateTime<Utc>>,
+    /// What made that read: `start`, `watch`, `rescan` or `sighup`.
+    pub trigger: Option<String>,
+    /// When the policies in force or the problems last changed (the last reload that did something).
+    pub last_change: Option<DateTime<Utc>>,
+    /// When the version in force of each file policy was read, by name.
+    pub loaded_at: BTreeMap<String, DateTime<Utc>>,
+    /// Every problem of the last read, as `file:line:col: error: message`: a broken document
+    /// whose policy keeps its last good version, and a file that holds no policy at all.
+    pub problems: Vec<String>,
+}
+
+impl ReloadStatus {
+    /// Whether `other` says something else than this one, scan time and trigger aside.
+    fn differs(&self, other: &Self) -> bool {
+        (
+            &self.paths,
+            &self.last_change,
+            &self.loaded_at,
+            &self.problems,
+        ) != (
+            &other.paths,
+            &other.last_change,
+            &other.loaded_at,
+            &other.problems,
+        )
+    }
+}
+
+impl PolicyRegistry {
+    /// Replaces the reload status; wakes [`PolicyRegistry::reload_changed`] receivers when it
+    /// says something new (not for a scan that found nothing new).
+    pub fn set_reload(&self, status: ReloadStatus) {
+        let mut current = self
+            .reload
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let news = current.differs(&status);
+        *current = Arc::new(status);
+        drop(current);
+        if news {
+            self.reload_generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The reload status now.
+    pub fn reload(&self) -> Arc<ReloadStatus> {
+        self.reload
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A receiver that wakes each time the reload status says something new.
+    pub fn reload_changed(&self) -> watch::Receiver<u64> {
+        self.reload_generation.subscribe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +187,36 @@ mod tests {
         assert!(a.has_changed().unwrap());
         assert_eq!(*a.borrow_and_update(), 2);
         assert!(!a.has_changed().unwrap());
+    }
+
+    #[test]
+    fn the_reload_status_wakes_its_receivers_only_when_it_says_something_new() {
+        let registry = PolicyRegistry::new(vec![]);
+        let rx = registry.reload_changed();
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0);
+        let status = ReloadStatus {
+            paths: vec!["/p".into()],
+            last_scan: t(0),
+            trigger: Some("start".into()),
+            last_change: t(0),
+            ..ReloadStatus::default()
+        };
+        registry.set_reload(status.clone());
+        assert!(rx.has_changed().unwrap(), "the first status is news");
+        let mut rx = registry.reload_changed();
+        let rescanned = ReloadStatus {
+            last_scan: t(5),
+            trigger: Some("rescan".into()),
+            ..status.clone()
+        };
+        registry.set_reload(rescanned.clone());
+        assert!(!rx.has_changed().unwrap(), "a scan that found nothing new");
+        assert_eq!(registry.reload().last_scan, t(5));
+        registry.set_reload(ReloadStatus {
+            problems: vec!["/p/x.yaml:1:1: error: bad".into()],
+            ..rescanned
+        });
+        assert!(rx.has_changed().unwrap(), "a new problem");
+        rx.borrow_and_update();
     }
 }

@@ -106,14 +106,36 @@ pub fn node_remediation_key(node: &str, container: &str) -> String {
 }
 
 /// Compare-and-set of a safety state: ARGV[1] = "1" if ARGV[2] is the expected current value,
-/// "0" if the key is expected to be missing; ARGV[3] = the new value.
+/// "0" if the key is expected to be missing, "2" if it is expected to be of the (non-string)
+/// type ARGV[2] (junk, replaced); ARGV[3] = the new value.
 pub(crate) const CAS_LUA: &str = r"
+local ty = redis.call('TYPE', KEYS[1]).ok
+if ARGV[1] == '2' then
+  if ty == ARGV[2] then
+    redis.call('DEL', KEYS[1])
+    redis.call('SET', KEYS[1], ARGV[3])
+    return 1
+  end
+  return 0
+end
+if ty ~= 'none' and ty ~= 'string' then
+  return 0
+end
 local cur = redis.call('GET', KEYS[1])
 if (ARGV[1] == '0' and cur == false) or (ARGV[1] == '1' and cur == ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[3])
   return 1
 end
 return 0
+";
+
+/// Reads a safety key of any type: `{type, value}` (the value only for a string).
+pub(crate) const READ_SAFETY_LUA: &str = r"
+local ty = redis.call('TYPE', KEYS[1]).ok
+if ty == 'string' then
+  return {ty, redis.call('GET', KEYS[1])}
+end
+return {ty, ''}
 ";
 
 /// Takes or refreshes a lock: free, or already held by the same owner.

@@ -13,7 +13,9 @@
 //!
 //! Every connection starts with `event: hello` (`{"boot": …}`), so a page can tell that it is
 //! talking to a new process and reload its state. A client too slow to keep up gets
-//! `event: reset` and should reload, rather than slowing the operator down.
+//! `event: reset` and should reload, rather than slowing the operator down. When the policies
+//! in force or the file source's reload status change (a file edited, broken or fixed),
+//! `event: policies` (`{}`) tells the page to read `/api/v1/policies` and `/api/v1/reload` again.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -222,10 +224,20 @@ pub async fn stream(
         };
         Some((Ok(event), (rx, log)))
     });
+    let policies = futures::stream::unfold(
+        (state.policies.changed(), state.policies.reload_changed()),
+        |(mut set, mut reload)| async move {
+            tokio::select! {
+                r = set.changed() => r.ok()?,
+                r = reload.changed() => r.ok()?,
+            }
+            let event = Event::default().event("policies").data("{}");
+            Some((Ok(event), (set, reload)))
+        },
+    );
     let closing = state.events.closing.clone();
     Sse::new(
-        futures::stream::iter(replayed)
-            .chain(live)
+        futures::stream::select(futures::stream::iter(replayed).chain(live), policies)
             .take_until(closing.cancelled_owned()),
     )
     .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

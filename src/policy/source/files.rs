@@ -24,7 +24,7 @@ use super::last_good::{Change, Document, FileScan, LastGood, Merged, Scan, merge
 use crate::policy::HealthPolicy;
 use crate::policy::documents::split_documents;
 use crate::policy::load::{Diagnostic, Walk, collect_files, load_document, read_text};
-use crate::policy::registry::{PolicyRegistry, Provenance};
+use crate::policy::registry::{PolicyRegistry, Provenance, ReloadStatus};
 
 /// How long the watcher waits for a burst of file events to settle before a rescan.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -222,6 +222,20 @@ impl FileSource {
             w.follow(&self.paths);
         }
         registry.set_provenance(self.provenance());
+        let started = chrono::Utc::now();
+        let mut status = ReloadStatus {
+            paths: self.paths.iter().map(|p| p.display().to_string()).collect(),
+            last_scan: Some(started),
+            trigger: Some("start".to_owned()),
+            last_change: Some(started),
+            loaded_at: self
+                .policies()
+                .iter()
+                .map(|p| (p.metadata.name.clone(), started))
+                .collect(),
+            problems: self.state.reported.iter().cloned().collect(),
+        };
+        registry.set_reload(status.clone());
         // The problems of the first load (logged by it) count too.
         reporter.problems_found(self.state.reported.len());
         reporter.kept_last_good(self.kept_last_good());
@@ -257,6 +271,8 @@ impl FileSource {
             reporter.problems_found(merged.new_problems.len());
             reporter.kept_last_good(self.kept_last_good());
             registry.set_provenance(self.provenance());
+            status = next_status(status, &merged, trigger, chrono::Utc::now());
+            registry.set_reload(status.clone());
             let now = self.policies();
             if now != before || trigger == Trigger::Signal {
                 publish(now);
@@ -266,6 +282,34 @@ impl FileSource {
             }
         }
     }
+}
+
+/// The reload status after a scan at `now` that merged into `merged`.
+fn next_status(
+    mut status: ReloadStatus,
+    merged: &Merged,
+    trigger: Trigger,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ReloadStatus {
+    let problems: Vec<String> = merged.next.reported.iter().cloned().collect();
+    if !merged.changes.is_empty() || problems != status.problems {
+        status.last_change = Some(now);
+    }
+    for change in &merged.changes {
+        match change {
+            Change::Added(name) | Change::Updated(name) | Change::Fixed(name) => {
+                status.loaded_at.insert(name.clone(), now);
+            }
+            Change::Removed(name) => {
+                status.loaded_at.remove(name);
+            }
+            Change::KeptLastGood(_) => {}
+        }
+    }
+    status.problems = problems;
+    status.last_scan = Some(now);
+    status.trigger = Some(trigger.as_str().to_owned());
+    status
 }
 
 fn log_merge(merged: &Merged) {
@@ -463,6 +507,60 @@ mod tests {
             (EventKind::Any, true),
         ] {
             assert_eq!(is_change(&kind), change, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn the_reload_status_notes_when_each_policy_was_read_and_every_problem() {
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let merged = |changes: Vec<Change>, problems: &[&str]| Merged {
+            next: LastGood {
+                in_force: BTreeMap::new(),
+                reported: problems.iter().map(|p| p.to_string()).collect(),
+            },
+            new_problems: Vec::new(),
+            changes,
+        };
+        let start = ReloadStatus {
+            last_change: Some(t(0)),
+            loaded_at: [("a".to_owned(), t(0)), ("b".to_owned(), t(0))].into(),
+            ..ReloadStatus::default()
+        };
+        // (what the scan merged, last change, loaded_at of a, of b, problems)
+        let bad = "x.yaml:1:1: error: bad";
+        let cases = [
+            (merged(vec![], &[]), t(0), Some(t(0)), Some(t(0)), 0),
+            (merged(vec![], &[bad]), t(9), Some(t(0)), Some(t(0)), 1),
+            (
+                merged(vec![Change::Updated("a".into())], &[]),
+                t(9),
+                Some(t(9)),
+                Some(t(0)),
+                0,
+            ),
+            (
+                merged(vec![Change::KeptLastGood("a".into())], &[bad]),
+                t(9),
+                Some(t(0)),
+                Some(t(0)),
+                1,
+            ),
+            (
+                merged(vec![Change::Removed("b".into())], &[]),
+                t(9),
+                Some(t(0)),
+                None,
+                0,
+            ),
+        ];
+        for (i, (m, change, a, b, problems)) in cases.into_iter().enumerate() {
+            let next = next_status(start.clone(), &m, Trigger::Watch, t(9));
+            assert_eq!(next.last_scan, Some(t(9)), "case {i}");
+            assert_eq!(next.trigger.as_deref(), Some("watch"), "case {i}");
+            assert_eq!(next.last_change, Some(change), "case {i}");
+            assert_eq!(next.loaded_at.get("a").copied(), a, "case {i}");
+            assert_eq!(next.loaded_at.get("b").copied(), b, "case {i}");
+            assert_eq!(next.problems.len(), problems, "case {i}");
         }
     }
 

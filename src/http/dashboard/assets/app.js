@@ -10,6 +10,8 @@ const state = {
   containers: [],
   usage: {},
   policies: [],
+  reload: {},
+  silences: [],
   envelopes: [],
   seen: new Set(),
   audit: [],
@@ -110,25 +112,36 @@ function addEnvelope(e) {
 }
 
 async function loadContainers() {
-  const [containers, usage] = await Promise.all([
+  const [containers, usage, silences] = await Promise.all([
     getJSON("/api/v1/containers"),
     getJSON("/api/v1/usage"),
+    // Silences live in the state store: when it cannot be read, the cards say nothing of them.
+    getJSON("/api/v1/silences").catch(() => []),
   ]);
   state.containers = containers;
   state.usage = usage.containers;
   state.node = usage.node;
+  state.silences = Array.isArray(silences) ? silences : [];
+}
+
+async function loadPolicies() {
+  const [policies, reload] = await Promise.all([
+    getJSON("/api/v1/policies"),
+    getJSON("/api/v1/reload"),
+  ]);
+  state.policies = policies;
+  state.reload = reload;
 }
 
 async function loadAll() {
-  const [decisions, policies] = await Promise.all([
+  const [decisions] = await Promise.all([
     getJSON("/api/v1/decisions?limit=" + MAX_ENVELOPES),
-    getJSON("/api/v1/policies"),
+    loadPolicies(),
     loadContainers(),
   ]);
   state.envelopes = [];
   state.seen = new Set();
   decisions.forEach(addEnvelope);
-  state.policies = policies;
   render();
 }
 
@@ -140,6 +153,7 @@ function refreshSoon() {
     try {
       await loadContainers();
       if (currentRoute().view === "container") await loadAudit();
+      if (currentRoute().view === "policies") await loadPolicies();
       render();
     } catch (_) { /* shown by the connection state */ }
   }, 150);
@@ -182,6 +196,8 @@ function connect() {
     }
   });
   es.addEventListener("reset", () => loadAll().catch(() => {}));
+  // A policy file was edited, broken or fixed, or the set in force changed.
+  es.addEventListener("policies", () => loadPolicies().then(render).catch(() => {}));
   es.onmessage = (m) => {
     let e;
     try { e = JSON.parse(m.data); } catch (_) { return; }
@@ -238,6 +254,7 @@ function renderSummary() {
     item("running", count((c) => c.state === "running"), "ok"),
     item("unhealthy", count((c) => c.health === "unhealthy"), count((c) => c.health === "unhealthy") ? "bad" : ""),
     item("breakers open", count((c) => c.safety && c.safety.breaker_open_until), count((c) => c.safety && c.safety.breaker_open_until) ? "bad" : ""),
+    item("silenced", count((c) => silenceOf(c)), count((c) => silenceOf(c)) ? "warn" : ""),
     item("decisions", state.envelopes.length),
   );
 }
@@ -282,6 +299,26 @@ function renderIssues() {
   replace("issues", items);
 }
 
+// A silence glob (`*`, `?`) as a whole-name pattern, as src/policy/select.rs matches it.
+function globRegExp(glob) {
+  const body = [...glob].map((ch) => ch === "*" ? "[\\s\\S]*" : ch === "?" ? "[\\s\\S]" : ch.replace(/[.+^${}()|[\]\\\/]/g, "\\$&")).join("");
+  return new RegExp("^" + body + "$", "u");
+}
+
+// The active silence muting a container's notifications (as src/alert/silence.rs decides), or null.
+function silenceOf(c) {
+  const now = Date.now();
+  return state.silences.find((s) =>
+    new Date(s.starts_at) <= now && now < new Date(s.ends_at) &&
+    (!s.container || globRegExp(s.container).test(c.name)) &&
+    (!s.policy || s.policy === (c.policy || "")) &&
+    (!s.node || s.node === state.node)) || null;
+}
+
+function silenceTitle(s) {
+  return "notifications silenced until " + new Date(s.ends_at).toLocaleString() + " by " + s.created_by + ": " + s.comment + " (silence " + s.id + ")";
+}
+
 function badge(text, kind) {
   return el("span", { class: "badge " + (kind || text) }, text);
 }
@@ -295,8 +332,10 @@ function cooldownText(c) {
 
 function card(c) {
   const u = state.usage[c.name] || { cpu: [], memory: [] };
-  return el("article", { class: "card state-" + c.state + " health-" + c.health, "data-container": c.name },
-    el("header", {}, link(c.name), badge(c.state), c.health !== "none" ? badge(c.health) : null, c.manual_stop ? badge("stopped by hand", "manual") : null, c.protected ? badge("protected", "protected") : null),
+  const silence = silenceOf(c);
+  const silenced = silence ? el("span", { class: "badge silenced", title: silenceTitle(silence), "data-silence": silence.id }, "silenced") : null;
+  return el("article", { class: "card state-" + c.state + " health-" + c.health + (silence ? " silenced" : ""), "data-container": c.name },
+    el("header", {}, link(c.name), badge(c.state), c.health !== "none" ? badge(c.health) : null, c.manual_stop ? badge("stopped by hand", "manual") : null, c.protected ? badge("protected", "protected") : null, silenced),
     el("div", { class: "metric" }, el("span", { class: "k" }, "CPU"), el("span", { class: "v cpu" }, pct(c.cpu_percent)), sparkline(u.cpu, "cpu")),
     el("div", { class: "metric" }, el("span", { class: "k" }, "Mem"), el("span", { class: "v mem" }, pct(c.memory_percent)), sparkline(u.memory, "mem")),
     el("footer", {},
@@ -337,7 +376,6 @@ function entry(e) {
   const status = r.status || "";
   const kind = { health_alert: "alert", remediation_needed: "decision", false_alarm: "noop", remediation_complete: "outcome" }[e.type] || "other";
   const reason = d.reason || (d.issues || []).join("; ") || r.details || "";
-  const explanation = d.explanation || d.ai_explanation || null;
   return el("li", { class: "entry " + kind + (status ? " status-" + status : ""), "data-type": e.type, "data-container": d.container || "" },
     el("time", {}, time(e.timestamp)),
     el("span", { class: "type" }, e.type.replace(/_/g, " ")),
@@ -347,8 +385,29 @@ function entry(e) {
     d.gate ? el("span", { class: "gate" }, "gate: " + d.gate) : null,
     el("span", { class: "reason" }, reason),
     r.details && r.details !== reason ? el("span", { class: "details" }, r.details) : null,
-    explanation ? el("span", { class: "explanation" }, "AI: " + explanation) : null,
+    d.silenced ? el("span", { class: "badge silenced", title: "silence " + d.silenced }, "silenced") : null,
+    aiNote(d),
   );
+}
+
+// What the model said about a decision: the AiNote flattened into the payloads
+// (src/model/wire.rs): root_cause when its answer was used, fallback_reason when the rules
+// decided instead, ai = {provider, model, rules, answer, cached, latency_ms}.
+function aiNote(d) {
+  const ai = d.ai || {};
+  const model = ai.model ? (ai.provider ? ai.provider + " " : "") + ai.model : "model";
+  const out = [];
+  if (d.root_cause) {
+    const answer = ai.answer || {};
+    const rules = ai.rules || {};
+    const sides = answer.action && rules.action !== undefined && answer.action !== (rules.action || "none")
+      ? " (rules: " + (rules.action || "none") + ", model: " + answer.action + ")" : "";
+    out.push(el("span", { class: "explanation", "data-ai": "root_cause" }, "AI (" + model + (ai.cached ? ", cached" : "") + "): " + d.root_cause + sides));
+  }
+  if (d.fallback_reason) {
+    out.push(el("span", { class: "explanation fallback", "data-ai": "fallback" }, "rules decided, not the " + model + ": " + d.fallback_reason));
+  }
+  return out;
 }
 
 function renderTimelines() {
@@ -366,12 +425,49 @@ function matches(p, c) {
   return c.policy === p.name;
 }
 
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() + " (" + ago(iso) + ")" : "–";
+}
+
+function condition(p, type) {
+  return ((p.status || {}).conditions || []).find((c) => c.type === type) || null;
+}
+
+// The file source: what it reads, when it last did, and every problem of that read (a
+// broken file holding no policy in force shows only here).
+function renderReload() {
+  const r = state.reload || {};
+  if (!r.paths || !r.paths.length) {
+    return el("article", { class: "panel reload", id: "reload" }, el("h3", {}, "Policy files"),
+      el("p", { class: "none" }, "No --policies files: the built-in policy or policies applied through Redis."));
+  }
+  const problems = r.problems || [];
+  return el("article", { class: "panel reload" + (problems.length ? " degraded" : ""), id: "reload" },
+    el("h3", {}, "Policy files"),
+    el("dl", { class: "kv" },
+      el("dt", {}, "paths"), el("dd", {}, r.paths.join(", ")),
+      el("dt", {}, "last read"), el("dd", { class: "last-scan" }, when(r.lastScan) + (r.trigger ? " on " + r.trigger : "")),
+      el("dt", {}, "last reload"), el("dd", { class: "last-change" }, when(r.lastChange)),
+    ),
+    problems.length
+      ? el("ul", { class: "problems" }, problems.map((m) => el("li", { class: "problem" }, m)))
+      : el("p", { class: "none no-problems" }, "Every policy file is valid."));
+}
+
 function renderPolicies() {
+  const loaded = (state.reload || {}).loadedAt || {};
   const rows = state.policies.map((p) => {
     const matched = state.containers.filter((c) => matches(p, c));
-    return el("article", { class: "panel policy-card" },
-      el("h3", {}, p.name),
+    const degraded = condition(p, "Degraded");
+    const ready = condition(p, "Ready");
+    const broken = degraded && degraded.status === "True";
+    return el("article", { class: "panel policy-card" + (broken ? " degraded" : ""), "data-policy": p.name },
+      el("h3", {}, p.name, " ", broken ? badge("last good version kept", "st-failed") : null),
+      broken ? el("ul", { class: "problems" }, degraded.message.split("\n").map((m) => el("li", { class: "problem" }, m))) : null,
       el("dl", {},
+        el("dt", {}, "source"), el("dd", {}, p.source || "(built in, or applied through Redis)"),
+        el("dt", {}, "in force since"), el("dd", { class: "loaded" }, when(loaded[p.name])),
+        el("dt", {}, "status"), el("dd", {}, ready ? ready.reason + (ready.message ? ": " + ready.message : "") : "–"),
         el("dt", {}, "priority"), el("dd", {}, String(p.priority)),
         el("dt", {}, "selector"), el("dd", {}, el("code", {}, JSON.stringify(p.selector))),
         el("dt", {}, "actions"), el("dd", {}, (p.actions || []).join(", ") || "none"),
@@ -380,7 +476,7 @@ function renderPolicies() {
       ));
   });
   if (!rows.length) rows.push(el("p", { class: "none" }, "No policy in force."));
-  replace("policies", rows);
+  replace("policies", renderReload(), rows);
 }
 
 function kv(obj) {
@@ -424,7 +520,7 @@ function renderContainer(name) {
       el("ul", { class: "findings" }, findings.length ? findings.map((e) => el("li", {}, el("time", {}, time(e.timestamp)), " ", ((e.data || {}).issues || []).join("; "))) : el("li", { class: "none" }, "none"))),
     el("section", { class: "panel" }, el("h3", {}, "Decisions"), el("ol", { id: "c-decisions", class: "timeline" })),
     el("section", { class: "panel" }, el("h3", {}, "Audit"),
-      el("ul", { class: "audit" }, audit.length ? audit.map((a) => el("li", {}, el("time", {}, new Date(a.timestamp).toLocaleTimeString()), " ", badge(a.status, "st-" + a.status), " ", a.action, a.gate ? " (gate: " + a.gate + ")" : "", ": ", a.details)) : el("li", { class: "none" }, "none"))),
+      el("ul", { class: "audit" }, audit.length ? audit.map((a) => el("li", {}, el("time", {}, new Date(a.timestamp).toLocaleTimeString()), " ", badge(a.status, "st-" + a.status), " ", a.action, a.gate ? " (gate: " + a.gate + ")" : "", ": ", a.details, a.root_cause ? " — AI root cause: " + a.root_cause : "", a.fallback_reason ? " — rules decided: " + a.fallback_reason : "")) : el("li", { class: "none" }, "none"))),
   );
   renderTimelines();
 }
