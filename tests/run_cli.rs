@@ -5,8 +5,10 @@ mod support;
 
 use std::process::Command;
 
+use std::time::Duration;
+
 use operator::{Operator, policy_dir, policy_for_run};
-use support::TestRun;
+use support::{ContainerSpec, TestRun, wait_for};
 
 fn run_hemostat(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hemostat"))
@@ -29,11 +31,20 @@ fn an_unreachable_engine_is_a_clear_error_and_a_non_zero_exit() {
         &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
     );
     assert_ne!(code, 0);
-    assert!(
-        stderr.contains("cannot reach the Docker engine"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    let error = errors[0];
+    // Said once, with what to do: the engine's error is not repeated by its causes.
+    for (text, times) in [
+        (
+            "cannot reach the Docker engine at unix:///nonexistent/docker.sock",
+            1,
+        ),
+        ("Socket not found: /nonexistent/docker.sock", 1),
+        ("start the Docker daemon, or set DOCKER_HOST", 1),
+    ] {
+        assert_eq!(error.matches(text).count(), times, "{text:?} in {error}");
+    }
 }
 
 #[test]
@@ -209,4 +220,128 @@ fn an_external_alert_agent_without_redis_is_refused() {
             "{args:?} {envs:?}: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_second_operator_on_the_same_state_dir_is_refused_until_the_first_is_gone() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run("lock", &run.run_id, "  probes:\n    exit: {}\n"),
+    );
+    let state = dir.path().join("state");
+    let mut first = Operator::start(&policies, &run.label, &state, &[]).await;
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_hemostat(
+        &[
+            "run",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--label-filter",
+            &run.label,
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once"
+    );
+    let expected = format!(
+        "another HemoStat operator (pid {}) is already using --state-dir {}",
+        first.pid(),
+        state.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    // The first one still runs, untouched.
+    assert!(first.get_text("/readyz").await.contains("ready"));
+    // SIGKILL leaves no chance to clean up: the kernel releases the lock anyway.
+    first.kill9();
+    let second = Operator::start(&policies, &run.label, &state, &[]).await;
+    assert!(second.pid() > 0);
+}
+
+/// The RESTARTS column of `hemostat get containers` for one container.
+fn restarts_shown(base: &str, name: &str) -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_hemostat"))
+        .args(["get", "containers", "--api", base])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().next()?.split_whitespace().collect();
+    let column = header.iter().position(|h| *h == "RESTARTS")?;
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&name))
+        .and_then(|cells| cells.get(column).map(|c| (*c).to_owned()))
+}
+
+async fn wait_restarts_shown(op: &Operator, name: &str, want: &str, what: &str) {
+    let base = op.base.clone();
+    wait_for(Duration::from_secs(30), what, || {
+        let shown = restarts_shown(&base, name);
+        async move { (shown.as_deref() == Some(want)).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restart_counts_shown_by_get_containers_survive_an_operator_restart() {
+    let run = TestRun::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Observe only: the engine's restart policy does the restarting.
+    let policies = policy_dir(
+        dir.path(),
+        &policy_for_run(
+            "counts",
+            &run.run_id,
+            "  probes:\n    exit: {}\n  remediation:\n    actions: []\n",
+        ),
+    );
+    let state = dir.path().join("state");
+    let mut op = Operator::start(&policies, &run.label, &state, &[]).await;
+    // Crashes twice (the engine restarts it), then stays up.
+    let script = "n=$(cat /tmp/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/n; \
+                  if [ $n -gt 2 ]; then exec sleep 600; fi; sleep 1; exit 1";
+    run.spawn(
+        "flaky",
+        ContainerSpec::sh(script)
+            .label("role", "target")
+            .restart("on-failure"),
+    )
+    .await;
+    let name = run.name("flaky");
+    wait_restarts_shown(&op, &name, "2", "two restarts are shown").await;
+
+    // A clean stop and a new operator on the same state dir: the same count.
+    assert_eq!(op.terminate(), Some(0));
+    // Restarted by hand while no operator runs: one more when the next one looks.
+    run.docker_cli(&["restart", "-t", "1", &name]);
+    op = Operator::start(&policies, &run.label, &state, &[]).await;
+    wait_restarts_shown(
+        &op,
+        &name,
+        "3",
+        "the two restarts and the one in between are shown",
+    )
+    .await;
+
+    // SIGKILL (the counts were kept within a second) and a new operator: still 3, and it stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    op.kill9();
+    let op = Operator::start(&policies, &run.label, &state, &[]).await;
+    wait_restarts_shown(&op, &name, "3", "the count survives a SIGKILL").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        restarts_shown(&op.base, &name).as_deref(),
+        Some("3"),
+        "no restart counted twice; log:\n{}",
+        op.log_text()
+    );
 }
