@@ -22,6 +22,32 @@ fn run_hemostat(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// Like [`run_hemostat`], but a process still running after `limit` is killed (exit -1), so a
+/// command that should have refused to start cannot hang the test.
+fn run_hemostat_within(limit: Duration, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hemostat"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 #[test]
 fn an_unreachable_engine_is_a_clear_error_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +259,8 @@ async fn a_second_operator_on_the_same_state_dir_is_refused_until_the_first_is_g
     let state = dir.path().join("state");
     let mut first = Operator::start(&policies, &run.label, &state, &[]).await;
     let started = std::time::Instant::now();
-    let (code, stderr) = run_hemostat(
+    let (code, stderr) = run_hemostat_within(
+        Duration::from_secs(15),
         &[
             "run",
             "--policies",
@@ -245,7 +272,6 @@ async fn a_second_operator_on_the_same_state_dir_is_refused_until_the_first_is_g
             "--label-filter",
             &run.label,
         ],
-        &[],
     );
     assert_ne!(code, 0, "{stderr}");
     assert!(

@@ -209,20 +209,23 @@ mod tests {
     const HEAD: &str =
         "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: p\n";
 
-    fn found(body: &str) -> Vec<(u64, u64, String, Option<String>)> {
+    /// Line, column, name and suggestion of one unknown field.
+    type Found = (u64, u64, String, Option<String>);
+
+    fn found(body: &str) -> Vec<Found> {
         unknown_fields(&format!("{HEAD}{body}"), serde_saphyr::Options::default())
             .into_iter()
             .map(|u| (u.position.line, u.position.column, u.name, u.suggestion))
             .collect()
     }
 
-    fn f(line: u64, col: u64, name: &str, s: Option<&str>) -> (u64, u64, String, Option<String>) {
+    fn f(line: u64, col: u64, name: &str, s: Option<&str>) -> Found {
         (line, col, name.to_owned(), s.map(str::to_owned))
     }
 
     #[test]
     fn every_unknown_field_is_found_with_its_position_and_the_closest_valid_name() {
-        let cases: Vec<(&str, &str, Vec<(u64, u64, String, Option<String>)>)> = vec![
+        let cases: Vec<(&str, &str, Vec<Found>)> = vec![
             (
                 "a valid document has none",
                 "spec:\n  selector: {matchLabels: {app: web}}\n  probes: {exit: {}}\n",
@@ -321,7 +324,7 @@ mod tests {
         for (name, prev) in [("b", "a"), ("c", "b"), ("d", "c"), ("e", "d"), ("f", "e")] {
             bomb.push_str(&format!(
                 "{name}: &{name} [{}]\n",
-                [format!("*{prev}"); 9].join(", ")
+                vec![format!("*{prev}"); 9].join(", ")
             ));
         }
         let started = std::time::Instant::now();
