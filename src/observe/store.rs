@@ -100,10 +100,22 @@ impl Observed {
             restart_count: self.tally.restart_count,
             decided: self.tally.decided,
             ran_before: self.tally.ran_before,
-            open: self.tally.open.clone(),
+            // A start event the engine logged late (beyond START_EVENT_SLACK_MS) stays open
+            // although an inspection well after it showed no newer start: it belongs to the
+            // start already inspected, and must not absorb a restart the next operator finds.
+            open: self
+                .tally
+                .open
+                .iter()
+                .copied()
+                .filter(|t| *t + chrono::Duration::seconds(STALE_OPEN_SECS) > self.seen_at)
+                .collect(),
         }
     }
 }
+
+/// An open start event this long before the last inspection belongs to an inspected start.
+const STALE_OPEN_SECS: i64 = 5;
 
 /// One container's restarts as an operator leaves them, so that the next one shows the same
 /// count (and still sees a restart loop that began before it): kept in the state directory.
@@ -535,10 +547,14 @@ mod tests {
     #[derive(Clone, Copy, Debug)]
     enum Step {
         Ev(i64),
+        /// A `start` event the engine logged 300 ms after the start (a busy engine).
+        Late(i64),
         Insp(u64, Option<i64>),
+        /// An inspection like `Insp`, taken at second `now` (a resync).
+        Resync(u64, Option<i64>, i64),
         Dying(u64, i64),
     }
-    use Step::{Dying, Ev, Insp};
+    use Step::{Dying, Ev, Insp, Late, Resync};
 
     fn at(sec: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + sec, 0).unwrap()
@@ -572,17 +588,30 @@ mod tests {
                     e.time = at(t) + chrono::Duration::milliseconds(3);
                     store.apply_event(&e, &acting);
                 }
+                Late(t) => {
+                    let mut e = event(EventAction::Start);
+                    e.time = at(t) + chrono::Duration::milliseconds(300);
+                    store.apply_event(&e, &acting);
+                }
                 Insp(count, started) => {
                     let mut i = info(ContainerState::Running, None);
                     i.restart_count = count;
                     i.started_at = started.map(at);
-                    store.upsert(i, at(100));
+                    // Taken just after the start it shows.
+                    let now = at(started.unwrap_or(0)) + chrono::Duration::milliseconds(500);
+                    store.upsert(i, now);
+                }
+                Resync(count, started, now) => {
+                    let mut i = info(ContainerState::Running, None);
+                    i.restart_count = count;
+                    i.started_at = started.map(at);
+                    store.upsert(i, at(now));
                 }
                 Dying(count, started) => {
                     let mut i = info(ContainerState::Restarting, Some(1));
                     i.restart_count = count;
                     i.started_at = Some(at(started));
-                    store.upsert(i, at(100));
+                    store.upsert(i, at(started) + chrono::Duration::milliseconds(600));
                 }
             }
         }
@@ -639,6 +668,18 @@ mod tests {
                 &[Insp(0, Some(0)), Dying(1, 0), Ev(1)],
                 &[Dying(2, 1), Ev(2), Insp(2, Some(2))],
                 2,
+            ),
+            (
+                "a start event logged late, inspected since: a restart in between still counts",
+                &[
+                    Insp(0, Some(0)),
+                    Late(1),
+                    Insp(1, Some(1)),
+                    Resync(1, Some(1), 30),
+                ],
+                &[Insp(0, Some(40))],
+                // The live count of the late event is 2 (START_EVENT_SLACK_MS), then one more.
+                3,
             ),
             (
                 "a container never restarted",
