@@ -8,7 +8,10 @@ async fn main() {
     match hemostat::cli::run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                hemostat::cli::error_text::error_text(e.as_ref())
+            );
             std::process::exit(2);
         }
     }

@@ -99,3 +99,76 @@ fn schema_prints_the_committed_schema() {
         "https://json-schema.org/draft/2020-12/schema"
     );
 }
+
+#[test]
+fn validate_reports_every_unknown_field_at_once_with_where_it_is_and_what_was_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typos.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: hemostat.io/v1alpha1\nkind: HealthPolicy\nmetadata:\n  name: typos\n  lables: {team: web}\nspec:\n  selector:\n    matchLabel: {app: web}\n  probes:\n    cpu: {abovePercnt: 90}\n  replicas: 3\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, stdout, stderr) = hemostat(&["validate", path]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expected = [
+        format!("{path}:5:3: error: unknown field `lables` in metadata: did you mean `labels`?"),
+        format!(
+            "{path}:8:5: error: unknown field `matchLabel` in spec.selector: did you mean `matchLabels`?"
+        ),
+        format!(
+            "{path}:10:11: error: unknown field `abovePercnt` in spec.probes.cpu: did you mean `abovePercent`?"
+        ),
+        format!("{path}:11:3: error: unknown field `replicas` in spec, expected one of alerts,"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stdout}");
+    for (line, want) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(want.as_str()), "{line}\nwanted {want}");
+    }
+    assert!(stderr.contains("4 error(s)"), "{stderr}");
+
+    let (code, stdout, _) = hemostat(&["validate", "-o", "json", path]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let at: Vec<(u64, u64)> = json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["column"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(at, [(5, 3), (8, 5), (10, 11), (11, 3)]);
+}
+
+#[test]
+fn validate_refuses_a_path_without_policy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("README.md"), "not a policy").unwrap();
+    std::fs::write(docs.join(".hidden.yaml"), "not read").unwrap();
+    for path in [&empty, &docs] {
+        let path = path.to_str().unwrap();
+        let (code, stdout, stderr) = hemostat(&["validate", path]);
+        assert_eq!(code, 1, "{path}: {stdout}{stderr}");
+        assert!(
+            stdout.starts_with(&format!("{path}:1:1: error: no policy file here")),
+            "{stdout}"
+        );
+        let (code, stdout, _) = hemostat(&["validate", "-o", "json", path]);
+        assert_eq!(code, 1);
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(json["valid"], false);
+        assert_eq!(json["files"], 0);
+    }
+    // Next to a valid file, the empty directory is still named.
+    let good = examples().join("web-api.yaml");
+    let (code, stdout, _) =
+        hemostat(&["validate", good.to_str().unwrap(), empty.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("no policy file here"), "{stdout}");
+}

@@ -2,6 +2,7 @@
 //! [`Config`], and runs its tasks until the shutdown signal.
 
 pub mod alerts;
+pub mod restarts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,8 +107,11 @@ impl AiMetrics for PromAi {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The engine does not answer.
-    #[error("cannot reach the Docker engine")]
-    Engine(#[source] EngineError),
+    #[error(transparent)]
+    Engine(EngineError),
+    /// Another operator uses the state directory (or it cannot be locked).
+    #[error(transparent)]
+    StateDirLock(crate::store::dir_lock::DirLockError),
     /// The engine answered, but not its host's info.
     #[error("cannot read the Docker host's info")]
     HostInfo(#[source] EngineError),
@@ -153,6 +157,9 @@ struct Stores {
 
 /// Runs the operator until `shutdown`.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    // Held until the operator stops; the kernel releases it however the process ends.
+    let _state_dir = crate::store::dir_lock::DirLock::acquire(&config.state_dir)
+        .map_err(AppError::StateDirLock)?;
     let docker = BollardEngine::connect().await.map_err(AppError::Engine)?;
     let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
     let host = docker.host_info().await.map_err(AppError::HostInfo)?;
@@ -233,7 +240,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
         .cgroup_root
         .exists()
         .then(|| CgroupReader::new(config.cgroup_root.clone()));
+    let restarts =
+        restarts::spawn_keeper(ctx.observed.clone(), &config.state_dir, shutdown.clone());
     driver::run_controller(ctx, receiver, host, cgroups, shutdown.clone()).await;
+    if let Err(e) = restarts.await {
+        warn!(error = %e, "the restart counts' keeper failed");
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
@@ -336,7 +348,9 @@ fn context(
         store: stores.store.clone(),
         sink: stores.sink.clone(),
         policies: registry,
-        observed: Default::default(),
+        observed: Arc::new(crate::observe::store::ObservedStore::resuming(
+            restarts::load(&config.state_dir),
+        )),
         responder,
         acting,
         queue,

@@ -2,6 +2,7 @@
 
 pub mod ai;
 pub mod alert;
+pub mod error_text;
 pub mod explain;
 pub mod healthcheck;
 pub mod operator_api;

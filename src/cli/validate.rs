@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use crate::policy::load::yaml_files;
 use crate::policy::{Diagnostic, load_paths};
 
 /// Arguments of `hemostat validate`.
@@ -42,9 +43,27 @@ struct JsonPolicy<'a> {
     line: u64,
 }
 
+/// Each path that holds no policy file is an error: validating nothing must not pass (unlike
+/// `run`, where a directory without policy files means the built-in policy).
+fn no_policy_files(paths: &[PathBuf], diagnostics: &mut Vec<Diagnostic>) {
+    for path in paths {
+        let (files, problems) = yaml_files(std::slice::from_ref(path));
+        if files.is_empty() && problems.is_empty() {
+            diagnostics.push(Diagnostic {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: "no policy file here: validate reads *.yaml and *.yml files (directories are searched recursively, hidden entries skipped); name a file to read it whatever its extension".to_owned(),
+                policy: None,
+            });
+        }
+    }
+}
+
 /// Validates and prints; returns 0 when everything is valid, 1 otherwise.
 pub fn run(args: ValidateArgs) -> i32 {
-    let report = load_paths(&args.paths);
+    let mut report = load_paths(&args.paths);
+    no_policy_files(&args.paths, &mut report.diagnostics);
     let valid = report.is_clean();
     match args.output {
         Output::Text => {

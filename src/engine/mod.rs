@@ -28,8 +28,10 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 pub enum EngineError {
     /// The engine could not be reached at all (socket missing, connection refused, broken pipe).
     #[error(
-        "cannot reach the Docker engine at {endpoint}: {source}. Is the Docker daemon running, \
-         and is its socket mounted into this container? Set DOCKER_HOST to use another endpoint"
+        "cannot reach the Docker engine at {endpoint} ({}): start the Docker daemon, or set \
+         DOCKER_HOST to the address of a running one (when HemoStat runs in a container, mount \
+         the engine's socket: -v /var/run/docker.sock:/var/run/docker.sock)",
+        with_causes(source)
     )]
     Unreachable {
         /// The endpoint we tried (`unix:///var/run/docker.sock`, `tcp://…`).
@@ -71,6 +73,22 @@ pub enum EngineError {
         /// What was missing or wrong.
         detail: String,
     },
+}
+
+/// An error and its causes joined by `: `, each cause once (a transport error often repeats
+/// its source in its own text).
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 impl EngineError {

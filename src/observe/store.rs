@@ -1,11 +1,11 @@
 //! The in-memory view of every observed container: last inspection, recent history, and what
 //! the events told that an inspection cannot (manual stops, restarts, OOM kills).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::container::{
     ContainerEvent, ContainerInfo, ContainerState, EventAction, HealthStatus,
@@ -60,6 +60,84 @@ impl Observed {
             tally,
         }
     }
+}
+
+impl Observed {
+    /// A container first inspected by this process that an earlier one had seen: its restarts
+    /// go on from `history`, plus those the inspection shows happened in between (a new
+    /// `StartedAt`, a grown `RestartCount`), each counted once.
+    fn resumed(info: ContainerInfo, now: DateTime<Utc>, history: RestartHistory) -> Self {
+        let mut o = Self::new(info, now);
+        o.restarts = history.restarts;
+        while o.restarts.len() > RESTARTS_RETAINED {
+            o.restarts.pop_front();
+        }
+        o.tally = RestartTally {
+            started_at: history.started_at,
+            // A `docker start` or `docker restart` by hand sets the engine's count back to 0.
+            restart_count: history.restart_count.min(o.info.restart_count),
+            decided: history.decided,
+            ran_before: history.ran_before,
+            open: history.open,
+            // The starts the earlier process accounted for add nothing when their events
+            // arrive again.
+            closed_accounted: u64::MAX,
+            ..RestartTally::default()
+        };
+        let missed = o.tally.on_inspect(&o.info);
+        let at = o.info.started_at.unwrap_or(now);
+        for _ in 0..missed.min(RESTARTS_RETAINED as u64) {
+            push_capped(&mut o.restarts, at, RESTARTS_RETAINED);
+        }
+        o
+    }
+
+    /// What a later process needs to go on counting this container's restarts.
+    fn history(&self) -> RestartHistory {
+        RestartHistory {
+            restarts: self.restarts.clone(),
+            started_at: self.tally.started_at,
+            restart_count: self.tally.restart_count,
+            decided: self.tally.decided,
+            ran_before: self.tally.ran_before,
+            // A start event the engine logged late (beyond START_EVENT_SLACK_MS) stays open
+            // although an inspection well after it showed no newer start: it belongs to the
+            // start already inspected, and must not absorb a restart the next operator finds.
+            open: self
+                .tally
+                .open
+                .iter()
+                .copied()
+                .filter(|t| *t + chrono::Duration::seconds(STALE_OPEN_SECS) > self.seen_at)
+                .collect(),
+        }
+    }
+}
+
+/// An open start event this long before the last inspection belongs to an inspected start.
+const STALE_OPEN_SECS: i64 = 5;
+
+/// One container's restarts as an operator leaves them, so that the next one shows the same
+/// count (and still sees a restart loop that began before it): kept in the state directory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestartHistory {
+    /// The restarts seen, oldest first.
+    pub restarts: VecDeque<DateTime<Utc>>,
+    /// `StartedAt` of the last inspection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// `RestartCount` of the last inspection.
+    #[serde(default)]
+    pub restart_count: u64,
+    /// Restart-policy restarts decided by the engine, not yet seen started.
+    #[serde(default)]
+    pub decided: u64,
+    /// It had run before its last inspected start.
+    #[serde(default)]
+    pub ran_before: bool,
+    /// Starts counted from events that no inspection has shown yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<DateTime<Utc>>,
 }
 
 /// How long after an inspected `StartedAt` the engine may log that start's `start` event. Two
@@ -182,9 +260,39 @@ fn logged_by(started_at: Option<DateTime<Utc>>, t: DateTime<Utc>) -> bool {
 pub struct ObservedStore {
     /// A std lock: held for map updates only, never across an await.
     containers: RwLock<HashMap<String, Observed>>,
+    /// What an earlier operator left of containers not inspected yet (taken at the first
+    /// inspection; dropped for those the first full list does not show). Locked after
+    /// `containers` when both are.
+    resume: Mutex<HashMap<String, RestartHistory>>,
 }
 
 impl ObservedStore {
+    /// A store that goes on from the restart histories an earlier operator left (by id).
+    pub fn resuming(histories: impl IntoIterator<Item = (String, RestartHistory)>) -> Self {
+        Self {
+            containers: RwLock::default(),
+            resume: Mutex::new(histories.into_iter().collect()),
+        }
+    }
+
+    /// Every container's restart history (and those still waiting to be resumed), by id: what
+    /// to keep for the next operator.
+    pub fn histories(&self) -> BTreeMap<String, RestartHistory> {
+        let map = self
+            .containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: BTreeMap<String, RestartHistory> = self
+            .resume
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .into_iter()
+            .collect();
+        out.extend(map.iter().map(|(id, o)| (id.clone(), o.history())));
+        out
+    }
+
     /// A copy of one container's view.
     pub fn get(&self, id: &str) -> Option<Observed> {
         self.containers
@@ -249,7 +357,16 @@ impl ObservedStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get_mut(&info.id) {
             None => {
-                map.insert(info.id.clone(), Observed::new(info, now));
+                let earlier = self
+                    .resume
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&info.id);
+                let observed = match earlier {
+                    Some(history) => Observed::resumed(info, now, history),
+                    None => Observed::new(info, now),
+                };
+                map.insert(observed.info.id.clone(), observed);
             }
             Some(o) => {
                 // Restarts whose events never came (Docker's restart policy shows as a growing
@@ -297,6 +414,11 @@ impl ObservedStore {
         for id in &gone {
             map.remove(id);
         }
+        // Containers an earlier operator saw that are gone (or out of scope) now.
+        self.resume
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         gone
     }
 
@@ -425,10 +547,14 @@ mod tests {
     #[derive(Clone, Copy, Debug)]
     enum Step {
         Ev(i64),
+        /// A `start` event the engine logged 300 ms after the start (a busy engine).
+        Late(i64),
         Insp(u64, Option<i64>),
+        /// An inspection like `Insp`, taken at second `now` (a resync).
+        Resync(u64, Option<i64>, i64),
         Dying(u64, i64),
     }
-    use Step::{Dying, Ev, Insp};
+    use Step::{Dying, Ev, Insp, Late, Resync};
 
     fn at(sec: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + sec, 0).unwrap()
@@ -436,6 +562,23 @@ mod tests {
 
     fn restarts_after(steps: &[Step]) -> usize {
         let store = ObservedStore::default();
+        play(&store, steps);
+        store.get("c1").unwrap().restarts.len()
+    }
+
+    /// The restarts shown after `before` seen by one operator and `after` by the next, which
+    /// starts from the history the first left (through its JSON form, as in the state dir).
+    fn restarts_across_an_operator_restart(before: &[Step], after: &[Step]) -> usize {
+        let first = ObservedStore::default();
+        play(&first, before);
+        let saved = serde_json::to_string(&first.histories()).unwrap();
+        let loaded: BTreeMap<String, RestartHistory> = serde_json::from_str(&saved).unwrap();
+        let second = ObservedStore::resuming(loaded);
+        play(&second, after);
+        second.get("c1").unwrap().restarts.len()
+    }
+
+    fn play(store: &ObservedStore, steps: &[Step]) {
         let acting = Acting::default();
         for step in steps {
             match *step {
@@ -445,21 +588,126 @@ mod tests {
                     e.time = at(t) + chrono::Duration::milliseconds(3);
                     store.apply_event(&e, &acting);
                 }
+                Late(t) => {
+                    let mut e = event(EventAction::Start);
+                    e.time = at(t) + chrono::Duration::milliseconds(300);
+                    store.apply_event(&e, &acting);
+                }
                 Insp(count, started) => {
                     let mut i = info(ContainerState::Running, None);
                     i.restart_count = count;
                     i.started_at = started.map(at);
-                    store.upsert(i, at(100));
+                    // Taken just after the start it shows.
+                    let now = at(started.unwrap_or(0)) + chrono::Duration::milliseconds(500);
+                    store.upsert(i, now);
+                }
+                Resync(count, started, now) => {
+                    let mut i = info(ContainerState::Running, None);
+                    i.restart_count = count;
+                    i.started_at = started.map(at);
+                    store.upsert(i, at(now));
                 }
                 Dying(count, started) => {
                     let mut i = info(ContainerState::Restarting, Some(1));
                     i.restart_count = count;
                     i.started_at = Some(at(started));
-                    store.upsert(i, at(100));
+                    store.upsert(i, at(started) + chrono::Duration::milliseconds(600));
                 }
             }
         }
-        store.get("c1").unwrap().restarts.len()
+    }
+
+    #[test]
+    fn restarts_seen_survive_an_operator_restart_and_those_in_between_are_added_once() {
+        let two_policy_restarts: &[Step] = &[
+            Insp(0, Some(0)),
+            Ev(1),
+            Insp(1, Some(1)),
+            Ev(2),
+            Insp(2, Some(2)),
+        ];
+        let cases: &[(&str, &[Step], &[Step], usize)] = &[
+            (
+                "nothing happened in between",
+                two_policy_restarts,
+                &[Insp(2, Some(2))],
+                2,
+            ),
+            (
+                "the events of starts already counted arrive again",
+                two_policy_restarts,
+                &[Insp(2, Some(2)), Ev(2), Ev(1)],
+                2,
+            ),
+            (
+                "one policy restart while no operator ran",
+                two_policy_restarts,
+                &[Insp(3, Some(3))],
+                3,
+            ),
+            (
+                "two policy restarts while no operator ran, then a third seen live",
+                two_policy_restarts,
+                &[Insp(4, Some(4)), Ev(5), Insp(5, Some(5))],
+                5,
+            ),
+            (
+                "restarted by hand while no operator ran: the engine's count back to 0",
+                two_policy_restarts,
+                &[Insp(0, Some(3))],
+                3,
+            ),
+            (
+                "counted from its event, the operator killed before the inspection",
+                &[Insp(0, Some(0)), Ev(1)],
+                &[Insp(1, Some(1))],
+                1,
+            ),
+            (
+                "a restart loop going on across the operator restart",
+                &[Insp(0, Some(0)), Dying(1, 0), Ev(1)],
+                &[Dying(2, 1), Ev(2), Insp(2, Some(2))],
+                2,
+            ),
+            (
+                "a start event logged late, inspected since: a restart in between still counts",
+                &[
+                    Insp(0, Some(0)),
+                    Late(1),
+                    Insp(1, Some(1)),
+                    Resync(1, Some(1), 30),
+                ],
+                &[Insp(0, Some(40))],
+                // The live count of the late event is 2 (START_EVENT_SLACK_MS), then one more.
+                3,
+            ),
+            (
+                "a container never restarted",
+                &[Insp(0, Some(0))],
+                &[Insp(0, Some(0))],
+                0,
+            ),
+        ];
+        for (what, before, after, want) in cases {
+            assert_eq!(
+                restarts_across_an_operator_restart(before, after),
+                *want,
+                "{what}: {before:?} then {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_history_of_a_container_gone_while_no_operator_ran_is_dropped_at_the_first_list() {
+        let first = ObservedStore::default();
+        play(&first, &[Insp(0, Some(0)), Ev(1), Insp(1, Some(1))]);
+        let second = ObservedStore::resuming(first.histories());
+        assert_eq!(second.histories().len(), 1, "kept until a list says");
+        let mut other = info(ContainerState::Running, None);
+        other.id = "c2".into();
+        second.replace_all(vec![other], Utc::now());
+        let kept: Vec<String> = second.histories().into_keys().collect();
+        assert_eq!(kept, ["c2"]);
     }
 
     #[test]

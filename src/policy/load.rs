@@ -364,7 +364,24 @@ pub(crate) fn load_document(
                 .filter(|l| l.line() > 0)
                 .map(|l| Position::new(l.line(), l.column().max(1)))
                 .unwrap_or_else(|| first_content_position(chunk.text));
-            vec![at(position, describe_parse_error(&e), None)]
+            let parse = at(position, describe_parse_error(&e), None);
+            // The typed parse stops at the first unknown field: report every one of them, and
+            // the parse error too unless it is about one of them.
+            let unknown = super::unknown::unknown_fields(chunk.text, parse_options());
+            let raw = e.without_snippet().to_string();
+            let explained = unknown.iter().any(|u| {
+                raw.contains(&format!("unknown field `{}`", u.name))
+                    || raw.contains(&format!("unknown variant `{}`", u.name))
+            });
+            let mut out: Vec<Diagnostic> = unknown
+                .into_iter()
+                .map(|u| at(u.position, u.message, None))
+                .collect();
+            if !explained {
+                out.push(parse);
+            }
+            out.sort_by_key(|d| (d.line, d.column));
+            out
         })?;
     let index = PathIndex::build(chunk.text, parse_options()).unwrap_or_default();
     let violations = validate(&policy);

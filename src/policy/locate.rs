@@ -34,10 +34,8 @@ pub struct PathIndex {
 
 impl PathIndex {
     /// Indexes a document; `None` when it is not valid YAML (the typed parse reports why).
-    pub fn build(yaml: &str, mut options: serde_saphyr::Options) -> Option<Self> {
-        // Non-finite numbers are kept so that the rule that refuses them can point at them.
-        options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::PassThrough;
-        let root: Spanned<Node> = serde_saphyr::from_str_with_options(yaml, options).ok()?;
+    pub fn build(yaml: &str, options: serde_saphyr::Options) -> Option<Self> {
+        let root = tree(yaml, options)?;
         let mut index = Self::default();
         index.walk(String::new(), &root);
         Some(index)
@@ -92,14 +90,25 @@ impl PathIndex {
     }
 }
 
-fn position_of<T>(spanned: &Spanned<T>) -> Position {
+/// The document's node tree with the position of every key and value; `None` when it is not
+/// valid YAML (the typed parse reports why).
+pub(crate) fn tree(yaml: &str, mut options: serde_saphyr::Options) -> Option<Spanned<Node>> {
+    // Non-finite numbers are kept so that the rule that refuses them can point at them.
+    options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::PassThrough;
+    serde_saphyr::from_str_with_options(yaml, options).ok()
+}
+
+pub(crate) fn position_of<T>(spanned: &Spanned<T>) -> Position {
     Position::new(spanned.referenced.line(), spanned.referenced.column())
 }
 
 /// A YAML node with spans on every key and child, and nothing else kept.
-enum Node {
+pub(crate) enum Node {
+    /// Any scalar (its value is not kept).
     Scalar,
+    /// A sequence.
     Seq(Vec<Spanned<Node>>),
+    /// A mapping, its keys as text, in document order.
     Map(Vec<(Spanned<String>, Spanned<Node>)>),
 }
 

@@ -11,6 +11,7 @@ pub mod select;
 pub mod source;
 pub mod types;
 pub mod unimplemented;
+pub mod unknown;
 pub mod validate;
 
 pub use duration::HumanDuration;

@@ -7,6 +7,7 @@
 //! local copy and serves it while Redis is unreachable.
 
 pub mod atomic_file;
+pub mod dir_lock;
 pub mod fallback;
 pub mod memory;
 
