@@ -362,6 +362,45 @@ impl TestRun {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The engine's own record of what happened to container `id` since `since` (unix seconds):
+    /// `(action, exit code)` per `start`/`die`/`restart`/`kill`/`stop` event, oldest first
+    /// (`docker events --until now`). Ground truth for counting restarts, whoever made them.
+    pub fn engine_events(&self, id: &str, since: i64) -> Vec<(String, String)> {
+        let until = chrono::Utc::now().timestamp() + 1;
+        let mut args = vec![
+            "events".to_owned(),
+            "--since".to_owned(),
+            since.to_string(),
+            "--until".to_owned(),
+            until.to_string(),
+            "--filter".to_owned(),
+            format!("container={id}"),
+        ];
+        for event in ["start", "die", "restart", "kill", "stop"] {
+            args.extend(["--filter".to_owned(), format!("event={event}")]);
+        }
+        args.extend([
+            "--format".to_owned(),
+            "{{.Action}} {{index .Actor.Attributes \"exitCode\"}}".to_owned(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.docker_cli(&args)
+            .lines()
+            .map(|l| {
+                let (action, code) = l.split_once(' ').unwrap_or((l, ""));
+                (action.to_owned(), code.trim().to_owned())
+            })
+            .collect()
+    }
+
+    /// How many times the engine started container `id` since `since` (unix seconds).
+    pub fn engine_starts(&self, id: &str, since: i64) -> usize {
+        self.engine_events(id, since)
+            .iter()
+            .filter(|(action, _)| action == "start")
+            .count()
+    }
+
     /// Removes every container of this run now (also done on drop).
     pub fn cleanup(&self) {
         remove_containers_with_label(&self.label);
