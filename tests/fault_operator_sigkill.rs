@@ -1,7 +1,8 @@
 //! Staged fault: the operator is SIGKILLed 10 times at random moments (a seeded RNG; the seed is
 //! printed, `HEMOSTAT_FAULT_SEED` replays it) while a container crash-loops, each new process
 //! on the same `--state-dir`: the engine restarts the container no more often than the policy's
-//! `maxActions`, and every restart the engine made was recorded before it was made.
+//! `maxActions`, every restart the engine made was recorded before it was made, and every
+//! recorded action is audited once (`interrupted` when its process was killed first).
 
 mod operator;
 mod support;
@@ -103,8 +104,13 @@ async fn ten_sigkills_during_a_crash_loop_never_exceed_max_actions() {
         .iter()
         .filter(|r| r["action"] == "restart" && r["status"] != "rejected")
         .count();
+    let statuses: Vec<&str> = audit
+        .iter()
+        .filter(|r| r["action"] == "restart" && r["status"] != "rejected")
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect();
     eprintln!(
-        "seed {seed}: engine restarts {engine_restarts}, recorded actions {}, audited actions {audited}; wall time {:?}",
+        "seed {seed}: engine restarts {engine_restarts}, recorded actions {}, audited actions {audited} {statuses:?}; wall time {:?}",
         recorded.len(),
         started.elapsed()
     );
@@ -121,9 +127,31 @@ async fn ten_sigkills_during_a_crash_loop_never_exceed_max_actions() {
         engine_restarts >= 1,
         "the loop was repaired at all (seed {seed}): {events:?}"
     );
+    // Every action on record is audited once: its outcome, or `interrupted` when the process
+    // that started it was killed first (settled by a later one).
+    let mut audited_ids: Vec<&str> = audit
+        .iter()
+        .filter(|r| r["action"] == "restart" && r["status"] != "rejected")
+        .map(|r| r["decision_id"].as_str().unwrap())
+        .collect();
+    audited_ids.sort_unstable();
+    let mut recorded_ids: Vec<&str> = recorded
+        .iter()
+        .map(|a| a["decision_id"].as_str().unwrap())
+        .collect();
+    recorded_ids.sort_unstable();
+    assert_eq!(
+        audited_ids, recorded_ids,
+        "every recorded action audited once (seed {seed}): {audit:#?}"
+    );
+    let succeeded = audit.iter().filter(|r| r["status"] == "success").count();
     assert!(
-        audited <= engine_restarts,
-        "no audited action without its restart (seed {seed}): {audit:#?}"
+        succeeded <= engine_restarts,
+        "no success audited without its restart (seed {seed}): {audit:#?}"
+    );
+    assert!(
+        recorded.iter().all(|a| a["outcome"] != "pending"),
+        "nothing left pending once settled (seed {seed}): {recorded:#?}"
     );
     // Every die was a crash (exit 1), never a restart of a running container.
     for (action, code) in &events {
