@@ -2,7 +2,9 @@
 //! engine while three containers crash-loop: every failure is repaired by exactly one of them.
 //! The engine's own events show it: per container, starts and crashes alternate (never two
 //! restarts for one crash, never a restart of a container already brought back), and the
-//! shared audit has exactly `maxActions` restarts per container.
+//! shared audit has exactly `maxActions` restarts per container. Three more containers crash
+//! once: each is restarted once and its repair is on record as succeeded (the replica that
+//! lost the race does not count the repair in flight as a failed one).
 
 mod operator;
 mod redis_support;
@@ -68,6 +70,22 @@ async fn two_replicas_on_one_engine_never_act_twice_on_one_failure() {
             .await;
         targets.push((run.name(&suffix), id));
     }
+    // And three that crash once and stay repaired.
+    let mut once = Vec::new();
+    for i in 0..CONTAINERS {
+        let suffix = format!("once-{i}");
+        let id = run
+            .spawn(
+                &suffix,
+                ContainerSpec::sh(&format!(
+                    "if [ -f /tmp/ran ]; then exec sleep 600; fi; touch /tmp/ran; sleep {}; exit 3",
+                    2 + i
+                ))
+                .label("role", "target"),
+            )
+            .await;
+        once.push((run.name(&suffix), id));
+    }
     wait_until(
         Duration::from_secs(90),
         "every loop has reached its maxActions and been refused",
@@ -132,6 +150,34 @@ async fn two_replicas_on_one_engine_never_act_twice_on_one_failure() {
             MAX_ACTIONS,
             "{name}: one decision per failure"
         );
+    }
+    let mut conn = redis.connection().await;
+    for (name, id) in &once {
+        assert_eq!(
+            run.engine_starts(id, since),
+            2,
+            "{name}: one start and one repair: {:?}",
+            run.engine_events(id, since)
+        );
+        let restarts = acted(&audit_a, name);
+        assert_eq!(restarts.len(), 1, "{name}: {audit_a:#?}");
+        assert_eq!(restarts[0]["status"], "success", "{restarts:#?}");
+        // The other replica, seeing the same crash while the repair ran, did not take the
+        // repair in flight for a failed one.
+        let state: String = redis::cmd("GET")
+            .arg(format!("hemostat:safety:test-node/{name}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let state: Value = serde_json::from_str(&state).unwrap();
+        let outcomes: Vec<&str> = state["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(outcomes, ["succeeded"], "{name}: {state}");
+        assert_eq!(state["failures"], serde_json::json!([]), "{name}: {state}");
     }
     let refused_in_flight = audit_a.iter().filter(|r| r["gate"] == "in_flight").count();
     eprintln!(

@@ -133,7 +133,11 @@ impl SafetyState {
 
     /// The same failure is back: the last action that answered it within the breaker window
     /// and was not yet counted as failed did not repair it, whatever it looked like at the time.
-    /// Returns true when this counted a new failure.
+    /// Returns true when this counted a new failure. An action still pending is not judged:
+    /// the failure seen is the one it is repairing (another replica, seeing the same crash
+    /// while the repair runs, would otherwise record a good repair as failed and open the
+    /// breaker on a healthy container); once it finishes, or is settled as interrupted, the
+    /// next recurrence counts.
     pub fn note_recurrence(&mut self, limits: &Limits, finding: &str, now: DateTime<Utc>) -> bool {
         let window = chrono(limits.breaker_within);
         let Some(last) = self
@@ -144,7 +148,7 @@ impl SafetyState {
         else {
             return false;
         };
-        if last.outcome == Outcome::Failed {
+        if matches!(last.outcome, Outcome::Failed | Outcome::Pending) {
             return false;
         }
         last.outcome = Outcome::Failed;
