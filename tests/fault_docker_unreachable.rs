@@ -46,7 +46,7 @@ async fn unreachable_at_start_is_a_clear_exit_and_the_next_start_repairs_what_cr
     let mut proxy = EngineProxy::down(&sock);
     let policies = policy_dir(dir.path(), &policy_for_run("start", &run.run_id, POLICY));
     let state = dir.path().join("state");
-    let since = chrono::Utc::now().timestamp() - 1;
+    let events = run.follow_events();
     let id = run.spawn("crash", crash_once_after(1)).await;
     let name = run.name("crash");
 
@@ -99,12 +99,7 @@ async fn unreachable_at_start_is_a_clear_exit_and_the_next_start_repairs_what_cr
     )
     .await;
     let repaired_after = healed.elapsed();
-    assert_eq!(
-        run.engine_starts(&id, since),
-        2,
-        "{:?}",
-        run.engine_events(&id, since)
-    );
+    assert_eq!(events.starts(&id), 2, "{:?}", events.of(&id));
     eprintln!(
         "exit after {took:?} with: {}\nrepaired {repaired_after:?} after the second start; wall time {:?}",
         stderr.trim(),
@@ -127,7 +122,7 @@ async fn unreachable_mid_run_is_reported_and_repairs_resume_once_it_is_back() {
         &[("DOCKER_HOST", &proxy.docker_host())],
     )
     .await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let events = run.follow_events();
     // Crashes during the outage.
     let during_id = run.spawn("during", crash_once_after(4)).await;
     let during = run.name("during");
@@ -195,10 +190,10 @@ async fn unreachable_mid_run_is_reported_and_repairs_resume_once_it_is_back() {
     .await;
     for (name, id) in [(&during, &during_id), (&after, &after_id)] {
         assert_eq!(
-            run.engine_starts(id, since),
+            events.starts(id),
             2,
             "{name}: one start and one repair: {:?}",
-            run.engine_events(id, since)
+            events.of(id)
         );
         let acted = op
             .audit_for(name)

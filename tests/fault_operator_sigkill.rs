@@ -54,7 +54,7 @@ async fn ten_sigkills_during_a_crash_loop_never_exceed_max_actions() {
     );
     let policies = policy_dir(dir.path(), &policy_for_run("sigkill", &run.run_id, &policy));
     let state = dir.path().join("state");
-    let since = chrono::Utc::now().timestamp() - 1;
+    let events = run.follow_events();
     // Crashes 2 s after every start: each restart the operator makes is followed by a crash.
     let id = run
         .spawn(
@@ -96,8 +96,8 @@ async fn ten_sigkills_during_a_crash_loop_never_exceed_max_actions() {
     // Another crash cycle and two resyncs: nothing more is done.
     tokio::time::sleep(Duration::from_secs(10)).await;
 
-    let events = run.engine_events(&id, since);
-    let engine_restarts = run.engine_starts(&id, since) - 1;
+    let engine_restarts = events.starts(&id) - 1;
+    let events = events.of(&id);
     let recorded = recorded_actions(&state, &name);
     let audit = op.audit_for(&name).await;
     let audited = audit

@@ -57,7 +57,7 @@ async fn two_replicas_on_one_engine_never_act_twice_on_one_failure() {
         &["--redis-url", &url],
     )
     .await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let events = run.follow_events();
     let mut targets = Vec::new();
     for i in 0..CONTAINERS {
         let suffix = format!("loop-{i}");
@@ -104,7 +104,7 @@ async fn two_replicas_on_one_engine_never_act_twice_on_one_failure() {
 
     let (audit_a, audit_b) = (a.audit().await, b.audit().await);
     for (name, id) in &targets {
-        let events = run.engine_events(id, since);
+        let events = events.of(id);
         let sequence: Vec<&str> = events
             .iter()
             .filter(|(action, _)| action == "start" || action == "die")
@@ -154,10 +154,10 @@ async fn two_replicas_on_one_engine_never_act_twice_on_one_failure() {
     let mut conn = redis.connection().await;
     for (name, id) in &once {
         assert_eq!(
-            run.engine_starts(id, since),
+            events.starts(id),
             2,
             "{name}: one start and one repair: {:?}",
-            run.engine_events(id, since)
+            events.of(id)
         );
         let restarts = acted(&audit_a, name);
         assert_eq!(restarts.len(), 1, "{name}: {audit_a:#?}");
