@@ -19,6 +19,8 @@ command -v strip >/dev/null || need_apt+=(binutils)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The staged-fault tests (tests/fault_*.rs) cut the engine's socket through a socat proxy.
+command -v socat >/dev/null || need_apt+=(socat)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need_apt[*]}"

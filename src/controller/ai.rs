@@ -84,6 +84,7 @@ pub async fn review(
                         Outcome::Pending => "pending",
                         Outcome::Succeeded => "succeeded",
                         Outcome::Failed => "failed",
+                        Outcome::Interrupted => "interrupted",
                     }
                     .to_owned(),
                 })

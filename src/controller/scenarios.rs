@@ -301,3 +301,69 @@ async fn a_transient_spike_is_announced_once_per_episode_not_at_every_sample() {
     reconcile(ID, &t.ctx).await.unwrap();
     assert_eq!(announced(&t).await, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_action_a_dead_process_left_pending_is_audited_interrupted_once_its_lock_is_free() {
+    use crate::model::safety::{ActionRecord, Outcome};
+    use crate::policy::ActionKind;
+    let pending = |id: &str| ActionRecord {
+        decision_id: id.into(),
+        at: Utc::now() - chrono::Duration::seconds(10),
+        action: ActionKind::Restart,
+        finding: "exited".into(),
+        outcome: Outcome::Pending,
+    };
+    let spec = "  probes:\n    exit: {}\n  remediation:\n    actions: [restart]\n    cooldown: 1s\n    verifyWithin: 4s\n";
+    let t = given(spec, crashed(1));
+    let key = safety_key(NODE, "web");
+    t.store
+        .update_safety(&key, &mut |s| s.actions.push(pending("dead-1")))
+        .await
+        .unwrap();
+    // Another process holds the container's lock: it may still be acting, nothing is settled.
+    let lock = lock_key("fake-engine", ID);
+    assert!(
+        t.store
+            .try_lock(&lock, "another-operator", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    reconcile(ID, &t.ctx).await.unwrap();
+    assert!(
+        t.store
+            .audit_tail(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.status != "interrupted")
+    );
+    let state = t.store.safety(&key).await.unwrap();
+    assert_eq!(state.actions[0].outcome, Outcome::Pending);
+    assert!(state.failures.is_empty(), "a pending repair is not judged");
+    // Its lock gone (the process died), the next decision settles it, then acts.
+    t.store.unlock(&lock, "another-operator").await.unwrap();
+    // The in-flight refusal's retry (5 s later on the wall clock) decides again.
+    t.ctx.handled.lock().unwrap().clear();
+    reconcile(ID, &t.ctx).await.unwrap();
+    let audit = t.store.audit_tail(10).await.unwrap();
+    let interrupted: Vec<_> = audit
+        .iter()
+        .filter(|r| r.status == "interrupted")
+        .map(|r| (r.decision_id.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(interrupted, [("dead-1", "restart")], "{audit:#?}");
+    // The container is still down, so the interrupted repair (if it ran) did not fix it: the
+    // same finding now counts it as one failed repair, then a new restart is made.
+    let state = t.store.safety(&key).await.unwrap();
+    assert_eq!(state.actions[0].outcome, Outcome::Failed);
+    assert_eq!(state.failures.len(), 1);
+    assert_eq!(t.engine.calls(), [Call::Restart(ID.into())]);
+    // Settled once: a later decision audits nothing more about it.
+    t.ctx.handled.lock().unwrap().clear();
+    reconcile(ID, &t.ctx).await.unwrap();
+    let again = t.store.audit_tail(10).await.unwrap();
+    assert_eq!(
+        again.iter().filter(|r| r.status == "interrupted").count(),
+        1
+    );
+}

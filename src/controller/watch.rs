@@ -63,9 +63,12 @@ fn event_label(action: &EventAction) -> String {
     }
 }
 
-/// Runs until `shutdown`: list, then events, resync every `config.resync`, reconnect with backoff.
+/// Runs until `shutdown`: list, then events, resync every `config.resync`, reconnect with a
+/// backoff capped at `config.resync`.
 pub async fn run_watcher(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::default();
+    // Never asleep longer than a resync interval: a crash while the engine was unreachable is
+    // repaired within one interval of its return (tests/fault_event_stream_cut.rs).
+    let mut backoff = Backoff::at_most(ctx.config.resync);
     loop {
         let since = Utc::now() - chrono::Duration::seconds(1);
         match relist(&ctx).await {

@@ -19,7 +19,8 @@ pub struct AuditRecord {
     pub policy: String,
     /// The action.
     pub action: String,
-    /// `success`, `failed`, `rejected` or `dry_run`.
+    /// `success`, `failed`, `rejected`, `dry_run`, or `interrupted` (an action a dead
+    /// operator process left pending, settled by a later one: see `respond::settle`).
     pub status: String,
     /// Why it was decided.
     pub reason: String,

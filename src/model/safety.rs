@@ -71,6 +71,10 @@ pub enum Outcome {
     /// Failed, did not bring the container back, or the same failure came back within the
     /// circuit breaker window.
     Failed,
+    /// Found pending by a later operator process holding the container's lock: the process
+    /// that recorded it died (SIGKILL, OOM, power) before the outcome was known, so the engine
+    /// may or may not have carried it out. Still counts for the cooldown and `maxActions`.
+    Interrupted,
 }
 
 /// One action HemoStat took on a container.
@@ -129,7 +133,11 @@ impl SafetyState {
 
     /// The same failure is back: the last action that answered it within the breaker window
     /// and was not yet counted as failed did not repair it, whatever it looked like at the time.
-    /// Returns true when this counted a new failure.
+    /// Returns true when this counted a new failure. An action still pending is not judged:
+    /// the failure seen is the one it is repairing (another replica, seeing the same crash
+    /// while the repair runs, would otherwise record a good repair as failed and open the
+    /// breaker on a healthy container); once it finishes, or is settled as interrupted, the
+    /// next recurrence counts.
     pub fn note_recurrence(&mut self, limits: &Limits, finding: &str, now: DateTime<Utc>) -> bool {
         let window = chrono(limits.breaker_within);
         let Some(last) = self
@@ -140,12 +148,25 @@ impl SafetyState {
         else {
             return false;
         };
-        if last.outcome == Outcome::Failed {
+        if matches!(last.outcome, Outcome::Failed | Outcome::Pending) {
             return false;
         }
         last.outcome = Outcome::Failed;
         self.failures.push(now);
         true
+    }
+
+    /// Marks every pending action interrupted and returns them, oldest first: the caller holds
+    /// the container's in-flight lock, so no live process is still carrying one out.
+    pub fn interrupt_pending(&mut self) -> Vec<ActionRecord> {
+        self.actions
+            .iter_mut()
+            .filter(|a| a.outcome == Outcome::Pending)
+            .map(|a| {
+                a.outcome = Outcome::Interrupted;
+                a.clone()
+            })
+            .collect()
     }
 
     /// Records the outcome of an action; a failure counts towards the breaker.
@@ -212,10 +233,77 @@ pub fn merge_safety(a: &SafetyState, b: &SafetyState) -> SafetyState {
     }
 }
 
+/// What two views of one action say together: a known outcome over an interrupted one over
+/// a pending one (Failed, then Succeeded, then Interrupted, then Pending).
 fn combine(a: Outcome, b: Outcome) -> Outcome {
     match (a, b) {
         (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
         (Outcome::Succeeded, _) | (_, Outcome::Succeeded) => Outcome::Succeeded,
+        (Outcome::Interrupted, _) | (_, Outcome::Interrupted) => Outcome::Interrupted,
         _ => Outcome::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Outcome::{Failed, Interrupted, Pending, Succeeded};
+
+    fn record(id: &str, outcome: Outcome) -> ActionRecord {
+        ActionRecord {
+            decision_id: id.into(),
+            at: DateTime::UNIX_EPOCH,
+            action: ActionKind::Restart,
+            finding: "exited".into(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn pending_actions_become_interrupted_and_known_outcomes_stay() {
+        let table: [(&[Outcome], &[Outcome], usize); 4] = [
+            (&[], &[], 0),
+            (&[Succeeded, Failed], &[Succeeded, Failed], 0),
+            (&[Pending], &[Interrupted], 1),
+            (
+                &[Succeeded, Pending, Interrupted, Pending],
+                &[Succeeded, Interrupted, Interrupted, Interrupted],
+                2,
+            ),
+        ];
+        for (before, after, settled) in table {
+            let mut state = SafetyState {
+                actions: before
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| record(&format!("d{i}"), *o))
+                    .collect(),
+                ..SafetyState::default()
+            };
+            let got = state.interrupt_pending();
+            let outcomes: Vec<Outcome> = state.actions.iter().map(|a| a.outcome).collect();
+            assert_eq!(outcomes, after, "{before:?}");
+            assert_eq!(got.len(), settled, "{before:?}");
+            assert!(got.iter().all(|a| a.outcome == Interrupted));
+            assert!(
+                state.failures.is_empty(),
+                "an interruption is not a failure"
+            );
+        }
+    }
+
+    #[test]
+    fn merging_prefers_a_known_outcome_to_an_interruption_to_pending() {
+        let table = [
+            (Pending, Interrupted, Interrupted),
+            (Interrupted, Succeeded, Succeeded),
+            (Interrupted, Failed, Failed),
+            (Pending, Pending, Pending),
+            (Interrupted, Interrupted, Interrupted),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(combine(a, b), want, "{a:?} + {b:?}");
+            assert_eq!(combine(b, a), want, "{b:?} + {a:?}");
+        }
     }
 }

@@ -387,6 +387,30 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_still_pending_is_not_judged_by_the_failure_it_is_repairing() {
+        let limits = default_policy().spec.remediation.limits();
+        let table = [
+            (Outcome::Pending, false, Outcome::Pending),
+            (Outcome::Succeeded, true, Outcome::Failed),
+            (Outcome::Interrupted, true, Outcome::Failed),
+            (Outcome::Failed, false, Outcome::Failed),
+        ];
+        for (before, counted, after) in table {
+            let mut s = SafetyState {
+                actions: vec![action(0, "exited", before)],
+                ..Default::default()
+            };
+            assert_eq!(
+                s.note_recurrence(&limits, "exited", t(1)),
+                counted,
+                "{before:?}"
+            );
+            assert_eq!(s.actions[0].outcome, after, "{before:?}");
+            assert_eq!(s.failures.len(), usize::from(counted), "{before:?}");
+        }
+    }
+
+    #[test]
     fn a_different_failure_or_one_outside_the_window_is_not_a_recurrence() {
         let policy = default_policy();
         let mut s = SafetyState {

@@ -3,13 +3,15 @@
 //! [`gates`] (pure) say whether a decision may be carried out; [`claim`] holds the container
 //! for one action (released on drop); [`execute`] makes the engine call; [`verify`] (pure)
 //! says whether the container came back; [`report`] builds the one `remediation_complete` and
-//! audit record of the outcome; [`responder`] runs these steps in order.
+//! audit record of the outcome; [`settle`] audits what a dead process left pending;
+//! [`responder`] runs these steps in order.
 
 pub mod claim;
 pub mod execute;
 pub mod gates;
 pub mod report;
 pub mod responder;
+pub mod settle;
 pub mod verify;
 
 pub use crate::model::safety::{lock_key, safety_key};

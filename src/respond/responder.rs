@@ -1,5 +1,5 @@
-//! Runs one request through the steps: note the attempt, gates, claim, record, execute and
-//! verify, finish; then reports the outcome once.
+//! Runs one request through the steps: note the attempt, settle what a dead process left
+//! pending, gates, claim, record, execute and verify, finish; then reports the outcome once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,7 @@ impl Responder {
         let now = Utc::now();
         let limits = req.policy.spec.remediation.limits();
         let finding = req.decision.primary.clone().unwrap_or_default();
+        self.settle_interrupted(req, &key).await;
         let (safety, tripped) = match self.note_attempt(&key, &limits, &finding, now).await {
             Ok(noted) => noted,
             Err(e) => {

@@ -13,10 +13,15 @@ pub struct Backoff {
     next: Duration,
 }
 
+/// The reconnect loops' first delay.
+const FIRST: Duration = Duration::from_millis(250);
+/// The reconnect loops' longest delay.
+const MAX: Duration = Duration::from_secs(30);
+
 impl Default for Backoff {
     /// 250 ms doubling to 30 s: the reconnect loops' backoff.
     fn default() -> Self {
-        Self::new(Duration::from_millis(250), Duration::from_secs(30))
+        Self::new(FIRST, MAX)
     }
 }
 
@@ -28,6 +33,13 @@ impl Backoff {
             max,
             next: first,
         }
+    }
+
+    /// The default backoff, but never sleeping longer than `limit` (nor shorter than its first
+    /// delay): the engine watcher's, capped at the resync interval, so a repair after the
+    /// engine comes back waits at most one interval, as it would while connected.
+    pub fn at_most(limit: Duration) -> Self {
+        Self::new(FIRST, MAX.min(limit).max(FIRST))
     }
 
     /// The next delay.
@@ -71,6 +83,33 @@ mod tests {
         );
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_capped_backoff_never_sleeps_longer_than_its_limit() {
+        let table: [(Duration, [u128; 8]); 4] = [
+            (
+                Duration::from_secs(5),
+                [250, 500, 1000, 2000, 4000, 5000, 5000, 5000],
+            ),
+            (
+                Duration::from_secs(30),
+                [250, 500, 1000, 2000, 4000, 8000, 16000, 30000],
+            ),
+            (
+                Duration::from_secs(300),
+                [250, 500, 1000, 2000, 4000, 8000, 16000, 30000],
+            ),
+            (
+                Duration::from_millis(100),
+                [250, 250, 250, 250, 250, 250, 250, 250],
+            ),
+        ];
+        for (limit, expected) in table {
+            let mut b = Backoff::at_most(limit);
+            let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+            assert_eq!(delays, expected, "limit {limit:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

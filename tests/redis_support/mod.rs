@@ -185,6 +185,15 @@ impl RedisServer {
         }
     }
 
+    /// Kills the server (SIGKILL: no shutdown, no final write; a durable server's AOF is
+    /// fsynced on every write, so what it acknowledged survives) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts the server again on the same port and directory.
     pub fn start_again(&mut self) {
         self.spawn();

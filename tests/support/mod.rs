@@ -362,6 +362,13 @@ impl TestRun {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Follows the engine's events about this run's containers from now on: call it before
+    /// creating the containers to count. (`docker events --since` replays only the engine's
+    /// last 256 events: on a busy engine older ones are gone, so they are followed live.)
+    pub fn follow_events(&self) -> EngineEvents {
+        EngineEvents::follow(&self.label)
+    }
+
     /// Removes every container of this run now (also done on drop).
     pub fn cleanup(&self) {
         remove_containers_with_label(&self.label);
@@ -427,6 +434,82 @@ fn remove_stale_test_containers() {
         .collect();
     if !stale.is_empty() {
         let _ = docker_cli().args(["rm", "-f", "-v"]).args(&stale).output();
+    }
+}
+
+/// The engine's own record of what happened to a run's containers (`docker events`, followed
+/// live): ground truth for counting restarts, whoever made them. Stops following on drop.
+pub struct EngineEvents {
+    child: std::process::Child,
+    /// `(container id, action, exit code)`, oldest first.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl EngineEvents {
+    fn follow(label: &str) -> Self {
+        use std::io::BufRead;
+        let since = chrono::Utc::now().timestamp() - 1;
+        let mut cmd = docker_cli();
+        cmd.args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--filter",
+            "type=container",
+        ])
+        .args(["--filter", &format!("label={label}")]);
+        for event in ["start", "die", "restart", "kill", "stop"] {
+            cmd.args(["--filter", &format!("event={event}")]);
+        }
+        let mut child = cmd
+            .args([
+                "--format",
+                "{{.Actor.ID}} {{.Action}} {{index .Actor.Attributes \"exitCode\"}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run `docker events`");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut parts = line.splitn(3, ' ');
+                let id = parts.next().unwrap_or_default().to_owned();
+                let action = parts.next().unwrap_or_default().to_owned();
+                let code = parts.next().unwrap_or_default().trim().to_owned();
+                sink.lock().unwrap().push((id, action, code));
+            }
+        });
+        EngineEvents { child, seen }
+    }
+
+    /// `(action, exit code)` of each `start`/`die`/`restart`/`kill`/`stop` of container `id`
+    /// seen so far, oldest first.
+    pub fn of(&self, id: &str) -> Vec<(String, String)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _, _)| c == id)
+            .map(|(_, action, code)| (action.clone(), code.clone()))
+            .collect()
+    }
+
+    /// How many times the engine started container `id` so far.
+    pub fn starts(&self, id: &str) -> usize {
+        self.of(id).iter().filter(|(a, _)| a == "start").count()
+    }
+}
+
+impl Drop for EngineEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
