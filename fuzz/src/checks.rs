@@ -20,11 +20,17 @@ use serde_json::{Value, json};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The lengths (in characters) of the lines of `text`, the line after a final newline included:
-/// the places a `line:column` may point at.
+/// `text` with YAML's three line breaks (LF, CRLF, a lone CR) written as LF.
+fn lf_only(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+/// The lengths (in characters) of the lines of `text`, the line after a final line break
+/// included: the places a `line:column` may point at.
 fn line_lengths(text: &str) -> Vec<u64> {
-    text.split('\n')
-        .map(|l| l.trim_end_matches('\r').chars().count() as u64)
+    lf_only(text)
+        .split('\n')
+        .map(|l| l.chars().count() as u64)
         .collect()
 }
 
@@ -136,7 +142,7 @@ fn check_split(text: &str) {
         let start = chunk.text.as_ptr() as usize - base;
         assert!(start >= end, "chunks overlap or are out of order");
         assert!(start + chunk.text.len() <= text.len());
-        let line = text[..start].matches('\n').count() as u64 + 1;
+        let line = lf_only(&text[..start]).matches('\n').count() as u64 + 1;
         assert_eq!(chunk.first_line, line, "chunk {:?}", chunk.text);
         assert!(chunk.text.ends_with(chunk.body()));
         end = start + chunk.text.len();
