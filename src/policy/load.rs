@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::documents::{Chunk, split_documents};
+use super::documents::{Chunk, bare, lines_inclusive, split_documents};
 use super::locate::{PathIndex, Position};
 use super::types::HealthPolicy;
 use super::validate::{Violation, validate};
@@ -292,13 +292,14 @@ fn decode(source: &str, bytes: &[u8]) -> Result<String, Diagnostic> {
     match std::str::from_utf8(bytes) {
         Ok(text) => Ok(text.to_owned()),
         Err(e) => {
-            let valid = &bytes[..e.valid_up_to()];
-            let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..])
-                .chars()
-                .count() as u64
-                + 1;
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+            let lines: Vec<&str> = lines_inclusive(valid).collect();
+            // Lines counted as the parser counts them (LF, CRLF or a lone CR).
+            let (line, column) = match lines.last() {
+                None => (1, 1),
+                Some(last) if bare(last).len() < last.len() => (lines.len() as u64 + 1, 1),
+                Some(last) => (lines.len() as u64, last.chars().count() as u64 + 1),
+            };
             Err(Diagnostic {
                 file: source.to_owned(),
                 line,
@@ -409,10 +410,11 @@ pub(crate) fn load_document(
 }
 
 fn first_content_position(text: &str) -> Position {
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in lines_inclusive(text).map(bare).enumerate() {
         let t = line.trim_start();
         if !t.is_empty() && !t.starts_with('#') && t != "---" {
-            return Position::new(i as u64 + 1, (line.len() - t.len()) as u64 + 1);
+            let indent = line[..line.len() - t.len()].chars().count();
+            return Position::new(i as u64 + 1, indent as u64 + 1);
         }
     }
     Position::new(1, 1)
@@ -511,6 +513,24 @@ fn reject_duplicates(report: &mut LoadReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_bad_byte_is_located_on_the_lines_the_parser_counts() {
+        // Found by the policy_load fuzz target: a lone CR ends a line for the parser, so the
+        // position of a non-UTF-8 byte after one was a column past the end of its line.
+        let cases: [(&[u8], (u64, u64)); 6] = [
+            (&b"\xff"[..], (1, 1)),
+            (&b"ab\xff"[..], (1, 3)),
+            (&b"a\n\xff"[..], (2, 1)),
+            (&b"a\r\xff"[..], (2, 1)),
+            (&b"a\r\nb\rc\xe9d"[..], (3, 2)),
+            (&b"\xc3\xa9t\xc3\xa9: \xff"[..], (1, 6)),
+        ];
+        for (bytes, want) in cases {
+            let d = decode("f", bytes).unwrap_err();
+            assert_eq!((d.line, d.column), want, "{bytes:?}");
+        }
+    }
 
     #[test]
     fn the_walk_finds_yaml_sorted_skips_hidden_and_takes_named_files_whatever_their_extension() {

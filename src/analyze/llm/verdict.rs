@@ -87,7 +87,9 @@ fn text(map: &serde_json::Map<String, Value>, field: &'static str) -> Result<Str
         field,
         expected: "a string",
     })?;
-    Ok(s.trim().chars().take(MAX_TEXT).collect())
+    let kept: String = s.trim().chars().take(MAX_TEXT).collect();
+    // Trimmed again: the cut may end on a space inside the text.
+    Ok(kept.trim_end().to_owned())
 }
 
 /// Parses the content of the model's message: exactly one JSON object with `action`,
@@ -320,6 +322,18 @@ mod tests {
                 _ => panic!("{content}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_and_trimmed_again() {
+        // Found by the ai_answer fuzz target: a cut at MAX_TEXT characters that ends on a
+        // space kept the trailing space.
+        let reason = format!("{} tail", "x".repeat(MAX_TEXT - 1));
+        let content = format!(
+            r#"{{"action": "restart", "confidence": 0.9, "reason": "{reason}", "root_cause": "c"}}"#
+        );
+        let kept = parse(&content).unwrap().reason;
+        assert_eq!(kept, "x".repeat(MAX_TEXT - 1));
     }
 
     fn rules() -> Decision {
