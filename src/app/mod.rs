@@ -424,8 +424,10 @@ fn spawn_redis_tasks(
         return Ok(());
     };
     let client = |what| {
-        crate::adapters::redis::conn::client(redis)
-            .map_err(|source| AppError::Redis { what, source })
+        crate::adapters::redis::conn::Target::new(redis).map_err(|e| AppError::Redis {
+            what,
+            source: crate::adapters::redis::conn::redis_error("client", e),
+        })
     };
     tokio::spawn(crate::adapters::redis::policies::watch_policies_with(
         client(" for policies")?,

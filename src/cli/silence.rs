@@ -43,11 +43,7 @@ impl StoreArgs {
         )
         .context("invalid Redis settings")?;
         Ok(match redis {
-            Some(config) => {
-                let client = redis::Client::open(config.connection_info().clone())
-                    .context("cannot set up the Redis client")?;
-                Arc::new(RedisAlertState::new(client)?)
-            }
+            Some(config) => Arc::new(RedisAlertState::from_config(&config)?),
             None => Arc::new(FileAlertState::new(
                 &self.state_dir.unwrap_or_else(super::run::default_state_dir),
             )),

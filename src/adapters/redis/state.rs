@@ -19,7 +19,7 @@ const MAX_EXPIRY_MS: u64 = 365 * 86_400 * 1_000;
 #[async_trait::async_trait]
 impl StateStore for RedisBus {
     async fn safety(&self, key: &str) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
+        let redis_key = self.key(&safety_redis_key(key));
         let json: Option<String> = self
             .query("read safety state", redis::cmd("GET").arg(&redis_key))
             .await?;
@@ -31,7 +31,7 @@ impl StateStore for RedisBus {
         key: &str,
         update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
     ) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
+        let redis_key = self.key(&safety_redis_key(key));
         let script = Script::new(CAS_LUA);
         for _ in 0..CAS_ATTEMPTS {
             let old: Option<String> = self
@@ -93,7 +93,7 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(FLEET_BUDGET_LUA)
             .arg(1)
-            .arg(fleet_budget_key(budget))
+            .arg(self.key(&fleet_budget_key(budget)))
             .arg(max)
             .arg(window_ms)
             .arg(id)
@@ -110,11 +110,11 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(LOCK_LUA)
             .arg(1)
-            .arg(lock_redis_key(key))
+            .arg(self.key(&lock_redis_key(key)))
             .arg(owner)
             .arg(ttl_ms)
             .clone();
-        let redis_key = lock_redis_key(key);
+        let redis_key = self.key(&lock_redis_key(key));
         let took: i64 = self.query("take lock", &cmd).await?;
         if took == 2 {
             crate::store::report_bad_value(
@@ -130,7 +130,7 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(UNLOCK_LUA)
             .arg(1)
-            .arg(lock_redis_key(key))
+            .arg(self.key(&lock_redis_key(key)))
             .arg(owner)
             .clone();
         self.query::<i64>("release lock", &cmd).await.map(|_| ())
@@ -141,7 +141,7 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(AUDIT_LUA)
             .arg(1)
-            .arg(AUDIT_KEY)
+            .arg(self.key(AUDIT_KEY))
             .arg(json)
             .arg(AUDIT_CAP)
             .arg(AUDIT_DEDUP_WINDOW)
@@ -154,7 +154,7 @@ impl StateStore for RedisBus {
             return Ok(Vec::new());
         }
         let cmd = redis::cmd("LRANGE")
-            .arg(AUDIT_KEY)
+            .arg(self.key(AUDIT_KEY))
             .arg(0)
             .arg(limit.min(AUDIT_CAP) - 1)
             .clone();
