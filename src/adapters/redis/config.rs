@@ -378,7 +378,14 @@ impl RedisArgs {
         let config = args
             .config()?
             .ok_or_else(|| config_error("no Redis".to_owned()))?;
-        let shown = config.redacted();
+        let shown = match (&args.redis_url, &args.redis_host) {
+            (Some(url), _) if !url.is_empty() => redact_url(url.trim()),
+            (_, host) => format!(
+                "redis://{}:{}",
+                host.as_deref().unwrap_or(CLI_DEFAULT_HOST),
+                args.redis_port.unwrap_or(DEFAULT_PORT)
+            ),
+        };
         Ok((config, shown))
     }
 }
