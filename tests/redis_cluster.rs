@@ -29,6 +29,7 @@ async fn node_conn(cluster: &RedisCluster, i: usize) -> redis::aio::MultiplexedC
 
 #[tokio::test]
 async fn every_multi_key_operation_stays_in_one_slot_and_pubsub_reaches_every_node() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let cluster = RedisCluster::start(3, 0);
     let config = RedisConfig::from_url(&cluster.url()).unwrap();
     assert!(config.cluster());

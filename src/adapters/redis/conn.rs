@@ -126,6 +126,21 @@ impl Conn {
         super::keys::tagged(self.cluster(), key)
     }
 
+    /// Adds a `PUBLISH` to `pipe`: as is on one server; on a cluster from a script without
+    /// keys ([`super::keys::PUBLISH_LUA`]), so the transaction stays in its keys' slot.
+    pub fn publish_in(&self, pipe: &mut Pipeline, channel: &str, message: &str) {
+        if self.cluster() {
+            pipe.cmd("EVAL")
+                .arg(super::keys::PUBLISH_LUA)
+                .arg(0)
+                .arg(channel)
+                .arg(message)
+                .ignore();
+        } else {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+    }
+
     /// Whether this is a Redis Cluster.
     pub fn cluster(&self) -> bool {
         matches!(self.kind, ConnKind::Cluster(_))

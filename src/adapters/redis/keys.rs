@@ -42,6 +42,11 @@ pub fn tagged(cluster: bool, key: &str) -> String {
     }
 }
 
+/// `PUBLISH ARGV[1] ARGV[2]` from a script without keys: on a Redis Cluster a plain `PUBLISH`
+/// is routed by its channel's slot, which would pull a `MULTI` across slots; from a script it
+/// runs on the node of the transaction's keys and still reaches subscribers on every node.
+pub(crate) const PUBLISH_LUA: &str = "return redis.call('PUBLISH', ARGV[1], ARGV[2])";
+
 /// The durable stream every envelope is appended to.
 pub const STREAM_KEY: &str = "hemostat:stream:events";
 /// Approximate cap of the stream.

@@ -85,10 +85,7 @@ impl Pending {
 
     fn add_to(&self, pipe: &mut Pipeline, conn: &Conn) {
         let ttl = EVENTS_TTL_SECS;
-        pipe.cmd("PUBLISH")
-            .arg(format!("hemostat:{}", self.event_type))
-            .arg(&self.json)
-            .ignore();
+        conn.publish_in(pipe, &format!("hemostat:{}", self.event_type), &self.json);
         pipe.cmd("XADD")
             .arg(conn.key(STREAM_KEY))
             .arg("MAXLEN")

@@ -332,15 +332,13 @@ impl PolicyRepo {
 
     /// Deletes a policy; false when there was none by that name.
     pub async fn delete(&mut self, name: &str) -> Result<bool, RemoteError> {
-        let (removed,): (u64,) = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hdel(self.policies_key(), name)
             .hdel(self.meta_key(), name)
-            .ignore()
-            .publish(CHANGED_CHANNEL, name)
-            .ignore()
-            .query_async(&mut self.conn)
-            .await?;
+            .ignore();
+        self.conn.publish_in(&mut pipe, CHANGED_CHANNEL, name);
+        let (removed,): (u64,) = pipe.query_async(&mut self.conn).await?;
         Ok(removed > 0)
     }
 
