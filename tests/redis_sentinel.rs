@@ -35,24 +35,58 @@ fn llen(server: &RedisServer, key: &str) -> usize {
     server.cli(&["LLEN", key]).trim().parse().unwrap_or(0)
 }
 
-/// The next `remediation_complete` about `container` published after `since`.
-async fn complete_after(
-    messages: &mut (impl futures::Stream<Item = redis::Msg> + Unpin),
-    container: &str,
-    since: chrono::DateTime<chrono::Utc>,
-    log: impl Fn() -> String,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, messages.next())
+/// A subscription to `hemostat:remediation_complete` on one server, made again when the
+/// server drops it (Sentinels kill every client of the nodes they reconfigure).
+struct Completions {
+    client: redis::Client,
+    messages: futures::stream::BoxStream<'static, redis::Msg>,
+    resubscribed: usize,
+}
+
+impl Completions {
+    async fn on(server: &RedisServer) -> Self {
+        let client = server.client();
+        let messages = Self::subscribe(&client).await;
+        Self {
+            client,
+            messages,
+            resubscribed: 0,
+        }
+    }
+
+    async fn subscribe(client: &redis::Client) -> futures::stream::BoxStream<'static, redis::Msg> {
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub
+            .subscribe("hemostat:remediation_complete")
             .await
-            .unwrap_or_else(|_| panic!("no remediation_complete within 60 s; log:\n{}", log()))
-            .expect("the subscription ended");
-        let e: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
-        let at = chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
-        if e["data"]["container"] == container && at > since {
-            return e;
+            .unwrap();
+        pubsub.into_on_message().boxed()
+    }
+
+    /// The next `remediation_complete` about `container` published after `since`.
+    async fn after(
+        &mut self,
+        container: &str,
+        since: chrono::DateTime<chrono::Utc>,
+        log: impl Fn() -> String,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.messages.next())
+                .await
+                .unwrap_or_else(|_| panic!("no remediation_complete within 60 s; log:\n{}", log()));
+            let Some(msg) = msg else {
+                self.resubscribed += 1;
+                self.messages = Self::subscribe(&self.client).await;
+                continue;
+            };
+            let e: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+            let at =
+                chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+            if e["data"]["container"] == container && at > since {
+                return e;
+            }
         }
     }
 }
@@ -106,12 +140,7 @@ async fn the_bus_and_the_operator_follow_the_master_through_a_sentinel_failover(
     );
 
     // The replica, soon the master, carries every PUBLISH of its master.
-    let mut pubsub = replica.client().get_async_pubsub().await.unwrap();
-    pubsub
-        .subscribe("hemostat:remediation_complete")
-        .await
-        .unwrap();
-    let mut messages = pubsub.into_on_message();
+    let mut completions = Completions::on(&replica).await;
 
     let run = TestRun::new();
     let dir = tempfile::tempdir().unwrap();
@@ -131,13 +160,9 @@ async fn the_bus_and_the_operator_follow_the_master_through_a_sentinel_failover(
     .await;
     let name = run.name("loop");
     let log = || op.log_text();
-    let first = complete_after(
-        &mut messages,
-        &name,
-        chrono::Utc::now() - chrono::Duration::hours(1),
-        log,
-    )
-    .await;
+    let first = completions
+        .after(&name, chrono::Utc::now() - chrono::Duration::hours(1), log)
+        .await;
     assert_eq!(first["data"]["result"]["status"], "success", "{first}");
     let audit_before = llen(&master, "hemostat:audit");
     assert!(audit_before >= 1);
@@ -166,7 +191,7 @@ async fn the_bus_and_the_operator_follow_the_master_through_a_sentinel_failover(
     // The operator: two more complete remediations, their locks, budget and audit written
     // on the new master.
     for _ in 0..2 {
-        let e = complete_after(&mut messages, &name, switched_at, log).await;
+        let e = completions.after(&name, switched_at, log).await;
         assert_eq!(e["data"]["result"]["status"], "success", "{e}");
     }
     let followed = asked.elapsed();
@@ -213,6 +238,7 @@ async fn the_bus_and_the_operator_follow_the_master_through_a_sentinel_failover(
         op.log_text()
     );
     eprintln!(
-        "sentinel switch: {switch:?} until every sentinel named the new master; two remediations on it {followed:?} after SENTINEL FAILOVER; audit {audit_before} → {audit_after}, fleet budget {budget}"
+        "sentinel switch: {switch:?} until every sentinel named the new master; two remediations on it {followed:?} after SENTINEL FAILOVER; audit {audit_before} → {audit_after}, fleet budget {budget}; the test's own subscription was dropped by the switch {} time(s)",
+        completions.resubscribed
     );
 }
