@@ -372,7 +372,8 @@ fn sentinel_client(config: &RedisConfig) -> RedisResult<SentinelClient> {
 /// master, so any reachable node will do.
 pub struct Target {
     config: RedisConfig,
-    sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
+    /// The Sentinel client, made on first use.
+    sentinel: tokio::sync::Mutex<Option<SentinelClient>>,
     next_seed: std::sync::atomic::AtomicUsize,
 }
 
@@ -381,28 +382,23 @@ impl From<redis::Client> for Target {
         Self::new(&RedisConfig::from_info(
             client.get_connection_info().clone(),
         ))
-        .expect("a single-server target always builds")
     }
 }
 
 impl From<&RedisConfig> for Target {
     fn from(config: &RedisConfig) -> Self {
-        Self::new(config).expect("checked when the configuration was made")
+        Self::new(config)
     }
 }
 
 impl Target {
     /// The subscription side of `config`.
-    pub fn new(config: &RedisConfig) -> RedisResult<Self> {
-        let sentinel = match config.topology() {
-            Topology::Sentinel { .. } => Some(tokio::sync::Mutex::new(sentinel_client(config)?)),
-            _ => None,
-        };
-        Ok(Self {
+    pub fn new(config: &RedisConfig) -> Self {
+        Self {
             config: config.clone(),
-            sentinel,
+            sentinel: tokio::sync::Mutex::new(None),
             next_seed: std::sync::atomic::AtomicUsize::new(0),
-        })
+        }
     }
 
     /// The configuration.
@@ -414,26 +410,31 @@ impl Target {
     /// attempt, so a dead seed is passed over); the master the Sentinels name now.
     pub async fn pubsub_client(&self) -> RedisResult<redis::Client> {
         let ca = self.config.ca_pem();
-        match (self.config.topology(), &self.sentinel) {
-            (Topology::Single(info), _) => single_client(info, ca),
-            (Topology::Cluster(seeds), _) => {
+        match self.config.topology() {
+            Topology::Single(info) => single_client(info, ca),
+            Topology::Cluster(seeds) => {
                 let i = self
                     .next_seed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 single_client(&seeds[i % seeds.len()], ca)
             }
-            (Topology::Sentinel { .. }, Some(sentinel)) => tokio::time::timeout(
-                CONNECT_TIMEOUT * 3,
-                sentinel.lock().await.async_get_client(),
-            )
-            .await
-            .map_err(|_| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the Sentinels did not name a master in time",
-                ))
-            })?,
-            (Topology::Sentinel { .. }, None) => unreachable!("a Sentinel target has a client"),
+            Topology::Sentinel { .. } => {
+                let mut sentinel = self.sentinel.lock().await;
+                if sentinel.is_none() {
+                    *sentinel = Some(sentinel_client(&self.config)?);
+                }
+                let Some(sentinel) = sentinel.as_mut() else {
+                    unreachable!("set just above");
+                };
+                tokio::time::timeout(CONNECT_TIMEOUT * 3, sentinel.async_get_client())
+                    .await
+                    .map_err(|_| {
+                        RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the Sentinels did not name a master in time",
+                        ))
+                    })?
+            }
         }
     }
 }
