@@ -20,22 +20,30 @@ fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 pub struct RedisCluster {
     /// Every node, in the order given to `redis-cli --cluster create`.
     pub nodes: Vec<RedisServer>,
+    /// The nodes' `nodes.conf` files, in memory: each is saved with fsync on every change of
+    /// the cluster, and a stall on a busy disk would look like a dead node.
+    _conf: tempfile::TempDir,
 }
 
 impl RedisCluster {
-    /// Starts the nodes (cluster node timeout 1 s, so a dead master is replaced in seconds)
+    /// Starts the nodes (cluster node timeout 2 s, so a dead master is replaced in seconds)
     /// and creates the cluster; returns once every node says `cluster_state:ok`.
     pub fn start(masters: usize, replicas: usize) -> Self {
+        let conf = tempfile::tempdir_in(fast_dir()).expect("temp dir for nodes.conf");
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
-            .map(|_| {
+            .map(|i| {
                 RedisServer::start_with(
                     [
                         "--cluster-enabled",
                         "yes",
                         "--cluster-config-file",
-                        "{dir}/nodes.conf",
+                        &conf
+                            .path()
+                            .join(format!("nodes-{i}.conf"))
+                            .display()
+                            .to_string(),
                         "--cluster-node-timeout",
-                        "1000",
+                        "2000",
                         "--cluster-port",
                         &free_port().to_string(),
                     ]
@@ -62,7 +70,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, _conf: conf };
         cluster.wait_ok(Duration::from_secs(30));
         cluster
     }
