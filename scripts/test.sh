@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v busybox >/dev/null && file -L "$(command -v busybox)" 2>/dev/null | grep -q static || need_apt+=(busybox-static)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# Redis HA tests: Sentinels, redis-cli --cluster, a CA made with openssl.
+command -v redis-sentinel >/dev/null || need_apt+=(redis-sentinel)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v file >/dev/null || need_apt+=(file)
 # The dashboard's browser tests, the Prometheus scrape test and promtool.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

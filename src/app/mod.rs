@@ -437,19 +437,16 @@ fn spawn_redis_tasks(
     let Some(redis) = &config.redis else {
         return Ok(());
     };
-    let client = |what| {
-        crate::adapters::redis::conn::client(redis)
-            .map_err(|source| AppError::Redis { what, source })
-    };
+    let client = |_what: &'static str| crate::adapters::redis::conn::Target::new(redis);
     tokio::spawn(crate::adapters::redis::policies::watch_policies_with(
-        client(" for policies")?,
+        client(" for policies"),
         registry,
         base,
         shutdown.clone(),
     ));
     if config.accept_external_requests {
         tokio::spawn(crate::adapters::redis::requests::run_subscriber(
-            client(" for external requests")?,
+            client(" for external requests"),
             crate::controller::external::Intake::new(ctx.clone()),
             shutdown.clone(),
         ));

@@ -17,8 +17,8 @@ use crate::model::wire::Envelope;
 use crate::policy::{HealthPolicy, load_paths};
 
 async fn connect(args: &RedisArgs) -> anyhow::Result<PolicyRepo> {
-    let (client, shown) = super::run::redis_secrets_from_files(args.clone())?.cli_client()?;
-    PolicyRepo::connect(client).await.map_err(|e| {
+    let (config, shown) = super::run::redis_secrets_from_files(args.clone())?.cli_config()?;
+    PolicyRepo::connect(&config).await.map_err(|e| {
         anyhow!(
             "cannot reach Redis at {shown} ({e}): start Redis there, or point --redis-url / REDIS_URL (or REDIS_HOST, REDIS_PORT, REDIS_PASSWORD) at a reachable one"
         )

@@ -27,6 +27,9 @@ pub struct StoreArgs {
     /// Redis password (never printed).
     #[arg(long, global = true, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// A PEM file of the CA to trust for rediss:// (a private CA).
+    #[arg(long, global = true, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// The operator's state dir, used without Redis.
     #[arg(long, global = true, env = "HEMOSTAT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -35,19 +38,18 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// Opens the store these settings name.
     pub fn open(self) -> anyhow::Result<Arc<dyn AlertState>> {
-        let redis = crate::adapters::redis::RedisConfig::from_parts(
-            self.redis_url,
-            self.redis_host,
-            self.redis_port,
-            self.redis_password,
-        )
+        let redis = crate::adapters::redis::config::RedisArgs {
+            redis_url: self.redis_url,
+            redis_host: self.redis_host,
+            redis_port: self.redis_port,
+            redis_password: self.redis_password,
+            redis_ca_file: self.redis_ca_file,
+            ..Default::default()
+        }
+        .config()
         .context("invalid Redis settings")?;
         Ok(match redis {
-            Some(config) => {
-                let client = redis::Client::open(config.connection_info().clone())
-                    .context("cannot set up the Redis client")?;
-                Arc::new(RedisAlertState::new(client)?)
-            }
+            Some(config) => Arc::new(RedisAlertState::from_config(&config)?),
             None => Arc::new(FileAlertState::new(
                 &self.state_dir.unwrap_or_else(super::run::default_state_dir),
             )),

@@ -27,6 +27,10 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     durable: bool,
     password: Option<String>,
+    /// More `redis-server` arguments (cluster mode, TLS, replication…).
+    extra: Vec<String>,
+    /// With TLS: the CA file `redis-cli` checks the server with (the plain port is 0).
+    tls_ca: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
@@ -47,24 +51,76 @@ impl RedisServer {
     }
 
     fn launch(durable: bool, password: Option<String>) -> Self {
+        Self::build(durable, password, Vec::new(), None)
+    }
+
+    /// A server with more `redis-server` arguments; `{port}` and `{dir}` in them are replaced
+    /// by its port and directory. With `tls_ca`, the server listens with TLS on its port
+    /// (`--tls-port`, `--port 0`) and readiness is checked by `redis-cli --tls`.
+    pub fn start_with(extra: Vec<String>, tls_ca: Option<std::path::PathBuf>) -> Self {
+        Self::build(false, None, extra, tls_ca)
+    }
+
+    fn build(
+        durable: bool,
+        password: Option<String>,
+        extra: Vec<String>,
+        tls_ca: Option<std::path::PathBuf>,
+    ) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir for redis");
+        let extra = extra
+            .into_iter()
+            .map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string())
+            })
+            .collect();
         let mut server = Self {
             port,
             dir,
             durable,
             password,
+            extra,
+            tls_ca,
             child: None,
         };
         server.spawn();
         server
     }
 
+    /// The server's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Runs `redis-cli` against this server with `args`; its stdout (panics if it cannot run).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        if let Some(pw) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run redis-cli: install Debian's redis-tools");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
         let mut cmd = Command::new(server_binary());
-        cmd.arg("--port")
-            .arg(self.port.to_string())
+        if self.tls_ca.is_some() {
+            cmd.arg("--port").arg("0").arg("--tls-port");
+        } else {
+            cmd.arg("--port");
+        }
+        cmd.arg(self.port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
@@ -80,6 +136,7 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.arg("--requirepass").arg(pw);
         }
+        cmd.args(&self.extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -101,8 +158,9 @@ impl RedisServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within 10 s",
-                self.port
+                "redis-server on port {} did not answer PING within 10 s; log:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -110,6 +168,9 @@ impl RedisServer {
 
     /// Whether the server answers PING (a raw RESP exchange, no client library).
     pub fn ping(&self) -> bool {
+        if self.tls_ca.is_some() {
+            return self.cli(&["PING"]).contains("PONG");
+        }
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -227,3 +288,5 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+pub mod ha;

@@ -1,9 +1,9 @@
 //! `AlertState` in Redis, so every operator of a fleet honours the same silences: one hash
 //! `hemostat:silences`, field = silence id, value = the silence as JSON.
 
+use super::conn::{Conn, Target};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::alert::silence::Silence;
 use crate::alert::state::{AlertState, AlertStateError, KEEP_EXPIRED};
@@ -14,7 +14,8 @@ pub const SILENCES_KEY: &str = "hemostat:silences";
 /// Silences in Redis.
 #[derive(Clone)]
 pub struct RedisAlertState {
-    conn: ConnectionManager,
+    conn: Conn,
+    key: String,
 }
 
 impl std::fmt::Debug for RedisAlertState {
@@ -33,19 +34,17 @@ fn unavailable(op: &'static str) -> impl FnOnce(redis::RedisError) -> AlertState
 impl RedisAlertState {
     /// Silences in the Redis of `config` (the connection is made on first use).
     pub fn from_config(config: &super::RedisConfig) -> Result<Self, AlertStateError> {
-        let client =
-            redis::Client::open(config.connection_info().clone()).map_err(unavailable("client"))?;
-        Self::new(client)
+        let conn = super::conn::connect(config, 1, std::time::Duration::from_secs(2))
+            .map_err(unavailable("connect"))?;
+        Ok(Self {
+            key: conn.key(SILENCES_KEY),
+            conn,
+        })
     }
 
     /// Connects lazily (the first command connects; a lost connection is re-made).
-    pub fn new(client: redis::Client) -> Result<Self, AlertStateError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(unavailable("connect"))?;
-        Ok(Self { conn })
+    pub fn new(client: impl Into<Target>) -> Result<Self, AlertStateError> {
+        Self::from_config(client.into().config())
     }
 
     fn parse(id: &str, json: &str) -> Result<Silence, AlertStateError> {
@@ -61,7 +60,7 @@ impl AlertState for RedisAlertState {
     async fn silences(&self) -> Result<Vec<Silence>, AlertStateError> {
         let mut conn = self.conn.clone();
         let all: Vec<(String, String)> = conn
-            .hgetall(SILENCES_KEY)
+            .hgetall(&self.key)
             .await
             .map_err(unavailable("HGETALL silences"))?;
         let mut out = all
@@ -76,7 +75,7 @@ impl AlertState for RedisAlertState {
             .map(|s| s.id.as_str())
             .collect();
         if !old.is_empty() {
-            let _: Result<(), _> = conn.hdel(SILENCES_KEY, &old).await;
+            let _: Result<(), _> = conn.hdel(&self.key, &old).await;
         }
         out.retain(|s| now - s.ends_at < KEEP_EXPIRED);
         Ok(out)
@@ -85,7 +84,7 @@ impl AlertState for RedisAlertState {
     async fn add_silence(&self, silence: Silence) -> Result<(), AlertStateError> {
         let json = serde_json::to_string(&silence).expect("silence serialises");
         let mut conn = self.conn.clone();
-        conn.hset::<_, _, _, ()>(SILENCES_KEY, &silence.id, json)
+        conn.hset::<_, _, _, ()>(&self.key, &silence.id, json)
             .await
             .map_err(unavailable("HSET silence"))
     }
@@ -97,7 +96,7 @@ impl AlertState for RedisAlertState {
     ) -> Result<Option<Silence>, AlertStateError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = conn
-            .hget(SILENCES_KEY, id)
+            .hget(&self.key, id)
             .await
             .map_err(unavailable("HGET silence"))?;
         let Some(json) = json else {

@@ -21,8 +21,31 @@
 //! dashboards and are *last writer wins* across nodes; each is also written per node, at
 //! `hemostat:node:<node>:stats:<container>` and `hemostat:node:<node>:remediation:<container>`,
 //! which are exact. HemoStat's own state (safety, locks) is always keyed by node.
+//!
+//! On a Redis Cluster (`redis+cluster://`) every key above starts with `{hemostat}:` instead
+//! of `hemostat:` ([`tagged`]): the hash tag puts them all in one slot, so each `MULTI` and
+//! each script with several keys stays on one node. Channels are not keys and keep their
+//! names (a cluster delivers every `PUBLISH` to subscribers on any node). On one server and
+//! behind Sentinels the names are exactly the original's.
 
 use crate::model::wire::EventType;
+
+/// The hash tag every HemoStat key carries on a Redis Cluster.
+pub const CLUSTER_TAG: &str = "{hemostat}";
+
+/// `key` as named on a Redis Cluster when `cluster`: a leading `hemostat:` becomes
+/// `{hemostat}:`, so every key hashes to the one slot of `hemostat`; unchanged otherwise.
+pub fn tagged(cluster: bool, key: &str) -> String {
+    match key.strip_prefix("hemostat:") {
+        Some(rest) if cluster => format!("{CLUSTER_TAG}:{rest}"),
+        _ => key.to_owned(),
+    }
+}
+
+/// `PUBLISH ARGV[1] ARGV[2]` from a script without keys: on a Redis Cluster a plain `PUBLISH`
+/// is routed by its channel's slot, which would pull a `MULTI` across slots; from a script it
+/// runs on the node of the transaction's keys and still reaches subscribers on every node.
+pub(crate) const PUBLISH_LUA: &str = "return redis.call('PUBLISH', ARGV[1], ARGV[2])";
 
 /// The durable stream every envelope is appended to.
 pub const STREAM_KEY: &str = "hemostat:stream:events";
@@ -223,3 +246,21 @@ for i = 2, #ARGV, 5 do
 end
 return 1
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cluster_keys_carry_the_tag() {
+        for (cluster, key, want) in [
+            (false, "hemostat:stats:web", "hemostat:stats:web"),
+            (true, "hemostat:stats:web", "{hemostat}:stats:web"),
+            (true, "hemostat:stream:events", "{hemostat}:stream:events"),
+            (true, "other:key", "other:key"),
+            (false, "other:key", "other:key"),
+        ] {
+            assert_eq!(tagged(cluster, key), want, "{cluster} {key}");
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod policies;
 pub mod requests;
 pub mod state;
+pub mod topology;
 
 pub use config::{DEFAULT_OUTBOX_CAPACITY, DEFAULT_PORT, RedisConfig};
 pub use outbox::*;

@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline};
 
-use super::conn::{is_connection_error, is_wrong_type};
+use super::conn::{Conn, is_connection_error, is_wrong_type};
 use crate::util::backoff::Backoff;
 use tokio::sync::Notify;
 
@@ -84,14 +83,11 @@ impl Pending {
         }
     }
 
-    fn add_to(&self, pipe: &mut Pipeline) {
+    fn add_to(&self, pipe: &mut Pipeline, conn: &Conn) {
         let ttl = EVENTS_TTL_SECS;
-        pipe.cmd("PUBLISH")
-            .arg(format!("hemostat:{}", self.event_type))
-            .arg(&self.json)
-            .ignore();
+        conn.publish_in(pipe, &format!("hemostat:{}", self.event_type), &self.json);
         pipe.cmd("XADD")
-            .arg(STREAM_KEY)
+            .arg(conn.key(STREAM_KEY))
             .arg("MAXLEN")
             .arg("~")
             .arg(STREAM_MAXLEN)
@@ -103,8 +99,8 @@ impl Pending {
             .ignore();
         let lists = if self.lists {
             vec![
-                format!("hemostat:events:{}", self.event_type),
-                events_key(None),
+                conn.key(&format!("hemostat:events:{}", self.event_type)),
+                conn.key(&events_key(None)),
             ]
         } else {
             Vec::new()
@@ -119,10 +115,11 @@ impl Pending {
             pipe.cmd("EXPIRE").arg(&list).arg(ttl).ignore();
         }
         if let Some((keys, last_action)) = &self.remediation {
+            let keys: Vec<String> = keys.iter().map(|k| conn.key(k)).collect();
             pipe.cmd("EVAL")
                 .arg(REMEDIATION_LUA)
                 .arg(keys.len())
-                .arg(keys)
+                .arg(&keys)
                 .arg(last_action)
                 .arg(ttl)
                 .ignore();
@@ -133,7 +130,7 @@ impl Pending {
 /// What the publisher and the drain task share.
 #[derive(Debug)]
 struct Shared {
-    conn: ConnectionManager,
+    conn: Conn,
     queue: Mutex<VecDeque<Pending>>,
     capacity: usize,
     wake: Notify,
@@ -248,6 +245,7 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for key in [stats_key(container), node_stats_key(node, container)] {
+            let key = self.key(&key);
             pipe.cmd("SET")
                 .arg(key)
                 .arg(&json)
@@ -262,7 +260,7 @@ impl RedisBus {
     /// `hemostat:state:container:<short id>`, TTL 300 s.
     pub async fn put_state(&self, state: &ContainerStateKey) -> Result<()> {
         let cmd = redis::cmd("SET")
-            .arg(container_state_key(&state.container_id))
+            .arg(self.key(&container_state_key(&state.container_id)))
             .arg(state.to_json().to_string())
             .arg("EX")
             .arg(STATE_TTL_SECS)
@@ -277,7 +275,7 @@ impl RedisBus {
         limit: usize,
     ) -> Result<Vec<Envelope>> {
         let cmd = redis::cmd("LRANGE")
-            .arg(events_key(event_type))
+            .arg(self.key(&events_key(event_type)))
             .arg(0)
             .arg(limit.min(EVENTS_CAP) - 1)
             .clone();
@@ -300,7 +298,7 @@ impl RedisBus {
         // Read back in pages until `limit` envelopes of the type are found or the stream ends.
         loop {
             let cmd = redis::cmd("XREVRANGE")
-                .arg(STREAM_KEY)
+                .arg(self.key(STREAM_KEY))
                 .arg(&end)
                 .arg("-")
                 .arg("COUNT")
@@ -350,8 +348,13 @@ impl RedisBus {
     }
 
     /// A handle on the shared connection.
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Conn {
         self.shared.conn.clone()
+    }
+
+    /// The name of HemoStat key `key` on this Redis (tagged on a cluster).
+    pub fn key(&self, key: &str) -> String {
+        self.shared.conn.key(key)
     }
 
     fn local_recent(&self, event_type: Option<EventType>, limit: usize) -> Vec<Envelope> {
@@ -393,7 +396,7 @@ async fn drain(shared: Arc<Shared>) {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for p in &batch {
-            p.add_to(&mut pipe);
+            p.add_to(&mut pipe, &shared.conn);
         }
         let mut conn = shared.conn.clone();
         match pipe.query_async::<()>(&mut conn).await {

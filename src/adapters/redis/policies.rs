@@ -16,8 +16,9 @@
 //! through Redis, **the Redis one wins**: `hemostat apply` is the fleet-wide, most recent
 //! intent, while files are each node's bootstrap set.
 //!
-//! `apply` writes both hashes in one Lua script: on a Redis Cluster the two keys must share a
-//! slot, which these (compatible) names do not; a single Redis or Sentinel setup is assumed.
+//! `apply` writes both hashes in one Lua script and `delete` in one `MULTI`: on a Redis
+//! Cluster both keys carry the `{hemostat}` hash tag (see [`super::keys::tagged`]), so they
+//! share a slot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,12 +27,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::subscribe_with_backoff;
+use super::conn::{Conn, Target, subscribe_with_backoff};
 use crate::util::backoff::Backoff;
 use tracing::{debug, info, warn};
 
@@ -202,23 +202,30 @@ pub fn validate_stored(name: &str, bytes: &[u8]) -> Result<HealthPolicy, Vec<Dia
 #[derive(Clone)]
 pub struct PolicyRepo {
     /// The connection (reconnects by itself).
-    pub conn: ConnectionManager,
+    pub conn: Conn,
 }
 
 impl PolicyRepo {
     /// A repository on `conn`.
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: Conn) -> Self {
         Self { conn }
     }
 
-    /// Connects with short timeouts and few retries (for command-line use).
-    pub async fn connect(client: redis::Client) -> Result<Self, RemoteError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+    /// Connects with short timeouts and few retries (for command-line use), and checks that
+    /// Redis answers.
+    pub async fn connect(target: impl Into<Target>) -> Result<Self, RemoteError> {
+        let target = target.into();
+        let mut conn = super::conn::connect(target.config(), 1, Duration::from_secs(5))?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
         Ok(Self { conn })
+    }
+
+    fn policies_key(&self) -> String {
+        self.conn.key(POLICIES_KEY)
+    }
+
+    fn meta_key(&self) -> String {
+        self.conn.key(META_KEY)
     }
 
     /// Validates every document of `text` (named `source` in diagnostics) and stores each
@@ -240,13 +247,13 @@ impl PolicyRepo {
         let mut attempt: u64 = 0;
         loop {
             attempt += 1;
-            let stored: Vec<Option<Vec<u8>>> = self.fetch(POLICIES_KEY, &names).await?;
-            let metas: Vec<Option<String>> = self.fetch(META_KEY, &names).await?;
+            let stored: Vec<Option<Vec<u8>>> = self.fetch(&self.policies_key(), &names).await?;
+            let metas: Vec<Option<String>> = self.fetch(&self.meta_key(), &names).await?;
             let now = Utc::now();
             let mut invocation = script.prepare_invoke();
             invocation
-                .key(POLICIES_KEY)
-                .key(META_KEY)
+                .key(self.policies_key())
+                .key(self.meta_key())
                 .arg(CHANGED_CHANNEL);
             let mut outcomes = Vec::new();
             let mut writes = 0usize;
@@ -300,18 +307,20 @@ impl PolicyRepo {
 
     /// One stored policy, if there is one by that name.
     pub async fn get(&mut self, name: &str) -> Result<Option<StoredPolicy>, RemoteError> {
-        let text: Option<Vec<u8>> = self.conn.hget(POLICIES_KEY, name).await?;
+        let (policies, meta_key) = (self.policies_key(), self.meta_key());
+        let text: Option<Vec<u8>> = self.conn.hget(policies, name).await?;
         let Some(bytes) = text else {
             return Ok(None);
         };
-        let meta: Option<String> = self.conn.hget(META_KEY, name).await?;
+        let meta: Option<String> = self.conn.hget(meta_key, name).await?;
         Ok(Some(stored(name.to_owned(), bytes, meta)))
     }
 
     /// Every stored policy, by name.
     pub async fn list(&mut self) -> Result<Vec<StoredPolicy>, RemoteError> {
-        let all: BTreeMap<String, Vec<u8>> = self.conn.hgetall(POLICIES_KEY).await?;
-        let mut metas: BTreeMap<String, String> = self.conn.hgetall(META_KEY).await?;
+        let (policies, meta_key) = (self.policies_key(), self.meta_key());
+        let all: BTreeMap<String, Vec<u8>> = self.conn.hgetall(policies).await?;
+        let mut metas: BTreeMap<String, String> = self.conn.hgetall(meta_key).await?;
         Ok(all
             .into_iter()
             .map(|(name, bytes)| {
@@ -323,15 +332,13 @@ impl PolicyRepo {
 
     /// Deletes a policy; false when there was none by that name.
     pub async fn delete(&mut self, name: &str) -> Result<bool, RemoteError> {
-        let (removed,): (u64,) = redis::pipe()
-            .atomic()
-            .hdel(POLICIES_KEY, name)
-            .hdel(META_KEY, name)
-            .ignore()
-            .publish(CHANGED_CHANNEL, name)
-            .ignore()
-            .query_async(&mut self.conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(self.policies_key(), name)
+            .hdel(self.meta_key(), name)
+            .ignore();
+        self.conn.publish_in(&mut pipe, CHANGED_CHANNEL, name);
+        let (removed,): (u64,) = pipe.query_async(&mut self.conn).await?;
         Ok(removed > 0)
     }
 
@@ -343,7 +350,7 @@ impl PolicyRepo {
             .iter()
             .map(|d| d.policy.metadata.name.as_str())
             .collect();
-        let stored: Vec<Option<Vec<u8>>> = self.fetch(POLICIES_KEY, &names).await?;
+        let stored: Vec<Option<Vec<u8>>> = self.fetch(&self.policies_key(), &names).await?;
         Ok(docs
             .iter()
             .zip(stored)
@@ -433,7 +440,7 @@ fn validated_documents(source: &str, text: &str) -> Result<Vec<Document>, Remote
 
 /// Keeps the registry equal to `base ∪ remote` (see [`compose`]); see [`watch_policies_with`].
 pub async fn watch_policies(
-    client: redis::Client,
+    client: impl Into<Target>,
     registry: Arc<PolicyRegistry>,
     base: Vec<HealthPolicy>,
     shutdown: CancellationToken,
@@ -451,22 +458,31 @@ pub async fn watch_policies(
 /// of its name; a deleted one is removed. While Redis is unreachable the last known set stays
 /// in force and the watcher reconnects with backoff (up to 30 s). Returns on `shutdown`.
 pub async fn watch_policies_with(
-    client: redis::Client,
+    client: impl Into<Target>,
     registry: Arc<PolicyRegistry>,
     mut base: watch::Receiver<Vec<HealthPolicy>>,
     shutdown: CancellationToken,
 ) {
+    let target: Target = client.into();
+    let reads = match super::conn::connect(target.config(), 1, READ_TIMEOUT) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, "policy watcher cannot set up its Redis connection; only the file policies are in force");
+            return;
+        }
+    };
+    let policies_key = reads.key(POLICIES_KEY);
     let mut state = WatchState::default();
     let mut backoff = Backoff::default();
     let mut base_open = true;
     loop {
         let Some((mut messages, mut conn)) = subscribe_with_backoff(
-            &client,
+            &target,
             CHANGED_CHANNEL,
             "policy watcher cannot reach Redis; keeping the policies in force",
             &mut backoff,
             &shutdown,
-            || client.get_multiplexed_async_connection(),
+            || async { Ok(reads.clone()) },
         )
         .await
         else {
@@ -491,7 +507,7 @@ pub async fn watch_policies_with(
                     if changed.is_err() { base_open = false; continue; }
                 }
             }
-            let read = tokio::time::timeout(READ_TIMEOUT, conn.hgetall(POLICIES_KEY));
+            let read = tokio::time::timeout(READ_TIMEOUT, conn.hgetall(&policies_key));
             let all: BTreeMap<String, Vec<u8>> = tokio::select! {
                 () = shutdown.cancelled() => return,
                 r = read => match r {
@@ -501,7 +517,7 @@ pub async fn watch_policies_with(
                         // connection is fine, reconnecting would only storm. Reported once,
                         // read again at the next poll.
                         crate::store::report_bad_value(
-                            POLICIES_KEY,
+                            &policies_key,
                             &e.to_string(),
                             "policies in force kept; read again every poll",
                         );

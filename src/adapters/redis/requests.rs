@@ -6,7 +6,7 @@ use tracing::{info, warn};
 
 use futures::StreamExt;
 
-use super::conn::subscribe_with_backoff;
+use super::conn::{Target, subscribe_with_backoff};
 use crate::model::wire::EventType;
 use crate::util::backoff::Backoff;
 
@@ -20,15 +20,16 @@ pub trait RequestHandler: Send {
 /// Subscribes and hands every message to `handler` until `shutdown`; reconnects with the one
 /// backoff (up to 30 s) when Redis goes away.
 pub async fn run_subscriber(
-    client: redis::Client,
+    client: impl Into<Target>,
     mut handler: impl RequestHandler,
     shutdown: CancellationToken,
 ) {
+    let target: Target = client.into();
     let channel = EventType::RemediationNeeded.channel();
     let mut backoff = Backoff::default();
     loop {
         let Some((mut messages, ())) = subscribe_with_backoff(
-            &client,
+            &target,
             &channel,
             "cannot subscribe to external remediation requests",
             &mut backoff,

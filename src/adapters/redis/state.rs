@@ -20,7 +20,7 @@ const MAX_EXPIRY_MS: u64 = 365 * 86_400 * 1_000;
 #[async_trait::async_trait]
 impl StateStore for RedisBus {
     async fn safety(&self, key: &str) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
+        let redis_key = self.key(&safety_redis_key(key));
         let stored = self.read_safety(&redis_key).await?;
         match parse_safety(&stored) {
             Ok(state) => Ok(state),
@@ -40,7 +40,7 @@ impl StateStore for RedisBus {
         key: &str,
         update: &mut (dyn for<'s> FnMut(&'s mut SafetyState) + Send),
     ) -> Result<SafetyState> {
-        let redis_key = safety_redis_key(key);
+        let redis_key = self.key(&safety_redis_key(key));
         let script = Script::new(CAS_LUA);
         for _ in 0..CAS_ATTEMPTS {
             let old = self.read_safety(&redis_key).await?;
@@ -100,7 +100,7 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(FLEET_BUDGET_LUA)
             .arg(1)
-            .arg(fleet_budget_key(budget))
+            .arg(self.key(&fleet_budget_key(budget)))
             .arg(max)
             .arg(window_ms)
             .arg(id)
@@ -117,11 +117,11 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(LOCK_LUA)
             .arg(1)
-            .arg(lock_redis_key(key))
+            .arg(self.key(&lock_redis_key(key)))
             .arg(owner)
             .arg(ttl_ms)
             .clone();
-        let redis_key = lock_redis_key(key);
+        let redis_key = self.key(&lock_redis_key(key));
         let took: i64 = self.query("take lock", &cmd).await?;
         if took == 2 {
             crate::store::report_bad_value(
@@ -137,7 +137,7 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(UNLOCK_LUA)
             .arg(1)
-            .arg(lock_redis_key(key))
+            .arg(self.key(&lock_redis_key(key)))
             .arg(owner)
             .clone();
         self.query::<i64>("release lock", &cmd).await.map(|_| ())
@@ -148,7 +148,7 @@ impl StateStore for RedisBus {
         let cmd = redis::cmd("EVAL")
             .arg(AUDIT_LUA)
             .arg(1)
-            .arg(AUDIT_KEY)
+            .arg(self.key(AUDIT_KEY))
             .arg(json)
             .arg(AUDIT_CAP)
             .arg(AUDIT_DEDUP_WINDOW)
@@ -161,7 +161,7 @@ impl StateStore for RedisBus {
             return Ok(Vec::new());
         }
         let cmd = redis::cmd("LRANGE")
-            .arg(AUDIT_KEY)
+            .arg(self.key(AUDIT_KEY))
             .arg(0)
             .arg(limit.min(AUDIT_CAP) - 1)
             .clone();
