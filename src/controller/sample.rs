@@ -161,3 +161,38 @@ async fn publish_stats(
         .put_state(&ContainerStateKey::of(info, usage, now, node))
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::sampler::Usage;
+
+    #[test]
+    fn a_sample_is_worth_a_reconcile_only_when_a_usage_probe_could_fire() {
+        let usage = |cpu, memory| Usage {
+            cpu_percent: cpu,
+            memory_percent: memory,
+            memory_used_bytes: 0,
+            memory_limit_bytes: 1,
+        };
+        let g = |cpu_above, memory_above, leak| Governed {
+            keep: 60,
+            cpu_above,
+            memory_above,
+            leak,
+        };
+        // (policy, sample, worth a look, reads usage)
+        let cases = [
+            (g(None, None, false), usage(99.0, 99.0), false, false),
+            (g(Some(85.0), None, false), usage(85.0, 99.0), false, true),
+            (g(Some(85.0), None, false), usage(85.1, 0.0), true, true),
+            (g(None, Some(80.0), false), usage(99.0, 79.0), false, true),
+            (g(None, Some(80.0), false), usage(0.0, 80.5), true, true),
+            (g(None, None, true), usage(0.0, 0.0), true, true),
+        ];
+        for (i, (policy, sample, worth, reads)) in cases.into_iter().enumerate() {
+            assert_eq!(policy.worth_a_look(&sample), worth, "case {i}");
+            assert_eq!(policy.reads_usage(), reads, "case {i}");
+        }
+    }
+}

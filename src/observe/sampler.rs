@@ -583,4 +583,37 @@ mod tests {
         assert_eq!(r.memory_used_bytes, 35_000);
         assert_eq!(r.memory_limit_bytes, None);
     }
+
+    #[tokio::test]
+    async fn cgroup_files_are_located_once_and_again_when_they_move() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write(root.path(), "cgroup.controllers", "cpu memory\n");
+        let put = |dir: &Path, usec: u64| {
+            write(dir, "cpu.stat", &format!("usage_usec {usec}\n"));
+            write(dir, "memory.current", "10000\n");
+            write(dir, "memory.stat", "inactive_file 0\n");
+            write(dir, "memory.max", "max\n");
+        };
+        let cgroupfs = root.path().join("docker/aaa-id");
+        put(&cgroupfs, 1_000);
+        let engine = std::sync::Arc::new(crate::engine::fake::FakeEngine::default());
+        let mut sampler = Sampler::new(engine, Some(CgroupReader::new(root.path())));
+        let c = crate::engine::fake::running("aaa", &[]);
+        let h = host(2, GIB);
+        assert!(sampler.sample(std::slice::from_ref(&c), &h).await.is_empty());
+        let found = sampler.located.get("aaa-id").cloned().expect("located");
+        assert_eq!(found.cpu, cgroupfs.join("cpu.stat"));
+        put(&cgroupfs, 2_000);
+        assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
+
+        // Its cgroup moved (another driver layout): found again, not lost.
+        fs::remove_dir_all(&cgroupfs).unwrap();
+        let systemd = root.path().join("system.slice/docker-aaa-id.scope");
+        put(&systemd, 3_000);
+        assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
+        assert_eq!(sampler.located["aaa-id"].cpu, systemd.join("cpu.stat"));
+        // Stopped: forgotten.
+        assert!(sampler.sample(&[], &h).await.is_empty());
+        assert!(sampler.located.is_empty());
+    }
 }
