@@ -10,7 +10,7 @@
 //! the original system's defaults as the policy (exit, healthcheck, OOM, restart loop, CPU 85 %
 //! for 2 m, memory 80 % for 1 m, restart), governing every container of the run. Then, for
 //! each size, it adds busybox sleepers (FROM scratch, named `hs-scale-…`) up to that size,
-//! created 16 at a time, waits until the operator lists them all and two sampling passes went
+//! created 8 at a time, waits until the operator lists them all and two sampling passes went
 //! by, and measures over a window (default 60 s):
 //!
 //! - the operator's CPU time, `utime + stime` of `/proc/<pid>/stat`, as % of one core: time
@@ -120,7 +120,7 @@ async fn main() {
                     .await
                 }
             })
-            .buffer_unordered(16)
+            .buffer_unordered(8)
             .collect()
             .await;
         have += spawned.len();
@@ -197,10 +197,13 @@ async fn main() {
             load: format!("{load} → {}", loadavg()),
         };
         eprintln!(
-            "{size}: CPU {:.2} %, RSS {:.1} MiB, pass {:.1} ms",
+            "{size}: CPU {:.2} %, RSS {:.1} MiB, pass {:.1} ms, in-process cgroup pass {:.1} / {:.1} ms, stats API pass {:?}",
             row.cpu_percent,
             row.rss_avg_kib / 1024.0,
-            row.op_pass_ms
+            row.op_pass_ms,
+            ms(row.cgroup_pass.0),
+            ms(row.cgroup_pass.1),
+            row.api_pass.map(|(m, x, u)| (ms(m), ms(x), u))
         );
         rows.push(row);
     }

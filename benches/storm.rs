@@ -92,6 +92,14 @@ async fn main() {
     header(n);
     row("HemoStat", &hemostat);
 
+    if engine_wait().is_zero() {
+        println!(
+            "(each cell: p50 / p95 / p99 / max in ms; {} not back)",
+            hemostat.missing
+        );
+        machine::print_final_load();
+        return;
+    }
     // 2. The engine's own restart policy.
     let run = TestRun::named("hs-scale-");
     let trigger = trigger_dir(dir.path(), "engine");
@@ -136,7 +144,9 @@ fn engine_wait() -> Duration {
     Duration::from_secs(
         std::env::var("HEMOSTAT_BENCH_ENGINE_WAIT")
             .ok()
-            .map_or(600, |s| s.parse().expect("HEMOSTAT_BENCH_ENGINE_WAIT: seconds")),
+            .map_or(600, |s| {
+                s.parse().expect("HEMOSTAT_BENCH_ENGINE_WAIT: seconds")
+            }),
     )
 }
 
@@ -272,13 +282,15 @@ async fn measure_hemostat(
         if all_back && ids.iter().all(|id| complete.contains_key(id)) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the storm was not repaired within 300 s ({} of {} complete); log tail:\n{}",
-            complete.len(),
-            ids.len(),
-            tail(&op.log_text())
-        );
+        if Instant::now() >= deadline {
+            eprintln!(
+                "not every container was back and announced within 300 s ({} of {} complete); log tail:\n{}",
+                complete.len(),
+                ids.len(),
+                tail(&op.log_text())
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let alert = envelopes(op, "health_alert").await;
@@ -301,21 +313,32 @@ async fn measure_hemostat(
         .iter()
         .filter_map(|r| r["status"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(
+    eprintln!(
+        "HemoStat: {} of {} repairs succeeded",
         statuses.iter().filter(|s| *s == "success").count(),
-        ids.len(),
-        "every repair succeeded: {statuses:?}"
+        ids.len()
     );
     let mut m = Measured::default();
     let mut dies = Vec::new();
     for id in ids {
-        let (die, back) = die_and_back(events, id).expect("a die and a start");
+        let Some((die, back)) = die_and_back(events, id) else {
+            m.missing += 1;
+            continue;
+        };
         dies.push(die);
-        m.alert.push(since(alert[id], die));
-        m.needed.push(since(needed[id], die));
-        m.call.push(since(calls[id], die));
-        m.back.push(since(back.expect("back"), die));
-        m.complete.push(since(complete[id], die));
+        let push = |v: &mut Vec<Duration>, at: Option<&DateTime<Utc>>| {
+            if let Some(at) = at {
+                v.push(since(*at, die));
+            }
+        };
+        push(&mut m.alert, alert.get(id));
+        push(&mut m.needed, needed.get(id));
+        push(&mut m.call, calls.get(id));
+        push(&mut m.back, back.as_ref());
+        push(&mut m.complete, complete.get(id));
+        if back.is_none() {
+            m.missing += 1;
+        }
     }
     m.spread = spread(&dies);
     eprintln!(

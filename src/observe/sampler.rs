@@ -600,7 +600,12 @@ mod tests {
         let mut sampler = Sampler::new(engine, Some(CgroupReader::new(root.path())));
         let c = crate::engine::fake::running("aaa", &[]);
         let h = host(2, GIB);
-        assert!(sampler.sample(std::slice::from_ref(&c), &h).await.is_empty());
+        assert!(
+            sampler
+                .sample(std::slice::from_ref(&c), &h)
+                .await
+                .is_empty()
+        );
         let found = sampler.located.get("aaa-id").cloned().expect("located");
         assert_eq!(found.cpu, cgroupfs.join("cpu.stat"));
         put(&cgroupfs, 2_000);
