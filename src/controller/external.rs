@@ -525,7 +525,6 @@ async fn handle(
                 command: request.command.as_deref(),
             })
             .await;
-        ctx.observed.mark_changed(&request.info.id);
         info!(container = %request.info.name, status = response.status(), %decision_id, "external remediation request handled");
         // Look again soon: the container changed, or the gates may have something to say.
         ctx.queue.schedule_now(request.info.id.clone());

@@ -83,8 +83,6 @@ pub async fn reconcile_in(id: &str, ctx: &Context, slot: &mut Slot) -> Result<Ac
         .responder
         .respond_then(request(&problem, &observed), || slot.release())
         .await;
-    // What the action changed is inspected next time, whatever its events say or when.
-    ctx.observed.mark_changed(id);
     debug!(container = %seen.name, status = response.status(), "responded");
     if matches!(response, Response::GaveUp(_)) {
         ctx.metrics.note_breaker(&key, true);
@@ -94,19 +92,12 @@ pub async fn reconcile_in(id: &str, ctx: &Context, slot: &mut Slot) -> Result<Ac
     Ok(requeue_until(ctx, retry_at))
 }
 
-/// Returns the container's view, inspected afresh unless no event came since its last
-/// inspection (events only trigger; an inspection is the truth), `None` when it is gone or
-/// out of scope.
+/// Inspects the container afresh (events only trigger; the inspection is the truth) and
+/// returns its view, `None` when it is gone or out of scope.
 async fn refresh(ctx: &Context, id: &str) -> Result<Option<Observed>, Error> {
-    if let Some(o) = ctx.observed.get(id)
-        && o.is_current(Utc::now(), ctx.config.resync)
-    {
-        return Ok(Some(o));
-    }
-    let began = ctx.observed.inspection_begins();
     match ctx.docker.inspect(id).await {
         Ok(Some(info)) if ctx.config.in_scope(&info.labels) => {
-            ctx.observed.upsert_inspected(info, Utc::now(), began);
+            ctx.observed.upsert(info, Utc::now());
         }
         Ok(_) => ctx.observed.remove(id),
         Err(e) if e.is_not_found() => ctx.observed.remove(id),

@@ -22,14 +22,13 @@ fn event_in_scope(ctx: &Context, event: &ContainerEvent) -> bool {
 
 /// Lists every container into the store and schedules each for a reconcile.
 pub async fn relist(ctx: &Context) -> Result<usize, crate::engine::EngineError> {
-    let began = ctx.observed.inspection_begins();
     let list = ctx
         .docker
         .list_containers(ctx.config.label_filter.as_deref())
         .await?;
     let n = list.len();
     let ids: Vec<String> = list.iter().map(|c| c.id.clone()).collect();
-    let gone = ctx.observed.replace_all_inspected(list, Utc::now(), began);
+    let gone = ctx.observed.replace_all(list, Utc::now());
     for id in ids.into_iter().chain(gone) {
         ctx.queue.schedule_now(id);
     }

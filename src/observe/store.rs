@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -39,23 +38,6 @@ pub struct Observed {
     /// How the restarts already in `restarts` were accounted (events vs inspections).
     #[serde(skip)]
     tally: RestartTally,
-    /// The store's event count when the inspection in `info` began.
-    #[serde(skip)]
-    inspected_after: u64,
-    /// The store's event count at the last event (or action) about this container.
-    #[serde(skip)]
-    last_event: u64,
-}
-
-impl Observed {
-    /// Whether `info` is still the truth at `now`: no event (and no action of HemoStat's) came
-    /// since its inspection began, and it is at most `max_age` old. A reconcile then needs no
-    /// inspection of its own: the engine tells every change by an event, and the periodic
-    /// relist, which inspects every container, catches the events it dropped.
-    pub fn is_current(&self, now: DateTime<Utc>, max_age: std::time::Duration) -> bool {
-        self.last_event <= self.inspected_after
-            && chrono::Duration::from_std(max_age).is_ok_and(|age| now - self.seen_at <= age)
-    }
 }
 
 impl Observed {
@@ -76,8 +58,6 @@ impl Observed {
             oom_seen: false,
             seen_at: now,
             tally,
-            inspected_after: 0,
-            last_event: 0,
         }
     }
 }
@@ -202,31 +182,9 @@ fn logged_by(started_at: Option<DateTime<Utc>>, t: DateTime<Utc>) -> bool {
 pub struct ObservedStore {
     /// A std lock: held for map updates only, never across an await.
     containers: RwLock<HashMap<String, Observed>>,
-    /// Events (and actions) taken in so far: an inspection that began before the latest one
-    /// about a container does not make that container's view current.
-    events: AtomicU64,
 }
 
 impl ObservedStore {
-    /// The event count to give [`Self::upsert_inspected`] for an inspection beginning now.
-    pub fn inspection_begins(&self) -> u64 {
-        self.events.load(Ordering::SeqCst)
-    }
-
-    /// Marks the container's view as no longer current (HemoStat acted on it), as an event
-    /// would: its next reconcile inspects it.
-    pub fn mark_changed(&self, id: &str) {
-        let n = self.events.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(o) = self
-            .containers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(id)
-        {
-            o.last_event = n;
-        }
-    }
-
     /// A copy of one container's view.
     pub fn get(&self, id: &str) -> Option<Observed> {
         self.containers
@@ -285,27 +243,15 @@ impl ObservedStore {
 
     /// Takes in a fresh inspection, keeping the history.
     pub fn upsert(&self, info: ContainerInfo, now: DateTime<Utc>) {
-        self.upsert_inspected(info, now, self.inspection_begins());
-    }
-
-    /// [`Self::upsert`] of an inspection that began when the event count was `began`
-    /// ([`Self::inspection_begins`]).
-    pub fn upsert_inspected(&self, info: ContainerInfo, now: DateTime<Utc>, began: u64) {
         let mut map = self
             .containers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get_mut(&info.id) {
             None => {
-                let mut o = Observed::new(info, now);
-                o.inspected_after = began;
-                // Events since `began` were not stamped on it (it was not known yet): any of
-                // them may have been about it.
-                o.last_event = self.events.load(Ordering::SeqCst);
-                map.insert(o.info.id.clone(), o);
+                map.insert(info.id.clone(), Observed::new(info, now));
             }
             Some(o) => {
-                o.inspected_after = o.inspected_after.max(began);
                 // Restarts whose events never came (Docker's restart policy shows as a growing
                 // RestartCount, any start as a new StartedAt); each counted once.
                 let missed = o.tally.on_inspect(&info);
@@ -335,20 +281,9 @@ impl ObservedStore {
     /// Replaces the set of known containers with a full list: containers no longer listed are
     /// forgotten. Returns the ids that were forgotten.
     pub fn replace_all(&self, list: Vec<ContainerInfo>, now: DateTime<Utc>) -> Vec<String> {
-        self.replace_all_inspected(list, now, self.inspection_begins())
-    }
-
-    /// [`Self::replace_all`] of a list whose inspections began when the event count was
-    /// `began` ([`Self::inspection_begins`]).
-    pub fn replace_all_inspected(
-        &self,
-        list: Vec<ContainerInfo>,
-        now: DateTime<Utc>,
-        began: u64,
-    ) -> Vec<String> {
         let ids: std::collections::HashSet<String> = list.iter().map(|c| c.id.clone()).collect();
         for info in list {
-            self.upsert_inspected(info, now, began);
+            self.upsert(info, now);
         }
         let mut map = self
             .containers
@@ -380,11 +315,9 @@ impl ObservedStore {
             .containers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = self.events.fetch_add(1, Ordering::SeqCst) + 1;
         let Some(o) = map.get_mut(&event.container_id) else {
             return;
         };
-        o.last_event = n;
         let ours = acting.is_ours(&event.container_id);
         match &event.action {
             EventAction::Kill | EventAction::Stop if !ours => o.manual_stop = true,
@@ -759,44 +692,5 @@ mod tests {
         let gone = store.replace_all(vec![], Utc::now());
         assert_eq!(gone, vec!["c1".to_string()]);
         assert!(store.is_empty());
-    }
-
-    #[test]
-    fn a_view_is_current_until_an_event_or_action_comes_after_its_inspection_began() {
-        let minute = std::time::Duration::from_secs(60);
-        let now = Utc::now();
-        let acting = Acting::default();
-        let store = ObservedStore::default();
-        let current = |store: &ObservedStore, at| store.get("c1").unwrap().is_current(at, minute);
-
-        store.upsert(info(ContainerState::Running, None), now);
-        assert!(current(&store, now), "just inspected");
-        assert!(
-            !current(&store, now + chrono::Duration::seconds(61)),
-            "too old"
-        );
-
-        let began = store.inspection_begins();
-        store.apply_event(&event(EventAction::Die), &acting);
-        assert!(!current(&store, now), "an event came");
-        store.upsert_inspected(info(ContainerState::Running, None), now, began);
-        assert!(
-            !current(&store, now),
-            "an inspection begun before the event does not make it current"
-        );
-        store.upsert(info(ContainerState::Exited, Some(1)), now);
-        assert!(current(&store, now));
-
-        store.mark_changed("c1");
-        assert!(!current(&store, now), "HemoStat acted on it");
-
-        let fresh = ObservedStore::default();
-        let began = fresh.inspection_begins();
-        fresh.apply_event(&event(EventAction::Start), &acting);
-        fresh.replace_all_inspected(vec![info(ContainerState::Running, None)], now, began);
-        assert!(
-            !current(&fresh, now),
-            "an event before a new container was known may have been about it"
-        );
     }
 }
