@@ -26,6 +26,8 @@
 //! `--max-concurrent N` to the operator (default: the operator's own default, 8);
 //! `HEMOSTAT_BENCH_LOG=FILE` keeps the operator's debug log there.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/machine.rs"]
 mod machine;
 
@@ -35,13 +37,10 @@ mod operator;
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::query_parameters::EventsOptions;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use events::{Events, quantiles};
 use operator::{Operator, policy_dir, policy_for_run};
 use support::{ContainerSpec, TestRun};
 
@@ -50,19 +49,6 @@ const CRASH_ONCE: &str =
     "if [ -f /tmp/ran ]; then exec sleep 600; fi; touch /tmp/ran; sleep 1; exit 3";
 
 const POLICY: &str = "  probes:\n    exit: {nonZeroOnly: true}\n  remediation:\n    actions: [restart]\n    cooldown: 1h\n    maxActions: {count: 1000, per: 1h}\n    verifyWithin: 10s\n";
-
-/// One engine event as this bench saw it.
-#[derive(Clone)]
-struct Seen {
-    action: String,
-    /// The engine's `timeNano`.
-    at: DateTime<Utc>,
-    /// When this bench's subscription received it (same host, same clock).
-    received: DateTime<Utc>,
-}
-
-/// Engine events seen so far: container id → events in arrival order.
-type Events = Arc<Mutex<HashMap<String, Vec<Seen>>>>;
 
 #[derive(Clone, Copy)]
 struct Sample {
@@ -92,7 +78,7 @@ async fn main() {
         None => vec![],
     };
     let op = Operator::start(&policies, &run.label, &dir.path().join("state"), &extra).await;
-    let events = follow_events(&run.label).await;
+    let events = events::follow(&run.label).await;
     machine::print(&format!(
         "hemostat binary {} ({})",
         env!("CARGO_BIN_EXE_hemostat"),
@@ -184,46 +170,6 @@ fn batches_from_env() -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Follows the engine's `die` and `start` events of the run's containers in the background.
-async fn follow_events(run_label: &str) -> Events {
-    let docker = Docker::connect_with_defaults().expect("a Docker client");
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        ("label".to_string(), vec![run_label.to_string()]),
-        (
-            "event".to_string(),
-            vec!["die".to_string(), "start".to_string()],
-        ),
-    ]);
-    let mut stream = Box::pin(docker.events(Some(EventsOptions {
-        filters: Some(filters),
-        ..Default::default()
-    })));
-    let events: Events = Arc::default();
-    let sink = events.clone();
-    tokio::spawn(async move {
-        while let Some(event) = stream.next().await {
-            let event = event.expect("the engine's event stream failed");
-            let (Some(action), Some(nanos), Some(id)) = (
-                event.action,
-                event.time_nano,
-                event.actor.and_then(|a| a.id),
-            ) else {
-                continue;
-            };
-            let seen = Seen {
-                action,
-                at: DateTime::from_timestamp_nanos(nanos),
-                received: Utc::now(),
-            };
-            sink.lock().unwrap().entry(id).or_default().push(seen);
-        }
-    });
-    // The stream is live once the engine answered the request: give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    events
-}
-
 /// Waits until every container of the batch has been restarted and back, and measures each.
 async fn measure_batch(op: &Operator, events: &Events, ids: &[String]) -> Vec<Sample> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -276,21 +222,4 @@ async fn measure_batch(op: &Operator, events: &Events, ids: &[String]) -> Vec<Sa
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// `p50 / p95 / p99 / max` in milliseconds (nearest rank).
-fn quantiles(values: &[Duration]) -> String {
-    if values.is_empty() {
-        return "-".into();
-    }
-    let mut v = values.to_vec();
-    v.sort();
-    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    format!(
-        "{:.0} / {:.0} / {:.0} / {:.0}",
-        ms(rank(0.50)),
-        ms(rank(0.95)),
-        ms(rank(0.99)),
-        ms(*v.last().unwrap())
-    )
 }

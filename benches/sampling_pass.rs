@@ -11,8 +11,9 @@
 //! - `Sampler::sample` with the `CgroupReader` on this machine's `/sys/fs/cgroup`
 //!   (what `hemostat run` does by default);
 //! - `Sampler::sample` with the engine's one-shot stats API only
-//!   (`Sampler::new(docker, None)`), at the default concurrency (8, at most 3 passes),
-//!   at 50 (PASSES passes), and one container at a time (one pass: ~1 s per container);
+//!   (`Sampler::new(docker, None)`), at concurrency 8 (at most 3 passes), at 50 and at the
+//!   default (256; PASSES passes each), and one container at a time (one pass: ~1 s per
+//!   container);
 //! - `docker stats --no-stream <ids>` (wall time of the CLI);
 //! - the original Python system's method, one container's non-one-shot stats call
 //!   (`stream=false`, what docker-py's `container.stats(stream=False)` does: the engine
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::StatsOptionsBuilder;
 use futures::StreamExt;
 use hemostat::engine::ContainerEngine;
-use hemostat::observe::sampler::{CgroupReader, DEFAULT_CGROUP_ROOT, Sampler};
+use hemostat::observe::sampler::{CgroupReader, DEFAULT_CGROUP_ROOT, DEFAULT_CONCURRENCY, Sampler};
 use support::{ContainerSpec, TestRun};
 
 const BUSY: usize = 3;
@@ -115,13 +116,18 @@ async fn main() {
     // One pass one-at-a-time takes about N seconds (see docs/BENCHMARKS.md): run it once.
     for (label, concurrency, api_passes) in [
         (
-            "Sampler::sample, stats API only, concurrency 8 (default)",
+            "Sampler::sample, stats API only, concurrency 8",
             8,
             passes.min(3),
         ),
         (
             "Sampler::sample, stats API only, concurrency 50",
             50,
+            passes,
+        ),
+        (
+            "Sampler::sample, stats API only, default concurrency (256)",
+            DEFAULT_CONCURRENCY,
             passes,
         ),
         ("Sampler::sample, stats API only, one at a time", 1, 1),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::bus::memory::MemorySink;
 use crate::bus::{Envelope, EventSink};
-use crate::controller::queue::WorkQueue;
+use crate::controller::queue::{WorkQueue, WorkReceiver};
 use crate::controller::{Context, ControllerConfig};
 use crate::engine::fake::FakeEngine;
 use crate::observe::acting::Acting;
@@ -19,6 +19,9 @@ use crate::store::memory::MemoryStore;
 /// The node name every fixture uses.
 pub const NODE: &str = "node-a";
 
+/// Repairs at once in a fixture (its reconciles decide 4 at once).
+pub const REPAIRS: usize = 4;
+
 /// A context and the fakes behind it.
 pub struct TestContext {
     /// The context, as the loop gets it.
@@ -29,6 +32,9 @@ pub struct TestContext {
     pub store: Arc<MemoryStore>,
     /// The sink.
     pub sink: Arc<MemorySink>,
+    /// The work queue's receiving side, for a test that runs the loop itself
+    /// ([`crate::controller::driver::reconcile_all`]).
+    pub receiver: Option<WorkReceiver<String>>,
 }
 
 /// A policy named `name` selecting `role=target`, with `spec_body` (YAML indented 2 under `spec:`).
@@ -68,7 +74,7 @@ impl TestContext {
         let sink = Arc::new(MemorySink::default());
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let acting = Arc::new(Acting::default());
-        let (queue, _receiver) = WorkQueue::new();
+        let (queue, receiver) = WorkQueue::new();
         let ctx = Arc::new(Context {
             docker: engine.clone(),
             store: store.clone(),
@@ -87,6 +93,7 @@ impl TestContext {
                 global_dry_run: dry_run,
                 metrics: metrics.clone(),
                 action_started: Default::default(),
+                repairs: tokio::sync::Semaphore::new(REPAIRS),
             },
             acting,
             queue,
@@ -108,6 +115,7 @@ impl TestContext {
             engine,
             store,
             sink,
+            receiver: Some(receiver),
         }
     }
 

@@ -47,8 +47,10 @@ pub struct Config {
     pub sample_interval: Duration,
     /// Operator-wide dry run.
     pub dry_run: bool,
-    /// Reconciles running at once.
+    /// Reconciles deciding at once.
     pub max_concurrent: usize,
+    /// Repairs (engine call and verification) running at once.
+    pub max_concurrent_repairs: usize,
     /// Only containers with this label are observed.
     pub label_filter: Option<String>,
     /// Where the host's cgroup files are.
@@ -342,6 +344,7 @@ fn context(
         global_dry_run: config.dry_run,
         metrics: metrics.clone(),
         action_started: Default::default(),
+        repairs: tokio::sync::Semaphore::new(config.max_concurrent_repairs),
     };
     let ctx = Arc::new(Context {
         docker,

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// it is verified).
     #[arg(long, env = "HEMOSTAT_MAX_CONCURRENT", default_value_t = 32)]
     pub max_concurrent: usize,
+    /// Repairs running at once (an engine call and its verification, at least 1). A decision
+    /// is announced and gated at once; only its repair waits for one of these places.
+    #[arg(long, env = "HEMOSTAT_MAX_CONCURRENT_REPAIRS", default_value_t = crate::respond::responder::DEFAULT_MAX_REPAIRS)]
+    pub max_concurrent_repairs: usize,
     /// Observe only containers with this label (key or key=value).
     #[arg(long, env = "HEMOSTAT_LABEL_FILTER")]
     pub label_filter: Option<String>,
@@ -325,6 +329,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         node_name: node,
         dry_run,
         max_concurrent,
+        max_concurrent_repairs,
         label_filter,
         cgroup_root,
         redis,
@@ -360,6 +365,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let redis = redis_secrets_from_files(redis)?;
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
+    }
+    if max_concurrent_repairs == 0 {
+        bail!("--max-concurrent-repairs 0 would never repair anything: give at least 1");
     }
     if resync_interval.get() < Duration::from_secs(1) {
         bail!("--resync-interval {resync_interval} is too short: the minimum is 1s");
@@ -397,6 +405,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         sample_interval: sample_interval.get(),
         dry_run,
         max_concurrent,
+        max_concurrent_repairs,
         label_filter,
         cgroup_root,
         redis,

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::queue::{WorkReceiver, run};
-use super::{Action, Context, error_policy, reconcile};
+use super::queue::{WorkReceiver, run_with_slots};
+use super::reconcile::reconcile_in;
+use super::{Action, Context, error_policy};
 use crate::engine::HostInfo;
 use crate::observe::sampler::CgroupReader;
 
@@ -25,15 +26,28 @@ pub async fn run_controller(
         super::sample::run_sampler(ctx.clone(), host, cgroups, shutdown.clone())
             .instrument(tracing::info_span!("sampler")),
     );
+    reconcile_all(ctx, receiver, shutdown).await;
+    let _ = watcher.await;
+    let _ = sampler.await;
+}
+
+/// Drains the work queue: reconciles each container as it comes due, at most
+/// `max_concurrent` deciding at once (a repair gives its place back once gated, see
+/// [`reconcile_in`]), and requeues it as the reconcile says. Returns after `shutdown`, once
+/// every run in flight has ended.
+pub async fn reconcile_all(
+    ctx: Arc<Context>,
+    receiver: WorkReceiver<String>,
+    shutdown: CancellationToken,
+) {
     let max = ctx.config.max_concurrent;
-    let work_ctx = ctx.clone();
-    run(receiver, max, shutdown.clone(), move |id: String| {
-        let ctx = work_ctx.clone();
+    run_with_slots(receiver, max, shutdown, move |id: String, mut slot| {
+        let ctx = ctx.clone();
         let span = tracing::info_span!("reconcile", container_id = %short(&id));
         async move {
             let _timer = ctx.metrics.reconcile_timer();
             let _running = ctx.metrics.running();
-            let outcome = guarded(&id, &ctx.metrics, reconcile(&id, &ctx)).await;
+            let outcome = guarded(&id, &ctx.metrics, reconcile_in(&id, &ctx, &mut slot)).await;
             let action = match outcome {
                 Err(retry) => retry,
                 Ok(Ok(action)) => {
@@ -69,8 +83,6 @@ pub async fn run_controller(
         .instrument(span)
     })
     .await;
-    let _ = watcher.await;
-    let _ = sampler.await;
 }
 
 /// How long a container whose reconcile panicked waits before the next try.

@@ -8,6 +8,11 @@
 //! - [`run`] pops due keys and runs the work for each with at most `max_concurrent` in flight,
 //!   and never two runs of one key at once. A key that comes due while its previous run is still
 //!   going waits, and runs once more when that run ends, however often it was scheduled meanwhile.
+//! - [`run_with_slots`] is the same, except that a run may give its concurrency [`Slot`] back
+//!   before it ends ([`Slot::release`]): it keeps its key (no second run of it starts) but no
+//!   longer counts against `max_concurrent`. The reconcile loop does this once a decision is
+//!   made, gated and announced, so that a repair waiting on the engine never delays the
+//!   decisions about other containers.
 //!
 //! ```ignore
 //! let (queue, rx) = WorkQueue::new();
@@ -33,6 +38,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
@@ -58,7 +64,7 @@ struct Shared<K> {
 }
 
 /// Where a queued (not yet started) key stands.
-enum Slot {
+enum Waiting {
     /// Waiting in the timer wheel for `at`.
     Delayed {
         timer: delay_queue::Key,
@@ -70,8 +76,8 @@ enum Slot {
 
 struct State<K> {
     /// Every queued key, exactly once: this is what de-duplicates.
-    slots: HashMap<K, Slot>,
-    /// Timers for the `Slot::Delayed` keys. It wakes the runner itself when an entry is
+    slots: HashMap<K, Waiting>,
+    /// Timers for the `Waiting::Delayed` keys. It wakes the runner itself when an entry is
     /// inserted or moved earlier, so `schedule` needs no waker of its own.
     timers: DelayQueue<K>,
     /// Due keys that may start now, oldest first.
@@ -130,8 +136,8 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         let state = &mut *guard;
         match state.slots.entry(key) {
             Entry::Occupied(mut slot) => match slot.get_mut() {
-                Slot::Due => {}
-                Slot::Delayed { timer, at: current } => {
+                Waiting::Due => {}
+                Waiting::Delayed { timer, at: current } => {
                     if at < *current {
                         state.timers.reset_at(timer, at);
                         *current = at;
@@ -140,7 +146,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             },
             Entry::Vacant(slot) => {
                 let timer = state.timers.insert_at(slot.key().clone(), at);
-                slot.insert(Slot::Delayed { timer, at });
+                slot.insert(Waiting::Delayed { timer, at });
             }
         }
     }
@@ -181,7 +187,7 @@ impl<K: Clone + Eq + Hash> Shared<K> {
         // Pending or Ready(None), which registered `cx`'s waker with the timers.
         while let Poll::Ready(Some(expired)) = state.timers.poll_expired(cx) {
             let key = expired.into_inner();
-            state.slots.insert(key.clone(), Slot::Due);
+            state.slots.insert(key.clone(), Waiting::Due);
             if !state.running.contains(&key) {
                 state.ready.push_back(key);
             }
@@ -201,9 +207,32 @@ impl<K: Clone + Eq + Hash> Shared<K> {
     fn finish(&self, key: K) {
         let mut state = self.lock();
         state.running.remove(&key);
-        if matches!(state.slots.get(&key), Some(Slot::Due)) {
+        if matches!(state.slots.get(&key), Some(Waiting::Due)) {
             state.ready.push_back(key);
         }
+    }
+}
+
+/// One of the `max_concurrent` places of [`run_with_slots`], held by a run until it ends or
+/// calls [`Slot::release`].
+#[derive(Debug, Default)]
+pub struct Slot(Option<OwnedSemaphorePermit>);
+
+impl Slot {
+    /// A slot of no runner (for calling work directly, as tests do): releasing it does nothing.
+    pub fn unbounded() -> Self {
+        Self(None)
+    }
+
+    /// Gives the place back: the runner may start another key now, while this run goes on
+    /// (still holding its own key). Releasing twice is the same as once.
+    pub fn release(&mut self) {
+        self.0.take();
+    }
+
+    /// Whether this run still counts against the runner's `max_concurrent`.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
     }
 }
 
@@ -223,16 +252,45 @@ pub async fn run<K, F, Fut>(
     F: Fn(K) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let cap = max_concurrent.max(1);
+    run_with_slots(queue, max_concurrent, shutdown, move |key, slot| {
+        let work = work(key);
+        async move {
+            let _held_to_the_end = slot;
+            work.await;
+        }
+    })
+    .await;
+}
+
+/// [`run`], where each run is handed its [`Slot`]: at most `max_concurrent` runs hold one, and
+/// a run that releases it early goes on beside them (still the only run of its key).
+///
+/// On shutdown this waits for every run, released or not.
+pub async fn run_with_slots<K, F, Fut>(
+    queue: WorkReceiver<K>,
+    max_concurrent: usize,
+    shutdown: CancellationToken,
+    work: F,
+) where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    F: Fn(K, Slot) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let shared = queue.shared;
     let mut in_flight = FuturesUnordered::new();
+    // A place taken before a key is due, so a key starts the moment it is.
+    let mut spare: Option<OwnedSemaphorePermit> = None;
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             Some(key) = in_flight.next(), if !in_flight.is_empty() => shared.finish(key),
-            key = poll_fn(|cx| shared.poll_pop(cx)), if in_flight.len() < cap => {
-                let task = tokio::spawn(work(key.clone()).in_current_span());
+            permit = Arc::clone(&slots).acquire_owned(), if spare.is_none() => {
+                spare = Some(permit.expect("the runner never closes its semaphore"));
+            }
+            key = poll_fn(|cx| shared.poll_pop(cx)), if spare.is_some() => {
+                let task = tokio::spawn(work(key.clone(), Slot(spare.take())).in_current_span());
                 in_flight.push(async move {
                     if let Err(error) = task.await {
                         tracing::error!(%error, "queued work failed");
@@ -468,5 +526,40 @@ mod tests {
             assert_eq!(runs[key].load(SeqCst), RUNS, "key {key}");
         }
         assert_eq!((queue.in_flight(), queue.len()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_releases_its_slot_lets_other_keys_start_but_keeps_its_own() {
+        let (queue, rx) = WorkQueue::new();
+        let started = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&started);
+        tokio::spawn(run_with_slots(
+            rx,
+            1,
+            CancellationToken::new(),
+            move |_key: usize, mut slot: Slot| {
+                let s = Arc::clone(&s);
+                async move {
+                    s.fetch_add(1, SeqCst);
+                    sleep(Duration::from_secs(1)).await;
+                    assert!(slot.is_held());
+                    slot.release();
+                    assert!(!slot.is_held());
+                    sleep(Duration::from_secs(10)).await;
+                }
+            },
+        ));
+        for key in 0..5 {
+            queue.schedule_now(key);
+        }
+        sleep(Duration::from_millis(4_500)).await;
+        assert_eq!(started.load(SeqCst), 5, "one at a time, each for 1 s");
+        assert_eq!(queue.in_flight(), 5, "released runs go on");
+
+        queue.schedule_now(0);
+        sleep(Duration::from_secs(5)).await;
+        assert_eq!(started.load(SeqCst), 5, "key 0 waits for its own run");
+        sleep(Duration::from_secs(10)).await;
+        assert_eq!(started.load(SeqCst), 6);
     }
 }

@@ -6,6 +6,7 @@ use chrono::Utc;
 use tracing::{debug, info};
 
 use super::announce::{self, Problem, Signature, Turn, remember};
+use super::queue::Slot;
 use super::{Action, Context, Error};
 use crate::analyze::{Decision, Observation, analyze};
 use crate::engine::ContainerInfo;
@@ -18,8 +19,15 @@ use crate::respond::{Request, Response};
 
 /// Reconciles one container: computes everything again from what is observed now
 /// (level-triggered), announces a problem once, and asks the responder to act when the
-/// analyzer says so. Returns when to look again.
+/// analyzer says so. Returns when to look again, once any repair is over.
 pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
+    reconcile_in(id, ctx, &mut Slot::unbounded()).await
+}
+
+/// [`reconcile`] in the loop: `slot` is released as soon as the decision is made, gated and
+/// announced, so the repair (the engine call and its verification, in one of the responder's
+/// repair places) never holds up decisions about other containers.
+pub async fn reconcile_in(id: &str, ctx: &Context, slot: &mut Slot) -> Result<Action, Error> {
     let Some(observed) = refresh(ctx, id).await? else {
         forget(ctx, id);
         return Ok(Action::AwaitChange);
@@ -80,7 +88,10 @@ pub async fn reconcile(id: &str, ctx: &Context) -> Result<Action, Error> {
     };
     announce::needed(ctx, &problem).await;
     info!(container = %seen.name, %action, reason = %decision.reason, "remediation needed");
-    let response = ctx.responder.respond(request(&problem, &observed)).await;
+    let response = ctx
+        .responder
+        .respond_then(request(&problem, &observed), || slot.release())
+        .await;
     debug!(container = %seen.name, status = response.status(), "responded");
     if matches!(response, Response::GaveUp(_)) {
         ctx.metrics.note_breaker(&key, true);

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use tokio_util::sync::CancellationToken;
+
+use super::driver::reconcile_all;
 use super::{Action, reconcile};
 use crate::bus::EventType;
 use crate::engine::fake::{Call, Script, exited, running};
 use crate::engine::{ContainerInfo, HealthStatus};
-use crate::fixtures::{NODE, TestContext, policy};
+use crate::fixtures::{NODE, REPAIRS, TestContext, policy};
 use crate::model::safety::{lock_key, safety_key};
 use crate::store::StateStore;
 
@@ -366,4 +369,138 @@ async fn an_action_a_dead_process_left_pending_is_audited_interrupted_once_its_l
         again.iter().filter(|r| r.status == "interrupted").count(),
         1
     );
+}
+
+/// `n` containers `c0`… that crashed just now, each restart taking `restart_takes`.
+fn storm(spec: &str, n: usize, restart_takes: Duration) -> (TestContext, Vec<String>) {
+    let t = TestContext::new(vec![policy("p", spec)]);
+    let ids = (0..n)
+        .map(|i| {
+            let info = exited(running(&format!("c{i}"), &[("role", "target")]), 1);
+            t.engine.script(
+                &info.id,
+                Script {
+                    restart_takes: Some(restart_takes),
+                    ..Script::default()
+                },
+            );
+            let id = info.id.clone();
+            t.engine.put(info);
+            id
+        })
+        .collect();
+    (t, ids)
+}
+
+/// Runs the loop over `t` with every id scheduled now; cancel the token to stop it.
+fn run_loop(
+    t: &mut TestContext,
+    ids: &[String],
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let shutdown = CancellationToken::new();
+    let receiver = t.receiver.take().expect("the fixture's receiver");
+    let runner = tokio::spawn(reconcile_all(t.ctx.clone(), receiver, shutdown.clone()));
+    for id in ids {
+        t.ctx.queue.schedule_now(id.clone());
+    }
+    (shutdown, runner)
+}
+
+fn count(envelopes: &[crate::bus::Envelope], kind: EventType) -> usize {
+    envelopes.iter().filter(|e| e.kind() == Some(kind)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_crashes_is_decided_gated_and_announced_before_any_repair_completes() {
+    const N: usize = 200;
+    let (mut t, ids) = storm(CRASH, N, Duration::from_secs(2));
+    let (shutdown, runner) = run_loop(&mut t, &ids);
+
+    // The loop decides 4 at once and each restart takes 2 s: if decisions waited behind
+    // repairs, the last would come about 50 × 3 s later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = t.envelopes().await;
+    assert_eq!(count(&seen, EventType::HealthAlert), N);
+    assert_eq!(count(&seen, EventType::RemediationNeeded), N);
+    assert_eq!(count(&seen, EventType::RemediationComplete), 0);
+    for i in 0..N {
+        let state = t
+            .store
+            .safety(&safety_key(NODE, &format!("c{i}")))
+            .await
+            .unwrap();
+        assert_eq!(state.actions.len(), 1, "c{i} is gated and on the record");
+    }
+    assert!(
+        t.ctx.acting.is_ours(&ids[N - 1]),
+        "the last one's claim is held while it waits for a repair place"
+    );
+    assert_eq!(t.engine.max_restarts_at_once(), REPAIRS);
+
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let seen = t.envelopes().await;
+    let first_complete = seen
+        .iter()
+        .position(|e| e.kind() == Some(EventType::RemediationComplete))
+        .expect("repairs completed");
+    let last_needed = seen
+        .iter()
+        .rposition(|e| e.kind() == Some(EventType::RemediationNeeded))
+        .unwrap();
+    assert!(
+        last_needed < first_complete,
+        "every decision before any outcome"
+    );
+    assert_eq!(completes(&t).await, vec![status("success", None); N]);
+    assert_eq!(t.engine.calls().len(), N, "one restart each");
+    assert_eq!(
+        t.engine.max_restarts_at_once(),
+        REPAIRS,
+        "the repair places bound the engine calls"
+    );
+    shutdown.cancel();
+    runner.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_storm_the_gates_refuse_at_once_and_only_the_allowed_repairs_wait() {
+    const N: usize = 60;
+    let spec = format!("{CRASH}    fleetBudget: {{maxActions: 10, per: 1h}}\n");
+    let (mut t, ids) = storm(&spec, N, Duration::from_secs(5));
+    let (shutdown, runner) = run_loop(&mut t, &ids);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = completes(&t).await;
+    assert_eq!(refused.len(), N - 10, "the refusals are announced at once");
+    assert!(
+        refused
+            .iter()
+            .all(|r| *r == status("rejected", Some("fleet_budget"))),
+        "{refused:?}"
+    );
+    assert_eq!(count(&t.envelopes().await, EventType::RemediationNeeded), N);
+
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let all = completes(&t).await;
+    assert_eq!(all.iter().filter(|r| r.0 == "success").count(), 10);
+    assert_eq!(t.engine.calls().len(), 10);
+    shutdown.cancel();
+    runner.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_during_its_own_repair_is_looked_at_after_the_repair_not_beside_it() {
+    let (mut t, ids) = storm(CRASH, 1, Duration::from_secs(3));
+    let (shutdown, runner) = run_loop(&mut t, &ids);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Events about it while it is being repaired: the key is still its repair's.
+    for _ in 0..5 {
+        t.ctx.queue.schedule_now(ids[0].clone());
+    }
+    assert_eq!(t.ctx.queue.in_flight(), 1);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(t.engine.calls(), [Call::Restart(ids[0].clone())]);
+    assert_eq!(completes(&t).await, [status("success", None)]);
+    shutdown.cancel();
+    runner.await.unwrap();
 }

@@ -42,6 +42,8 @@ pub struct Script {
     pub fail_actions: bool,
     /// What an `exec` returns (default: exit 0, no output).
     pub exec: Option<ExecOutcome>,
+    /// How long `restart` takes before it answers (the tokio clock: pausable in tests).
+    pub restart_takes: Option<Duration>,
 }
 
 /// The fake engine.
@@ -53,6 +55,8 @@ pub struct FakeEngine {
     calls: Mutex<Vec<Call>>,
     events: broadcast::Sender<ContainerEvent>,
     diagnostics: Mutex<HashMap<String, Diagnostics>>,
+    /// Restarts answering now, and the most there ever were at once.
+    restarts_in_flight: Mutex<(usize, usize)>,
 }
 
 impl Default for FakeEngine {
@@ -64,6 +68,7 @@ impl Default for FakeEngine {
             calls: Mutex::default(),
             events: broadcast::channel(1024).0,
             diagnostics: Mutex::default(),
+            restarts_in_flight: Mutex::default(),
         }
     }
 }
@@ -154,6 +159,11 @@ impl FakeEngine {
     /// Emits an event to every open `events()` stream.
     pub fn emit(&self, event: ContainerEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// The most `restart` calls that were in flight at once (see [`Script::restart_takes`]).
+    pub fn max_restarts_at_once(&self) -> usize {
+        self.restarts_in_flight.lock().expect("fake lock").1
     }
 
     /// Every action call so far, in order.
@@ -261,6 +271,15 @@ impl ContainerEngine for FakeEngine {
 
     async fn restart(&self, id: &str, _stop_timeout: Duration) -> Result<()> {
         let script = self.act("restart", Call::Restart(id.to_owned()), id)?;
+        {
+            let mut n = self.restarts_in_flight.lock().expect("fake lock");
+            n.0 += 1;
+            n.1 = n.1.max(n.0);
+        }
+        if let Some(takes) = script.restart_takes {
+            tokio::time::sleep(takes).await;
+        }
+        self.restarts_in_flight.lock().expect("fake lock").0 -= 1;
         self.come_back(id, &script);
         Ok(())
     }

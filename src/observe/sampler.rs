@@ -52,6 +52,8 @@ const UNLIMITED_MEMORY: u64 = 1 << 62;
 #[derive(Clone, Debug)]
 pub struct CgroupReader {
     root: PathBuf,
+    /// Whether `root` is a v2 (unified) hierarchy, found out on the first read.
+    unified: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl Default for CgroupReader {
@@ -60,10 +62,28 @@ impl Default for CgroupReader {
     }
 }
 
+/// Where one container's counters are: found once ([`CgroupReader::locate`]), then read every
+/// pass without searching again ([`CgroupReader::read_at`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupFiles {
+    /// `cpu.stat` (v2, `usage_usec`) or `cpuacct.usage` (v1, ns).
+    cpu: PathBuf,
+    /// `memory.current` or `memory.usage_in_bytes`.
+    memory: PathBuf,
+    /// `memory.stat`.
+    memory_stat: PathBuf,
+    /// `memory.max` or `memory.limit_in_bytes`.
+    memory_limit: PathBuf,
+    unified: bool,
+}
+
 impl CgroupReader {
     /// A reader of the hierarchy mounted at `root` (e.g. `/host/sys/fs/cgroup`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        CgroupReader { root: root.into() }
+        CgroupReader {
+            root: root.into(),
+            unified: Default::default(),
+        }
     }
 
     /// The root this reader looks under.
@@ -73,59 +93,66 @@ impl CgroupReader {
 
     /// The container's counters, or `None` when its cgroup files are not visible here.
     pub fn read(&self, container_id: &str) -> Option<ResourceReading> {
-        if self.root.join("cgroup.controllers").exists() {
-            self.read_v2(container_id)
+        self.read_at(&self.locate(container_id)?)
+    }
+
+    /// Finds the container's cgroup files, `None` when they are not visible here.
+    pub fn locate(&self, id: &str) -> Option<CgroupFiles> {
+        let unified = *self
+            .unified
+            .get_or_init(|| self.root.join("cgroup.controllers").exists());
+        if unified {
+            let dir = Self::layouts(id)
+                .into_iter()
+                .map(|l| self.root.join(l))
+                .find(|d| d.join("cpu.stat").is_file())?;
+            Some(CgroupFiles {
+                cpu: dir.join("cpu.stat"),
+                memory: dir.join("memory.current"),
+                memory_stat: dir.join("memory.stat"),
+                memory_limit: dir.join("memory.max"),
+                unified,
+            })
         } else {
-            self.read_v1(container_id)
+            let find = |controllers: &[&str], file: &str| {
+                controllers.iter().find_map(|c| {
+                    Self::layouts(id)
+                        .into_iter()
+                        .map(|l| self.root.join(c).join(l))
+                        .find(|d| d.join(file).is_file())
+                })
+            };
+            let cpu_dir = find(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?;
+            let mem_dir = find(&["memory"], "memory.usage_in_bytes")?;
+            Some(CgroupFiles {
+                cpu: cpu_dir.join("cpuacct.usage"),
+                memory: mem_dir.join("memory.usage_in_bytes"),
+                memory_stat: mem_dir.join("memory.stat"),
+                memory_limit: mem_dir.join("memory.limit_in_bytes"),
+                unified,
+            })
         }
     }
 
-    /// Container directories relative to one hierarchy: cgroupfs, then systemd driver.
-    fn layouts(id: &str) -> [PathBuf; 2] {
-        [
-            PathBuf::from("docker").join(id),
-            PathBuf::from("system.slice").join(format!("docker-{id}.scope")),
-        ]
-    }
-
-    fn read_v2(&self, id: &str) -> Option<ResourceReading> {
-        let dir = Self::layouts(id)
-            .into_iter()
-            .map(|l| self.root.join(l))
-            .find(|d| d.join("cpu.stat").is_file())?;
+    /// Reads the counters from files found by [`Self::locate`]; `None` when they are gone
+    /// (the container stopped, or its cgroup was recreated elsewhere).
+    pub fn read_at(&self, files: &CgroupFiles) -> Option<ResourceReading> {
         let at = Instant::now();
-        let cpu_total_ns = parse_v2_cpu_usage_ns(&fs::read_to_string(dir.join("cpu.stat")).ok()?)?;
-        let current = parse_u64(&fs::read_to_string(dir.join("memory.current")).ok()?)?;
-        let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-        let cache = stat_value(&stat, "inactive_file").unwrap_or(0);
-        let limit = fs::read_to_string(dir.join("memory.max"))
-            .ok()
-            .and_then(|s| parse_limit(&s));
-        Some(ResourceReading {
-            at,
-            cpu_total_ns,
-            memory_used_bytes: current.saturating_sub(cache.min(current)),
-            memory_limit_bytes: limit,
-        })
-    }
-
-    fn read_v1(&self, id: &str) -> Option<ResourceReading> {
-        let find = |controllers: &[&str], file: &str| {
-            controllers.iter().find_map(|c| {
-                Self::layouts(id)
-                    .into_iter()
-                    .map(|l| self.root.join(c).join(l))
-                    .find(|d| d.join(file).is_file())
-            })
+        let cpu = fs::read_to_string(&files.cpu).ok()?;
+        let cpu_total_ns = if files.unified {
+            parse_v2_cpu_usage_ns(&cpu)?
+        } else {
+            parse_u64(&cpu)?
         };
-        let cpu_dir = find(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?;
-        let mem_dir = find(&["memory"], "memory.usage_in_bytes")?;
-        let at = Instant::now();
-        let cpu_total_ns = parse_u64(&fs::read_to_string(cpu_dir.join("cpuacct.usage")).ok()?)?;
-        let usage = parse_u64(&fs::read_to_string(mem_dir.join("memory.usage_in_bytes")).ok()?)?;
-        let stat = fs::read_to_string(mem_dir.join("memory.stat")).unwrap_or_default();
-        let cache = stat_value(&stat, "total_inactive_file").unwrap_or(0);
-        let limit = fs::read_to_string(mem_dir.join("memory.limit_in_bytes"))
+        let usage = parse_u64(&fs::read_to_string(&files.memory).ok()?)?;
+        let stat = fs::read_to_string(&files.memory_stat).unwrap_or_default();
+        let inactive = if files.unified {
+            "inactive_file"
+        } else {
+            "total_inactive_file"
+        };
+        let cache = stat_value(&stat, inactive).unwrap_or(0);
+        let limit = fs::read_to_string(&files.memory_limit)
             .ok()
             .and_then(|s| parse_limit(&s));
         Some(ResourceReading {
@@ -134,6 +161,14 @@ impl CgroupReader {
             memory_used_bytes: usage.saturating_sub(cache.min(usage)),
             memory_limit_bytes: limit,
         })
+    }
+
+    /// Container directories relative to one hierarchy: cgroupfs, then systemd driver.
+    fn layouts(id: &str) -> [PathBuf; 2] {
+        [
+            PathBuf::from("docker").join(id),
+            PathBuf::from("system.slice").join(format!("docker-{id}.scope")),
+        ]
     }
 }
 
@@ -162,8 +197,11 @@ fn parse_limit(s: &str) -> Option<u64> {
     }
 }
 
-/// How many containers are read at once when the engine's stats API is used.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// How many containers are read at once when the engine's stats API is used. Each one-shot
+/// call mostly waits for the engine's stats collector (about a second), so a pass takes about
+/// ⌈containers / this⌉ seconds: 256 keeps a pass over a few hundred containers near one tick,
+/// with a bounded number of connections to the engine.
+pub const DEFAULT_CONCURRENCY: usize = 256;
 
 /// Samples many containers per pass and turns consecutive readings into [`Usage`].
 ///
@@ -175,6 +213,8 @@ pub struct Sampler<D> {
     cgroups: Option<CgroupReader>,
     concurrency: usize,
     previous: HashMap<String, ResourceReading>,
+    /// Where each container's cgroup files were found, so a pass does not search again.
+    located: HashMap<String, CgroupFiles>,
 }
 
 impl<D: ContainerEngine> Sampler<D> {
@@ -185,6 +225,7 @@ impl<D: ContainerEngine> Sampler<D> {
             cgroups,
             concurrency: DEFAULT_CONCURRENCY,
             previous: HashMap::new(),
+            located: HashMap::new(),
         }
     }
 
@@ -204,16 +245,33 @@ impl<D: ContainerEngine> Sampler<D> {
 
     /// A named future (not a closure's async block) so the stream above stays `Send` for any
     /// lifetime, which `tokio::spawn` of a sampling task requires.
-    async fn read_for(
-        &self,
-        container: ContainerInfo,
-    ) -> (ContainerInfo, crate::engine::Result<ResourceReading>) {
-        let reading = self.read(&container.id).await;
-        (container, reading)
+    async fn read_for(&self, id: String) -> (String, crate::engine::Result<ResourceReading>) {
+        let reading = self.docker.read_resources(&id).await;
+        (id, reading)
     }
 
-    /// Reads every running container of `containers` concurrently and returns the usage of
-    /// each one that also had a reading in the previous pass, sorted by id.
+    /// The cgroup reading of `id` from where its files were found last pass, or found now.
+    fn read_cgroup(
+        &self,
+        cgroups: &CgroupReader,
+        id: &str,
+        located: &mut HashMap<String, CgroupFiles>,
+    ) -> Option<ResourceReading> {
+        if let Some(files) = self.located.get(id)
+            && let Some(reading) = cgroups.read_at(files)
+        {
+            located.insert(id.to_owned(), files.clone());
+            return Some(reading);
+        }
+        let files = cgroups.locate(id)?;
+        let reading = cgroups.read_at(&files)?;
+        located.insert(id.to_owned(), files);
+        Some(reading)
+    }
+
+    /// Reads every running container of `containers` (cgroup files first, the engine's stats
+    /// API concurrently for the rest) and returns the usage of each one that also had a
+    /// reading in the previous pass, sorted by id.
     pub async fn sample(
         &mut self,
         containers: &[ContainerInfo],
@@ -223,30 +281,51 @@ impl<D: ContainerEngine> Sampler<D> {
             .iter()
             .filter(|c| c.state == ContainerState::Running)
             .collect();
-        let readings: Vec<(ContainerInfo, _)> = stream::iter(running.into_iter().cloned())
-            .map(|c| self.read_for(c))
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let mut located = HashMap::with_capacity(running.len());
+        let mut readings: Vec<(String, crate::engine::Result<ResourceReading>)> =
+            Vec::with_capacity(running.len());
+        let mut from_api: Vec<String> = Vec::new();
+        for c in running {
+            let reading = self
+                .cgroups
+                .as_ref()
+                .and_then(|cg| self.read_cgroup(cg, &c.id, &mut located));
+            match reading {
+                Some(r) => readings.push((c.id.clone(), Ok(r))),
+                None => from_api.push(c.id.clone()),
+            }
+        }
+        if !from_api.is_empty() {
+            let fetched: Vec<_> = stream::iter(from_api)
+                .map(|c| self.read_for(c))
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            readings.extend(fetched);
+        }
+        self.located = located;
 
+        let by_id: HashMap<&str, &ContainerInfo> =
+            containers.iter().map(|c| (c.id.as_str(), c)).collect();
         let mut previous = HashMap::with_capacity(readings.len());
         let mut usages = Vec::with_capacity(readings.len());
-        for (container, reading) in readings {
+        for (id, reading) in readings {
             let reading = match reading {
                 Ok(r) => r,
                 Err(e) => {
                     if !e.is_not_found() {
-                        tracing::debug!(container = %container.name, error = %e, "no resource reading");
+                        tracing::debug!(container = %id, error = %e, "no resource reading");
                     }
                     continue;
                 }
             };
-            if let Some(prev) = self.previous.get(&container.id)
+            if let Some(prev) = self.previous.get(&id)
+                && let Some(container) = by_id.get(id.as_str())
                 && let Some(usage) = usage_between(prev, &reading, &container.limits, host)
             {
-                usages.push((container.id.clone(), usage));
+                usages.push((id.clone(), usage));
             }
-            previous.insert(container.id.clone(), reading);
+            previous.insert(id, reading);
         }
         // Only what was read this pass survives: gone and stopped containers are forgotten.
         self.previous = previous;
@@ -503,5 +582,43 @@ mod tests {
         assert_eq!(r.cpu_total_ns, 123_456_789);
         assert_eq!(r.memory_used_bytes, 35_000);
         assert_eq!(r.memory_limit_bytes, None);
+    }
+
+    #[tokio::test]
+    async fn cgroup_files_are_located_once_and_again_when_they_move() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write(root.path(), "cgroup.controllers", "cpu memory\n");
+        let put = |dir: &Path, usec: u64| {
+            write(dir, "cpu.stat", &format!("usage_usec {usec}\n"));
+            write(dir, "memory.current", "10000\n");
+            write(dir, "memory.stat", "inactive_file 0\n");
+            write(dir, "memory.max", "max\n");
+        };
+        let cgroupfs = root.path().join("docker/aaa-id");
+        put(&cgroupfs, 1_000);
+        let engine = std::sync::Arc::new(crate::engine::fake::FakeEngine::default());
+        let mut sampler = Sampler::new(engine, Some(CgroupReader::new(root.path())));
+        let c = crate::engine::fake::running("aaa", &[]);
+        let h = host(2, GIB);
+        assert!(
+            sampler
+                .sample(std::slice::from_ref(&c), &h)
+                .await
+                .is_empty()
+        );
+        let found = sampler.located.get("aaa-id").cloned().expect("located");
+        assert_eq!(found.cpu, cgroupfs.join("cpu.stat"));
+        put(&cgroupfs, 2_000);
+        assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
+
+        // Its cgroup moved (another driver layout): found again, not lost.
+        fs::remove_dir_all(&cgroupfs).unwrap();
+        let systemd = root.path().join("system.slice/docker-aaa-id.scope");
+        put(&systemd, 3_000);
+        assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
+        assert_eq!(sampler.located["aaa-id"].cpu, systemd.join("cpu.stat"));
+        // Stopped: forgotten.
+        assert!(sampler.sample(&[], &h).await.is_empty());
+        assert!(sampler.located.is_empty());
     }
 }

@@ -462,14 +462,33 @@ impl ObservedStore {
 
     /// Appends a usage sample.
     pub fn push_usage(&self, id: &str, point: UsagePoint) {
+        self.push_usage_keeping(id, point, USAGE_RETAINED);
+    }
+
+    /// [`Self::push_usage`], keeping only the newest `keep` samples (at most
+    /// [`USAGE_RETAINED`]): what the container's policy and the dashboard read, no more.
+    pub fn push_usage_keeping(&self, id: &str, point: UsagePoint, keep: usize) {
         if let Some(o) = self
             .containers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(id)
         {
-            push_capped(&mut o.usage, point, USAGE_RETAINED);
+            push_capped(&mut o.usage, point, keep.clamp(1, USAGE_RETAINED));
+            if o.usage.capacity() > 2 * o.usage.len().max(8) {
+                o.usage.shrink_to_fit();
+            }
         }
+    }
+
+    /// Copies of every container's last inspection (without the history [`Self::all`] copies).
+    pub fn infos(&self) -> Vec<ContainerInfo> {
+        self.containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|o| o.info.clone())
+            .collect()
     }
 }
 

@@ -45,7 +45,13 @@ pub struct Responder {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// When the engine call of each decision started, until it is audited.
     pub action_started: std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
+    /// Places for repairs (the engine call and its verification) at once: a request that
+    /// passed its gates waits here, its claim held, without delaying any other decision.
+    pub repairs: tokio::sync::Semaphore,
 }
+
+/// How many repairs run at once by default (`--max-concurrent-repairs`).
+pub const DEFAULT_MAX_REPAIRS: usize = 32;
 
 /// The longest a verification waits, whatever the policy says (its documented maximum).
 const MAX_VERIFY_WAIT: Duration = crate::policy::duration::MAX_ACTION_TIME;
@@ -53,8 +59,15 @@ const MAX_VERIFY_WAIT: Duration = crate::policy::duration::MAX_ACTION_TIME;
 impl Responder {
     /// Runs the gates and, if they allow it, the action; announces and audits the outcome.
     pub async fn respond(&self, req: Request<'_>) -> Response {
+        self.respond_then(req, || {}).await
+    }
+
+    /// [`Self::respond`], calling `gated` once the request has passed every gate, holds its
+    /// claim and is on the record, before it waits for one of the [`Self::repairs`] places.
+    /// A refused request is announced without `gated` being called.
+    pub async fn respond_then(&self, req: Request<'_>, gated: impl FnOnce()) -> Response {
         let started = std::time::Instant::now();
-        let response = self.decide_and_act(req).await;
+        let response = self.decide_and_act(req, gated).await;
         let action = req.decision.action.map_or("none", |a| a.as_str());
         let secs = match response {
             Response::Success(_) | Response::Failed(_) => started.elapsed().as_secs_f64(),
@@ -70,7 +83,7 @@ impl Responder {
         response
     }
 
-    async fn decide_and_act(&self, req: Request<'_>) -> Response {
+    async fn decide_and_act(&self, req: Request<'_>, gated: impl FnOnce()) -> Response {
         let Some(action) = req.decision.action else {
             return Response::Rejected(Refusal::NotAllowed {
                 action: ActionKind::Restart,
@@ -106,11 +119,17 @@ impl Responder {
             claim.abandon().await;
             return Response::Failed(format!("could not record the action, not acting: {e}"));
         }
-        info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
-        self.started(req.decision_id);
-        let own = match self.run(req, action, command, now).await {
-            Ok(details) => Response::Success(details),
-            Err(e) => Response::Failed(e.to_string()),
+        gated();
+        let own = match self.repair_place(req, &lock).await {
+            Err(lost) => lost,
+            Ok(_place) => {
+                info!(container = %req.info.name, %action, decision_id = req.decision_id, "acting");
+                self.started(req.decision_id);
+                match self.run(req, action, command, now).await {
+                    Ok(details) => Response::Success(details),
+                    Err(e) => Response::Failed(e.to_string()),
+                }
+            }
         };
         let (after, tripped) = self.finish(&key, req, &limits, &own).await;
         claim.release().await;
@@ -166,15 +185,34 @@ impl Responder {
         }
     }
 
+    /// Waits for a repair place, then renews the in-flight lock `lock` (the wait may have been
+    /// long); `Err` when the lock was lost meanwhile, and the repair must not run.
+    async fn repair_place(
+        &self,
+        req: Request<'_>,
+        lock: &str,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+        let place = self
+            .repairs
+            .acquire()
+            .await
+            .expect("the repair places are never closed");
+        match self.store.try_lock(lock, &self.owner, lock_ttl(req.policy)).await {
+            Ok(true) => Ok(place),
+            Ok(false) => Err(Response::Failed(
+                "the in-flight lock expired while the repair waited for a place and another operator holds it now; not acting".to_owned(),
+            )),
+            Err(e) => Err(Response::Failed(format!(
+                "lock unavailable, not acting: {e}"
+            ))),
+        }
+    }
+
     /// Takes the container for this action (its in-flight lock is `lock`), or says why not.
     async fn claim(&self, req: Request<'_>, lock: &str) -> Result<Claim<'_>, Response> {
         let r = &req.policy.spec.remediation;
         let name = &req.policy.metadata.name;
-        let ttl = r
-            .stop_timeout
-            .get()
-            .saturating_add(r.verify_within.get())
-            .saturating_add(Duration::from_secs(60));
+        let ttl = lock_ttl(req.policy);
         let budget = r
             .fleet_budget
             .as_ref()
@@ -379,6 +417,16 @@ impl Responder {
             warn!(error = %e, "could not append to the audit trail");
         }
     }
+}
+
+/// How long the in-flight lock lives if this process dies: the longest one repair may take,
+/// and a minute more.
+fn lock_ttl(policy: &HealthPolicy) -> Duration {
+    let r = &policy.spec.remediation;
+    r.stop_timeout
+        .get()
+        .saturating_add(r.verify_within.get())
+        .saturating_add(Duration::from_secs(60))
 }
 
 /// The first allow-listed exec command, used when a request names none.

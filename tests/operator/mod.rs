@@ -84,6 +84,29 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let fast = [
+            "--sample-interval",
+            "1s",
+            "--resync-interval",
+            "5s",
+            "--log-level",
+            "hemostat=debug,info",
+        ];
+        let args: Vec<&str> = fast.iter().copied().chain(extra.iter().copied()).collect();
+        Self::start_exactly(port, policies, run_label, state_dir, &args, env).await
+    }
+
+    /// Starts `hemostat run` with only `args` beyond the policies, the port, the label filter
+    /// and the state dir: the operator's own intervals and log level unless `args` set them
+    /// (for benchmarks measuring what a default operator costs).
+    pub async fn start_exactly(
+        port: u16,
+        policies: &Path,
+        run_label: &str,
+        state_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = state_dir.join(format!("operator-{port}.log"));
         std::fs::create_dir_all(state_dir).unwrap();
         let stderr = std::fs::File::create(&log).unwrap();
@@ -94,15 +117,7 @@ impl Operator {
             .args(["--label-filter", run_label])
             .arg("--state-dir")
             .arg(state_dir)
-            .args([
-                "--sample-interval",
-                "1s",
-                "--resync-interval",
-                "5s",
-                "--log-level",
-                "hemostat=debug,info",
-            ])
-            .args(extra)
+            .args(args)
             .env("HEMOSTAT_NODE_NAME", "test-node")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -166,6 +166,8 @@ pub struct ContainerSpec {
     pub restart_policy: Option<&'static str>,
     /// `--env KEY=VALUE` entries.
     pub env: Vec<String>,
+    /// `--volume HOST:CONTAINER[:ro]` bind mounts.
+    pub binds: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -232,6 +234,12 @@ impl ContainerSpec {
         self
     }
 
+    /// Adds a bind mount (`/host/dir:/in/container:ro`).
+    pub fn bind(mut self, bind: &str) -> Self {
+        self.binds.push(bind.to_owned());
+        self
+    }
+
     /// Sets the restart policy (`always`, `on-failure:3`, …).
     pub fn restart(mut self, policy: &'static str) -> Self {
         self.restart_policy = Some(policy);
@@ -260,12 +268,17 @@ impl Default for TestRun {
 impl TestRun {
     /// A new run with a fresh label (removes stale containers of crashed earlier runs first).
     pub fn new() -> Self {
+        Self::named("hst-")
+    }
+
+    /// [`TestRun::new`] whose container names start with `prefix` (then 8 hex digits and `-`).
+    pub fn named(prefix: &str) -> Self {
         static SWEEP: Once = Once::new();
         SWEEP.call_once(remove_stale_test_containers);
         let run_id = uuid::Uuid::new_v4().to_string();
         TestRun {
             label: format!("{RUN_LABEL}={run_id}"),
-            prefix: format!("hst-{}-", &run_id[..8]),
+            prefix: format!("{prefix}{}-", &run_id[..8]),
             run_id,
             client: OnceCell::new(),
         }
@@ -326,6 +339,7 @@ impl TestRun {
                 memory_swap: spec.memory,
                 nano_cpus: spec.nano_cpus,
                 restart_policy,
+                binds: (!spec.binds.is_empty()).then_some(spec.binds),
                 ..Default::default()
             }),
             ..Default::default()
