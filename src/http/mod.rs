@@ -18,6 +18,7 @@ pub mod access;
 pub mod api;
 pub mod dashboard;
 pub mod limits;
+pub mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
