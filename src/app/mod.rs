@@ -436,7 +436,7 @@ fn spawn_redis_tasks(
     if config.accept_external_requests {
         tokio::spawn(crate::adapters::redis::requests::run_subscriber(
             client(" for external requests")?,
-            crate::controller::external::Intake::new(ctx.clone()),
+            crate::controller::external::handle::Intake::new(ctx.clone()),
             shutdown.clone(),
         ));
     }
