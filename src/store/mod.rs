@@ -64,12 +64,6 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    /// The Redis settings are unusable (never contains the password).
-    #[error("redis configuration: {reason}")]
-    RedisConfig {
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 impl StoreError {
@@ -86,7 +80,6 @@ impl StoreError {
             Self::Persist { .. } => "state_persist",
             Self::Corrupt { .. } => "state_corrupt",
             Self::Unavailable { .. } | Self::Refused { .. } => "redis",
-            Self::RedisConfig { .. } => "redis_config",
         }
     }
 }
