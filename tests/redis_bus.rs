@@ -399,23 +399,7 @@ async fn a_corrupt_safety_state_is_an_error_not_a_reset() {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    AuditRecord {
-        decision_id: id.to_owned(),
-        timestamp: chrono::Utc::now(),
-        node: "n1".into(),
-        container: "web".into(),
-        container_id: "abc".into(),
-        policy: "default".into(),
-        action: "restart".into(),
-        status: "success".into(),
-        reason: "exited".into(),
-        details: "restarted".into(),
-        action_started_at: None,
-        gate: None,
-        analysis_method: None,
-        root_cause: None,
-        fallback_reason: None,
-    }
+    redis_support::audit_record(id, "restarted")
 }
 
 #[tokio::test]

@@ -138,13 +138,7 @@ async fn diff_api(api: &str, paths: &[PathBuf]) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy(name: &str, priority: i32) -> HealthPolicy {
-        let mut p = crate::policy::builtin::default_policy();
-        p.metadata.name = name.to_owned();
-        p.spec.priority = priority;
-        p
-    }
+    use crate::fixtures::ranked as policy;
 
     fn live(name: &str, priority: i32, from_file: bool) -> PolicyView {
         let provenance = crate::policy::registry::Provenance {

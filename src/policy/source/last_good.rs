@@ -283,14 +283,8 @@ fn changes(prev: &BTreeMap<String, InForce>, next: &BTreeMap<String, InForce>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ranked as policy;
     use crate::policy::locate::Position;
-
-    fn policy(name: &str, priority: i32) -> HealthPolicy {
-        let mut p = crate::policy::builtin::default_policy();
-        p.metadata.name = name.to_owned();
-        p.spec.priority = priority;
-        p
-    }
 
     fn valid(file: &str, line: u64, name: &str, priority: i32) -> Document {
         Document::Valid(Box::new(LoadedPolicy {

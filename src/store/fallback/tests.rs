@@ -113,23 +113,7 @@ fn fixture() -> (Arc<Switchable>, FallbackStore) {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    AuditRecord {
-        decision_id: id.into(),
-        timestamp: t(0),
-        node: "n1".into(),
-        container: "web".into(),
-        container_id: "abc".into(),
-        policy: "default".into(),
-        action: "restart".into(),
-        status: "success".into(),
-        reason: "exited".into(),
-        details: String::new(),
-        action_started_at: None,
-        gate: None,
-        analysis_method: None,
-        root_cause: None,
-        fallback_reason: None,
-    }
+    crate::fixtures::audit(id, t(0))
 }
 
 #[test]
