@@ -121,9 +121,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::fallback::FallbackStore;
-use hemostat::bus::memory::MemoryStore;
-use hemostat::bus::{Envelope, EventSink, EventType, StateStore};
+use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::store::StateStore;
+use hemostat::store::fallback::FallbackStore;
+use hemostat::store::memory::MemoryStore;
 
 fn bus(server: &RedisServer) -> Arc<RedisBus> {
     Arc::new(RedisBus::new(&RedisConfig::from_url(&server.url()).unwrap()).unwrap())
@@ -163,7 +164,7 @@ async fn a_wrong_typed_lock_key_never_lets_two_operators_both_act() {
         !b.try_lock(key, "op-b", ttl).await.unwrap()
             || !a.try_lock(key, "op-a", ttl).await.unwrap()
     );
-    assert!(hemostat::bus::BAD_VALUES.get() >= 1);
+    assert!(hemostat::store::BAD_VALUES.get() >= 1);
 }
 
 #[tokio::test]
@@ -281,8 +282,8 @@ async fn junk_audit_entries_and_safety_keys_are_skipped_not_fatal() {
     assert_eq!(tail.len(), 1);
     // A junk safety state is never taken for an empty one (cooldowns would be forgotten): an
     // error, reported (once per key); listings show the container without it (src/http/api.rs).
-    let before = hemostat::bus::BAD_VALUES.get();
+    let before = hemostat::store::BAD_VALUES.get();
     assert!(bus.safety("n/web").await.is_err());
     assert!(bus.safety("n/web").await.is_err());
-    assert!(hemostat::bus::BAD_VALUES.get() > before, "reported");
+    assert!(hemostat::store::BAD_VALUES.get() > before, "reported");
 }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
-use hemostat::bus::{AuditRecord, Envelope, EventSink, EventType, StateStore};
+use hemostat::bus::{Envelope, EventSink, EventType};
 use hemostat::model::safety::SafetyState;
+use hemostat::store::{AuditRecord, StateStore};
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 use serde_json::json;

@@ -15,9 +15,8 @@ use tracing::{info, warn};
 
 use crate::adapters::redis::{RedisBus, RedisConfig};
 use crate::analyze::llm::{AiAnalyzer, AiLimits, AiMetrics, LlmClient};
-use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
-use crate::bus::memory::{MemorySink, MemoryStore};
-use crate::bus::{BusError, EventSink, StateStore};
+use crate::bus::EventSink;
+use crate::bus::memory::MemorySink;
 use crate::controller::context::Context;
 use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
@@ -28,6 +27,9 @@ use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::source::files::{FileSource, Publish, Reload, ReloadReporter, Trigger};
 use crate::respond::Responder;
+use crate::store::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
+use crate::store::memory::MemoryStore;
+use crate::store::{StateStore, StoreError};
 
 /// Everything `run` needs, validated by the command line.
 #[derive(Debug)]
@@ -118,7 +120,7 @@ pub enum AppError {
         path: String,
         /// Why.
         #[source]
-        source: BusError,
+        source: StoreError,
     },
     /// The Redis client cannot be set up.
     #[error("cannot set up the Redis client{what}")]
@@ -127,7 +129,7 @@ pub enum AppError {
         what: &'static str,
         /// Why.
         #[source]
-        source: BusError,
+        source: StoreError,
     },
     /// Alerting cannot be set up (its environment or the silence store).
     #[error("cannot set up alerting")]

@@ -26,10 +26,11 @@ use serde::Deserialize;
 
 use super::ApiState;
 use super::views::{ContainerView, ErrorBody, PolicyView, SafetyView};
-use crate::bus::{AuditRecord, BusError, Envelope, EventType};
+use crate::bus::{Envelope, EventType};
 use crate::model::safety::safety_key;
 use crate::observe::store::Observed;
 use crate::policy::select::{Target, is_protected};
+use crate::store::{AuditRecord, StoreError};
 
 /// How many records a list answers when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -50,7 +51,7 @@ pub enum ApiError {
     Store {
         /// Why.
         #[source]
-        source: BusError,
+        source: StoreError,
     },
 }
 
@@ -65,8 +66,8 @@ impl ApiError {
     }
 }
 
-impl From<BusError> for ApiError {
-    fn from(source: BusError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(source: StoreError) -> Self {
         Self::Store { source }
     }
 }
@@ -201,7 +202,7 @@ async fn container_view(
     let safety = match state.store.safety(&key).await {
         Ok(safety) => safety,
         Err(e) => {
-            crate::bus::report_bad_value(&key, &e.to_string(), "shown without safety state");
+            crate::store::report_bad_value(&key, &e.to_string(), "shown without safety state");
             Default::default()
         }
     };

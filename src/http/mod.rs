@@ -31,10 +31,11 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::bus::{EventSink, StateStore};
+use crate::bus::EventSink;
 use crate::metrics::{Format, Metrics};
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
+use crate::store::StateStore;
 
 /// What the handlers read. Cheap to clone: every field is shared.
 #[derive(Clone)]

@@ -12,8 +12,6 @@ pub mod report;
 pub mod responder;
 pub mod verify;
 
-pub use crate::model::safety::{lock_key, safety_key};
-pub use crate::observe::acting;
 pub use responder::Responder;
 
 use crate::model::container::ContainerInfo;

@@ -1,9 +1,10 @@
 //! The fallback store's tests: a remote that can be switched off, and the outage, merge and
 //! journal behaviours.
+#![cfg(test)]
 
 use super::*;
 use crate::model::decision::ActionKind;
-use crate::model::safety::{ActionRecord, Outcome};
+use crate::model::safety::{ActionRecord, Outcome, merge_safety};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
