@@ -65,7 +65,6 @@ fn s(v: &Value) -> String {
 /// The side-by-side view.
 pub fn render(container: &str, e: &Explained) -> String {
     let d = &e.decision["data"];
-    let ai = &d["ai"];
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
     line("Container:", container.to_owned());
@@ -100,6 +99,14 @@ pub fn render(container: &str, e: &Explained) -> String {
         );
     }
     out.push('\n');
+    verdicts(&mut out, e);
+    out
+}
+
+/// The rules' verdict beside the model's, then what was decided and its outcome.
+fn verdicts(out: &mut String, e: &Explained) {
+    let d = &e.decision["data"];
+    let ai = &d["ai"];
     let model = if ai.is_null() {
         "MODEL (not asked)".to_owned()
     } else {
@@ -148,7 +155,6 @@ pub fn render(container: &str, e: &Explained) -> String {
         format!("{}: {}", s(&r["status"]), s(&r["details"]))
     });
     line("Outcome:", outcome);
-    out
 }
 
 /// Runs `hemostat explain`.

@@ -371,6 +371,10 @@ impl RedisBus {
 }
 
 /// The outbox task: sends waiting envelopes in order, in batches, retrying with backoff.
+#[allow(
+    clippy::too_many_lines,
+    reason = "split pending: adapters/redis is being reworked for Redis Cluster on another branch"
+)]
 async fn drain(shared: Arc<Shared>) {
     let mut batch: Vec<Pending> = Vec::new();
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);

@@ -127,6 +127,7 @@ impl LastGood {
 }
 
 /// Merges `scan` into `prev` (see the module doc).
+#[allow(clippy::too_many_lines, reason = "split pending (issue 7 follow-up)")]
 pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
     let mut next: BTreeMap<String, InForce> = BTreeMap::new();
     let mut problems: Vec<Diagnostic> = Vec::new();
