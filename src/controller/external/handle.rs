@@ -1,5 +1,5 @@
 //! What happens to a checked request: refused (counted, logged and announced within a budget
-//! per minute) or handed to the responder, at most [`CONCURRENT`] at once.
+//! per minute) or handed to the responder, at most `CONCURRENT` at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ impl AnnounceBudget {
 }
 
 /// Handles one message: validates it, then refuses or hands it to the responder (in a task,
-/// at most [`CONCURRENT`] at once).
+/// at most `CONCURRENT` at once).
 async fn handle(
     ctx: &Arc<Context>,
     payload: &[u8],
@@ -181,7 +181,7 @@ async fn announce_refusal(ctx: &Context, refused: &RequestRefusal) {
 }
 
 /// Validates and handles the requests of one subscription, one message at a time (each
-/// accepted request runs in a task, at most [`CONCURRENT`] at once).
+/// accepted request runs in a task, at most `CONCURRENT` at once).
 pub struct Intake {
     ctx: Arc<Context>,
     budget: AnnounceBudget,
