@@ -21,6 +21,34 @@ pub const NODE: &str = "node-a";
 
 /// Repairs at once in a fixture (its reconciles decide 4 at once).
 pub const REPAIRS: usize = 4;
+/// The built-in policy named `name` with `priority`.
+pub fn ranked(name: &str, priority: i32) -> HealthPolicy {
+    let mut p = crate::policy::builtin::default_policy();
+    p.metadata.name = name.to_owned();
+    p.spec.priority = priority;
+    p
+}
+
+/// A successful restart of `web` on `n1`, recorded at `at` under decision `id`.
+pub fn audit(id: &str, at: chrono::DateTime<chrono::Utc>) -> crate::model::audit::AuditRecord {
+    crate::model::audit::AuditRecord {
+        decision_id: id.into(),
+        timestamp: at,
+        node: "n1".into(),
+        container: "web".into(),
+        container_id: "abc".into(),
+        policy: "default".into(),
+        action: "restart".into(),
+        status: "success".into(),
+        reason: "exited".into(),
+        details: String::new(),
+        action_started_at: None,
+        gate: None,
+        analysis_method: None,
+        root_cause: None,
+        fallback_reason: None,
+    }
+}
 
 /// A context and the fakes behind it.
 pub struct TestContext {

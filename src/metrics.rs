@@ -369,7 +369,7 @@ impl Metrics {
         registry.register(
             "store_bad_values",
             "Keys of the shared store holding something that is not HemoStat's (wrong type, junk), each reported once",
-            crate::bus::BAD_VALUES.clone(),
+            crate::store::BAD_VALUES.clone(),
         );
         registry.register(
             "reconcile_errors",

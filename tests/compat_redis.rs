@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
-use hemostat::bus::memory::MemoryStore;
 use hemostat::bus::{Envelope, EventSink, EventType};
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
@@ -24,6 +23,7 @@ use hemostat::model::wire::{
 };
 use hemostat::observe::store::ObservedStore;
 use hemostat::policy::registry::PolicyRegistry;
+use hemostat::store::memory::MemoryStore;
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 use serde_json::{Value, json};

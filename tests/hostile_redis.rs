@@ -121,9 +121,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::fallback::FallbackStore;
-use hemostat::bus::memory::MemoryStore;
-use hemostat::bus::{Envelope, EventSink, EventType, StateStore};
+use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::store::StateStore;
+use hemostat::store::fallback::FallbackStore;
+use hemostat::store::memory::MemoryStore;
 
 fn bus(server: &RedisServer) -> Arc<RedisBus> {
     Arc::new(RedisBus::new(&RedisConfig::from_url(&server.url()).unwrap()).unwrap())
@@ -163,7 +164,7 @@ async fn a_wrong_typed_lock_key_never_lets_two_operators_both_act() {
         !b.try_lock(key, "op-b", ttl).await.unwrap()
             || !a.try_lock(key, "op-a", ttl).await.unwrap()
     );
-    assert!(hemostat::bus::BAD_VALUES.get() >= 1);
+    assert!(hemostat::store::BAD_VALUES.get() >= 1);
 }
 
 #[tokio::test]
@@ -281,10 +282,10 @@ async fn junk_audit_entries_and_safety_keys_are_skipped_not_fatal() {
     assert_eq!(tail.len(), 1);
     // A junk safety state is neither a reset nor a permanent block: it is rebuilt from the
     // audit trail (the one success above), replaced in Redis, and reported once.
-    let before = hemostat::bus::BAD_VALUES.get();
+    let before = hemostat::store::BAD_VALUES.get();
     let state = bus.safety("n/web").await.expect("rebuilt, not an error");
     assert_eq!(state.actions.len(), 1, "{state:?}");
-    assert!(hemostat::bus::BAD_VALUES.get() > before, "reported");
+    assert!(hemostat::store::BAD_VALUES.get() > before, "reported");
     let stored: String = redis::cmd("GET")
         .arg("hemostat:safety:n/web")
         .query_async(&mut conn)
@@ -302,7 +303,7 @@ fn audit_record(
     id: &str,
     status: &str,
     started: chrono::DateTime<chrono::Utc>,
-) -> hemostat::bus::AuditRecord {
+) -> hemostat::store::AuditRecord {
     serde_json::from_value(serde_json::json!({
         "timestamp": started + chrono::Duration::seconds(2), "node": "n", "container": container,
         "container_id": "c", "policy": "p", "decision_id": id, "action": "restart",
@@ -344,7 +345,7 @@ async fn a_junk_safety_state_is_rebuilt_from_the_audit_trail_so_repairs_go_on_wi
         .query_async(&mut conn)
         .await
         .unwrap();
-    let before = hemostat::bus::BAD_VALUES.get();
+    let before = hemostat::store::BAD_VALUES.get();
 
     let web = bus.safety("n/api").await.expect("rebuilt, not an error");
     let ids: Vec<&str> = web.actions.iter().map(|a| a.decision_id.as_str()).collect();
@@ -394,7 +395,7 @@ async fn a_junk_safety_state_is_rebuilt_from_the_audit_trail_so_repairs_go_on_wi
         "replaced once, stable"
     );
     assert!(
-        hemostat::bus::BAD_VALUES.get() >= before + 2,
+        hemostat::store::BAD_VALUES.get() >= before + 2,
         "each key reported"
     );
 }

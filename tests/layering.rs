@@ -15,8 +15,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("analyze", &["model", "policy"]),
     ("observe", &["model", "policy", "engine"]),
     ("store", &["model", "util"]),
-    // `store` only for the `pub use` lines that keep the old `crate::bus::…` paths working.
-    ("bus", &["model", "store"]),
+    ("bus", &["model"]),
     (
         "respond",
         // `observe` for the acting marks the claim holds (observe/acting.rs).
@@ -109,26 +108,6 @@ fn every_module_names_only_the_modules_it_may_depend_on() {
         }
     }
     assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
-}
-
-#[test]
-fn the_bus_names_the_store_only_in_its_re_exports() {
-    let mut list = Vec::new();
-    files(&src().join("bus"), &mut list);
-    for file in list {
-        let text = production(&file);
-        for (at, _) in text.match_indices("crate::store") {
-            let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-            let before = &text[line_start..at];
-            let statement_start = text[..at].rfind(';').map_or(0, |i| i + 1);
-            let statement = text[statement_start..at].trim_start();
-            assert!(
-                before.trim_start().starts_with("pub use") || statement.starts_with("pub use"),
-                "{} names crate::store outside a `pub use` re-export",
-                file.display()
-            );
-        }
-    }
 }
 
 #[test]

@@ -537,7 +537,7 @@ async fn fake_operator() -> (String, tokio::task::JoinHandle<()>) {
     };
     let containers = serde_json::json!([container("web-1", "web"), container("db-1", "db")]);
     // The CLI reads the real types: make sure the fake matches them.
-    let _: Vec<hemostat::http::api::ContainerView> =
+    let _: Vec<hemostat::http::views::ContainerView> =
         serde_json::from_value(containers.clone()).unwrap();
     let decisions = serde_json::json!([
         {"timestamp": "2026-01-01T00:00:00.000001", "agent": "HemoStat-Analyzer",

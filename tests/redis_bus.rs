@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
-use hemostat::bus::{AuditRecord, Envelope, EventSink, EventType, StateStore};
+use hemostat::bus::{Envelope, EventSink, EventType};
 use hemostat::model::safety::SafetyState;
+use hemostat::store::{AuditRecord, StateStore};
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 use serde_json::json;
@@ -412,23 +413,7 @@ async fn a_corrupt_safety_state_is_rebuilt_from_the_audit_trail_not_a_reset_nor_
 }
 
 fn audit(id: &str) -> AuditRecord {
-    AuditRecord {
-        decision_id: id.to_owned(),
-        timestamp: chrono::Utc::now(),
-        node: "n1".into(),
-        container: "web".into(),
-        container_id: "abc".into(),
-        policy: "default".into(),
-        action: "restart".into(),
-        status: "success".into(),
-        reason: "exited".into(),
-        details: "restarted".into(),
-        action_started_at: None,
-        gate: None,
-        analysis_method: None,
-        root_cause: None,
-        fallback_reason: None,
-    }
+    redis_support::audit_record(id, "restarted")
 }
 
 #[tokio::test]

@@ -27,23 +27,7 @@ fn record(id: &str, secs_ago: i64) -> ActionRecord {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    AuditRecord {
-        decision_id: id.into(),
-        timestamp: chrono::Utc::now(),
-        node: "n1".into(),
-        container: "web".into(),
-        container_id: "abc".into(),
-        policy: "default".into(),
-        action: "restart".into(),
-        status: "success".into(),
-        reason: "exited".into(),
-        details: String::new(),
-        action_started_at: None,
-        gate: None,
-        analysis_method: None,
-        root_cause: None,
-        fallback_reason: None,
-    }
+    redis_support::audit_record(id, "")
 }
 
 async fn redis_state(server: &RedisServer) -> SafetyState {

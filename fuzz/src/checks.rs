@@ -7,7 +7,7 @@ use hemostat::adapters::llm::{anthropic_reply, openai_reply};
 use hemostat::adapters::redis::policies::{PolicyMeta, stored_source, validate_stored};
 use hemostat::analyze::llm::verdict::{accept, parse, rules_verdict, use_answer};
 use hemostat::analyze::{AiReview, AnalysisMethod, Decision};
-use hemostat::controller::external::{Invalid, MAX_PAYLOAD, Reason, validate_request};
+use hemostat::controller::external::request::{Invalid, MAX_PAYLOAD, Reason, validate_request};
 use hemostat::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::policy::builtin::default_policy;
 use hemostat::policy::diff::canonical_yaml;

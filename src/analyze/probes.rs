@@ -8,8 +8,6 @@ use crate::model::container::{ContainerState, HealthStatus};
 use crate::policy::duration::compact;
 use crate::policy::{HealthPolicy, Probes, Severity};
 
-pub use crate::model::container::SIGNAL_EXIT_CODES;
-
 /// Runs every probe the policy configures; returns what they found, most severe first.
 pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
     let probes = &policy.spec.probes;

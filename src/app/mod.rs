@@ -16,9 +16,8 @@ use tracing::{info, warn};
 
 use crate::adapters::redis::{RedisBus, RedisConfig};
 use crate::analyze::llm::{AiAnalyzer, AiLimits, AiMetrics, LlmClient};
-use crate::bus::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
-use crate::bus::memory::{MemorySink, MemoryStore};
-use crate::bus::{BusError, EventSink, StateStore};
+use crate::bus::EventSink;
+use crate::bus::memory::MemorySink;
 use crate::controller::context::Context;
 use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
@@ -29,6 +28,9 @@ use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::source::files::{FileSource, Publish, Reload, ReloadReporter, Trigger};
 use crate::respond::Responder;
+use crate::store::fallback::{DEFAULT_RESYNC_EVERY, FallbackStore};
+use crate::store::memory::MemoryStore;
+use crate::store::{StateStore, StoreError};
 
 /// Everything `run` needs, validated by the command line.
 #[derive(Debug)]
@@ -124,7 +126,7 @@ pub enum AppError {
         path: String,
         /// Why.
         #[source]
-        source: BusError,
+        source: StoreError,
     },
     /// The Redis client cannot be set up.
     #[error("cannot set up the Redis client{what}")]
@@ -133,7 +135,7 @@ pub enum AppError {
         what: &'static str,
         /// Why.
         #[source]
-        source: BusError,
+        source: StoreError,
     },
     /// Alerting cannot be set up (its environment or the silence store).
     #[error("cannot set up alerting")]
@@ -158,6 +160,7 @@ struct Stores {
 }
 
 /// Runs the operator until `shutdown`.
+#[allow(clippy::too_many_lines, reason = "split pending (issue 7 follow-up)")]
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
     // Held until the operator stops; the kernel releases it however the process ends.
     let _state_dir = crate::store::dir_lock::DirLock::acquire(&config.state_dir)
@@ -450,7 +453,7 @@ fn spawn_redis_tasks(
     if config.accept_external_requests {
         tokio::spawn(crate::adapters::redis::requests::run_subscriber(
             client(" for external requests"),
-            crate::controller::external::Intake::new(ctx.clone()),
+            crate::controller::external::handle::Intake::new(ctx.clone()),
             shutdown.clone(),
         ));
     }

@@ -6,8 +6,9 @@ use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 use super::{Envelope, EventSink, EventType};
-/// The old path of the embedded state store.
-pub use crate::store::memory::{MemoryStore, RETAINED};
+
+/// Envelopes kept (the newest) for `recent`.
+pub const RETAINED: usize = 1000;
 
 /// The in-memory event sink: the newest envelopes, plus a broadcast for live consumers.
 #[derive(Debug)]

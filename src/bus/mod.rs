@@ -1,21 +1,12 @@
 //! Where envelopes go: the `EventSink` trait and the in-memory sink ([`memory::MemorySink`]).
 //!
 //! Shared state (`StateStore`, its error, the memory and fallback stores) lives in
-//! [`crate::store`]; the `pub use` lines below only keep the old `crate::bus::…` paths working.
+//! [`crate::store`].
 
 pub mod envelope;
 pub mod memory;
 
 pub use envelope::{Envelope, EventType};
-
-/// The old path of [`crate::store::fallback`].
-pub mod fallback {
-    pub use crate::store::fallback::*;
-}
-
-pub use crate::store::{
-    AuditRecord, BAD_VALUES, BoxError, Result, StateStore, StoreError as BusError, report_bad_value,
-};
 
 /// Where envelopes are published.
 #[async_trait::async_trait]

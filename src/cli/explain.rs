@@ -1,10 +1,9 @@
 //! `hemostat explain CONTAINER`: the last decision, its findings, and the rules' verdict beside the model's.
 
-use std::time::Duration;
-
-use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use serde_json::Value;
+
+use super::client::Operator;
 
 /// Arguments of `hemostat explain`.
 #[derive(Debug, Args)]
@@ -66,7 +65,6 @@ fn s(v: &Value) -> String {
 /// The side-by-side view.
 pub fn render(container: &str, e: &Explained) -> String {
     let d = &e.decision["data"];
-    let ai = &d["ai"];
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
     line("Container:", container.to_owned());
@@ -101,6 +99,14 @@ pub fn render(container: &str, e: &Explained) -> String {
         );
     }
     out.push('\n');
+    verdicts(&mut out, e);
+    out
+}
+
+/// The rules' verdict beside the model's, then what was decided and its outcome.
+fn verdicts(out: &mut String, e: &Explained) {
+    let d = &e.decision["data"];
+    let ai = &d["ai"];
     let model = if ai.is_null() {
         "MODEL (not asked)".to_owned()
     } else {
@@ -149,31 +155,14 @@ pub fn render(container: &str, e: &Explained) -> String {
         format!("{}: {}", s(&r["status"]), s(&r["details"]))
     });
     line("Outcome:", outcome);
-    out
 }
 
 /// Runs `hemostat explain`.
 pub async fn run(args: ExplainArgs) -> anyhow::Result<i32> {
-    let api = args.api.trim_end_matches('/');
-    let url = format!(
-        "{api}/api/v1/decisions?container={}&limit=1000",
-        args.container
-    );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let response = http.get(&url).send().await.map_err(|e| {
-        anyhow!("the operator is not reachable at {api} ({e}): is `hemostat run` running there? point --api / HEMOSTAT_API at its --listen address")
-    })?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        bail!("{url} answered {status}: {body}");
-    }
-    let envelopes: Vec<Value> = response
-        .json()
-        .await
-        .with_context(|| format!("{url} answered something that is not a list of envelopes"))?;
+    let operator = Operator::new(&args.api)?;
+    let api = operator.base();
+    let path = format!("/api/v1/decisions?container={}&limit=1000", args.container);
+    let envelopes: Vec<Value> = operator.get_as(&path, "a list of envelopes").await?;
     let Some(explained) = last_decision(&envelopes) else {
         eprintln!(
             "no decision about {} is recorded at {api} (is the name right? see `hemostat get containers`)",

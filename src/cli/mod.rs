@@ -2,13 +2,14 @@
 
 pub mod ai;
 pub mod alert;
+pub mod client;
 pub mod error_text;
 pub mod explain;
 pub mod healthcheck;
-pub mod operator_api;
-pub mod policy_cmds;
+pub mod policy;
 pub mod run;
 pub mod silence;
+pub mod table;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -32,15 +33,15 @@ pub enum Command {
     /// Run the operator: watch the engine, analyze, repair within the policies' limits.
     Run(Box<run::RunArgs>),
     /// Create or update policies in Redis from files (`healthpolicy/NAME created|configured|unchanged`).
-    Apply(policy_cmds::ApplyArgs),
+    Apply(policy::ApplyArgs),
     /// Show what `apply` would change; exits 0 when nothing, 1 when something would change.
-    Diff(policy_cmds::DiffArgs),
+    Diff(policy::DiffArgs),
     /// List policies (Redis, or a running operator's with --api), or its containers and decisions.
-    Get(policy_cmds::GetArgs),
+    Get(policy::GetArgs),
     /// Show one policy with its matched containers and recent decisions.
-    Describe(policy_cmds::DescribeArgs),
+    Describe(policy::DescribeArgs),
     /// Delete a policy from Redis.
-    Delete(policy_cmds::DeleteArgs),
+    Delete(policy::DeleteArgs),
     /// Show a container's last decision: findings, the rules' verdict and the model's side by side.
     Explain(explain::ExplainArgs),
     /// Mute notifications (never repairs) for containers or a policy: add, list, expire.
@@ -57,11 +58,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate(args) => Ok(validate::run(args)),
         Command::Run(args) => run::run(*args).await,
-        Command::Apply(args) => policy_cmds::apply(args).await,
-        Command::Diff(args) => policy_cmds::diff(args).await,
-        Command::Get(args) => policy_cmds::get(args).await,
-        Command::Describe(args) => policy_cmds::describe(args).await,
-        Command::Delete(args) => policy_cmds::delete(args).await,
+        Command::Apply(args) => policy::apply(args).await,
+        Command::Diff(args) => policy::diff(args).await,
+        Command::Get(args) => policy::get(args).await,
+        Command::Describe(args) => policy::describe(args).await,
+        Command::Delete(args) => policy::delete(args).await,
         Command::Explain(args) => explain::run(args).await,
         Command::Silence(args) => silence::run(args).await,
         Command::Alert(args) => alert::run(args).await,

@@ -12,8 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use crate::engine::{ContainerEvent, EventAction};
-
-pub use crate::util::backoff::Backoff;
+use crate::util::backoff::Backoff;
 
 /// True when the event concerns a container the operator observes.
 fn event_in_scope(ctx: &Context, event: &ContainerEvent) -> bool {

@@ -151,6 +151,6 @@ fn stats_values_are_byte_identical() {
 #[tokio::test]
 async fn external_refusal_envelopes_are_byte_identical() {
     let t = TestContext::new(vec![]);
-    super::external::golden_refusal(&t.ctx).await;
+    super::external::handle::golden_refusal(&t.ctx).await;
     check("external_refusal", &lines(&t.envelopes().await));
 }

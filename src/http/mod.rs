@@ -18,6 +18,7 @@ pub mod access;
 pub mod api;
 pub mod dashboard;
 pub mod limits;
+pub mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,10 +31,11 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::bus::{EventSink, StateStore};
+use crate::bus::EventSink;
 use crate::metrics::{Format, Metrics};
 use crate::observe::store::ObservedStore;
 use crate::policy::registry::PolicyRegistry;
+use crate::store::StateStore;
 
 /// What the handlers read. Cheap to clone: every field is shared.
 #[derive(Clone)]

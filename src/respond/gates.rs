@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::container::ContainerInfo;
-pub use crate::model::safety::{ActionRecord, Outcome, SafetyState, earlier, far_future, later};
+use crate::model::safety::{SafetyState, earlier, later};
 use crate::policy::select::is_protected;
 use crate::policy::{ActionKind, HealthPolicy};
 
@@ -203,6 +203,7 @@ mod tests {
 
     use super::*;
     use crate::model::container::ContainerState;
+    use crate::model::safety::{ActionRecord, Outcome, far_future};
     use crate::policy::builtin::{PROTECTED_LABEL, default_policy};
 
     fn t(secs: i64) -> DateTime<Utc> {

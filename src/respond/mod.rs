@@ -14,8 +14,6 @@ pub mod responder;
 pub mod settle;
 pub mod verify;
 
-pub use crate::model::safety::{lock_key, safety_key};
-pub use crate::observe::acting;
 pub use responder::Responder;
 
 use crate::model::container::ContainerInfo;

@@ -9,12 +9,13 @@ use tracing::{info, warn};
 
 use super::claim::{Claim, ClaimError, ClaimRequest};
 use super::execute::{ActionError, Done, execute};
-use super::gates::{ActionRecord, GateInput, Outcome, Refusal, SafetyState, Verdict, check_gates};
+use super::gates::{GateInput, Refusal, Verdict, check_gates};
 use super::report::Report;
 use super::verify::{Step, Verify};
 use super::{Request, Response};
 use crate::bus::EventSink;
 use crate::engine::ContainerEngine;
+use crate::model::safety::{ActionRecord, Outcome, SafetyState};
 use crate::model::safety::{Limits, lock_key, safety_key};
 use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;

@@ -65,12 +65,6 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    /// The Redis settings are unusable (never contains the password).
-    #[error("redis configuration: {reason}")]
-    RedisConfig {
-        /// What is wrong.
-        reason: String,
-    },
 }
 
 impl StoreError {
@@ -87,7 +81,6 @@ impl StoreError {
             Self::Persist { .. } => "state_persist",
             Self::Corrupt { .. } => "state_corrupt",
             Self::Unavailable { .. } | Self::Refused { .. } => "redis",
-            Self::RedisConfig { .. } => "redis_config",
         }
     }
 }

@@ -290,3 +290,23 @@ pub fn free_port() -> u16 {
 }
 
 pub mod ha;
+/// A successful restart of `web` on `n1`, recorded now under decision `id`, with `details`.
+pub fn audit_record(id: &str, details: &str) -> hemostat::model::audit::AuditRecord {
+    hemostat::model::audit::AuditRecord {
+        decision_id: id.to_owned(),
+        timestamp: chrono::Utc::now(),
+        node: "n1".into(),
+        container: "web".into(),
+        container_id: "abc".into(),
+        policy: "default".into(),
+        action: "restart".into(),
+        status: "success".into(),
+        reason: "exited".into(),
+        details: details.to_owned(),
+        action_started_at: None,
+        gate: None,
+        analysis_method: None,
+        root_cause: None,
+        fallback_reason: None,
+    }
+}

@@ -23,8 +23,9 @@ use tokio::sync::Notify;
 use super::config::RedisConfig;
 
 pub use super::keys::*;
-use crate::bus::{Envelope, EventSink, EventType, Result};
+use crate::bus::{Envelope, EventSink, EventType};
 use crate::model::wire::ContainerStateKey;
+use crate::store::Result;
 
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
 pub const LOCAL_RECENT: usize = 1000;
@@ -373,6 +374,10 @@ impl RedisBus {
 }
 
 /// The outbox task: sends waiting envelopes in order, in batches, retrying with backoff.
+#[allow(
+    clippy::too_many_lines,
+    reason = "split pending: adapters/redis is being reworked for Redis Cluster on another branch"
+)]
 async fn drain(shared: Arc<Shared>) {
     let mut batch: Vec<Pending> = Vec::new();
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
@@ -420,7 +425,7 @@ async fn drain(shared: Arc<Shared>) {
                 // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
                 // sending it again would publish every envelope again. Delivered, and the
                 // wrong-typed key reported once.
-                crate::bus::report_bad_value(
+                crate::store::report_bad_value(
                     &e.to_string(),
                     "a key of the envelopes' path has the wrong type",
                     "envelopes delivered everywhere else, never sent twice",

@@ -127,6 +127,7 @@ impl LastGood {
 }
 
 /// Merges `scan` into `prev` (see the module doc).
+#[allow(clippy::too_many_lines, reason = "split pending (issue 7 follow-up)")]
 pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
     let mut next: BTreeMap<String, InForce> = BTreeMap::new();
     let mut problems: Vec<Diagnostic> = Vec::new();
@@ -283,14 +284,8 @@ fn changes(prev: &BTreeMap<String, InForce>, next: &BTreeMap<String, InForce>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ranked as policy;
     use crate::policy::locate::Position;
-
-    fn policy(name: &str, priority: i32) -> HealthPolicy {
-        let mut p = crate::policy::builtin::default_policy();
-        p.metadata.name = name.to_owned();
-        p.spec.priority = priority;
-        p
-    }
 
     fn valid(file: &str, line: u64, name: &str, priority: i32) -> Document {
         Document::Valid(Box::new(LoadedPolicy {

@@ -65,8 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::MemoryStore;
 use super::{AuditRecord, Result, StateStore};
-use crate::model::safety::SafetyState;
-pub use crate::model::safety::merge_safety;
+use crate::model::safety::{SafetyState, merge_safety};
 pub use journal::JOURNAL_FILE;
 use journal::Journal;
 pub use outage::DEFAULT_PROBE_EVERY;

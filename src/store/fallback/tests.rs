@@ -1,9 +1,10 @@
 //! The fallback store's tests: a remote that can be switched off, and the outage, merge and
 //! journal behaviours.
+#![cfg(test)]
 
 use super::*;
 use crate::model::decision::ActionKind;
-use crate::model::safety::{ActionRecord, Outcome};
+use crate::model::safety::{ActionRecord, Outcome, merge_safety};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,23 +114,7 @@ fn fixture() -> (Arc<Switchable>, FallbackStore) {
 }
 
 fn audit(id: &str) -> AuditRecord {
-    AuditRecord {
-        decision_id: id.into(),
-        timestamp: t(0),
-        node: "n1".into(),
-        container: "web".into(),
-        container_id: "abc".into(),
-        policy: "default".into(),
-        action: "restart".into(),
-        status: "success".into(),
-        reason: "exited".into(),
-        details: String::new(),
-        action_started_at: None,
-        gate: None,
-        analysis_method: None,
-        root_cause: None,
-        fallback_reason: None,
-    }
+    crate::fixtures::audit(id, t(0))
 }
 
 #[test]

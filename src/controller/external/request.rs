@@ -1,51 +1,25 @@
-//! Remediation requests from other tools on `hemostat:remediation_needed` (`--accept-external-requests`): untrusted input, validated, then carried out by the responder behind every safety gate.
+//! One `remediation_needed` message from another tool, read into typed fields and checked
+//! (pure): against this node, the observed containers and their governing policies.
 //!
-//! The original system let a custom analyzer publish `remediation_needed` envelopes
-//! `{timestamp, agent, type, data: {container, action, reason, confidence, command?}}` for the
-//! responder to carry out. Here such a request is honoured only when:
-//!
-//! - the payload is at most [`MAX_PAYLOAD`] bytes of JSON with the envelope's shape, `type`
-//!   `remediation_needed`, and `data` carrying a valid container name, a known action, a
-//!   `reason` string and a numeric `confidence`;
-//! - it is not this operator's own decision read back (agent `HemoStat-Analyzer` with
-//!   `data.node` naming this node, or a `data.decision_id` this process produced), nor addressed
-//!   to another node (`data.node` naming another node): those are ignored, not refused;
-//! - the container is observed here and governed by a policy, the policy allows the action, an
-//!   `exec` carries a `command` exactly on the policy's allow-list, and the confidence (clamped
-//!   to 0..=1) reaches the policy's `minConfidence`.
-//!
-//! Then it becomes a [`Decision`] ([`AnalysisMethod::External`]) handed to
-//! [`crate::respond::Responder::respond`], so protected containers, manual stops, dry-run,
-//! cooldown, maximum actions, the circuit breaker, the in-flight lock and the fleet budget all
-//! apply, and the outcome is announced and audited as any other. A request refused before the
-//! responder is counted (`hemostat_external_requests_total{result="refused_<reason>"}`), logged
-//! at warn with the reason (never the payload) and, when its container name is valid, announced
-//! as a `remediation_complete` with `result.status: "rejected"` and `gate: "external_request"`.
+//! Every field is read with its expected type or not at all ([`Loose`]): a field of another
+//! type counts as missing, so the checks below run in the same order whatever is wrong, and
+//! the refusal carries what could be trusted up to that point. An object with a key given twice
+//! is not read (it has no single meaning).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::marker::PhantomData;
 
-use chrono::Utc;
-use serde_json::Value;
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::Context;
-use crate::adapters::redis::requests::RequestHandler;
 use crate::analyze::{AnalysisMethod, Decision};
-use crate::bus::{Envelope, EventType};
 use crate::engine::ContainerInfo;
-use crate::policy::select::Target;
+use crate::model::wire::{EventType, parse_wire_timestamp};
 use crate::policy::{ActionKind, HealthPolicy};
-use crate::respond::Request;
-use crate::respond::report::Report;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// The agent of HemoStat's own `remediation_needed` envelopes.
 pub const OWN_AGENT: &str = "HemoStat-Analyzer";
-/// The `gate` of a request refused before it reached the responder.
-pub const GATE: &str = "external_request";
 /// The `finding` external actions are recorded under (a repeated request within the circuit
 /// breaker window counts the previous action as a failed repair).
 pub const FINDING: &str = "external";
@@ -55,10 +29,6 @@ const MAX_REASON: usize = 512;
 const MAX_AGENT: usize = 64;
 /// Longest container name accepted (Docker's own limit is lower in practice).
 const MAX_NAME: usize = 255;
-/// Requests carried out at once; more wait (and Redis buffers the rest).
-const CONCURRENT: usize = 4;
-/// Refusals announced (and logged at warn) per minute; beyond that they are only counted.
-const ANNOUNCED_PER_MINUTE: u32 = 60;
 
 /// A request that passed validation.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,7 +111,7 @@ impl Reason {
 
 /// A refused request: why, and what of it can be trusted enough to announce.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Refused {
+pub struct RequestRefusal {
     /// Why.
     pub reason: Reason,
     /// For people; never contains the payload beyond sanitised, bounded fields.
@@ -164,9 +134,117 @@ pub enum Invalid {
     /// Not for this operator: counted, logged at debug, never announced.
     Ignored(Ignored),
     /// Refused: counted, logged at warn, announced when the container name is valid.
-    Refused(Box<Refused>),
+    Refused(Box<RequestRefusal>),
 }
 
+/// A value of the expected type, or anything else (read and dropped).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Either<T> {
+    Expected(T),
+    Other(IgnoredAny),
+}
+
+/// A field read with its type `T`, or as missing when it has another type (or is null).
+struct Loose<T>(Option<T>);
+
+impl<T> Default for Loose<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T> Loose<T> {
+    fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(match Either::deserialize(d)? {
+            Either::Expected(v) => Some(v),
+            Either::Other(_) => None,
+        }))
+    }
+}
+
+/// A struct read from a JSON object only (a derived struct would also take an array).
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(PhantomData)).map(Object)
+    }
+}
+
+/// Present (even as null) or absent: `type: null` hides `event_type`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The envelope `{timestamp, agent, type | event_type, data}` as read.
+#[derive(Deserialize)]
+struct RemediationRequest {
+    #[serde(default)]
+    timestamp: Loose<String>,
+    #[serde(default)]
+    agent: Loose<String>,
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    type_: Option<Loose<String>>,
+    /// The original's agents name the type here only.
+    #[serde(default)]
+    event_type: Loose<String>,
+    #[serde(default)]
+    data: Loose<Object<RequestData>>,
+}
+
+/// `data` as read.
+#[derive(Deserialize)]
+struct RequestData {
+    #[serde(default)]
+    node: Loose<String>,
+    #[serde(default)]
+    decision_id: Loose<String>,
+    #[serde(default)]
+    container: Loose<String>,
+    #[serde(default)]
+    action: Loose<String>,
+    #[serde(default)]
+    reason: Loose<String>,
+    #[serde(default)]
+    confidence: Loose<f64>,
+    /// Absent or null: none; anything but an array of strings is refused.
+    #[serde(default)]
+    command: Option<Either<Vec<String>>>,
+}
+
+impl RemediationRequest {
+    fn data(&self) -> Option<&RequestData> {
+        self.data.get().map(|o| &o.0)
+    }
+
+    /// `type` as documented, or only `event_type` as the original's agents write it.
+    fn kind(&self) -> Option<&String> {
+        match &self.type_ {
+            Some(t) => t.get(),
+            None => self.event_type.get(),
+        }
+    }
+}
+
+/// What is known of the request so far, for a refusal.
+#[derive(Default)]
 struct Partial {
     container: Option<String>,
     container_id: Option<String>,
@@ -177,7 +255,7 @@ struct Partial {
 
 impl Partial {
     fn refuse(&self, reason: Reason, detail: impl Into<String>) -> Invalid {
-        Invalid::Refused(Box::new(Refused {
+        Invalid::Refused(Box::new(RequestRefusal {
             reason,
             detail: detail.into(),
             container: self.container.clone(),
@@ -210,25 +288,104 @@ fn parse_action(s: &str) -> Option<ActionKind> {
     ActionKind::ALL.into_iter().find(|a| a.as_str() == s)
 }
 
-/// Validates one message of `hemostat:remediation_needed`. Pure: `own_node` is this node's
-/// name, `is_own_decision` tells the decision ids this process produced, and `lookup` finds an
-/// observed container by name together with its governing policy (`None` when there is no such
-/// container or no policy governs it).
-/// `data.command`: absent, or an array of strings.
-fn command_of(
-    data: &serde_json::Map<String, Value>,
-    p: &Partial,
-) -> Result<Option<Vec<String>>, Invalid> {
-    match data.get("command") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<Vec<String>>>()
-            .map(Some)
-            .ok_or_else(|| p.refuse(Reason::BadShape, "data.command is not an array of strings")),
-        Some(_) => Err(p.refuse(Reason::BadShape, "data.command is not an array of strings")),
+/// The bytes as an envelope object: not JSON, or JSON that is not an object, is refused.
+fn read(payload: &[u8], p: &Partial) -> Result<RemediationRequest, Invalid> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(p.refuse(
+            Reason::TooLarge,
+            format!("{} bytes, the limit is {MAX_PAYLOAD}", payload.len()),
+        ));
     }
+    match serde_json::from_slice::<Either<Object<RemediationRequest>>>(payload) {
+        Err(_) => Err(p.refuse(Reason::NotJson, "not JSON")),
+        Ok(Either::Other(_)) => Err(p.refuse(Reason::BadShape, "not a JSON object")),
+        Ok(Either::Expected(Object(request))) => Ok(request),
+    }
+}
+
+/// Own and other nodes' decisions: well-formed, and not ours to judge.
+fn ignored(
+    request: &RemediationRequest,
+    own_node: &str,
+    is_own_decision: impl Fn(&str) -> bool,
+) -> Option<Ignored> {
+    let data = request.data()?;
+    let node = data.node.get().map(String::as_str);
+    if request.agent.get().map(String::as_str) == Some(OWN_AGENT) && node == Some(own_node) {
+        return Some(Ignored::Own);
+    }
+    if data.decision_id.get().is_some_and(|id| is_own_decision(id)) {
+        return Some(Ignored::Own);
+    }
+    node.is_some_and(|n| n != own_node)
+        .then_some(Ignored::OtherNode)
+}
+
+/// The envelope's own fields: the type, an agent and an ISO-8601 timestamp (naive, the
+/// protocol document's form, or with an offset, the original agents' form).
+fn check_envelope(request: &RemediationRequest, p: &Partial) -> Result<(), Invalid> {
+    if request.kind().map(String::as_str) != Some(EventType::RemediationNeeded.as_str()) {
+        return Err(p.refuse(Reason::BadShape, "type is not remediation_needed"));
+    }
+    let (Some(timestamp), Some(_)) = (request.timestamp.get(), request.agent.get()) else {
+        return Err(p.refuse(Reason::BadShape, "agent or timestamp missing"));
+    };
+    if parse_wire_timestamp(timestamp).is_none() {
+        return Err(p.refuse(
+            Reason::BadShape,
+            "timestamp is not ISO-8601 (e.g. 2025-11-03T10:30:45.123456+00:00)",
+        ));
+    }
+    Ok(())
+}
+
+/// `data.container` and `data.action`, recorded in `p` as soon as they are valid.
+fn target<'a>(data: &'a RequestData, p: &mut Partial) -> Result<(&'a str, ActionKind), Invalid> {
+    let Some(raw_name) = data.container.get() else {
+        return Err(p.refuse(Reason::BadContainer, "data.container missing"));
+    };
+    let Some(name) = container_name(raw_name) else {
+        return Err(p.refuse(
+            Reason::BadContainer,
+            "data.container is not a valid container name",
+        ));
+    };
+    p.container = Some(name.to_owned());
+    let Some(raw_action) = data.action.get() else {
+        return Err(p.refuse(Reason::BadShape, "data.action missing"));
+    };
+    let Some(action) = parse_action(raw_action) else {
+        return Err(p.refuse(
+            Reason::UnknownAction,
+            format!(
+                "unknown action {:?} (restart, stop, start or exec)",
+                sanitise(raw_action, 32)
+            ),
+        ));
+    };
+    p.action = Some(action);
+    Ok((name, action))
+}
+
+/// `data.reason`, `data.confidence` and `data.command` (absent, or an array of strings).
+fn claims<'a>(
+    data: &'a RequestData,
+    p: &Partial,
+) -> Result<(&'a str, f64, Option<Vec<String>>), Invalid> {
+    let Some(reason) = data.reason.get() else {
+        return Err(p.refuse(Reason::BadShape, "data.reason missing"));
+    };
+    let Some(&confidence) = data.confidence.get() else {
+        return Err(p.refuse(Reason::BadShape, "data.confidence is not a number"));
+    };
+    let command = match &data.command {
+        None => None,
+        Some(Either::Expected(c)) => Some(c.clone()),
+        Some(Either::Other(_)) => {
+            return Err(p.refuse(Reason::BadShape, "data.command is not an array of strings"));
+        }
+    };
+    Ok((reason, confidence, command))
 }
 
 /// What the governing policy says of the request: the action allowed, an exec command on its
@@ -241,13 +398,11 @@ fn allowed_by(
     p: &Partial,
 ) -> Result<(Option<Vec<String>>, f64), Invalid> {
     let r = &policy.spec.remediation;
+    let name = &policy.metadata.name;
     if !r.actions.contains(&action) {
         return Err(p.refuse(
             Reason::ActionNotAllowed,
-            format!(
-                "action {action} is not allowed by policy {}",
-                policy.metadata.name
-            ),
+            format!("action {action} is not allowed by policy {name}"),
         ));
     }
     let command = if action == ActionKind::Exec {
@@ -257,10 +412,7 @@ fn allowed_by(
             Some(_) => {
                 return Err(p.refuse(
                     Reason::ExecNotAllowed,
-                    format!(
-                        "the command is not on the exec allow-list of policy {}",
-                        policy.metadata.name
-                    ),
+                    format!("the command is not on the exec allow-list of policy {name}"),
                 ));
             }
             None => {
@@ -279,113 +431,36 @@ fn allowed_by(
         return Err(p.refuse(
             Reason::LowConfidence,
             format!(
-                "confidence {confidence} is below minConfidence {} of policy {}",
-                r.min_confidence, policy.metadata.name
+                "confidence {confidence} is below minConfidence {} of policy {name}",
+                r.min_confidence
             ),
         ));
     }
     Ok((command, confidence))
 }
 
+/// Validates one message of `hemostat:remediation_needed`. Pure: `own_node` is this node's
+/// name, `is_own_decision` tells the decision ids this process produced, and `lookup` finds an
+/// observed container by name together with its governing policy (`None` when there is no such
+/// container or no policy governs it).
 pub fn validate_request(
     payload: &[u8],
     own_node: &str,
     is_own_decision: impl Fn(&str) -> bool,
     lookup: impl Fn(&str) -> Option<(ContainerInfo, HealthPolicy)>,
 ) -> Result<ValidRequest, Invalid> {
-    let mut p = Partial {
-        container: None,
-        container_id: None,
-        policy: None,
-        action: None,
-        agent: None,
-    };
-    if payload.len() > MAX_PAYLOAD {
-        return Err(p.refuse(
-            Reason::TooLarge,
-            format!("{} bytes, the limit is {MAX_PAYLOAD}", payload.len()),
-        ));
+    let mut p = Partial::default();
+    let request = read(payload, &p)?;
+    p.agent = request.agent.get().map(|a| sanitise(a, MAX_AGENT));
+    if let Some(why) = ignored(&request, own_node, is_own_decision) {
+        return Err(Invalid::Ignored(why));
     }
-    let Ok(value) = serde_json::from_slice::<Value>(payload) else {
-        return Err(p.refuse(Reason::NotJson, "not JSON"));
-    };
-    let Some(envelope) = value.as_object() else {
-        return Err(p.refuse(Reason::BadShape, "not a JSON object"));
-    };
-    let agent = envelope.get("agent").and_then(Value::as_str);
-    p.agent = agent.map(|a| sanitise(a, MAX_AGENT));
-    let data = envelope.get("data").and_then(Value::as_object);
-    // Own and other nodes' decisions first: they are well-formed, and not ours to judge.
-    if let Some(data) = data {
-        let node = data.get("node").and_then(Value::as_str);
-        if agent == Some(OWN_AGENT) && node == Some(own_node) {
-            return Err(Invalid::Ignored(Ignored::Own));
-        }
-        if data
-            .get("decision_id")
-            .and_then(Value::as_str)
-            .is_some_and(&is_own_decision)
-        {
-            return Err(Invalid::Ignored(Ignored::Own));
-        }
-        if node.is_some_and(|n| n != own_node) {
-            return Err(Invalid::Ignored(Ignored::OtherNode));
-        }
-    }
-    // `type` as documented, or only `event_type` as the original's agents write it.
-    let kind = envelope
-        .get("type")
-        .or_else(|| envelope.get("event_type"))
-        .and_then(Value::as_str);
-    if kind != Some(EventType::RemediationNeeded.as_str()) {
-        return Err(p.refuse(Reason::BadShape, "type is not remediation_needed"));
-    }
-    let Some(timestamp) = envelope.get("timestamp").and_then(Value::as_str) else {
-        return Err(p.refuse(Reason::BadShape, "agent or timestamp missing"));
-    };
-    if agent.is_none() {
-        return Err(p.refuse(Reason::BadShape, "agent or timestamp missing"));
-    }
-    // Naive (the protocol document's form) or with an offset (the original agents' form).
-    if crate::model::wire::parse_wire_timestamp(timestamp).is_none() {
-        return Err(p.refuse(
-            Reason::BadShape,
-            "timestamp is not ISO-8601 (e.g. 2025-11-03T10:30:45.123456+00:00)",
-        ));
-    }
-    let Some(data) = data else {
+    check_envelope(&request, &p)?;
+    let Some(data) = request.data() else {
         return Err(p.refuse(Reason::BadShape, "data is not an object"));
     };
-    let Some(raw_name) = data.get("container").and_then(Value::as_str) else {
-        return Err(p.refuse(Reason::BadContainer, "data.container missing"));
-    };
-    let Some(name) = container_name(raw_name) else {
-        return Err(p.refuse(
-            Reason::BadContainer,
-            "data.container is not a valid container name",
-        ));
-    };
-    p.container = Some(name.to_owned());
-    let Some(raw_action) = data.get("action").and_then(Value::as_str) else {
-        return Err(p.refuse(Reason::BadShape, "data.action missing"));
-    };
-    let Some(action) = parse_action(raw_action) else {
-        return Err(p.refuse(
-            Reason::UnknownAction,
-            format!(
-                "unknown action {:?} (restart, stop, start or exec)",
-                sanitise(raw_action, 32)
-            ),
-        ));
-    };
-    p.action = Some(action);
-    let Some(reason) = data.get("reason").and_then(Value::as_str) else {
-        return Err(p.refuse(Reason::BadShape, "data.reason missing"));
-    };
-    let Some(confidence) = data.get("confidence").and_then(Value::as_f64) else {
-        return Err(p.refuse(Reason::BadShape, "data.confidence is not a number"));
-    };
-    let command = command_of(data, &p)?;
+    let (name, action) = target(data, &mut p)?;
+    let (reason, confidence, command) = claims(data, &p)?;
     let Some((info, policy)) = lookup(name) else {
         return Err(p.refuse(
             Reason::NotGoverned,
@@ -417,219 +492,12 @@ pub fn validate_request(
     })
 }
 
-/// How many refusals may still be announced in the current minute.
-struct AnnounceBudget {
-    window: Instant,
-    used: u32,
-    suppressed: u64,
-}
-
-impl AnnounceBudget {
-    fn new() -> Self {
-        Self {
-            window: Instant::now(),
-            used: 0,
-            suppressed: 0,
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(60) {
-            if self.suppressed > 0 {
-                warn!(
-                    suppressed = self.suppressed,
-                    "external requests refused without announcement (over {ANNOUNCED_PER_MINUTE} per minute); see hemostat_external_requests_total"
-                );
-            }
-            *self = Self::new();
-        }
-        if self.used < ANNOUNCED_PER_MINUTE {
-            self.used += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-}
-
-/// Handles one message: validates it, then refuses or hands it to the responder (in a task,
-/// at most [`CONCURRENT`] at once).
-async fn handle(
-    ctx: &Arc<Context>,
-    payload: &[u8],
-    budget: &mut AnnounceBudget,
-    slots: &Arc<Semaphore>,
-) {
-    let lookup = |name: &str| {
-        let observed = ctx.observed.find_by_name(name)?;
-        let info = observed.info;
-        let policy = ctx.policies.governing(Target::from(&info))?;
-        Some((info, policy))
-    };
-    let valid = validate_request(
-        payload,
-        &ctx.config.node,
-        |id| ctx.own_decisions.contains(id),
-        lookup,
-    );
-    let request = match valid {
-        Ok(r) => r,
-        Err(Invalid::Ignored(why)) => {
-            ctx.metrics.external_request(why.result());
-            debug!(result = why.result(), "remediation request ignored");
-            return;
-        }
-        Err(Invalid::Refused(refused)) => {
-            ctx.metrics.external_request(&refused.reason.result());
-            if budget.take() {
-                warn!(
-                    reason = refused.reason.label(),
-                    detail = %refused.detail,
-                    container = refused.container.as_deref().unwrap_or("-"),
-                    agent = refused.agent.as_deref().unwrap_or("-"),
-                    "external remediation request refused"
-                );
-                announce_refusal(ctx, &refused).await;
-            }
-            return;
-        }
-    };
-    ctx.metrics.external_request("accepted");
-    info!(
-        container = %request.info.name,
-        action = request.decision.action.map_or("none", |a| a.as_str()),
-        agent = %request.agent,
-        "external remediation request accepted; handing it to the responder"
-    );
-    let Ok(permit) = slots.clone().acquire_owned().await else {
-        return;
-    };
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        let manual_stop = ctx
-            .observed
-            .get(&request.info.id)
-            .is_some_and(|o| o.manual_stop);
-        let decision_id = uuid::Uuid::new_v4().to_string();
-        ctx.own_decisions.insert(&decision_id);
-        let response = ctx
-            .responder
-            .respond(Request {
-                policy: &request.policy,
-                info: &request.info,
-                decision: &request.decision,
-                decision_id: &decision_id,
-                manual_stop,
-                command: request.command.as_deref(),
-            })
-            .await;
-        info!(container = %request.info.name, status = response.status(), %decision_id, "external remediation request handled");
-        // Look again soon: the container changed, or the gates may have something to say.
-        ctx.queue.schedule_now(request.info.id.clone());
-    });
-}
-
-/// Announces and audits a refusal whose container name is valid.
-async fn announce_refusal(ctx: &Context, refused: &Refused) {
-    let Some(container) = &refused.container else {
-        return;
-    };
-    let action = refused.action.map_or("unknown", |a| a.as_str());
-    let decision_id = uuid::Uuid::new_v4().to_string();
-    let details = format!(
-        "external request refused ({}): {}",
-        refused.reason.label(),
-        refused.detail
-    );
-    let reason = format!(
-        "external request from {}",
-        refused.agent.as_deref().unwrap_or("an unknown agent")
-    );
-    let report = Report {
-        container: container.clone(),
-        container_id: refused.container_id.clone(),
-        policy: refused.policy.clone(),
-        action: action.to_owned(),
-        status: "rejected",
-        details,
-        gate: Some(GATE.to_owned()),
-        dry_run: false,
-        confidence: None,
-        reason,
-        decision_id,
-        method: AnalysisMethod::External,
-        node: ctx.config.node.clone(),
-        refusal: Some(refused.reason.label().to_owned()),
-        gave_up: false,
-        action_started_at: None,
-        ai: Default::default(),
-    };
-    ctx.sink.publish(Envelope::of(&report.payload())).await;
-    if let Err(e) = ctx.store.append_audit(report.audit(Utc::now())).await {
-        warn!(error = %e, "could not append to the audit trail");
-    }
-}
-
-/// Validates and handles the requests of one subscription, one message at a time (each
-/// accepted request runs in a task, at most [`CONCURRENT`] at once).
-pub struct Intake {
-    ctx: Arc<Context>,
-    budget: AnnounceBudget,
-    slots: Arc<Semaphore>,
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Intake {
-    async fn handle(&mut self, payload: &[u8]) {
-        handle(&self.ctx, payload, &mut self.budget, &self.slots).await;
-    }
-}
-
-impl Intake {
-    /// An intake acting through `ctx`.
-    pub fn new(ctx: Arc<Context>) -> Self {
-        Self {
-            ctx,
-            budget: AnnounceBudget::new(),
-            slots: Arc::new(Semaphore::new(CONCURRENT)),
-        }
-    }
-}
-
-/// Announces two fixed refusals (one with a known container and policy, one without), for
-/// the wire golden tests.
-#[cfg(test)]
-pub(crate) async fn golden_refusal(ctx: &Context) {
-    let known = Refused {
-        reason: Reason::ActionNotAllowed,
-        detail: "policy crash does not allow stop".to_owned(),
-        container: Some("web".to_owned()),
-        container_id: Some("web-id".to_owned()),
-        policy: Some("crash".to_owned()),
-        action: Some(ActionKind::Stop),
-        agent: Some("HemoStat-Analyzer".to_owned()),
-    };
-    announce_refusal(ctx, &known).await;
-    let unknown = Refused {
-        reason: Reason::NotGoverned,
-        detail: "no governed container named ghost".to_owned(),
-        container: Some("ghost".to_owned()),
-        container_id: None,
-        policy: None,
-        action: None,
-        agent: None,
-    };
-    announce_refusal(ctx, &unknown).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::ExecPolicy;
     use crate::policy::builtin::default_policy;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const NODE: &str = "node-a";
 
@@ -914,5 +782,42 @@ mod tests {
         assert_eq!(outcome(&payload), "accepted");
         payload.push(b' ');
         assert_eq!(outcome(&payload), "refused_too_large");
+    }
+
+    #[test]
+    fn fields_of_another_type_read_as_missing_and_only_objects_are_read() {
+        let restart = request("web", "restart", 0.9);
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "a null type hides event_type",
+                json!({"type": null, "event_type": "remediation_needed", "timestamp": "2025-11-03T10:30:48Z", "agent": "a", "data": restart}),
+                "refused_bad_shape",
+            ),
+            (
+                "data as an array is no object",
+                json!({"type": "remediation_needed", "timestamp": "2025-11-03T10:30:48Z", "agent": "a", "data": ["node-b", "x", "web"]}),
+                "refused_bad_shape",
+            ),
+            (
+                "an agent that is no string is missing",
+                json!({"type": "remediation_needed", "timestamp": "2025-11-03T10:30:48Z", "agent": 7, "data": restart}),
+                "refused_bad_shape",
+            ),
+            (
+                "a node that is no string addresses no other node",
+                json!({"type": "remediation_needed", "timestamp": "2025-11-03T10:30:48Z", "agent": "a", "data": {"node": 3, "container": "web", "action": "restart", "reason": "r", "confidence": 1}}),
+                "accepted",
+            ),
+            (
+                "a null command is no command",
+                json!({"type": "remediation_needed", "timestamp": "2025-11-03T10:30:48Z", "agent": "a", "data": {"command": null, "container": "web", "action": "restart", "reason": "r", "confidence": 1}}),
+                "accepted",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            assert_eq!(outcome(value.to_string().as_bytes()), expected, "{name}");
+        }
+        let twice = br#"{"type": "remediation_needed", "type": "remediation_needed", "timestamp": "2025-11-03T10:30:48Z", "agent": "a", "data": {"container": "web", "action": "restart", "reason": "r", "confidence": 1}}"#;
+        assert_eq!(outcome(twice), "refused_bad_shape", "a key given twice");
     }
 }
