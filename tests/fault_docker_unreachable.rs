@@ -73,7 +73,7 @@ async fn unreachable_at_start_is_a_clear_exit_and_the_next_start_repairs_what_cr
         "{stderr}"
     );
     assert!(
-        stderr.contains("Set DOCKER_HOST"),
+        stderr.contains("set DOCKER_HOST"),
         "says what to check: {stderr}"
     );
     assert!(
