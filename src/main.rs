@@ -10,7 +10,7 @@ async fn main() {
         Err(e) => {
             eprintln!(
                 "error: {}",
-                hemostat::cli::error_text::error_text(e.as_ref())
+                hemostat::util::error_text::error_text(e.as_ref())
             );
             std::process::exit(2);
         }

@@ -11,7 +11,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("util", &[]),
     ("policy", &["model"]),
-    ("engine", &["model"]),
+    ("engine", &["model", "util"]),
     ("analyze", &["model", "policy"]),
     ("observe", &["model", "policy", "engine"]),
     ("store", &["model", "util"]),

@@ -3,7 +3,6 @@
 pub mod ai;
 pub mod alert;
 pub mod client;
-pub mod error_text;
 pub mod explain;
 pub mod healthcheck;
 pub mod policy;

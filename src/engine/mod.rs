@@ -31,7 +31,7 @@ pub enum EngineError {
         "cannot reach the Docker engine at {endpoint} ({}): start the Docker daemon, or set \
          DOCKER_HOST to the address of a running one (when HemoStat runs in a container, mount \
          the engine's socket: -v /var/run/docker.sock:/var/run/docker.sock)",
-        with_causes(source)
+        crate::util::error_text::error_text(source)
     )]
     Unreachable {
         /// The endpoint we tried (`unix:///var/run/docker.sock`, `tcp://…`).
@@ -73,22 +73,6 @@ pub enum EngineError {
         /// What was missing or wrong.
         detail: String,
     },
-}
-
-/// An error and its causes joined by `: `, each cause once (a transport error often repeats
-/// its source in its own text).
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        let part = e.to_string();
-        if !part.is_empty() && !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = e.source();
-    }
-    text
 }
 
 impl EngineError {

@@ -1,4 +1,5 @@
 //! Small helpers shared by several modules, with no knowledge of the domain.
 
 pub mod backoff;
+pub mod error_text;
 pub mod printable;
