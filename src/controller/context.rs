@@ -21,7 +21,8 @@ use crate::store::StateStore;
 pub struct ControllerConfig {
     /// This node's name, in every payload and safety key.
     pub node: String,
-    /// Full re-list period; also the longest a container goes without a reconcile.
+    /// Full re-list period: the engine's list (no inspections) is compared with the last
+    /// inspections every `resync`, and what differs is inspected and reconciled at once.
     pub resync: Duration,
     /// Resource sampling period.
     pub sample_interval: Duration,
@@ -31,7 +32,17 @@ pub struct ControllerConfig {
     pub label_filter: Option<String>,
 }
 
+/// A container is inspected and reconciled at least every this many resyncs, even when no
+/// event and no list shows a change (what a list cannot show: a restart between two lists
+/// whose events were dropped).
+pub const REINSPECT_EVERY_RESYNCS: u32 = 10;
+
 impl ControllerConfig {
+    /// The longest a container goes without an inspection and a reconcile.
+    pub fn reinspect(&self) -> Duration {
+        self.resync.saturating_mul(REINSPECT_EVERY_RESYNCS)
+    }
+
     /// True when the container carries the operator's `--label-filter` (or there is none).
     pub fn in_scope(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
         self.label_filter

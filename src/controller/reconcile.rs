@@ -34,7 +34,7 @@ pub async fn reconcile_in(id: &str, ctx: &Context, slot: &mut Slot) -> Result<Ac
     };
     let Some(policy) = ctx.policies.governing(Target::from(&observed.info)) else {
         forget(ctx, id);
-        return Ok(Action::Requeue(ctx.config.resync));
+        return Ok(Action::Requeue(ctx.config.reinspect()));
     };
     let now = Utc::now();
     let key = safety_key(&ctx.config.node, &observed.info.name);
@@ -182,15 +182,17 @@ fn request<'a>(p: &'a Problem<'a>, observed: &Observed) -> Request<'a> {
     }
 }
 
-/// When to look again at a container with no finding yet: at the latest after a resync, or
-/// when an unhealthy healthcheck will have lasted the policy's `unhealthyFor`.
+/// When to look again at a container with no finding yet: at the latest after
+/// [`super::ControllerConfig::reinspect`] (events, the resync's list and the sampler bring it
+/// back sooner on any change), or when an unhealthy healthcheck will have lasted the policy's
+/// `unhealthyFor`.
 fn next_look(
     ctx: &Context,
     policy: &HealthPolicy,
     observed: &Observed,
     now: chrono::DateTime<Utc>,
 ) -> Duration {
-    let mut wait = ctx.config.resync;
+    let mut wait = ctx.config.reinspect();
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
         let due = crate::model::safety::later(since, probe.unhealthy_for.get());

@@ -13,7 +13,8 @@ use crate::analyze::UsagePoint;
 use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo};
 use crate::model::wire::{ContainerStateKey, ContainerStats};
 use crate::observe::sampler::{CgroupReader, Sampler};
-use crate::policy::select::Target;
+use crate::policy::HealthPolicy;
+use crate::policy::select::{Target, governing_policy};
 
 /// What sampling needs to know of a governed container's policy.
 struct Governed {
@@ -43,8 +44,9 @@ impl Governed {
 }
 
 /// The governing policy's sampling needs, `None` when no policy governs the container.
-fn governed(ctx: &Context, info: &ContainerInfo) -> Option<Governed> {
-    ctx.policies.governing(Target::from(info)).map(|p| {
+/// `policies` is the registry's snapshot, taken once per pass.
+fn governed(ctx: &Context, policies: &[HealthPolicy], info: &ContainerInfo) -> Option<Governed> {
+    governing_policy(policies, Target::from(info)).map(|p| {
         let probes = &p.spec.probes;
         let window = [
             probes.cpu.as_ref().map(|c| c.for_.get()),
@@ -76,6 +78,11 @@ pub async fn run_sampler(
     cgroups: Option<CgroupReader>,
     shutdown: CancellationToken,
 ) {
+    // Reading many containers' cgroup files through open descriptors takes 3 each.
+    match crate::util::fd_limit::raise_to_hard() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let docker: Arc<dyn ContainerEngine> = ctx.docker.clone();
     let mut sampler = Sampler::new(docker, cgroups);
     let mut tick = tokio::time::interval(ctx.config.sample_interval);
@@ -88,8 +95,9 @@ pub async fn run_sampler(
         let mut infos: Vec<ContainerInfo> = Vec::new();
         let mut idle: Vec<ContainerInfo> = Vec::new();
         let mut needs: HashMap<String, Governed> = HashMap::new();
+        let policies = ctx.policies.snapshot();
         for info in ctx.observed.infos() {
-            let Some(g) = governed(&ctx, &info) else {
+            let Some(g) = governed(&ctx, &policies, &info) else {
                 continue;
             };
             needs.insert(info.id.clone(), g);

@@ -19,19 +19,23 @@ fn event_in_scope(ctx: &Context, event: &ContainerEvent) -> bool {
     ctx.config.in_scope(&event.labels)
 }
 
-/// Lists every container into the store and schedules each for a reconcile.
+/// Lists every container (one call, no inspection), compares the list with the last
+/// inspections and schedules a reconcile (which inspects) of each container that is new,
+/// changed, gone, or not inspected for [`super::ControllerConfig::reinspect`].
 pub async fn relist(ctx: &Context) -> Result<usize, crate::engine::EngineError> {
-    let list = ctx
+    let mut list = ctx
         .docker
-        .list_containers(ctx.config.label_filter.as_deref())
+        .list_summaries(ctx.config.label_filter.as_deref())
         .await?;
-    let n = list.len();
-    let ids: Vec<String> = list.iter().map(|c| c.id.clone()).collect();
-    let gone = ctx.observed.replace_all(list, Utc::now());
-    for id in ids.into_iter().chain(gone) {
+    list.retain(|c| ctx.config.in_scope(&c.labels));
+    let due = ctx
+        .observed
+        .diff_list(&list, Utc::now(), ctx.config.reinspect());
+    debug!(listed = list.len(), due = due.len(), "resync");
+    for id in due {
         ctx.queue.schedule_now(id);
     }
-    Ok(n)
+    Ok(list.len())
 }
 
 async fn handle_event(ctx: &Context, event: ContainerEvent) {

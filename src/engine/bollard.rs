@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::model::container::ContainerSummary;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
@@ -197,6 +198,35 @@ fn last_health_output(health: &bollard::models::Health) -> Option<String> {
     Some(out[..end].to_owned())
 }
 
+/// A list entry, `None` without an id. Newer engines report the health as a field; 20.10 only
+/// in the status text.
+fn container_summary(s: bollard::models::ContainerSummary) -> Option<ContainerSummary> {
+    use bollard::models::ContainerSummaryStateEnum as S;
+    let state = match s.state {
+        Some(S::CREATED) => ContainerState::Created,
+        Some(S::RUNNING) => ContainerState::Running,
+        Some(S::RESTARTING) => ContainerState::Restarting,
+        Some(S::PAUSED) => ContainerState::Paused,
+        Some(S::EXITED) => ContainerState::Exited,
+        Some(S::DEAD) => ContainerState::Dead,
+        Some(S::REMOVING) => ContainerState::Removing,
+        Some(S::STOPPING | S::EMPTY) | None => ContainerState::Unknown,
+    };
+    let name = s
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    Some(ContainerSummary {
+        id: s.id?,
+        name,
+        labels: s.labels.unwrap_or_default().into_iter().collect(),
+        state,
+        health: ContainerSummary::health_of_status(s.status.as_deref().unwrap_or_default()),
+    })
+}
+
 fn container_info(r: ContainerInspectResponse) -> Result<ContainerInfo> {
     let id = r.id.ok_or_else(|| EngineError::Malformed {
         op: "inspect",
@@ -332,6 +362,24 @@ impl ContainerEngine for BollardEngine {
             .await?;
         containers.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(containers)
+    }
+
+    async fn list_summaries(&self, label_filter: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        let mut options = ListContainersOptionsBuilder::new().all(true);
+        if let Some(label) = label_filter {
+            options = options.filters(&HashMap::from([("label", vec![label])]));
+        }
+        let summaries = with_deadline(
+            "list",
+            CALL_TIMEOUT,
+            self.docker.list_containers(Some(options.build())),
+        )
+        .await?
+        .map_err(|e| self.classify("list", None, e))?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(container_summary)
+            .collect())
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::model::container::ContainerSummary;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -243,6 +244,21 @@ impl ContainerEngine for FakeEngine {
                 label_filter.is_none() || c.labels.get(k).is_some_and(|x| v.is_empty() || x == v)
             })
             .cloned()
+            .collect())
+    }
+
+    async fn list_summaries(&self, label_filter: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        Ok(self
+            .list_containers(label_filter)
+            .await?
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id,
+                name: c.name,
+                labels: c.labels,
+                state: c.state,
+                health: c.health,
+            })
             .collect())
     }
 

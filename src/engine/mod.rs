@@ -102,6 +102,9 @@ pub trait ContainerEngine: Send + Sync + 'static {
     async fn host_info(&self) -> Result<HostInfo>;
     /// Every container in every state (all=true), each inspected (bounded concurrency), optionally filtered by label "k=v".
     async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>>;
+    /// Every container in every state as the engine lists it, with no inspection: one call,
+    /// cheap at any number of containers (the periodic resync uses it to find what changed).
+    async fn list_summaries(&self, label_filter: Option<&str>) -> Result<Vec<ContainerSummary>>;
     /// Inspects one container; `Ok(None)` when it is gone.
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>>;
     /// Container events (die, oom, health_status, start, stop, kill, restart, pause, unpause, destroy, create) from `since`.
@@ -131,6 +134,9 @@ impl<T: ContainerEngine + ?Sized> ContainerEngine for Arc<T> {
     }
     async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>> {
         (**self).list_containers(label_filter).await
+    }
+    async fn list_summaries(&self, label_filter: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        (**self).list_summaries(label_filter).await
     }
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
         (**self).inspect(id).await

@@ -173,6 +173,44 @@ impl EventAction {
     }
 }
 
+/// What the engine's container list says of one container, without an inspection: enough to
+/// tell whether anything an inspection would see may have changed since the last one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// The container's full id.
+    pub id: String,
+    /// Its name (no leading `/`).
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its state.
+    pub state: ContainerState,
+    /// Its healthcheck status, read from the list's status text ("Up 2 minutes (unhealthy)").
+    pub health: HealthStatus,
+}
+
+impl ContainerSummary {
+    /// The healthcheck status a list's status text shows: `(healthy)`, `(unhealthy)`,
+    /// `(health: starting)`, or none.
+    pub fn health_of_status(status: &str) -> HealthStatus {
+        if status.contains("(unhealthy)") {
+            HealthStatus::Unhealthy
+        } else if status.contains("(healthy)") {
+            HealthStatus::Healthy
+        } else if status.contains("(health: starting)") {
+            HealthStatus::Starting
+        } else {
+            HealthStatus::None
+        }
+    }
+
+    /// Whether this list entry shows something `last` (the last inspection) does not: another
+    /// state, health or name. Such a container must be inspected again now.
+    pub fn differs_from(&self, last: &ContainerInfo) -> bool {
+        self.state != last.state || self.health != last.health || self.name != last.name
+    }
+}
+
 /// One container event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerEvent {
@@ -253,6 +291,83 @@ impl ContainerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_status_text_tells_the_health() {
+        let cases = [
+            ("Up 2 minutes (healthy)", HealthStatus::Healthy),
+            ("Up 2 minutes (unhealthy)", HealthStatus::Unhealthy),
+            ("Up 3 seconds (health: starting)", HealthStatus::Starting),
+            ("Up 2 minutes", HealthStatus::None),
+            ("Exited (3) 5 seconds ago", HealthStatus::None),
+            ("", HealthStatus::None),
+        ];
+        for (status, want) in cases {
+            assert_eq!(
+                ContainerSummary::health_of_status(status),
+                want,
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_entry_differs_from_the_last_inspection_in_state_health_or_name() {
+        let last = ContainerInfo {
+            id: "c1".into(),
+            name: "web".into(),
+            image: "img".into(),
+            labels: BTreeMap::new(),
+            state: ContainerState::Running,
+            exit_code: None,
+            oom_killed: false,
+            health: HealthStatus::Healthy,
+            health_failing_streak: 0,
+            health_output: None,
+            restart_count: 0,
+            started_at: None,
+            finished_at: None,
+            limits: ResourceLimits::default(),
+            pid: Some(1),
+        };
+        let summary = |state, health, name: &str| ContainerSummary {
+            id: "c1".into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            state,
+            health,
+        };
+        // (list entry, differs)
+        let cases = [
+            (
+                summary(ContainerState::Running, HealthStatus::Healthy, "web"),
+                false,
+            ),
+            (
+                summary(ContainerState::Exited, HealthStatus::Healthy, "web"),
+                true,
+            ),
+            (
+                summary(ContainerState::Restarting, HealthStatus::Healthy, "web"),
+                true,
+            ),
+            (
+                summary(ContainerState::Running, HealthStatus::Unhealthy, "web"),
+                true,
+            ),
+            (
+                summary(ContainerState::Running, HealthStatus::None, "web"),
+                true,
+            ),
+            (
+                summary(ContainerState::Running, HealthStatus::Healthy, "web-2"),
+                true,
+            ),
+        ];
+        for (entry, want) in cases {
+            assert_eq!(entry.differs_from(&last), want, "{entry:?}");
+        }
+    }
 
     #[test]
     fn cpu_limit_prefers_nano_cpus_then_quota_over_period() {

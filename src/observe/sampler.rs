@@ -77,6 +77,92 @@ pub struct CgroupFiles {
     unified: bool,
 }
 
+impl CgroupFiles {
+    /// A reading from the text of the files.
+    fn reading(
+        &self,
+        at: Instant,
+        cpu: &str,
+        usage: &str,
+        stat: &str,
+        limit: Option<u64>,
+    ) -> Option<ResourceReading> {
+        let cpu_total_ns = if self.unified {
+            parse_v2_cpu_usage_ns(cpu)?
+        } else {
+            parse_u64(cpu)?
+        };
+        let usage = parse_u64(usage)?;
+        let inactive = if self.unified {
+            "inactive_file"
+        } else {
+            "total_inactive_file"
+        };
+        let cache = stat_value(stat, inactive).unwrap_or(0);
+        Some(ResourceReading {
+            at,
+            cpu_total_ns,
+            memory_used_bytes: usage.saturating_sub(cache.min(usage)),
+            memory_limit_bytes: limit,
+        })
+    }
+}
+
+/// One container's counter files, held open when the descriptor budget allows: a pass reads
+/// them from offset 0 (`pread`) with no path lookup, which in the cgroup filesystem costs
+/// several times the read itself (measured here: 35 µs to open and read `cpuacct.usage`, 3 µs
+/// to read it again; `memory.stat` 72 µs and 17 µs). Over budget, the files are read by path.
+#[derive(Debug)]
+pub struct LocatedCgroup {
+    /// Where the files are.
+    pub files: CgroupFiles,
+    handles: Option<Handles>,
+    /// The memory limit, read again every [`LIMIT_REREAD_EVERY`] readings (it changes only
+    /// with `docker update`).
+    limit: Option<u64>,
+    reads_since_limit: u32,
+}
+
+#[derive(Debug)]
+struct Handles {
+    cpu: fs::File,
+    memory: fs::File,
+    memory_stat: fs::File,
+}
+
+impl LocatedCgroup {
+    /// Whether its files are held open.
+    pub fn is_open(&self) -> bool {
+        self.handles.is_some()
+    }
+}
+
+/// How many readings of open files go by between two reads of the memory limit file.
+pub const LIMIT_REREAD_EVERY: u32 = 12;
+
+/// How many descriptors one container's open files take.
+pub const DESCRIPTORS_PER_CONTAINER: usize = 3;
+
+/// The whole file from offset 0 into `buf` (one `pread` for a counter file: a short read is
+/// its end), as text.
+fn read_from_start<'b>(file: &fs::File, buf: &'b mut Vec<u8>) -> Option<&'b str> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    let mut filled = 0;
+    loop {
+        if buf.len() < filled + 4096 {
+            buf.resize(filled + 8192, 0);
+        }
+        let n = file.read_at(&mut buf[filled..], filled as u64).ok()?;
+        filled += n;
+        if n == 0 || filled < buf.len() {
+            break;
+        }
+    }
+    buf.truncate(filled);
+    std::str::from_utf8(buf).ok()
+}
+
 impl CgroupReader {
     /// A reader of the hierarchy mounted at `root` (e.g. `/host/sys/fs/cgroup`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -139,28 +225,63 @@ impl CgroupReader {
     pub fn read_at(&self, files: &CgroupFiles) -> Option<ResourceReading> {
         let at = Instant::now();
         let cpu = fs::read_to_string(&files.cpu).ok()?;
-        let cpu_total_ns = if files.unified {
-            parse_v2_cpu_usage_ns(&cpu)?
-        } else {
-            parse_u64(&cpu)?
-        };
-        let usage = parse_u64(&fs::read_to_string(&files.memory).ok()?)?;
+        let usage = fs::read_to_string(&files.memory).ok()?;
         let stat = fs::read_to_string(&files.memory_stat).unwrap_or_default();
-        let inactive = if files.unified {
-            "inactive_file"
-        } else {
-            "total_inactive_file"
-        };
-        let cache = stat_value(&stat, inactive).unwrap_or(0);
         let limit = fs::read_to_string(&files.memory_limit)
             .ok()
             .and_then(|s| parse_limit(&s));
-        Some(ResourceReading {
-            at,
-            cpu_total_ns,
-            memory_used_bytes: usage.saturating_sub(cache.min(usage)),
-            memory_limit_bytes: limit,
-        })
+        files.reading(at, &cpu, &usage, &stat, limit)
+    }
+
+    /// Opens the files of one container (`open` false: only remembers where they are), and
+    /// reads them once.
+    pub fn open(&self, files: CgroupFiles, open: bool) -> Option<(LocatedCgroup, ResourceReading)> {
+        let handles = open
+            .then(|| {
+                Some(Handles {
+                    cpu: fs::File::open(&files.cpu).ok()?,
+                    memory: fs::File::open(&files.memory).ok()?,
+                    memory_stat: fs::File::open(&files.memory_stat).ok()?,
+                })
+            })
+            .flatten();
+        let mut located = LocatedCgroup {
+            files,
+            handles,
+            limit: None,
+            reads_since_limit: LIMIT_REREAD_EVERY,
+        };
+        let reading = self.read_located(&mut located, &mut Vec::new())?;
+        Some((located, reading))
+    }
+
+    /// Reads the counters of a located container (from its open files when it has them);
+    /// `None` when they are gone: a stopped container's cgroup is removed, and a restarted
+    /// one gets a new one (its open files then fail to read, or are unlinked).
+    pub fn read_located(
+        &self,
+        located: &mut LocatedCgroup,
+        buf: &mut Vec<u8>,
+    ) -> Option<ResourceReading> {
+        let Some(h) = &located.handles else {
+            return self.read_at(&located.files);
+        };
+        let at = Instant::now();
+        use std::os::unix::fs::MetadataExt;
+        if h.cpu.metadata().ok()?.nlink() == 0 {
+            return None;
+        }
+        let cpu = read_from_start(&h.cpu, buf)?.to_owned();
+        let usage = read_from_start(&h.memory, buf)?.to_owned();
+        if located.reads_since_limit >= LIMIT_REREAD_EVERY {
+            located.limit = fs::read_to_string(&located.files.memory_limit)
+                .ok()
+                .and_then(|s| parse_limit(&s));
+            located.reads_since_limit = 0;
+        }
+        located.reads_since_limit += 1;
+        let stat = read_from_start(&h.memory_stat, buf).unwrap_or_default();
+        located.files.reading(at, &cpu, &usage, stat, located.limit)
     }
 
     /// Container directories relative to one hierarchy: cgroupfs, then systemd driver.
@@ -213,8 +334,15 @@ pub struct Sampler<D> {
     cgroups: Option<CgroupReader>,
     concurrency: usize,
     previous: HashMap<String, ResourceReading>,
-    /// Where each container's cgroup files were found, so a pass does not search again.
-    located: HashMap<String, CgroupFiles>,
+    /// Where each container's cgroup files were found (and their open files), so a pass
+    /// does not search again.
+    located: HashMap<String, LocatedCgroup>,
+    /// How many containers' files may be held open ([`DESCRIPTORS_PER_CONTAINER`] each).
+    open_budget: usize,
+    /// Containers with open files in the pass under way.
+    open_in_pass: usize,
+    /// The buffer files are read into.
+    buf: Vec<u8>,
 }
 
 impl<D: ContainerEngine> Sampler<D> {
@@ -226,7 +354,18 @@ impl<D: ContainerEngine> Sampler<D> {
             concurrency: DEFAULT_CONCURRENCY,
             previous: HashMap::new(),
             located: HashMap::new(),
+            open_budget: crate::util::fd_limit::cache_budget(crate::util::fd_limit::soft_limit())
+                / DESCRIPTORS_PER_CONTAINER,
+            open_in_pass: 0,
+            buf: Vec::new(),
         }
+    }
+
+    /// Sets how many containers' cgroup files may be held open (the others are read by path);
+    /// by default what the open-file limit leaves beyond [`crate::util::fd_limit::RESERVED`].
+    pub fn with_open_budget(mut self, containers: usize) -> Self {
+        self.open_budget = containers;
+        self
     }
 
     /// Sets how many containers are read at once (at least 1).
@@ -250,22 +389,26 @@ impl<D: ContainerEngine> Sampler<D> {
         (id, reading)
     }
 
-    /// The cgroup reading of `id` from where its files were found last pass, or found now.
+    /// The cgroup reading of `id` from where its files were found last pass (held open), or
+    /// found (and opened, within the budget) now.
     fn read_cgroup(
-        &self,
-        cgroups: &CgroupReader,
+        &mut self,
         id: &str,
-        located: &mut HashMap<String, CgroupFiles>,
+        located: &mut HashMap<String, LocatedCgroup>,
     ) -> Option<ResourceReading> {
-        if let Some(files) = self.located.get(id)
-            && let Some(reading) = cgroups.read_at(files)
+        let cgroups = self.cgroups.as_ref()?;
+        if let Some(mut known) = self.located.remove(id)
+            && let Some(reading) = cgroups.read_located(&mut known, &mut self.buf)
         {
-            located.insert(id.to_owned(), files.clone());
+            self.open_in_pass += usize::from(known.is_open());
+            located.insert(id.to_owned(), known);
             return Some(reading);
         }
         let files = cgroups.locate(id)?;
-        let reading = cgroups.read_at(&files)?;
-        located.insert(id.to_owned(), files);
+        let open = self.open_in_pass < self.open_budget;
+        let (found, reading) = cgroups.open(files, open)?;
+        self.open_in_pass += usize::from(found.is_open());
+        located.insert(id.to_owned(), found);
         Some(reading)
     }
 
@@ -282,14 +425,12 @@ impl<D: ContainerEngine> Sampler<D> {
             .filter(|c| c.state == ContainerState::Running)
             .collect();
         let mut located = HashMap::with_capacity(running.len());
+        self.open_in_pass = 0;
         let mut readings: Vec<(String, crate::engine::Result<ResourceReading>)> =
             Vec::with_capacity(running.len());
         let mut from_api: Vec<String> = Vec::new();
         for c in running {
-            let reading = self
-                .cgroups
-                .as_ref()
-                .and_then(|cg| self.read_cgroup(cg, &c.id, &mut located));
+            let reading = self.read_cgroup(&c.id, &mut located);
             match reading {
                 Some(r) => readings.push((c.id.clone(), Ok(r))),
                 None => from_api.push(c.id.clone()),
@@ -585,6 +726,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn open_cgroup_files_read_fresh_counters_within_the_descriptor_budget() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write(root.path(), "cgroup.controllers", "cpu memory\n");
+        let put = |id: &str, usec: u64, memory: u64| {
+            let dir = root.path().join("docker").join(format!("{id}-id"));
+            write(&dir, "cpu.stat", &format!("usage_usec {usec}\n"));
+            write(&dir, "memory.current", &format!("{memory}\n"));
+            write(&dir, "memory.stat", "inactive_file 100\n");
+            write(&dir, "memory.max", "1000000\n");
+        };
+        let h = host(2, GIB);
+        let containers = [
+            crate::engine::fake::running("aaa", &[]),
+            crate::engine::fake::running("bbb", &[]),
+        ];
+        // (budget, containers whose files are held open)
+        for (budget, want_open) in [(0, 0), (1, 1), (5, 2)] {
+            put("aaa", 1_000, 10_000);
+            put("bbb", 1_000, 10_000);
+            let engine = std::sync::Arc::new(crate::engine::fake::FakeEngine::default());
+            let mut sampler =
+                Sampler::new(engine, Some(CgroupReader::new(root.path()))).with_open_budget(budget);
+            assert!(sampler.sample(&containers, &h).await.is_empty());
+            let open = sampler.located.values().filter(|l| l.is_open()).count();
+            assert_eq!(open, want_open, "budget {budget}");
+            // New counter values are read through the open files as through paths.
+            put("aaa", 501_000, 20_100);
+            put("bbb", 1_001_000, 40_100);
+            let usages = sampler.sample(&containers, &h).await;
+            let used: Vec<u64> = usages.iter().map(|(_, u)| u.memory_used_bytes).collect();
+            assert_eq!(used, [20_000, 40_000], "budget {budget}");
+            assert!(
+                usages[1].1.cpu_percent > usages[0].1.cpu_percent,
+                "budget {budget}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn cgroup_files_are_located_once_and_again_when_they_move() {
         let root = tempfile::tempdir().expect("tempdir");
         write(root.path(), "cgroup.controllers", "cpu memory\n");
@@ -606,7 +786,7 @@ mod tests {
                 .await
                 .is_empty()
         );
-        let found = sampler.located.get("aaa-id").cloned().expect("located");
+        let found = &sampler.located.get("aaa-id").expect("located").files;
         assert_eq!(found.cpu, cgroupfs.join("cpu.stat"));
         put(&cgroupfs, 2_000);
         assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
@@ -616,7 +796,10 @@ mod tests {
         let systemd = root.path().join("system.slice/docker-aaa-id.scope");
         put(&systemd, 3_000);
         assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
-        assert_eq!(sampler.located["aaa-id"].cpu, systemd.join("cpu.stat"));
+        assert_eq!(
+            sampler.located["aaa-id"].files.cpu,
+            systemd.join("cpu.stat")
+        );
         // Stopped: forgotten.
         assert!(sampler.sample(&[], &h).await.is_empty());
         assert!(sampler.located.is_empty());

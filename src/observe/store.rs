@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, RwLock};
 
+use crate::model::container::ContainerSummary;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -395,31 +396,44 @@ impl ObservedStore {
         }
     }
 
-    /// Replaces the set of known containers with a full list: containers no longer listed are
-    /// forgotten. Returns the ids that were forgotten.
-    pub fn replace_all(&self, list: Vec<ContainerInfo>, now: DateTime<Utc>) -> Vec<String> {
-        let ids: std::collections::HashSet<String> = list.iter().map(|c| c.id.clone()).collect();
-        for info in list {
-            self.upsert(info, now);
-        }
+    /// Compares the engine's container list with the last inspections, without inspecting:
+    /// returns the containers to inspect again now (listed but never inspected, listed in
+    /// another state, health or name, not inspected for `stale_after`, or gone), and forgets
+    /// those that are gone (with what an earlier operator left of them).
+    pub fn diff_list(
+        &self,
+        list: &[ContainerSummary],
+        now: DateTime<Utc>,
+        stale_after: std::time::Duration,
+    ) -> Vec<String> {
+        let listed: std::collections::HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
+        let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
         let mut map = self
             .containers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let gone: Vec<String> = map
+        let mut due: Vec<String> = map
             .keys()
-            .filter(|id| !ids.contains(*id))
+            .filter(|id| !listed.contains(id.as_str()))
             .cloned()
             .collect();
-        for id in &gone {
+        for id in &due {
             map.remove(id);
+        }
+        for summary in list {
+            let changed = map.get(&summary.id).is_none_or(|o| {
+                summary.differs_from(&o.info) || now.signed_duration_since(o.seen_at) >= stale_after
+            });
+            if changed {
+                due.push(summary.id.clone());
+            }
         }
         // Containers an earlier operator saw that are gone (or out of scope) now.
         self.resume
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-        gone
+            .retain(|id, _| listed.contains(id.as_str()));
+        due
     }
 
     /// Forgets a container.
@@ -724,7 +738,11 @@ mod tests {
         assert_eq!(second.histories().len(), 1, "kept until a list says");
         let mut other = info(ContainerState::Running, None);
         other.id = "c2".into();
-        second.replace_all(vec![other], Utc::now());
+        let list = [summary(&other)];
+        let due = second.diff_list(&list, Utc::now(), std::time::Duration::from_secs(300));
+        assert_eq!(due, ["c2"], "the new container is to be inspected");
+        assert!(second.histories().is_empty(), "c1's history is dropped");
+        second.upsert(other, Utc::now());
         let kept: Vec<String> = second.histories().into_keys().collect();
         assert_eq!(kept, ["c2"]);
     }
@@ -937,8 +955,70 @@ mod tests {
     fn a_full_list_forgets_containers_that_are_gone() {
         let store = ObservedStore::default();
         store.upsert(info(ContainerState::Running, None), Utc::now());
-        let gone = store.replace_all(vec![], Utc::now());
+        let gone = store.diff_list(&[], Utc::now(), std::time::Duration::from_secs(300));
         assert_eq!(gone, vec!["c1".to_string()]);
         assert!(store.is_empty());
+    }
+
+    fn summary(info: &ContainerInfo) -> ContainerSummary {
+        ContainerSummary {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            labels: info.labels.clone(),
+            state: info.state,
+            health: info.health,
+        }
+    }
+
+    #[test]
+    fn a_list_asks_for_an_inspection_only_of_what_may_have_changed() {
+        let t0 = Utc::now();
+        let stale = std::time::Duration::from_secs(300);
+        let store = ObservedStore::default();
+        let running = info(ContainerState::Running, None);
+        store.upsert(running.clone(), t0);
+        let mut exited = running.clone();
+        exited.state = ContainerState::Exited;
+        let mut unhealthy = running.clone();
+        unhealthy.health = HealthStatus::Unhealthy;
+        let mut new = running.clone();
+        new.id = "c9".into();
+        let later = |s: i64| t0 + chrono::Duration::seconds(s);
+        // (what, the list, when, the containers to inspect)
+        let cases: [(&str, Vec<ContainerSummary>, DateTime<Utc>, Vec<&str>); 5] = [
+            ("unchanged", vec![summary(&running)], later(30), vec![]),
+            (
+                "another state",
+                vec![summary(&exited)],
+                later(30),
+                vec!["c1"],
+            ),
+            (
+                "another health",
+                vec![summary(&unhealthy)],
+                later(30),
+                vec!["c1"],
+            ),
+            (
+                "not inspected for stale_after",
+                vec![summary(&running)],
+                later(300),
+                vec!["c1"],
+            ),
+            (
+                "new",
+                vec![summary(&running), summary(&new)],
+                later(30),
+                vec!["c9"],
+            ),
+        ];
+        for (what, list, now, want) in cases {
+            assert_eq!(store.diff_list(&list, now, stale), want, "{what}");
+            assert_eq!(
+                store.get("c1").unwrap().info,
+                running,
+                "{what}: a list never replaces an inspection"
+            );
+        }
     }
 }

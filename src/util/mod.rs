@@ -2,4 +2,5 @@
 
 pub mod backoff;
 pub mod error_text;
+pub mod fd_limit;
 pub mod printable;
