@@ -192,7 +192,7 @@ fn next_look(
     observed: &Observed,
     now: chrono::DateTime<Utc>,
 ) -> Duration {
-    let mut wait = ctx.config.reinspect();
+    let mut wait = spread(ctx.config.reinspect(), &observed.info.id);
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
         let due = crate::model::safety::later(since, probe.unhealthy_for.get());
@@ -201,6 +201,15 @@ fn next_look(
         }
     }
     wait.max(Duration::from_millis(50))
+}
+
+/// `interval` shortened by up to a tenth, by a fraction fixed for each container id: the
+/// containers listed together at start are not all inspected again at the same moment.
+fn spread(interval: Duration, id: &str) -> Duration {
+    let h = id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    interval.saturating_sub(interval.mul_f64(f64::from(h % 1000) / 10_000.0))
 }
 
 /// When the same problem may be acted on again after this response.
@@ -230,4 +239,23 @@ fn requeue_until(ctx: &Context, at: Option<chrono::DateTime<Utc>>) -> Action {
         .map_or(resync, |d| d.min(resync))
         .max(Duration::from_millis(100));
     Action::Requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinspections_are_spread_over_the_last_tenth_of_the_interval() {
+        let interval = Duration::from_secs(300);
+        let waits: Vec<Duration> = (0..200)
+            .map(|i| spread(interval, &format!("{i:064x}")))
+            .collect();
+        for w in &waits {
+            assert!(*w <= interval && *w >= interval.mul_f64(0.9), "{w:?}");
+        }
+        let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct waits", distinct.len());
+        assert_eq!(spread(interval, "abc"), spread(interval, "abc"), "fixed per id");
+    }
 }
