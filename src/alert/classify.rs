@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{Alert, AlertKind};
-use crate::bus::{Envelope, EventType};
-use crate::policy::{Alerts, Severity};
+use crate::model::decision::Severity;
+use crate::model::wire::{Envelope, EventType};
+use crate::policy::Alerts;
 
 /// Refusals that a person must hear about.
 pub const IMPORTANT_GATES: [&str; 3] = ["circuit_open", "fleet_budget", "manual_stop"];

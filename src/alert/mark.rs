@@ -12,7 +12,8 @@ use tracing::warn;
 
 use super::silence::Silence;
 use super::state::AlertState;
-use crate::bus::{Envelope, EventSink, EventType};
+use crate::bus::EventSink;
+use crate::model::wire::{Envelope, EventType};
 
 /// The silences as last read.
 #[derive(Debug, Default)]

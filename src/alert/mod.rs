@@ -31,7 +31,7 @@ pub mod state;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Severity;
+use crate::model::decision::Severity;
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,7 +104,7 @@ pub struct Alert {
     pub at: DateTime<Utc>,
     /// The envelope it was built from (the original's `{timestamp, agent, type, data}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envelope: Option<crate::bus::Envelope>,
+    pub envelope: Option<crate::model::wire::Envelope>,
 }
 
 impl Alert {

@@ -22,7 +22,7 @@ use super::notify::{Channel, Delivery, Notifier};
 use super::secret::SecretError;
 use super::silence::{Silence, silenced_by};
 use super::state::AlertState;
-use crate::bus::Envelope;
+use crate::model::wire::Envelope;
 use crate::policy::registry::PolicyRegistry;
 
 /// Builds the notifier of a channel (reads its secrets): `adapters::notifier_for` in the

@@ -12,10 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::container::ContainerInfo;
 
-pub use crate::model::decision::{
-    AiReview, AnalysisMethod, Decision, Finding, FindingKind, ModelAnswer, Verdict,
-};
-pub use crate::model::usage::UsagePoint;
+use crate::model::usage::UsagePoint;
 pub use probes::run_probes;
 pub use rules::{analyze, decide};
 

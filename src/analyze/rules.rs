@@ -1,8 +1,9 @@
 //! The rule-based analyzer: findings to one decision, within the policy's allowed actions.
 
-use super::{AnalysisMethod, Decision, Finding, FindingKind, Observation, run_probes};
+use super::{Observation, run_probes};
 use crate::model::container::ContainerState;
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::{ActionKind, AnalysisMethod, Decision, Finding, FindingKind};
+use crate::policy::HealthPolicy;
 
 /// Confidence of the rules per finding, from the original system where it had one:
 /// non-zero exit 0.9, critical anomaly 0.85, memory leak 0.8, sustained high CPU 0.75,

@@ -3,10 +3,9 @@
 //! Shared state (`StateStore`, its error, the memory and fallback stores) lives in
 //! [`crate::store`].
 
-pub mod envelope;
 pub mod memory;
 
-pub use envelope::{Envelope, EventType};
+use crate::model::wire::{Envelope, EventType};
 
 /// Where envelopes are published.
 #[async_trait::async_trait]

@@ -6,8 +6,8 @@ use tracing::debug;
 use super::Context;
 use crate::analyze::llm::prompt::{Facts, RepairNote};
 use crate::analyze::llm::verdict::{fall_back, rules_verdict};
-use crate::analyze::{AiReview, Decision};
-use crate::engine::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::{AiReview, Decision};
 use crate::model::safety::{Outcome, SafetyState};
 use crate::observe::store::Observed;
 use crate::policy::{AnalysisMode, HealthPolicy};
@@ -112,11 +112,11 @@ mod tests {
     use crate::analyze::llm::{
         AiAnalyzer, AiLimits, AiMetrics, LlmClient, LlmError, LlmReply, LlmRequest,
     };
-    use crate::bus::EventType;
     use crate::controller::reconcile;
     use crate::engine::fake::{Call, exited, running};
-    use crate::engine::{ContainerInfo, HealthStatus};
     use crate::fixtures::{TestContext, policy};
+    use crate::model::container::{ContainerInfo, HealthStatus};
+    use crate::model::wire::EventType;
 
     const ID: &str = "web-id";
 

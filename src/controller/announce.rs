@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 
 use super::Context;
 use super::context::Handled;
-use crate::analyze::Decision;
-use crate::engine::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::{ActionKind, Decision};
 use crate::model::wire::{
     AiNote, DecisionPayload, Envelope, FalseAlarm, HealthAlert, MetricsSnapshot, Payload,
     RemediationNeeded, round1, wire_timestamp_secs,
 };
 use crate::observe::store::Observed;
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::policy::HealthPolicy;
 
 /// Identifies a problem: the finding acted on, the action, and the container's run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use tracing::Instrument;
 use super::queue::{WorkReceiver, run_with_slots};
 use super::reconcile::reconcile_in;
 use super::{Action, Context, error_policy};
-use crate::engine::HostInfo;
+use crate::model::container::HostInfo;
 use crate::observe::sampler::CgroupReader;
 
 /// Runs the controller until `shutdown` is cancelled; returns when every task has stopped.

@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Context;
-use crate::analyze::UsagePoint;
-use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo};
+use crate::engine::ContainerEngine;
+use crate::model::container::{ContainerInfo, ContainerState, HostInfo};
+use crate::model::usage::UsagePoint;
 use crate::model::wire::{ContainerStateKey, ContainerStats};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::select::Target;
@@ -165,7 +166,7 @@ async fn publish_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::sampler::Usage;
+    use crate::model::usage::Usage;
 
     #[test]
     fn a_sample_is_worth_a_reconcile_only_when_a_usage_probe_could_fire() {

@@ -11,8 +11,10 @@ mod bollard;
 pub mod fake;
 
 pub use self::bollard::BollardEngine;
-pub use crate::model::container::*;
-pub use crate::model::usage::ResourceReading;
+use crate::model::container::{
+    ContainerEvent, ContainerInfo, Diagnostics, ExecOutcome, HEALTH_OUTPUT_MAX, HostInfo,
+};
+use crate::model::usage::ResourceReading;
 
 use std::sync::Arc;
 use std::time::Duration;

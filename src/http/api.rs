@@ -27,12 +27,13 @@ use serde::Deserialize;
 
 use super::ApiState;
 use super::views::{ContainerView, ErrorBody, PolicyView, SafetyView};
-use crate::bus::{Envelope, EventType};
+use crate::model::audit::AuditRecord;
 use crate::model::safety::safety_key;
+use crate::model::wire::{Envelope, EventType};
 use crate::observe::store::Observed;
 use crate::policy::registry::ReloadStatus;
 use crate::policy::select::{Target, is_protected};
-use crate::store::{AuditRecord, StoreError};
+use crate::store::StoreError;
 
 /// How many records a list answers when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::container::{ContainerState, HealthStatus};
+use crate::model::decision::ActionKind;
 use crate::model::safety::SafetyState;
 use crate::policy::registry::Provenance;
-use crate::policy::{ActionKind, Condition, HealthPolicy, PolicyStatus, Selector};
+use crate::policy::{Condition, HealthPolicy, PolicyStatus, Selector};
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

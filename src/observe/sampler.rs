@@ -38,8 +38,11 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo, ResourceReading};
-pub use crate::model::usage::{Usage, usage_between};
+use crate::engine::ContainerEngine;
+use crate::model::container::{ContainerInfo, ContainerState, HostInfo};
+/// Kept for `controller::sample`'s signatures until they name `crate::model::usage::Usage`.
+pub use crate::model::usage::Usage;
+use crate::model::usage::{ResourceReading, usage_between};
 
 /// Where the host's cgroup hierarchy is usually mounted.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
-pub use crate::model::decision::{ActionKind, Severity};
+use crate::model::decision::{ActionKind, Severity};
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "hemostat.io/v1alpha1";

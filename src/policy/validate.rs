@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::types::*;
+use crate::model::decision::ActionKind;
 
 /// One broken rule: where (a YAML path like `spec.probes.cpu.abovePercent`) and what is expected.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::engine::{ContainerEngine, EngineError};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::ActionKind;
+use crate::policy::HealthPolicy;
 
 /// Why an action failed; the message is what `remediation_complete` reports.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::container::ContainerInfo;
+use crate::model::decision::ActionKind;
 use crate::model::safety::{SafetyState, earlier, later};
+use crate::policy::HealthPolicy;
 use crate::policy::select::is_protected;
-use crate::policy::{ActionKind, HealthPolicy};
 
 /// Why a decided action was not carried out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]

@@ -15,11 +15,12 @@ use super::verify::{Step, Verify};
 use super::{Request, Response};
 use crate::bus::EventSink;
 use crate::engine::ContainerEngine;
+use crate::model::decision::ActionKind;
 use crate::model::safety::{ActionRecord, Outcome, SafetyState};
 use crate::model::safety::{Limits, lock_key, safety_key};
 use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;
-use crate::policy::{ActionKind, GiveUp, HealthPolicy};
+use crate::policy::{GiveUp, HealthPolicy};
 use crate::store::{StateStore, StoreError};
 
 /// Carries out decisions within the safety limits.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
-pub use crate::model::audit::AuditRecord;
+use crate::model::audit::AuditRecord;
 use crate::model::safety::SafetyState;
 
 /// A boxed error from a transport, so that [`StoreError`] names none.

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use super::config::RedisConfig;
 
 pub use super::keys::*;
-use crate::bus::{Envelope, EventSink, EventType};
-use crate::model::wire::ContainerStateKey;
+use crate::bus::EventSink;
+use crate::model::wire::{ContainerStateKey, Envelope, EventType};
 use crate::store::Result;
 
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.

@@ -8,9 +8,10 @@ use redis::{RedisError, Script};
 use super::conn::{is_connection_error, redis_error};
 use super::keys::*;
 use super::outbox::RedisBus;
+use crate::model::audit::AuditRecord;
 use crate::model::decision::ActionKind;
 use crate::model::safety::{ActionRecord, Outcome, SafetyState};
-use crate::store::{AuditRecord, Result, StateStore};
+use crate::store::{Result, StateStore};
 
 /// Attempts of an optimistic safety update before giving up.
 const CAS_ATTEMPTS: usize = 1000;

@@ -19,7 +19,7 @@ pub use review::{AiAnalyzer, AiLimits, AiMetrics};
 
 use serde_json::{Value, json};
 
-use super::Decision;
+use crate::model::decision::Decision;
 
 /// Adds what the model said to an envelope's `data`: `root_cause` (when its answer was used),
 /// `fallback_reason` (when the rules decided instead), and `ai`, the rules' verdict and the

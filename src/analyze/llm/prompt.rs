@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::redact::{REDACTED, is_secret_key, redact_line};
-use crate::analyze::{Finding, UsagePoint, Verdict};
 use crate::model::container::{ContainerInfo, HealthLogEntry};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::{ActionKind, Finding, Verdict};
+use crate::model::usage::UsagePoint;
+use crate::policy::HealthPolicy;
 
 /// The name of the answer's schema (OpenAI `json_schema.name`, Anthropic tool name).
 pub const ANSWER_NAME: &str = "hemostat_decision";
@@ -253,10 +254,10 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::analyze::FindingKind;
     use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::decision::{FindingKind, Severity};
     use crate::policy::builtin::default_policy;
-    use crate::policy::{AnalysisMode, ExecPolicy, Severity};
+    use crate::policy::{AnalysisMode, ExecPolicy};
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::client::{LlmClient, LlmError, LlmRequest};
 use super::prompt::{Facts, build};
 use super::verdict::{Rejection, accept, fall_back, parse, rules_verdict, use_answer};
-use crate::analyze::{AiReview, Decision, ModelAnswer};
+use crate::model::decision::{AiReview, Decision, ModelAnswer};
 use crate::policy::HealthPolicy;
 
 /// Where the analyzer reports what the model cost (implemented by `crate::metrics::Metrics`).
@@ -283,9 +283,9 @@ mod tests {
 
     use super::*;
     use crate::analyze::llm::client::LlmReply;
-    use crate::analyze::{AnalysisMethod, Verdict};
     use crate::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
-    use crate::policy::{ActionKind, AnalysisMode, builtin::default_policy};
+    use crate::model::decision::{ActionKind, AnalysisMethod, Verdict};
+    use crate::policy::{AnalysisMode, builtin::default_policy};
 
     struct Scripted {
         calls: AtomicUsize,

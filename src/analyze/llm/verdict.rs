@@ -3,8 +3,10 @@
 
 use serde_json::Value;
 
-use crate::analyze::{AiReview, AnalysisMethod, Decision, ModelAnswer, Verdict};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::{
+    ActionKind, AiReview, AnalysisMethod, Decision, ModelAnswer, Verdict,
+};
+use crate::policy::HealthPolicy;
 
 /// The fields an answer may have.
 const FIELDS: [&str; 5] = ["action", "confidence", "reason", "root_cause", "command"];

@@ -11,10 +11,10 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::analyze::{AnalysisMethod, Decision};
-use crate::engine::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::{ActionKind, AnalysisMethod, Decision};
 use crate::model::wire::{EventType, parse_wire_timestamp};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::policy::HealthPolicy;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;

@@ -31,8 +31,9 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Envelope, EventSink};
+use crate::bus::EventSink;
 use crate::http::ApiState;
+use crate::model::wire::Envelope;
 
 /// How many envelopes are kept for resuming clients.
 pub const BUFFER: usize = 1000;
@@ -246,7 +247,7 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::EventType;
+    use crate::model::wire::EventType;
 
     fn envelope(i: u64) -> Envelope {
         Envelope::new(EventType::FalseAlarm, serde_json::json!({"i": i}))
