@@ -65,19 +65,19 @@
 pub mod adapters;
 pub mod alert;
 pub mod analyze;
-pub mod app;
+pub(crate) mod app;
 pub mod bus;
 pub mod cli;
 pub mod controller;
 pub mod engine;
-#[cfg(any(test, feature = "test-util"))]
-pub mod fixtures;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod policy;
-pub mod respond;
+pub(crate) mod respond;
 pub mod schema;
 pub mod store;
 pub mod util;

@@ -11,7 +11,7 @@ use crate::policy::duration::compact;
 use crate::policy::{HealthPolicy, Probes};
 
 /// Runs every probe the policy configures; returns what they found, most severe first.
-pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
+pub(crate) fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
     let probes = &policy.spec.probes;
     let mut found = Vec::new();
     exit_probe(probes, obs, &mut found);

@@ -1,8 +1,8 @@
 //! The composition root: builds every part of the running operator once, from a validated
 //! [`Config`], and runs its tasks until the shutdown signal.
 
-pub mod alerts;
-pub mod restarts;
+pub(crate) mod alerts;
+pub(crate) mod restarts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ use crate::store::{StateStore, StoreError};
 
 /// Everything `run` needs, validated by the command line.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// The policies from files (or the built-in one).
     pub policies: Vec<HealthPolicy>,
     /// Where the HTTP server listens.
@@ -79,7 +79,7 @@ pub struct Config {
 }
 
 /// A configured model and the analyzer's limits.
-pub struct AiModel {
+pub(crate) struct AiModel {
     /// The client (OpenAI-compatible or Anthropic).
     pub client: Arc<dyn LlmClient>,
     /// Concurrency, breaker and cache limits.
@@ -110,7 +110,7 @@ impl AiMetrics for PromAi {
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     /// The engine does not answer.
     #[error(transparent)]
     Engine(EngineError),
@@ -161,7 +161,7 @@ struct Stores {
 }
 
 /// Runs the operator until `shutdown`.
-pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+pub(crate) async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
     // Held until the operator stops; the kernel releases it however the process ends.
     let _state_dir = crate::store::dir_lock::DirLock::acquire(&config.state_dir)
         .map_err(AppError::StateDirLock)?;

@@ -28,4 +28,4 @@ pub trait EventSink: Send + Sync + 'static {
 }
 
 /// How many envelopes a live subscriber may fall behind before it misses some.
-pub const LIVE_CAPACITY: usize = 1024;
+pub(crate) const LIVE_CAPACITY: usize = 1024;

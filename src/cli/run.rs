@@ -138,7 +138,7 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 }
 
 /// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
-pub fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -151,7 +151,7 @@ pub fn default_state_dir() -> PathBuf {
 /// The built-in policy with the original system's environment overrides applied
 /// (THRESHOLD_CPU_PERCENT, THRESHOLD_MEMORY_PERCENT, RESPONDER_COOLDOWN_SECONDS,
 /// RESPONDER_MAX_RETRIES_PER_HOUR).
-pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
+pub(crate) fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     let mut policy = builtin::default_policy();
     let read = |name: &str| -> anyhow::Result<Option<f64>> {
         match std::env::var(name) {
@@ -292,7 +292,7 @@ fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
 
 /// The Redis settings with `--redis-url-file` / `--redis-password-file` read into the URL and
 /// the password (shared by `run` and the policy commands).
-pub fn redis_secrets_from_files(
+pub(crate) fn redis_secrets_from_files(
     mut redis: crate::adapters::redis::config::RedisArgs,
 ) -> anyhow::Result<crate::adapters::redis::config::RedisArgs> {
     if let Some(path) = redis.redis_url_file.take() {
@@ -316,7 +316,7 @@ fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
 }
 
 /// Runs the operator until SIGTERM/SIGINT.
-pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
     init_logging(args.log_format, &args.log_level)?;
     let config = app_config(args)?;
     let shutdown = CancellationToken::new();

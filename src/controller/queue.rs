@@ -48,12 +48,12 @@ use tracing::Instrument;
 /// A cloneable handle for scheduling keys; every clone feeds the same queue.
 ///
 /// Cheap to clone, so the work closure given to [`run`] can capture one and requeue its own key.
-pub struct WorkQueue<K> {
+pub(crate) struct WorkQueue<K> {
     shared: Arc<Shared<K>>,
 }
 
 /// The receiving side of a [`WorkQueue`]; [`run`] consumes it, so there is one runner per queue.
-pub struct WorkReceiver<K> {
+pub(crate) struct WorkReceiver<K> {
     shared: Arc<Shared<K>>,
 }
 
@@ -114,7 +114,7 @@ impl<K> Shared<K> {
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// Creates an empty queue: the handle to schedule with, and the side to give to [`run`].
-    pub fn new() -> (Self, WorkReceiver<K>) {
+    pub(crate) fn new() -> (Self, WorkReceiver<K>) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 slots: HashMap::new(),
@@ -131,7 +131,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// Runs `key` at `at` (a past instant means now). If `key` is already queued, the earlier
     /// of the two instants wins. If `key` is running, this queues a follow-up run.
-    pub fn schedule(&self, key: K, at: Instant) {
+    pub(crate) fn schedule(&self, key: K, at: Instant) {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         match state.slots.entry(key) {
@@ -152,28 +152,30 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     }
 
     /// Runs `key` as soon as possible.
-    pub fn schedule_now(&self, key: K) {
+    pub(crate) fn schedule_now(&self, key: K) {
         self.schedule(key, Instant::now());
     }
 
     /// Runs `key` once `delay` has passed (or earlier, if it is already queued for earlier).
-    pub fn schedule_after(&self, key: K, delay: Duration) {
+    pub(crate) fn schedule_after(&self, key: K, delay: Duration) {
         self.schedule(key, Instant::now() + delay);
     }
 
     /// How many keys are queued and not yet started (the queue depth). A key that is running
     /// and also queued for a follow-up run counts here too.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shared.lock().slots.len()
     }
 
     /// Whether no key is queued.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// How many keys are being worked on right now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
         self.shared.lock().running.len()
     }
 }
@@ -216,22 +218,23 @@ impl<K: Clone + Eq + Hash> Shared<K> {
 /// One of the `max_concurrent` places of [`run_with_slots`], held by a run until it ends or
 /// calls [`Slot::release`].
 #[derive(Debug, Default)]
-pub struct Slot(Option<OwnedSemaphorePermit>);
+pub(crate) struct Slot(Option<OwnedSemaphorePermit>);
 
 impl Slot {
     /// A slot of no runner (for calling work directly, as tests do): releasing it does nothing.
-    pub fn unbounded() -> Self {
+    pub(crate) fn unbounded() -> Self {
         Self(None)
     }
 
     /// Gives the place back: the runner may start another key now, while this run goes on
     /// (still holding its own key). Releasing twice is the same as once.
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         self.0.take();
     }
 
     /// Whether this run still counts against the runner's `max_concurrent`.
-    pub fn is_held(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_held(&self) -> bool {
         self.0.is_some()
     }
 }
@@ -242,7 +245,8 @@ impl Slot {
 /// and never two for one key. Once `shutdown` is cancelled no further key is started; this
 /// returns when the runs in flight have finished. Keys still queued stay queued. A run that
 /// panics is logged and counts as finished; its key is not requeued.
-pub async fn run<K, F, Fut>(
+#[cfg(test)]
+pub(crate) async fn run<K, F, Fut>(
     queue: WorkReceiver<K>,
     max_concurrent: usize,
     shutdown: CancellationToken,
@@ -266,7 +270,7 @@ pub async fn run<K, F, Fut>(
 /// a run that releases it early goes on beside them (still the only run of its key).
 ///
 /// On shutdown this waits for every run, released or not.
-pub async fn run_with_slots<K, F, Fut>(
+pub(crate) async fn run_with_slots<K, F, Fut>(
     queue: WorkReceiver<K>,
     max_concurrent: usize,
     shutdown: CancellationToken,

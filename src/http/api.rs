@@ -36,13 +36,13 @@ use crate::policy::select::{Target, is_protected};
 use crate::store::StoreError;
 
 /// How many records a list answers when no `limit` is given.
-pub const DEFAULT_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit` accepted.
-pub const MAX_LIMIT: usize = 1000;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 /// Why a request could not be answered; served as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The query string is malformed or holds a value out of range.
     #[error("{0}")]
     BadRequest(String),
@@ -60,7 +60,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status it is served with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -98,7 +98,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The routes, to be nested under `/api/v1`.
-pub fn routes() -> Router<ApiState> {
+pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/decisions", get(decisions))
         .route("/audit", get(audit))

@@ -1,5 +1,5 @@
 //! Small helpers shared by several modules, with no knowledge of the domain.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod error_text;
-pub mod printable;
+pub(crate) mod printable;

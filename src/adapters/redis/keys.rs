@@ -31,11 +31,11 @@
 use crate::model::wire::EventType;
 
 /// The hash tag every HemoStat key carries on a Redis Cluster.
-pub const CLUSTER_TAG: &str = "{hemostat}";
+pub(crate) const CLUSTER_TAG: &str = "{hemostat}";
 
 /// `key` as named on a Redis Cluster when `cluster`: a leading `hemostat:` becomes
 /// `{hemostat}:`, so every key hashes to the one slot of `hemostat`; unchanged otherwise.
-pub fn tagged(cluster: bool, key: &str) -> String {
+pub(crate) fn tagged(cluster: bool, key: &str) -> String {
     match key.strip_prefix("hemostat:") {
         Some(rest) if cluster => format!("{CLUSTER_TAG}:{rest}"),
         _ => key.to_owned(),
@@ -50,7 +50,7 @@ pub(crate) const PUBLISH_LUA: &str = "return redis.call('PUBLISH', ARGV[1], ARGV
 /// The durable stream every envelope is appended to.
 pub const STREAM_KEY: &str = "hemostat:stream:events";
 /// Approximate cap of the stream.
-pub const STREAM_MAXLEN: usize = 10_000;
+pub(crate) const STREAM_MAXLEN: usize = 10_000;
 /// Cap of the `hemostat:events:*` lists (the original's).
 pub const EVENTS_CAP: usize = 100;
 /// TTL of the `hemostat:events:*` lists and remediation keys, seconds.
@@ -60,12 +60,12 @@ pub const STATS_TTL_SECS: u64 = 300;
 /// TTL of the monitor state keys `hemostat:state:container:<id>`, seconds (the original's).
 pub const STATE_TTL_SECS: u64 = 300;
 /// The audit list.
-pub const AUDIT_KEY: &str = "hemostat:audit";
+pub(crate) const AUDIT_KEY: &str = "hemostat:audit";
 /// Cap of the audit list.
-pub const AUDIT_CAP: usize = 1000;
+pub(crate) const AUDIT_CAP: usize = 1000;
 
 /// The sorted set of recent actions under one policy's fleet-wide budget.
-pub fn fleet_budget_key(policy: &str) -> String {
+pub(crate) fn fleet_budget_key(policy: &str) -> String {
     format!("hemostat:fleet:budget:{policy}")
 }
 
@@ -88,12 +88,12 @@ pub fn safety_redis_key(key: &str) -> String {
 }
 
 /// `hemostat:lock:<key>`.
-pub fn lock_redis_key(key: &str) -> String {
+pub(crate) fn lock_redis_key(key: &str) -> String {
     format!("hemostat:lock:{key}")
 }
 
 /// `hemostat:events:<type>`.
-pub fn events_key(event_type: Option<EventType>) -> String {
+pub(crate) fn events_key(event_type: Option<EventType>) -> String {
     match event_type {
         Some(t) => format!("hemostat:events:{}", t.as_str()),
         None => "hemostat:events:all".to_owned(),
@@ -101,17 +101,17 @@ pub fn events_key(event_type: Option<EventType>) -> String {
 }
 
 /// `hemostat:stats:<container>` (the original's, last writer wins across nodes).
-pub fn stats_key(container: &str) -> String {
+pub(crate) fn stats_key(container: &str) -> String {
     format!("hemostat:stats:{container}")
 }
 
 /// `hemostat:node:<node>:stats:<container>` (exact per node).
-pub fn node_stats_key(node: &str, container: &str) -> String {
+pub(crate) fn node_stats_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:stats:{container}")
 }
 
 /// `hemostat:state:container:<short id>` (the original monitor's per-container state).
-pub fn container_state_key(container_id: &str) -> String {
+pub(crate) fn container_state_key(container_id: &str) -> String {
     format!(
         "hemostat:state:container:{}",
         crate::model::wire::short_id(container_id)
@@ -119,12 +119,12 @@ pub fn container_state_key(container_id: &str) -> String {
 }
 
 /// `hemostat:remediation:<container>` (the original's, last writer wins across nodes).
-pub fn remediation_key(container: &str) -> String {
+pub(crate) fn remediation_key(container: &str) -> String {
     format!("hemostat:remediation:{container}")
 }
 
 /// `hemostat:node:<node>:remediation:<container>` (exact per node).
-pub fn node_remediation_key(node: &str, container: &str) -> String {
+pub(crate) fn node_remediation_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:remediation:{container}")
 }
 
@@ -203,7 +203,7 @@ return 1
 ";
 
 /// How many of the newest audit records an append compares with.
-pub const AUDIT_DEDUP_WINDOW: usize = 100;
+pub(crate) const AUDIT_DEDUP_WINDOW: usize = 100;
 
 /// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
 pub(crate) const REMEDIATION_LUA: &str = r"

@@ -28,7 +28,7 @@ use crate::model::wire::{ContainerStateKey, Envelope, EventType};
 use crate::store::Result;
 
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
-pub const LOCAL_RECENT: usize = 1000;
+pub(crate) const LOCAL_RECENT: usize = 1000;
 
 /// Stream entries read per `XREVRANGE` when serving recent envelopes from the stream.
 const STREAM_PAGE: usize = 500;
@@ -354,7 +354,7 @@ impl RedisBus {
     }
 
     /// The name of HemoStat key `key` on this Redis (tagged on a cluster).
-    pub fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         self.shared.conn.key(key)
     }
 

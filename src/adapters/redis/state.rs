@@ -276,7 +276,7 @@ fn parse_safety(stored: &StoredSafety) -> std::result::Result<SafetyState, Strin
 /// Pure: the safety state of `key` (`<node>/<container>`) that the audit records (oldest
 /// first) tell: each action that ran (`action_started_at` set; refused, dry-run and unknown
 /// actions are no actions) with its outcome, and each failed repair.
-pub fn safety_from_audit(key: &str, audit: &[AuditRecord]) -> SafetyState {
+pub(crate) fn safety_from_audit(key: &str, audit: &[AuditRecord]) -> SafetyState {
     let mut state = SafetyState::default();
     let Some((node, container)) = key.rsplit_once('/') else {
         return state;

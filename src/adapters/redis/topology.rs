@@ -5,11 +5,11 @@
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 /// The default port of a Sentinel.
-pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
+pub(crate) const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// Where the data lives and how it is found.
 #[derive(Clone, Debug)]
-pub enum Topology {
+pub(crate) enum Topology {
     /// One server (or a proxy in front of many).
     Single(ConnectionInfo),
     /// A Redis Cluster: the seed nodes (the rest of the cluster is discovered from them).
@@ -27,7 +27,7 @@ pub enum Topology {
 
 impl Topology {
     /// Whether connections use TLS.
-    pub fn tls(&self) -> bool {
+    pub(crate) fn tls(&self) -> bool {
         let first = match self {
             Self::Single(info) => Some(info),
             Self::Cluster(seeds) => seeds.first(),
@@ -38,7 +38,7 @@ impl Topology {
 }
 
 /// Parses a URL of any of the three shapes. Errors never echo the URL (it may hold a password).
-pub fn parse(url: &str) -> Result<Topology, String> {
+pub(crate) fn parse(url: &str) -> Result<Topology, String> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("a Redis URL starts with redis://, rediss://, redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://".to_owned());

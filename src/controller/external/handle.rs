@@ -182,7 +182,7 @@ async fn announce_refusal(ctx: &Context, refused: &RequestRefusal) {
 
 /// Validates and handles the requests of one subscription, one message at a time (each
 /// accepted request runs in a task, at most `CONCURRENT` at once).
-pub struct Intake {
+pub(crate) struct Intake {
     ctx: Arc<Context>,
     budget: AnnounceBudget,
     slots: Arc<Semaphore>,
@@ -197,7 +197,7 @@ impl RequestHandler for Intake {
 
 impl Intake {
     /// An intake acting through `ctx`.
-    pub fn new(ctx: Arc<Context>) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
         Self {
             ctx,
             budget: AnnounceBudget::new(),

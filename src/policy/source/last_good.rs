@@ -14,7 +14,7 @@ use crate::policy::registry::Provenance;
 
 /// Where a document sits: its file and its index among that file's documents.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Place {
+pub(crate) struct Place {
     /// The file, as named in diagnostics.
     pub file: String,
     /// 0-based index among the file's non-blank documents.
@@ -23,7 +23,7 @@ pub struct Place {
 
 /// What one document of a scan holds.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Document {
+pub(crate) enum Document {
     /// A valid policy (boxed: a policy is large beside a problem list).
     Valid(Box<LoadedPolicy>),
     /// An invalid document.
@@ -37,7 +37,7 @@ pub enum Document {
 
 /// One file of a scan.
 #[derive(Clone, Debug, PartialEq)]
-pub enum FileScan {
+pub(crate) enum FileScan {
     /// Its documents, in order.
     Read(Vec<Document>),
     /// The file as a whole could not be read (too large, not UTF-8, no document...).
@@ -45,11 +45,11 @@ pub enum FileScan {
 }
 
 /// Every policy file found, in load order.
-pub type Scan = Vec<(String, FileScan)>;
+pub(crate) type Scan = Vec<(String, FileScan)>;
 
 /// A policy in force and where it came from.
 #[derive(Clone, Debug, PartialEq)]
-pub struct InForce {
+pub(crate) struct InForce {
     /// The version enforced.
     pub policy: HealthPolicy,
     /// The document that speaks for it now.
@@ -62,7 +62,7 @@ pub struct InForce {
 
 /// What the file source holds between scans.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LastGood {
+pub(crate) struct LastGood {
     /// The policies in force, by name.
     pub in_force: BTreeMap<String, InForce>,
     /// Every problem of the last scan (`file:line:col: error: message`), so an unchanged one is
@@ -72,7 +72,7 @@ pub struct LastGood {
 
 /// How the set in force changed for one policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A new policy.
     Added(String),
     /// A new valid version replaced the one in force.
@@ -87,7 +87,7 @@ pub enum Change {
 
 /// The outcome of [`merge`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// The new state.
     pub next: LastGood,
     /// Problems not reported before: log each once.
@@ -98,12 +98,12 @@ pub struct Merged {
 
 impl LastGood {
     /// The policies in force, by name.
-    pub fn policies(&self) -> Vec<HealthPolicy> {
+    pub(crate) fn policies(&self) -> Vec<HealthPolicy> {
         self.in_force.values().map(|p| p.policy.clone()).collect()
     }
 
     /// Where each policy in force comes from, for the registry and the API.
-    pub fn provenance(&self) -> BTreeMap<String, Provenance> {
+    pub(crate) fn provenance(&self) -> BTreeMap<String, Provenance> {
         self.in_force
             .iter()
             .map(|(name, p)| {
@@ -118,7 +118,7 @@ impl LastGood {
     }
 
     /// How many policies are enforced from a last good version.
-    pub fn stale(&self) -> usize {
+    pub(crate) fn stale(&self) -> usize {
         self.in_force
             .values()
             .filter(|p| !p.problems.is_empty())
@@ -127,7 +127,7 @@ impl LastGood {
 }
 
 /// Merges `scan` into `prev` (see the module doc).
-pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
+pub(crate) fn merge(prev: &LastGood, scan: &Scan) -> Merged {
     let Sorted {
         mut next,
         problems,
