@@ -58,6 +58,9 @@
 //! controller, app, cli ← everything
 //! ```
 
+// The module docs describe the internals for whoever works on them, crate-private items
+// included: read them with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 // No production function over 80 lines (clippy.toml); tests are exempt.
 #![warn(clippy::too_many_lines)]
 #![cfg_attr(test, allow(clippy::too_many_lines))]

@@ -18,7 +18,7 @@ pub(crate) const TIMESTAMP_HEADER: &str = "X-Hemostat-Timestamp";
 /// The body's `version`.
 pub(crate) const VERSION: &str = "hemostat.io/v1alpha1";
 
-/// `sha256=` + hex of HMAC-SHA256(key, "<timestamp>.<body>"): what a receiver recomputes.
+/// `sha256=` + hex of `HMAC-SHA256(key, "<timestamp>.<body>")`: what a receiver recomputes.
 pub(crate) fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mut mac =
         hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");

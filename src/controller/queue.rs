@@ -5,7 +5,7 @@
 //!
 //! - [`WorkQueue::schedule`] asks for `key` to be worked on at an instant. A key is queued at
 //!   most once; scheduling it again keeps the *earlier* of the two instants.
-//! - [`run`] pops due keys and runs the work for each with at most `max_concurrent` in flight,
+//! - [`run_with_slots`] pops due keys and runs the work for each with at most `max_concurrent` in flight,
 //!   and never two runs of one key at once. A key that comes due while its previous run is still
 //!   going waits, and runs once more when that run ends, however often it was scheduled meanwhile.
 //! - [`run_with_slots`] is the same, except that a run may give its concurrency [`Slot`] back
@@ -47,12 +47,12 @@ use tracing::Instrument;
 
 /// A cloneable handle for scheduling keys; every clone feeds the same queue.
 ///
-/// Cheap to clone, so the work closure given to [`run`] can capture one and requeue its own key.
+/// Cheap to clone, so the work closure given to [`run_with_slots`] can capture one and requeue its own key.
 pub(crate) struct WorkQueue<K> {
     shared: Arc<Shared<K>>,
 }
 
-/// The receiving side of a [`WorkQueue`]; [`run`] consumes it, so there is one runner per queue.
+/// The receiving side of a [`WorkQueue`]; [`run_with_slots`] consumes it, so there is one runner per queue.
 pub(crate) struct WorkReceiver<K> {
     shared: Arc<Shared<K>>,
 }
@@ -113,7 +113,7 @@ impl<K> Shared<K> {
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
-    /// Creates an empty queue: the handle to schedule with, and the side to give to [`run`].
+    /// Creates an empty queue: the handle to schedule with, and the side to give to [`run_with_slots`].
     pub(crate) fn new() -> (Self, WorkReceiver<K>) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -266,8 +266,9 @@ pub(crate) async fn run<K, F, Fut>(
     .await;
 }
 
-/// [`run`], where each run is handed its [`Slot`]: at most `max_concurrent` runs hold one, and
-/// a run that releases it early goes on beside them (still the only run of its key).
+/// Runs `work(key, slot)` for each key as it comes due, until `shutdown` is cancelled, each run
+/// handed its [`Slot`]: at most `max_concurrent` runs hold one, and a run that releases it early
+/// goes on beside them (still the only run of its key).
 ///
 /// On shutdown this waits for every run, released or not.
 pub(crate) async fn run_with_slots<K, F, Fut>(

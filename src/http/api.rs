@@ -4,9 +4,9 @@
 //! |---|---|
 //! | `GET decisions?type=&container=&limit=` | recent envelopes, oldest first |
 //! | `GET audit?limit=` | the newest audit records, oldest first |
-//! | `GET containers` | one [`ContainerView`](super::views::ContainerView) per observed container, by name |
-//! | `GET containers/{name}` | one [`ContainerView`](super::views::ContainerView) (by name, or by id) |
-//! | `GET policies` | one [`PolicyView`](super::views::PolicyView) per policy in force (source, document, status), highest priority first |
+//! | `GET containers` | one [`ContainerView`] per observed container, by name |
+//! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
+//! | `GET policies` | one [`PolicyView`] per policy in force (source, document, status), highest priority first |
 //! | `GET reload` | what the `--policies` file source last did: [`ReloadStatus`] (last read, last change, every problem) |
 //! | `GET events` | every envelope as Server-Sent Events (see `dashboard::events`) |
 //! | `GET usage` | recent CPU and memory per container (see `dashboard::usage`) |

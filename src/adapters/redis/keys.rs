@@ -128,9 +128,9 @@ pub(crate) fn node_remediation_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:remediation:{container}")
 }
 
-/// Compare-and-set of a safety state: ARGV[1] = "1" if ARGV[2] is the expected current value,
-/// "0" if the key is expected to be missing, "2" if it is expected to be of the (non-string)
-/// type ARGV[2] (junk, replaced); ARGV[3] = the new value.
+/// Compare-and-set of a safety state: `ARGV[1]` = "1" if `ARGV[2]` is the expected current
+/// value, "0" if the key is expected to be missing, "2" if it is expected to be of the
+/// (non-string) type `ARGV[2]` (junk, replaced); `ARGV[3]` = the new value.
 pub(crate) const CAS_LUA: &str = r"
 local ty = redis.call('TYPE', KEYS[1]).ok
 if ARGV[1] == '2' then
@@ -189,8 +189,8 @@ return 0
 
 /// Appends an audit record unless an identical one is among the newest [`AUDIT_DEDUP_WINDOW`]
 /// (a retry whose first attempt did reach Redis, e.g. written into a connection a partition
-/// had cut and delivered when it healed), then caps the list. ARGV[1] = record, ARGV[2] = cap,
-/// ARGV[3] = window. One key, so it works on Redis Cluster.
+/// had cut and delivered when it healed), then caps the list. `ARGV[1]` = record, `ARGV[2]` =
+/// cap, `ARGV[3]` = window. One key, so it works on Redis Cluster.
 pub(crate) const AUDIT_LUA: &str = r"
 for _, seen in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
   if seen == ARGV[1] then
@@ -205,7 +205,7 @@ return 1
 /// How many of the newest audit records an append compares with.
 pub(crate) const AUDIT_DEDUP_WINDOW: usize = 100;
 
-/// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
+/// Bumps `{last_action, count}` of each key (TTL 3600 s); `ARGV[1]` = last_action.
 pub(crate) const REMEDIATION_LUA: &str = r"
 for _, key in ipairs(KEYS) do
   local count = 0
@@ -223,7 +223,7 @@ return 1
 
 /// The hash of applied policies: field = name, value = YAML text of one document.
 pub const POLICIES_KEY: &str = "hemostat:policies";
-/// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`].
+/// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`](super::policies::PolicyMeta).
 pub const META_KEY: &str = "hemostat:policies:meta";
 /// Every change publishes the policy's name here.
 pub const CHANGED_CHANNEL: &str = "hemostat:policies:changed";

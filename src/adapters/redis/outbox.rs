@@ -145,7 +145,7 @@ struct Shared {
     live: tokio::sync::broadcast::Sender<Envelope>,
 }
 
-/// The Redis [`StateStore`] and [`EventSink`]. Create it inside a Tokio runtime; dropping it
+/// The Redis [`StateStore`](crate::store::StateStore) and [`EventSink`]. Create it inside a Tokio runtime; dropping it
 /// stops the outbox task (call [`RedisBus::flush`] first to deliver what waits).
 #[derive(Debug)]
 pub struct RedisBus {

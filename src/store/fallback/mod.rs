@@ -14,7 +14,7 @@
 //!
 //! A call that fails with a Redis error is served locally instead; the outage is logged once
 //! at warn when it begins and once at info when it ends, not per call. While the outage lasts,
-//! Redis is asked at most once per probe period (default 1 s, [`DEFAULT_PROBE_EVERY`]); the other
+//! Redis is asked at most once per probe period (default 1 s, [`DEFAULT_PROBE_EVERY`](outage::DEFAULT_PROBE_EVERY)); the other
 //! calls go straight to the local view, so an unreachable host (connection timeouts) does not
 //! slow every decision down.
 //!
