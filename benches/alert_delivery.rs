@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hemostat::alert::metrics::AlertMetrics;
 use hemostat::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions};
 use hemostat::alert::state::FileAlertState;
-use hemostat::bus::{Envelope, EventType};
+use hemostat::model::wire::{Envelope, EventType};
 use hemostat::policy::registry::PolicyRegistry;
 use hemostat::policy::{Channel, HumanDuration, SecretRef, SlackChannel};
 use tokio_util::sync::CancellationToken;

@@ -6,7 +6,8 @@ mod redis_support;
 use std::time::{Duration, Instant};
 
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
+use hemostat::model::wire::{Envelope, EventType};
 
 const N: usize = 20_000;
 const ROUNDS: usize = 3;

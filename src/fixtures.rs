@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::bus::EventSink;
 use crate::bus::memory::MemorySink;
-use crate::bus::{Envelope, EventSink};
 use crate::controller::queue::{WorkQueue, WorkReceiver};
 use crate::controller::{Context, ControllerConfig};
 use crate::engine::fake::FakeEngine;
+use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;
 use crate::policy::HealthPolicy;
 use crate::policy::registry::PolicyRegistry;

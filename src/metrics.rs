@@ -5,7 +5,7 @@
 //! [`Metrics::set_store_reader`]. `/metrics` answers OpenMetrics or the Prometheus text format
 //! 0.0.4, as the scraper's `Accept` asks ([`Format::negotiate`]).
 
-pub mod process;
+pub(crate) mod process;
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -21,15 +21,15 @@ use crate::model::decision::ActionKind;
 use crate::model::wire::EventType;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The `Content-Type` of the Prometheus text format.
-pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The exposition formats `/metrics` speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// OpenMetrics 1.0 text.
     OpenMetrics,
     /// The Prometheus text format 0.0.4.
@@ -39,7 +39,7 @@ pub enum Format {
 impl Format {
     /// The format an `Accept` header prefers (by q-value; OpenMetrics on a tie, when the header
     /// names neither, or when there is none).
-    pub fn negotiate(accept: &str) -> Self {
+    pub(crate) fn negotiate(accept: &str) -> Self {
         let (mut open, mut text) = (0.0f64, 0.0f64);
         for range in accept.split(',') {
             let mut parts = range.split(';').map(str::trim);
@@ -62,7 +62,7 @@ impl Format {
     }
 
     /// The `Content-Type` of the answer.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
             Self::PrometheusText => PROMETHEUS_TEXT_CONTENT_TYPE,
@@ -72,7 +72,7 @@ impl Format {
 
 /// Rewrites an OpenMetrics text exposition into the Prometheus text format 0.0.4: counters are
 /// described under their `_total` sample name, `# UNIT` lines and `# EOF` go.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
     let counters: std::collections::HashSet<&str> = openmetrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
@@ -100,7 +100,7 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 
 /// What the Redis outbox and the outage store report at a scrape.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreReading {
+pub(crate) struct StoreReading {
     /// Envelopes waiting in the Redis outbox.
     pub outbox_length: usize,
     /// Envelopes dropped since start (outbox full, or Redis kept refusing them).
@@ -112,7 +112,7 @@ pub struct StoreReading {
 }
 
 /// Reads the store's state at a scrape.
-pub type StoreReader = Box<dyn Fn() -> StoreReading + Send + Sync>;
+pub(crate) type StoreReader = Box<dyn Fn() -> StoreReading + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -122,14 +122,14 @@ struct BuildLabels {
 }
 
 /// The prefix of every metric.
-pub const PREFIX: &str = "hemostat";
+pub(crate) const PREFIX: &str = "hemostat";
 
 /// What triggers a rescan of the policy files, the `trigger` label of
 /// `hemostat_policy_reloads_total` (the file source's `Trigger` names).
-pub const POLICY_RELOAD_TRIGGERS: [&str; 3] = ["watch", "rescan", "sighup"];
+pub(crate) const POLICY_RELOAD_TRIGGERS: [&str; 3] = ["watch", "rescan", "sighup"];
 
 /// The responder's outcomes, the `status` label of `hemostat_actions_total`.
-pub const ACTION_STATUSES: [&str; 4] = ["success", "failed", "rejected", "dry_run"];
+pub(crate) const ACTION_STATUSES: [&str; 4] = ["success", "failed", "rejected", "dry_run"];
 
 /// Buckets of the responder's actions: a restart waits for a graceful stop (10 s by default)
 /// and then for the container to come back (30 s by default).
@@ -526,13 +526,13 @@ impl Metrics {
 
     /// The registry, for subsystems that register their own metrics under `hemostat_`
     /// (alerts) before the metrics are shared.
-    pub fn registry_mut(&mut self) -> &mut Registry {
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
     }
 
     /// Counts one reconcile and returns a guard that records its duration when dropped.
     #[must_use = "the duration is recorded when the timer is dropped"]
-    pub fn reconcile_timer(&self) -> ReconcileTimer {
+    pub(crate) fn reconcile_timer(&self) -> ReconcileTimer {
         self.reconciles.inc();
         ReconcileTimer {
             histogram: self.reconcile_duration.clone(),
@@ -551,7 +551,7 @@ impl Metrics {
 
     /// Counts an envelope published by the analyzer (`health_alert`, `remediation_needed`,
     /// `false_alarm`).
-    pub fn decision(&self, event_type: EventType) {
+    pub(crate) fn decision(&self, event_type: EventType) {
         self.decisions
             .get_or_create(&TypeLabels {
                 r#type: event_type.as_str().to_owned(),
@@ -607,7 +607,7 @@ impl Metrics {
     }
 
     /// Counts a restart of the Docker watch.
-    pub fn watch_restart(&self) {
+    pub(crate) fn watch_restart(&self) {
         self.watch_restarts.inc();
     }
 
@@ -617,18 +617,18 @@ impl Metrics {
     }
 
     /// Sets the number of observed containers (the HTTP server does it at every scrape).
-    pub fn set_containers_observed(&self, n: usize) {
+    pub(crate) fn set_containers_observed(&self, n: usize) {
         self.containers_observed.set(gauge_value(n));
     }
 
     /// Sets the number of keys waiting in the work queue.
-    pub fn set_queue_depth(&self, n: usize) {
+    pub(crate) fn set_queue_depth(&self, n: usize) {
         self.queue_depth.set(gauge_value(n));
     }
 
     /// Counts one reconcile as running until the guard is dropped (`hemostat_in_flight`).
     #[must_use = "the reconcile counts as running until the guard is dropped"]
-    pub fn running(&self) -> RunningGuard {
+    pub(crate) fn running(&self) -> RunningGuard {
         self.in_flight.inc();
         RunningGuard {
             gauge: self.in_flight.clone(),
@@ -637,7 +637,7 @@ impl Metrics {
 
     /// Sets how the Redis outbox and the outage store are read at every scrape (once; later
     /// calls are ignored).
-    pub fn set_store_reader(&self, reader: StoreReader) {
+    pub(crate) fn set_store_reader(&self, reader: StoreReader) {
         let _ = self.store_reader.0.set(reader);
     }
 
@@ -656,17 +656,17 @@ impl Metrics {
     }
 
     /// Sets readiness (the HTTP server does it at every scrape).
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }
 
     /// Sets the number of containers whose circuit breaker is open.
-    pub fn set_breakers_open(&self, n: usize) {
+    pub(crate) fn set_breakers_open(&self, n: usize) {
         self.breakers_open.set(gauge_value(n));
     }
 
     /// Counts one rescan of the policy files.
-    pub fn policy_reload(&self, trigger: &str) {
+    pub(crate) fn policy_reload(&self, trigger: &str) {
         self.policy_reloads
             .get_or_create(&TriggerLabels {
                 trigger: trigger.to_owned(),
@@ -675,18 +675,18 @@ impl Metrics {
     }
 
     /// Counts problems found in the policy files (each once, when first found).
-    pub fn policy_problems(&self, count: usize) {
+    pub(crate) fn policy_problems(&self, count: usize) {
         self.policy_problems.inc_by(count as u64);
     }
 
     /// Sets the number of policies enforced from a last good version.
-    pub fn set_policies_last_good(&self, count: usize) {
+    pub(crate) fn set_policies_last_good(&self, count: usize) {
         self.policies_last_good.set(gauge_value(count));
     }
 
     /// Notes whether the breaker of one container (its safety key) is open now, and sets
     /// `hemostat_breakers_open` to the number of open ones.
-    pub fn note_breaker(&self, key: &str, open: bool) {
+    pub(crate) fn note_breaker(&self, key: &str, open: bool) {
         let mut keys = self
             .open_breakers
             .lock()
@@ -702,7 +702,12 @@ impl Metrics {
     }
 
     /// Counts one LLM analysis by provider and result; `latency` when the model was asked.
-    pub fn ai_request(&self, provider: &str, result: &str, latency: Option<std::time::Duration>) {
+    pub(crate) fn ai_request(
+        &self,
+        provider: &str,
+        result: &str,
+        latency: Option<std::time::Duration>,
+    ) {
         self.ai_requests
             .get_or_create(&ProviderResultLabels {
                 provider: provider.to_owned(),
@@ -719,7 +724,7 @@ impl Metrics {
     }
 
     /// Counts tokens billed by an LLM provider (`kind` = `input` or `output`).
-    pub fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
+    pub(crate) fn ai_tokens(&self, provider: &str, kind: &str, n: u64) {
         self.ai_tokens
             .get_or_create(&ProviderKindLabels {
                 provider: provider.to_owned(),
@@ -740,7 +745,7 @@ impl Metrics {
     }
 
     /// The exposition in `format`.
-    pub fn encode_as(&self, format: Format) -> String {
+    pub(crate) fn encode_as(&self, format: Format) -> String {
         match format {
             Format::OpenMetrics => self.encode(),
             Format::PrometheusText => to_prometheus_text(&self.encode()),
@@ -750,7 +755,7 @@ impl Metrics {
 
 /// Counts a reconcile in `hemostat_in_flight` while it lives.
 #[derive(Debug)]
-pub struct RunningGuard {
+pub(crate) struct RunningGuard {
     gauge: Gauge,
 }
 
@@ -767,7 +772,7 @@ fn gauge_value(n: usize) -> i64 {
 /// Records the time since [`Metrics::reconcile_timer`] in `hemostat_reconcile_duration_seconds`
 /// when dropped, whichever way the reconcile ends.
 #[derive(Debug)]
-pub struct ReconcileTimer {
+pub(crate) struct ReconcileTimer {
     histogram: Histogram,
     start: Instant,
 }

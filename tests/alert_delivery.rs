@@ -15,7 +15,7 @@ use hemostat::alert::router::{AlertRouter, BuildNotifier, History, RouterOptions
 use hemostat::alert::silence::Silence;
 use hemostat::alert::state::{AlertState, FileAlertState};
 use hemostat::alert::{Alert, AlertKind};
-use hemostat::bus::{Envelope, EventType};
+use hemostat::model::wire::{Envelope, EventType};
 use hemostat::policy::registry::PolicyRegistry;
 use hemostat::policy::{Channel as PolicyChannel, HumanDuration, SecretRef, SlackChannel};
 use receiver::{Answer, Receiver, slack_text};

@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
 use hemostat::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::model::decision::AnalysisMethod;
 use hemostat::model::usage::Usage;
 use hemostat::model::wire::{
-    ActionResult, ContainerStateKey, ContainerStats, RemediationComplete, parse_wire_timestamp,
+    ActionResult, ContainerStateKey, ContainerStats, Envelope, EventType, RemediationComplete,
+    parse_wire_timestamp,
 };
 use hemostat::observe::store::ObservedStore;
 use hemostat::policy::registry::PolicyRegistry;

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hemostat::engine::{
-    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, EngineError, EventAction,
-    HealthStatus, Result,
+use hemostat::engine::{ContainerEngine, EngineError, Result};
+use hemostat::model::container::{
+    ContainerEvent, ContainerInfo, ContainerState, EventAction, HealthStatus,
 };
 use hemostat::observe::sampler::{CgroupReader, Sampler};
 use support::{ContainerSpec, TestRun, wait_for, wait_until};

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use hemostat::bus::EventSink;
 use hemostat::bus::memory::MemorySink;
-use hemostat::bus::{Envelope, EventSink, EventType};
 use hemostat::http::dashboard::events::EventLog;
 use hemostat::http::{ApiState, serve};
 use hemostat::metrics::Metrics;
+use hemostat::model::wire::{Envelope, EventType};
 use hemostat::policy::registry::PolicyRegistry;
 use hemostat::store::memory::MemoryStore;
 use serde_json::json;

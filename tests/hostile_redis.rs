@@ -121,7 +121,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
+use hemostat::model::wire::{Envelope, EventType};
 use hemostat::store::StateStore;
 use hemostat::store::fallback::FallbackStore;
 use hemostat::store::memory::MemoryStore;
@@ -303,7 +304,7 @@ fn audit_record(
     id: &str,
     status: &str,
     started: chrono::DateTime<chrono::Utc>,
-) -> hemostat::store::AuditRecord {
+) -> hemostat::model::audit::AuditRecord {
     serde_json::from_value(serde_json::json!({
         "timestamp": started + chrono::Duration::seconds(2), "node": "n", "container": container,
         "container_id": "c", "policy": "p", "decision_id": id, "action": "restart",

@@ -89,7 +89,7 @@ fn the_shipped_examples_are_valid_and_cover_every_probe_and_action() {
     assert!(probes(|p| p.spec.probes.cpu.is_some()));
     assert!(probes(|p| p.spec.probes.memory.is_some()));
     assert!(probes(|p| p.spec.probes.memory_leak.is_some()));
-    for action in hemostat::policy::ActionKind::ALL {
+    for action in hemostat::model::decision::ActionKind::ALL {
         assert!(
             all.iter()
                 .any(|p| p.spec.remediation.actions.contains(&action)),

@@ -65,7 +65,10 @@ fn metrics() -> MetricsSnapshot {
     }
 }
 
-fn decision(reason: &str, action: Option<hemostat::policy::ActionKind>) -> DecisionPayload {
+fn decision(
+    reason: &str,
+    action: Option<hemostat::model::decision::ActionKind>,
+) -> DecisionPayload {
     DecisionPayload {
         container: "hemostat-test-api".into(),
         reason: reason.into(),
@@ -154,7 +157,7 @@ fn hemostat_examples() -> BTreeMap<&'static str, String> {
                 EventType::RemediationNeeded,
                 value(&RemediationNeeded(decision(
                     "High CPU: 92.5% of limit for 2m",
-                    Some(hemostat::policy::ActionKind::Restart),
+                    Some(hemostat::model::decision::ActionKind::Restart),
                 ))),
             ),
         ),

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
 use hemostat::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
 use hemostat::model::decision::AnalysisMethod;
 use hemostat::model::usage::Usage;
-use hemostat::model::wire::{ActionResult, ContainerStateKey, ContainerStats, RemediationComplete};
+use hemostat::model::wire::{
+    ActionResult, ContainerStateKey, ContainerStats, Envelope, EventType, RemediationComplete,
+};
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 use serde_json::{Value, json};

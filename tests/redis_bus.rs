@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hemostat::adapters::redis::{RedisBus, RedisConfig, STREAM_KEY};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
+use hemostat::model::audit::AuditRecord;
 use hemostat::model::safety::SafetyState;
-use hemostat::store::{AuditRecord, StateStore};
+use hemostat::model::wire::{Envelope, EventType};
+use hemostat::store::StateStore;
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 use serde_json::json;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hemostat::adapters::redis::{RedisBus, RedisConfig, safety_redis_key};
+use hemostat::model::audit::AuditRecord;
+use hemostat::model::decision::ActionKind;
 use hemostat::model::safety::{ActionRecord, Outcome, SafetyState};
-use hemostat::policy::ActionKind;
+use hemostat::store::StateStore;
 use hemostat::store::fallback::FallbackStore;
 use hemostat::store::memory::MemoryStore;
-use hemostat::store::{AuditRecord, StateStore};
 use redis::AsyncCommands;
 use redis_support::RedisServer;
 

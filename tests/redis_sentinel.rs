@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
+use hemostat::model::wire::{Envelope, EventType};
 use hemostat::store::StateStore;
 use operator::{Operator, policy_dir, policy_for_run};
 use redis_support::RedisServer;

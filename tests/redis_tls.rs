@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hemostat::adapters::redis::{RedisBus, RedisConfig};
-use hemostat::bus::{Envelope, EventSink, EventType};
+use hemostat::bus::EventSink;
+use hemostat::model::wire::{Envelope, EventType};
 use hemostat::store::StateStore;
 use operator::{Operator, policy_dir, policy_for_run};
 use redis_support::ha::TestCa;

@@ -6,16 +6,16 @@
 use hemostat::adapters::llm::{anthropic_reply, openai_reply};
 use hemostat::adapters::redis::policies::{PolicyMeta, stored_source, validate_stored};
 use hemostat::analyze::llm::verdict::{accept, parse, rules_verdict, use_answer};
-use hemostat::analyze::{AiReview, AnalysisMethod, Decision};
 use hemostat::controller::external::request::{Invalid, MAX_PAYLOAD, Reason, validate_request};
 use hemostat::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
+use hemostat::model::decision::{ActionKind, AiReview, AnalysisMethod, Decision};
 use hemostat::policy::builtin::default_policy;
 use hemostat::policy::diff::canonical_yaml;
 use hemostat::policy::documents::split_documents;
 use hemostat::policy::load::{Diagnostic, LoadReport};
 use hemostat::policy::locate::Position;
 use hemostat::policy::validate::validate;
-use hemostat::policy::{ActionKind, ExecPolicy, HealthPolicy, HumanDuration, load_bytes, load_str};
+use hemostat::policy::{ExecPolicy, HealthPolicy, HumanDuration, load_bytes, load_str};
 use serde_json::{Value, json};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";

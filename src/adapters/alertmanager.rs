@@ -11,7 +11,7 @@ use crate::alert::notify::{Notifier, NotifyError};
 use crate::alert::{Alert, AlertKind};
 
 /// `HemostatExited`, `HemostatHighCpu`, … from the finding's name.
-pub fn alertname(finding: &str) -> String {
+pub(crate) fn alertname(finding: &str) -> String {
     let camel: String = finding
         .split('_')
         .map(|w| {
@@ -25,7 +25,7 @@ pub fn alertname(finding: &str) -> String {
 }
 
 /// The labels of an alert: the same for an outcome and its resolve.
-pub fn labels(alert: &Alert) -> BTreeMap<&'static str, String> {
+pub(crate) fn labels(alert: &Alert) -> BTreeMap<&'static str, String> {
     let mut l = BTreeMap::from([
         ("alertname", alertname(&alert.finding)),
         ("container", alert.container.clone()),
@@ -45,7 +45,7 @@ pub fn labels(alert: &Alert) -> BTreeMap<&'static str, String> {
 }
 
 /// One entry of the `/api/v2/alerts` body.
-pub fn postable(alert: &Alert) -> Value {
+pub(crate) fn postable(alert: &Alert) -> Value {
     let ts =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut v = json!({
@@ -66,7 +66,7 @@ pub fn postable(alert: &Alert) -> Value {
 }
 
 /// Posts to one Alertmanager.
-pub struct AlertmanagerNotifier {
+pub(crate) struct AlertmanagerNotifier {
     client: reqwest::Client,
     endpoint: String,
     timeout: Duration,
@@ -74,7 +74,7 @@ pub struct AlertmanagerNotifier {
 
 impl AlertmanagerNotifier {
     /// A notifier for the Alertmanager at `base` (e.g. `http://alertmanager:9093`).
-    pub fn new(client: reqwest::Client, base: &str, timeout: Duration) -> Self {
+    pub(crate) fn new(client: reqwest::Client, base: &str, timeout: Duration) -> Self {
         Self {
             client,
             endpoint: format!("{}/api/v2/alerts", base.trim_end_matches('/')),

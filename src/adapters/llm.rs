@@ -14,13 +14,13 @@ use crate::analyze::llm::prompt::ANSWER_NAME;
 use crate::analyze::llm::{LlmClient, LlmError, LlmReply, LlmRequest};
 
 /// The OpenAI API, when `OPENAI_BASE_URL` is unset.
-pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+pub(crate) const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
 /// The Anthropic API, when `ANTHROPIC_BASE_URL` is unset.
-pub const ANTHROPIC_DEFAULT_BASE: &str = "https://api.anthropic.com";
+pub(crate) const ANTHROPIC_DEFAULT_BASE: &str = "https://api.anthropic.com";
 /// The model when `AI_MODEL` is unset (the original's default) with OpenAI.
-pub const OPENAI_DEFAULT_MODEL: &str = "gpt-4";
+pub(crate) const OPENAI_DEFAULT_MODEL: &str = "gpt-4";
 /// The model when `AI_MODEL` is unset with Anthropic.
-pub const ANTHROPIC_DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+pub(crate) const ANTHROPIC_DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 /// The Messages API version sent.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// The answer is a short JSON object.
@@ -30,11 +30,11 @@ const ERROR_BODY: usize = 300;
 
 /// An API key: its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub(crate) struct ApiKey(String);
 
 impl ApiKey {
     /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>) -> Self {
         Self(key.into())
     }
     fn expose(&self) -> &str {
@@ -50,7 +50,7 @@ impl fmt::Debug for ApiKey {
 
 /// Which API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provider {
+pub(crate) enum Provider {
     /// OpenAI-compatible chat completions (OpenAI, Azure OpenAI, Ollama, vLLM, llama.cpp, LM Studio).
     OpenAi,
     /// Anthropic's Messages API.
@@ -59,7 +59,7 @@ pub enum Provider {
 
 impl Provider {
     /// `openai` or `anthropic`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
@@ -69,7 +69,7 @@ impl Provider {
 
 /// A configured model.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LlmConfig {
+pub(crate) struct LlmConfig {
     /// Which API.
     pub provider: Provider,
     /// The model name sent.
@@ -82,7 +82,7 @@ pub struct LlmConfig {
 
 /// Why the model settings cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// A key file could not be read.
     #[error("cannot read {var}={path}: {source}")]
     KeyFile {
@@ -143,7 +143,9 @@ impl LlmConfig {
     /// `ANTHROPIC_BASE_URL` through `get`. A model named `claude…` uses Anthropic, any other
     /// named model the OpenAI-compatible API; with no `AI_MODEL`, whichever key is set (OpenAI
     /// first). `Ok(None)` when the chosen provider has no key.
-    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
         let model = get("AI_MODEL").filter(|m| !m.trim().is_empty());
         let openai = read_key(get, "OPENAI_API_KEY")?;
         let anthropic = read_key(get, "ANTHROPIC_API_KEY")?;
@@ -179,12 +181,12 @@ impl LlmConfig {
     }
 
     /// [`Self::from_lookup`] over the process environment.
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+    pub(crate) fn from_env() -> Result<Option<Self>, ConfigError> {
         Self::from_lookup(&|k| std::env::var(k).ok())
     }
 
     /// The HTTP client for this configuration.
-    pub fn client(&self) -> Result<HttpLlm, LlmError> {
+    pub(crate) fn client(&self) -> Result<HttpLlm, LlmError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -197,7 +199,7 @@ impl LlmConfig {
 }
 
 /// Either API over one reqwest client.
-pub struct HttpLlm {
+pub(crate) struct HttpLlm {
     config: LlmConfig,
     http: reqwest::Client,
 }
@@ -248,7 +250,7 @@ impl HttpLlm {
 }
 
 /// The chat-completions body: system + user messages, a strict JSON Schema response format.
-pub fn openai_body(model: &str, req: &LlmRequest) -> Value {
+pub(crate) fn openai_body(model: &str, req: &LlmRequest) -> Value {
     json!({
         "model": model,
         "messages": [
@@ -291,7 +293,7 @@ pub fn openai_reply(body: &Value) -> Result<LlmReply, LlmError> {
 }
 
 /// The Messages body: the answer is forced through one tool whose input schema is the answer's.
-pub fn anthropic_body(model: &str, req: &LlmRequest) -> Value {
+pub(crate) fn anthropic_body(model: &str, req: &LlmRequest) -> Value {
     json!({
         "model": model,
         "max_tokens": MAX_TOKENS,

@@ -1,10 +1,10 @@
 //! The only modules that talk to third-party services; each implements one trait of the core.
 
-pub mod alertmanager;
+pub(crate) mod alertmanager;
 pub mod llm;
 pub mod redis;
-pub mod slack;
-pub mod webhook;
+pub(crate) mod slack;
+pub(crate) mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,23 +11,23 @@ use crate::alert::secret::Secret;
 use crate::alert::{Alert, AlertKind};
 
 /// Successful repair, resolved.
-pub const GREEN: &str = "#36a64f";
+pub(crate) const GREEN: &str = "#36a64f";
 /// Failed repair.
-pub const RED: &str = "#ff0000";
+pub(crate) const RED: &str = "#ff0000";
 /// Refused (breaker, budget, manual stop).
-pub const ORANGE: &str = "#ff9900";
+pub(crate) const ORANGE: &str = "#ff9900";
 /// False alarm.
-pub const YELLOW: &str = "#ffcc00";
+pub(crate) const YELLOW: &str = "#ffcc00";
 /// Anything else (dry run, finding without action, test).
-pub const GREY: &str = "#cccccc";
+pub(crate) const GREY: &str = "#cccccc";
 
 /// Above this many alerts a message lists containers per outcome instead of one block each.
-pub const DETAILED_UP_TO: usize = 10;
+pub(crate) const DETAILED_UP_TO: usize = 10;
 /// Slack's limit on a section's text.
 const SECTION_MAX: usize = 2900;
 
 /// The colour of an alert, as the original's.
-pub fn color(alert: &Alert) -> &'static str {
+pub(crate) fn color(alert: &Alert) -> &'static str {
     match (alert.kind, alert.outcome.as_str()) {
         (AlertKind::Resolved, _) | (AlertKind::Outcome, "success") => GREEN,
         (AlertKind::Outcome, "failed") => RED,
@@ -104,7 +104,7 @@ fn sections(head: &str, lines: &[String]) -> Vec<Value> {
 }
 
 /// The webhook payload for a group of alerts.
-pub fn message(alerts: &[Alert]) -> Value {
+pub(crate) fn message(alerts: &[Alert]) -> Value {
     let text = match alerts {
         [one] => format!("HemoStat: {}", one.headline()),
         many => {
@@ -176,7 +176,7 @@ pub fn message(alerts: &[Alert]) -> Value {
 }
 
 /// Posts to one Slack incoming webhook.
-pub struct SlackNotifier {
+pub(crate) struct SlackNotifier {
     client: reqwest::Client,
     url: Secret,
     timeout: Duration,
@@ -184,7 +184,7 @@ pub struct SlackNotifier {
 
 impl SlackNotifier {
     /// A notifier for the webhook at `url`.
-    pub fn new(client: reqwest::Client, url: Secret, timeout: Duration) -> Self {
+    pub(crate) fn new(client: reqwest::Client, url: Secret, timeout: Duration) -> Self {
         Self {
             client,
             url,

@@ -12,14 +12,14 @@ use crate::alert::notify::{Notifier, NotifyError};
 use crate::alert::secret::Secret;
 
 /// The header holding `sha256=<hex>`.
-pub const SIGNATURE_HEADER: &str = "X-Hemostat-Signature";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Hemostat-Signature";
 /// The header holding the Unix time (seconds) that was signed with the body.
-pub const TIMESTAMP_HEADER: &str = "X-Hemostat-Timestamp";
+pub(crate) const TIMESTAMP_HEADER: &str = "X-Hemostat-Timestamp";
 /// The body's `version`.
-pub const VERSION: &str = "hemostat.io/v1alpha1";
+pub(crate) const VERSION: &str = "hemostat.io/v1alpha1";
 
-/// `sha256=` + hex of HMAC-SHA256(key, "<timestamp>.<body>"): what a receiver recomputes.
-pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+/// `sha256=` + hex of `HMAC-SHA256(key, "<timestamp>.<body>")`: what a receiver recomputes.
+pub(crate) fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mut mac =
         hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(timestamp.as_bytes());
@@ -29,7 +29,7 @@ pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
 }
 
 /// The body for a group of alerts.
-pub fn body(alerts: &[Alert], sent_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+pub(crate) fn body(alerts: &[Alert], sent_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "version": VERSION,
         "kind": "AlertGroup",
@@ -40,7 +40,7 @@ pub fn body(alerts: &[Alert], sent_at: chrono::DateTime<chrono::Utc>) -> Vec<u8>
 }
 
 /// Posts alert groups to one URL.
-pub struct WebhookNotifier {
+pub(crate) struct WebhookNotifier {
     client: reqwest::Client,
     url: Secret,
     key: Option<Secret>,
@@ -49,7 +49,7 @@ pub struct WebhookNotifier {
 
 impl WebhookNotifier {
     /// A notifier for `url`, signing with `key` when given.
-    pub fn new(
+    pub(crate) fn new(
         client: reqwest::Client,
         url: Secret,
         key: Option<Secret>,

@@ -16,7 +16,7 @@ use super::state::AlertState;
 
 /// What the alert routes read.
 #[derive(Clone)]
-pub struct AlertsApi {
+pub(crate) struct AlertsApi {
     /// Where silences are kept.
     pub state: Arc<dyn AlertState>,
     /// The router's records.
@@ -24,7 +24,7 @@ pub struct AlertsApi {
 }
 
 /// The routes, already under `/api/v1`.
-pub fn routes(api: AlertsApi) -> Router {
+pub(crate) fn routes(api: AlertsApi) -> Router {
     Router::new()
         .route("/api/v1/silences", get(silences))
         .route("/api/v1/alerts", get(alerts))

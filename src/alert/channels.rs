@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::policy::{Alerts, Channel, HealthPolicy, HumanDuration, SecretRef};
 
 /// The name of the operator-wide channel from `SLACK_WEBHOOK_URL`.
-pub const OPERATOR_CHANNEL: &str = "operator/slack";
+pub(crate) const OPERATOR_CHANNEL: &str = "operator/slack";
 
 /// Where a channel delivers.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +33,7 @@ pub enum ChannelSpec {
 
 impl ChannelSpec {
     /// From a policy's channel.
-    pub fn from_policy(channel: &Channel) -> Self {
+    pub(crate) fn from_policy(channel: &Channel) -> Self {
         match channel {
             Channel::Slack(s) => Self::Slack {
                 url: s.webhook_url_from.clone(),
@@ -47,7 +47,7 @@ impl ChannelSpec {
     }
 
     /// `slack`, `webhook` or `alertmanager`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Slack { .. } => "slack",
             Self::Webhook { .. } => "webhook",
@@ -57,7 +57,7 @@ impl ChannelSpec {
 
     /// What makes two channels the same destination (references, not secret values), so two
     /// policies naming one webhook share one queue, one rate limit and one group.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         let r = |s: &SecretRef| crate::alert::secret::describe(s);
         match self {
             Self::Slack { url } => format!("slack {}", r(url)),
@@ -73,7 +73,7 @@ impl ChannelSpec {
     }
 
     /// Messages per second allowed (Slack: about one per webhook).
-    pub fn per_second(&self) -> u32 {
+    pub(crate) fn per_second(&self) -> u32 {
         match self {
             Self::Slack { .. } => 1,
             Self::Webhook { .. } | Self::Alertmanager { .. } => 10,
@@ -93,7 +93,7 @@ pub struct ChannelConfig {
 }
 
 /// The channels a policy declares, named `<policy>/<kind>` (`-N` from the second of a kind).
-pub fn policy_channels(policy: &HealthPolicy) -> Vec<ChannelConfig> {
+pub(crate) fn policy_channels(policy: &HealthPolicy) -> Vec<ChannelConfig> {
     let alerts = &policy.spec.alerts;
     let mut seen: Vec<&'static str> = Vec::new();
     alerts
@@ -123,7 +123,7 @@ pub fn policy_channels(policy: &HealthPolicy) -> Vec<ChannelConfig> {
 
 /// What the original's environment asks for.
 #[derive(Clone, Debug, PartialEq)]
-pub struct OperatorAlerts {
+pub(crate) struct OperatorAlerts {
     /// `ALERT_ENABLED` (default true): false turns every notification off.
     pub enabled: bool,
     /// The `SLACK_WEBHOOK_URL` channel, when set.
@@ -133,7 +133,7 @@ pub struct OperatorAlerts {
 /// A bad value in the alert environment.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}={value:?}: {expected}")]
-pub struct EnvError {
+pub(crate) struct EnvError {
     /// The variable.
     pub name: &'static str,
     /// Its value (never a secret: only ALERT_ENABLED and ALERT_DEDUPE_TTL are parsed).
@@ -144,7 +144,9 @@ pub struct EnvError {
 
 /// Reads `ALERT_ENABLED`, `ALERT_DEDUPE_TTL` and whether `SLACK_WEBHOOK_URL` is set through
 /// `get` (the process environment in `hemostat run`).
-pub fn operator_alerts(get: impl Fn(&str) -> Option<String>) -> Result<OperatorAlerts, EnvError> {
+pub(crate) fn operator_alerts(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<OperatorAlerts, EnvError> {
     let enabled = match get("ALERT_ENABLED").map(|v| v.trim().to_ascii_lowercase()) {
         None => true,
         Some(v) if v.is_empty() || ["1", "true", "yes", "on"].contains(&v.as_str()) => true,

@@ -13,15 +13,16 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{Alert, AlertKind};
-use crate::bus::{Envelope, EventType};
-use crate::policy::{Alerts, Severity};
+use crate::model::decision::Severity;
+use crate::model::wire::{Envelope, EventType};
+use crate::policy::Alerts;
 
 /// Refusals that a person must hear about.
-pub const IMPORTANT_GATES: [&str; 3] = ["circuit_open", "fleet_budget", "manual_stop"];
+pub(crate) const IMPORTANT_GATES: [&str; 3] = ["circuit_open", "fleet_budget", "manual_stop"];
 
 /// What a `health_alert` said about a decision, kept until its outcome arrives.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Noted {
+pub(crate) struct Noted {
     /// The most severe finding.
     pub severity: Severity,
     /// Its stable name.
@@ -31,7 +32,7 @@ pub struct Noted {
 }
 
 /// The findings a `health_alert` announces, keyed by its decision id.
-pub fn note(envelope: &Envelope) -> Option<(String, Noted)> {
+pub(crate) fn note(envelope: &Envelope) -> Option<(String, Noted)> {
     if envelope.kind() != Some(EventType::HealthAlert) {
         return None;
     }
@@ -59,7 +60,7 @@ pub fn note(envelope: &Envelope) -> Option<(String, Noted)> {
 
 /// The alert an envelope calls for under a policy's alert settings, given what its
 /// `health_alert` said (`noted`), or `None`.
-pub fn classify(envelope: &Envelope, noted: Option<&Noted>, cfg: &Alerts) -> Option<Alert> {
+pub(crate) fn classify(envelope: &Envelope, noted: Option<&Noted>, cfg: &Alerts) -> Option<Alert> {
     let data = &envelope.data;
     let kind = match envelope.kind()? {
         EventType::HealthAlert | EventType::RemediationNeeded => return None,
@@ -141,7 +142,7 @@ pub fn classify(envelope: &Envelope, noted: Option<&Noted>, cfg: &Alerts) -> Opt
 }
 
 /// The "resolved" follow-up of a successful repair.
-pub fn resolved(outcome: &Alert, now: DateTime<Utc>) -> Alert {
+pub(crate) fn resolved(outcome: &Alert, now: DateTime<Utc>) -> Alert {
     Alert {
         kind: AlertKind::Resolved,
         details: format!(
@@ -155,7 +156,7 @@ pub fn resolved(outcome: &Alert, now: DateTime<Utc>) -> Alert {
 }
 
 /// True when this alert, once sent, should be followed by a "resolved" one.
-pub fn wants_resolve(alert: &Alert) -> bool {
+pub(crate) fn wants_resolve(alert: &Alert) -> bool {
     alert.kind == AlertKind::Outcome && alert.outcome == "success"
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// What to do with an alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Send it (and remember it).
     Send,
     /// The same alert was sent within the window.
@@ -14,13 +14,13 @@ pub enum Verdict {
 
 /// Remembers when each fingerprint was last sent, per channel.
 #[derive(Debug, Default)]
-pub struct Dedup {
+pub(crate) struct Dedup {
     marks: HashMap<String, Instant>,
 }
 
 impl Dedup {
     /// Decides about `fingerprint` at `now` with a window of `window` (0 never suppresses).
-    pub fn check(&mut self, fingerprint: &str, window: Duration, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, fingerprint: &str, window: Duration, now: Instant) -> Verdict {
         if self.marks.len() > 10_000 {
             self.marks
                 .retain(|_, at| now.saturating_duration_since(*at) < Duration::from_secs(3600));

@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 /// At most this many alerts in one message; a bigger storm is split (still grouped).
-pub const MAX_GROUP: usize = 500;
+pub(crate) const MAX_GROUP: usize = 500;
 
 /// A group being collected.
 #[derive(Debug)]
-pub struct Group<T> {
+pub(crate) struct Group<T> {
     wait: Duration,
     opened: Option<Instant>,
     items: Vec<T>,
@@ -16,7 +16,7 @@ pub struct Group<T> {
 
 impl<T> Group<T> {
     /// An empty group that waits `wait` after its first item.
-    pub fn new(wait: Duration) -> Self {
+    pub(crate) fn new(wait: Duration) -> Self {
         Self {
             wait,
             opened: None,
@@ -25,29 +25,30 @@ impl<T> Group<T> {
     }
 
     /// Adds an item at `now`; the first one opens the group.
-    pub fn push(&mut self, item: T, now: Instant) {
+    pub(crate) fn push(&mut self, item: T, now: Instant) {
         self.opened.get_or_insert(now);
         self.items.push(item);
     }
 
     /// When the group is due, if it holds anything.
-    pub fn due_at(&self) -> Option<Instant> {
+    pub(crate) fn due_at(&self) -> Option<Instant> {
         self.opened.map(|t| t + self.wait)
     }
 
     /// How many items wait.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 
     /// True when nothing is waiting.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
     /// The items to send now (at most [`MAX_GROUP`]) if the group is due or full; what stays
     /// keeps waiting from `now`.
-    pub fn take_due(&mut self, now: Instant) -> Option<Vec<T>> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Option<Vec<T>> {
         let due = self.due_at().is_some_and(|t| now >= t) || self.items.len() >= MAX_GROUP;
         if !due || self.items.is_empty() {
             return None;

@@ -12,17 +12,18 @@ use tracing::warn;
 
 use super::silence::Silence;
 use super::state::AlertState;
-use crate::bus::{Envelope, EventSink, EventType};
+use crate::bus::EventSink;
+use crate::model::wire::{Envelope, EventType};
 
 /// The silences as last read.
 #[derive(Debug, Default)]
-pub struct SilenceCache {
+pub(crate) struct SilenceCache {
     silences: RwLock<Vec<Silence>>,
 }
 
 impl SilenceCache {
     /// A cache refreshed from `state` every `every` until `shutdown`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         state: Arc<dyn AlertState>,
         every: Duration,
         shutdown: CancellationToken,
@@ -54,12 +55,13 @@ impl SilenceCache {
     }
 
     /// Replaces the cached silences (tests).
-    pub fn set(&self, silences: Vec<Silence>) {
+    #[cfg(test)]
+    pub(crate) fn set(&self, silences: Vec<Silence>) {
         *self.silences.write().expect("silences lock") = silences;
     }
 
     /// The id of the silence muting `container` (governed by `policy`, on `node`) at `now`.
-    pub fn silencing(
+    pub(crate) fn silencing(
         &self,
         node: &str,
         container: &str,
@@ -76,19 +78,19 @@ impl SilenceCache {
 }
 
 /// An `EventSink` that marks envelopes about silenced containers, then hands them on.
-pub struct MarkingSink {
+pub(crate) struct MarkingSink {
     inner: Arc<dyn EventSink>,
     silences: Arc<SilenceCache>,
 }
 
 impl MarkingSink {
     /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn EventSink>, silences: Arc<SilenceCache>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn EventSink>, silences: Arc<SilenceCache>) -> Self {
         Self { inner, silences }
     }
 
     /// The envelope, with `data.silenced` set when a silence mutes its container.
-    pub fn mark(&self, mut envelope: Envelope) -> Envelope {
+    pub(crate) fn mark(&self, mut envelope: Envelope) -> Envelope {
         if envelope.kind().is_none() {
             return envelope;
         }

@@ -27,7 +27,7 @@ fn latency_buckets() -> Histogram {
 }
 
 /// The results counted in `hemostat_notifications_total`, one per alert.
-pub const RESULTS: [&str; 5] = ["sent", "failed", "dropped", "silenced", "deduplicated"];
+pub(crate) const RESULTS: [&str; 5] = ["sent", "failed", "dropped", "silenced", "deduplicated"];
 
 /// Handles to the alert metrics (cheap to clone).
 #[derive(Clone, Debug)]
@@ -51,7 +51,7 @@ impl Default for AlertMetrics {
 
 impl AlertMetrics {
     /// Registers them (under the registry's `hemostat_` prefix).
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         registry.register(
             "notifications",
@@ -78,7 +78,7 @@ impl AlertMetrics {
     }
 
     /// Shows a channel's counters at 0 from the start.
-    pub fn channel_created(&self, channel: &str) {
+    pub(crate) fn channel_created(&self, channel: &str) {
         for result in RESULTS {
             let _ = self.notifications.get_or_create(&ChannelResult {
                 channel: channel.to_owned(),
@@ -89,7 +89,7 @@ impl AlertMetrics {
     }
 
     /// Counts `n` alerts of `channel` with `result`.
-    pub fn count(&self, channel: &str, result: &str, n: u64) {
+    pub(crate) fn count(&self, channel: &str, result: &str, n: u64) {
         self.notifications
             .get_or_create(&ChannelResult {
                 channel: channel.to_owned(),
@@ -109,7 +109,7 @@ impl AlertMetrics {
     }
 
     /// Counts one retried attempt.
-    pub fn retried(&self, channel: &str) {
+    pub(crate) fn retried(&self, channel: &str) {
         self.retries
             .get_or_create(&ChannelLabel {
                 channel: channel.to_owned(),
@@ -118,7 +118,7 @@ impl AlertMetrics {
     }
 
     /// Sets the queue depth.
-    pub fn queue_depth(&self, channel: &str, depth: usize) {
+    pub(crate) fn queue_depth(&self, channel: &str, depth: usize) {
         self.queue_depth
             .get_or_create(&ChannelLabel {
                 channel: channel.to_owned(),
@@ -127,7 +127,7 @@ impl AlertMetrics {
     }
 
     /// Records one alert's delivery latency.
-    pub fn latency(&self, channel: &str, secs: f64) {
+    pub(crate) fn latency(&self, channel: &str, secs: f64) {
         self.latency
             .get_or_create(&ChannelLabel {
                 channel: channel.to_owned(),

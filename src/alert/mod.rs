@@ -15,23 +15,23 @@
 //! - [`api`]: `GET /api/v1/silences` and `GET /api/v1/alerts`.
 //! - [`metrics`]: the `hemostat_notifications_*` metrics.
 
-pub mod api;
+pub(crate) mod api;
 pub mod channels;
-pub mod classify;
-pub mod dedup;
-pub mod group;
-pub mod mark;
+pub(crate) mod classify;
+pub(crate) mod dedup;
+pub(crate) mod group;
+pub(crate) mod mark;
 pub mod metrics;
 pub mod notify;
 pub mod router;
-pub mod secret;
+pub(crate) mod secret;
 pub mod silence;
 pub mod state;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Severity;
+use crate::model::decision::Severity;
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// The name on the wire and in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Finding => "finding",
             Self::Outcome => "outcome",
@@ -104,14 +104,14 @@ pub struct Alert {
     pub at: DateTime<Utc>,
     /// The envelope it was built from (the original's `{timestamp, agent, type, data}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envelope: Option<crate::bus::Envelope>,
+    pub envelope: Option<crate::model::wire::Envelope>,
 }
 
 impl Alert {
     /// The de-duplication key: node + container + finding + outcome (and kind and gate, so a
     /// refusal never hides an outcome). The original keyed on the event type alone and dropped
     /// real alerts about other containers.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         format!(
             "{}|{}|{}|{}|{}|{}",
             self.node,
@@ -124,7 +124,7 @@ impl Alert {
     }
 
     /// One line for people: `web-1 on node-a: restart success (Exited with code 3)`.
-    pub fn headline(&self) -> String {
+    pub(crate) fn headline(&self) -> String {
         let what = match (self.kind, &self.action) {
             (AlertKind::Resolved, Some(a)) => format!("resolved after {a}"),
             (AlertKind::Resolved, None) => "resolved".to_owned(),

@@ -54,12 +54,12 @@ pub enum NotifyError {
 
 impl NotifyError {
     /// Worth another attempt.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         !matches!(self, Self::Rejected { .. })
     }
 
     /// How long the receiver asked us to wait.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => *retry_after,
             _ => None,
@@ -67,7 +67,7 @@ impl NotifyError {
     }
 
     /// From a reqwest error, without its URL.
-    pub fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
+    pub(crate) fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
         if e.is_timeout() {
             return Self::Timeout(timeout);
         }
@@ -75,7 +75,7 @@ impl NotifyError {
     }
 
     /// From a non-2xx answer.
-    pub fn from_status(
+    pub(crate) fn from_status(
         status: reqwest::StatusCode,
         headers: &reqwest::header::HeaderMap,
         body: &str,
@@ -99,7 +99,7 @@ impl NotifyError {
 }
 
 /// The longest `Retry-After` honoured.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Sends one group of alerts to one destination.
 #[async_trait::async_trait]
@@ -204,7 +204,7 @@ impl Channel {
     }
 
     /// The channel's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 

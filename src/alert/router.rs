@@ -22,7 +22,7 @@ use super::notify::{Channel, Delivery, Notifier};
 use super::secret::SecretError;
 use super::silence::{Silence, silenced_by};
 use super::state::AlertState;
-use crate::bus::Envelope;
+use crate::model::wire::Envelope;
 use crate::policy::registry::PolicyRegistry;
 
 /// Builds the notifier of a channel (reads its secrets): `adapters::notifier_for` in the
@@ -31,9 +31,9 @@ pub type BuildNotifier =
     dyn Fn(&ChannelSpec) -> Result<Arc<dyn Notifier>, SecretError> + Send + Sync;
 
 /// Silences are read from the state store at most this often.
-pub const SILENCE_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const SILENCE_REFRESH: Duration = Duration::from_secs(1);
 /// How many routing records `/api/v1/alerts` keeps.
-pub const HISTORY: usize = 500;
+pub(crate) const HISTORY: usize = 500;
 /// How many `health_alert` findings are kept waiting for their decision's outcome.
 const NOTED: usize = 4096;
 
@@ -156,7 +156,7 @@ impl AlertRouter {
     }
 
     /// Routes envelopes from `rx` until shutdown.
-    pub async fn run(mut self, mut rx: broadcast::Receiver<Envelope>) {
+    pub(crate) async fn run(mut self, mut rx: broadcast::Receiver<Envelope>) {
         loop {
             let next = self.resolves.values().map(|p| p.due).min();
             tokio::select! {

@@ -5,16 +5,16 @@ use crate::policy::SecretRef;
 
 /// A secret value. Its only way out is [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
     /// The value, for the one call that needs it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -50,7 +50,7 @@ pub enum SecretError {
 }
 
 /// Reads a secret reference now.
-pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
+pub(crate) fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
     match reference {
         SecretRef::Env(name) => match std::env::var(name) {
             Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
@@ -71,7 +71,7 @@ pub fn resolve(reference: &SecretRef) -> Result<Secret, SecretError> {
 }
 
 /// Where a reference points, for logs: `env SLACK_WEBHOOK_URL` or `file /run/secrets/x`.
-pub fn describe(reference: &SecretRef) -> String {
+pub(crate) fn describe(reference: &SecretRef) -> String {
     match reference {
         SecretRef::Env(name) => format!("env {name}"),
         SecretRef::File(path) => format!("file {path}"),

@@ -85,13 +85,13 @@ impl Silence {
 
     /// True when it is in force and every given matcher matches the alert. Test notifications
     /// are never silenced.
-    pub fn matches(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
+    pub(crate) fn matches(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
         alert.kind != AlertKind::Test
             && self.matches_target(&alert.node, &alert.container, &alert.policy, now)
     }
 
     /// True when it is in force and matches this container (on `node`, governed by `policy`).
-    pub fn matches_target(
+    pub(crate) fn matches_target(
         &self,
         node: &str,
         container: &str,
@@ -109,7 +109,7 @@ impl Silence {
 }
 
 /// The first silence that mutes `alert` at `now`.
-pub fn silenced_by<'a>(
+pub(crate) fn silenced_by<'a>(
     silences: &'a [Silence],
     alert: &Alert,
     now: DateTime<Utc>,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::silence::Silence;
 
 /// Expired silences are listed this long, then forgotten.
-pub const KEEP_EXPIRED: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+pub(crate) const KEEP_EXPIRED: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// Errors of an alert state store.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ impl FileAlertState {
 }
 
 /// Drops silences expired for longer than [`KEEP_EXPIRED`].
-pub fn prune(silences: &mut Vec<Silence>, now: DateTime<Utc>) {
+pub(crate) fn prune(silences: &mut Vec<Silence>, now: DateTime<Utc>) {
     silences.retain(|s| now - s.ends_at < KEEP_EXPIRED);
 }
 

@@ -4,24 +4,20 @@
 //! afterwards whether a decision may be carried out (the safety gates).
 
 pub mod llm;
-pub mod probes;
-pub mod rules;
-pub mod trend;
+pub(crate) mod probes;
+pub(crate) mod rules;
+pub(crate) mod trend;
 
 use chrono::{DateTime, Utc};
 
 use crate::model::container::ContainerInfo;
-
-pub use crate::model::decision::{
-    AiReview, AnalysisMethod, Decision, Finding, FindingKind, ModelAnswer, Verdict,
-};
-pub use crate::model::usage::UsagePoint;
-pub use probes::run_probes;
-pub use rules::{analyze, decide};
+use crate::model::usage::UsagePoint;
+pub(crate) use probes::run_probes;
+pub(crate) use rules::analyze;
 
 /// Everything the analyzer sees of one container at one instant.
 #[derive(Clone, Copy, Debug)]
-pub struct Observation<'a> {
+pub(crate) struct Observation<'a> {
     /// The container as last inspected.
     pub info: &'a ContainerInfo,
     /// The instant of the analysis.

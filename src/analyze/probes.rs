@@ -2,14 +2,16 @@
 
 use chrono::{DateTime, Utc};
 
+use super::Observation;
 use super::trend::linear_trend;
-use super::{Finding, FindingKind, Observation, UsagePoint};
 use crate::model::container::{ContainerState, HealthStatus};
+use crate::model::decision::{Finding, FindingKind, Severity};
+use crate::model::usage::UsagePoint;
 use crate::policy::duration::compact;
-use crate::policy::{HealthPolicy, Probes, Severity};
+use crate::policy::{HealthPolicy, Probes};
 
 /// Runs every probe the policy configures; returns what they found, most severe first.
-pub fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
+pub(crate) fn run_probes(policy: &HealthPolicy, obs: &Observation<'_>) -> Vec<Finding> {
     let probes = &policy.spec.probes;
     let mut found = Vec::new();
     exit_probe(probes, obs, &mut found);

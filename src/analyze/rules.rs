@@ -1,8 +1,9 @@
 //! The rule-based analyzer: findings to one decision, within the policy's allowed actions.
 
-use super::{AnalysisMethod, Decision, Finding, FindingKind, Observation, run_probes};
+use super::{Observation, run_probes};
 use crate::model::container::ContainerState;
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::{ActionKind, AnalysisMethod, Decision, Finding, FindingKind};
+use crate::policy::HealthPolicy;
 
 /// Confidence of the rules per finding, from the original system where it had one:
 /// non-zero exit 0.9, critical anomaly 0.85, memory leak 0.8, sustained high CPU 0.75,
@@ -46,7 +47,7 @@ fn answers(kind: &FindingKind, state: ContainerState) -> &'static [ActionKind] {
 }
 
 /// Analyzes an observation with the rules: runs the probes, then decides.
-pub fn analyze(policy: &HealthPolicy, obs: &Observation<'_>) -> Decision {
+pub(crate) fn analyze(policy: &HealthPolicy, obs: &Observation<'_>) -> Decision {
     let findings = run_probes(policy, obs);
     decide(policy, obs, findings)
 }
@@ -54,7 +55,11 @@ pub fn analyze(policy: &HealthPolicy, obs: &Observation<'_>) -> Decision {
 /// Picks the action for the most confident finding among the policy's allowed actions, in the
 /// policy's escalation order: the first applicable action, then the next one after each failed
 /// repair in the circuit breaker window. Below `minConfidence` it is a false alarm.
-pub fn decide(policy: &HealthPolicy, obs: &Observation<'_>, findings: Vec<Finding>) -> Decision {
+pub(crate) fn decide(
+    policy: &HealthPolicy,
+    obs: &Observation<'_>,
+    findings: Vec<Finding>,
+) -> Decision {
     let remediation = &policy.spec.remediation;
     let Some(primary) = findings
         .iter()

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 /// Slope (units per hour) and coefficient of determination of `points` (time, value).
 /// `None` with fewer than three points or no spread in time.
-pub fn linear_trend(points: &[(DateTime<Utc>, f64)]) -> Option<(f64, f64)> {
+pub(crate) fn linear_trend(points: &[(DateTime<Utc>, f64)]) -> Option<(f64, f64)> {
     if points.len() < 3 {
         return None;
     }

@@ -21,7 +21,7 @@ use crate::policy::registry::PolicyRegistry;
 
 /// Why alerting could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum AlertingError {
+pub(crate) enum AlertingError {
     /// `ALERT_ENABLED` or `ALERT_DEDUPE_TTL` is malformed.
     #[error("invalid alert settings")]
     Env(#[source] crate::alert::channels::EnvError),
@@ -32,7 +32,7 @@ pub enum AlertingError {
 
 /// Where silences are kept: Redis when configured (the whole fleet honours them), else the
 /// state dir.
-pub fn state(
+pub(crate) fn state(
     redis: Option<&RedisConfig>,
     state_dir: &Path,
 ) -> Result<Arc<dyn AlertState>, AlertingError> {
@@ -45,7 +45,7 @@ pub fn state(
 }
 
 /// `sink`, marking envelopes about silenced containers.
-pub fn marking(
+pub(crate) fn marking(
     sink: Arc<dyn EventSink>,
     state: Arc<dyn AlertState>,
     shutdown: CancellationToken,
@@ -55,7 +55,7 @@ pub fn marking(
 }
 
 /// Starts alerting; returns what the HTTP API serves about it.
-pub fn start(
+pub(crate) fn start(
     state: Arc<dyn AlertState>,
     policies: Arc<PolicyRegistry>,
     sink: &dyn EventSink,

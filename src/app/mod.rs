@@ -1,8 +1,8 @@
 //! The composition root: builds every part of the running operator once, from a validated
 //! [`Config`], and runs its tasks until the shutdown signal.
 
-pub mod alerts;
-pub mod restarts;
+pub(crate) mod alerts;
+pub(crate) mod restarts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +21,8 @@ use crate::bus::memory::MemorySink;
 use crate::controller::context::Context;
 use crate::controller::queue::WorkQueue;
 use crate::controller::{ControllerConfig, driver};
-use crate::engine::{BollardEngine, ContainerEngine, EngineError, HostInfo};
+use crate::engine::{BollardEngine, ContainerEngine, EngineError};
+use crate::model::container::HostInfo;
 use crate::observe::acting::Acting;
 use crate::observe::sampler::CgroupReader;
 use crate::policy::HealthPolicy;
@@ -34,7 +35,7 @@ use crate::store::{StateStore, StoreError};
 
 /// Everything `run` needs, validated by the command line.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// The policies from files (or the built-in one).
     pub policies: Vec<HealthPolicy>,
     /// Where the HTTP server listens.
@@ -78,7 +79,7 @@ pub struct Config {
 }
 
 /// A configured model and the analyzer's limits.
-pub struct AiModel {
+pub(crate) struct AiModel {
     /// The client (OpenAI-compatible or Anthropic).
     pub client: Arc<dyn LlmClient>,
     /// Concurrency, breaker and cache limits.
@@ -109,7 +110,7 @@ impl AiMetrics for PromAi {
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     /// The engine does not answer.
     #[error(transparent)]
     Engine(EngineError),
@@ -160,15 +161,11 @@ struct Stores {
 }
 
 /// Runs the operator until `shutdown`.
-#[allow(clippy::too_many_lines, reason = "split pending (issue 7 follow-up)")]
-pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+pub(crate) async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
     // Held until the operator stops; the kernel releases it however the process ends.
     let _state_dir = crate::store::dir_lock::DirLock::acquire(&config.state_dir)
         .map_err(AppError::StateDirLock)?;
-    let docker = BollardEngine::connect().await.map_err(AppError::Engine)?;
-    let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
-    let host = docker.host_info().await.map_err(AppError::HostInfo)?;
-    info!(node = %config.node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
+    let (docker, host) = connect_engine(&config).await?;
     let stores = stores(&config).await?;
     // Envelopes about silenced containers say so (data.silenced); see alert::mark.
     let alert_state =
@@ -201,46 +198,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
         shutdown.clone(),
     )
     .map_err(AppError::Alerts)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AppError::Listen {
-            address: config.listen,
-            source,
-        })?;
-    if let Ok(address) = listener.local_addr() {
-        info!(%address, token = config.access.has_token(), reads_need_token = config.access.reads_need_token(), "serving the dashboard, /healthz, /readyz, /metrics, /api/v1");
-    }
-    let events = Arc::new(crate::http::dashboard::events::EventLog::new());
-    events.spawn(stores.sink.clone(), shutdown.clone());
-    read_stores_at_scrape(&ctx.metrics, &stores);
-    let api = crate::http::ApiState {
-        events,
-        access: Arc::new(config.access.clone()),
-        ready,
-        observed: ctx.observed.clone(),
-        sink: stores.sink.clone(),
-        store: stores.store.clone(),
-        policies: ctx.policies.clone(),
-        metrics: ctx.metrics.clone(),
-        node: config.node.clone(),
-    };
-    // The alert routes sit behind the same access guard and headers.
-    let routes = crate::http::router_with(api, crate::alert::api::routes(alerts));
-    let server = tokio::spawn(crate::http::serve_router_limited(
-        listener,
-        routes,
-        config.http_max_connections,
-        shutdown.clone(),
-    ));
-    let base = spawn_file_source(&mut config, &ctx, registry.clone(), &shutdown);
-    spawn_redis_tasks(&config, &ctx, registry, base, &shutdown)?;
-    if let Some(store) = &stores.fallback {
-        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
-    }
-    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
-        ctx.clone(),
-        shutdown.clone(),
-    ));
+    let server = serve_http(&config, &ctx, &stores, ready, alerts, &shutdown).await?;
+    spawn_background_tasks(&mut config, &ctx, &stores, registry, &shutdown)?;
     let cgroups = config
         .cgroup_root
         .exists()
@@ -257,6 +216,79 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), 
         Err(e) => warn!(error = %e, "HTTP server task failed"),
     }
     drain(stores.bus).await;
+    Ok(())
+}
+
+/// The Docker engine, and its host's info (logged).
+async fn connect_engine(config: &Config) -> Result<(Arc<dyn ContainerEngine>, HostInfo), AppError> {
+    let docker = BollardEngine::connect().await.map_err(AppError::Engine)?;
+    let docker: Arc<dyn ContainerEngine> = Arc::new(docker);
+    let host = docker.host_info().await.map_err(AppError::HostInfo)?;
+    info!(node = %config.node, engine = %host.server_version, cpus = host.cpus, cgroup = %host.cgroup_version, "connected to the Docker engine");
+    Ok((docker, host))
+}
+
+/// Binds the listener and serves the dashboard, the probes, `/metrics`, the API and the alert
+/// routes until `shutdown` (the returned task).
+async fn serve_http(
+    config: &Config,
+    ctx: &Arc<Context>,
+    stores: &Stores,
+    ready: Arc<AtomicBool>,
+    alerts: crate::alert::api::AlertsApi,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AppError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, token = config.access.has_token(), reads_need_token = config.access.reads_need_token(), "serving the dashboard, /healthz, /readyz, /metrics, /api/v1");
+    }
+    let events = Arc::new(crate::http::dashboard::events::EventLog::new());
+    events.spawn(stores.sink.clone(), shutdown.clone());
+    read_stores_at_scrape(&ctx.metrics, stores);
+    let api = crate::http::ApiState {
+        events,
+        access: Arc::new(config.access.clone()),
+        ready,
+        observed: ctx.observed.clone(),
+        sink: stores.sink.clone(),
+        store: stores.store.clone(),
+        policies: ctx.policies.clone(),
+        metrics: ctx.metrics.clone(),
+        node: config.node.clone(),
+    };
+    // The alert routes sit behind the same access guard and headers.
+    let routes = crate::http::router_with(api, crate::alert::api::routes(alerts));
+    Ok(tokio::spawn(crate::http::serve_router_limited(
+        listener,
+        routes,
+        config.http_max_connections,
+        shutdown.clone(),
+    )))
+}
+
+/// The tasks beside the loop: the policy files, the Redis watchers, the outage store's resync
+/// and the requeue on policy change.
+fn spawn_background_tasks(
+    config: &mut Config,
+    ctx: &Arc<Context>,
+    stores: &Stores,
+    registry: Arc<PolicyRegistry>,
+    shutdown: &CancellationToken,
+) -> Result<(), AppError> {
+    let base = spawn_file_source(config, ctx, registry.clone(), shutdown);
+    spawn_redis_tasks(config, ctx, registry, base, shutdown)?;
+    if let Some(store) = &stores.fallback {
+        store.spawn_resync(DEFAULT_RESYNC_EVERY, shutdown.clone());
+    }
+    tokio::spawn(crate::controller::watch::requeue_on_policy_change(
+        ctx.clone(),
+        shutdown.clone(),
+    ));
     Ok(())
 }
 

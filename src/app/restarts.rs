@@ -13,17 +13,17 @@ use crate::observe::store::{ObservedStore, RestartHistory};
 use crate::store::atomic_file::{read_json_or_default, write_json_atomic};
 
 /// The file's name in the state directory.
-pub const FILE: &str = "restarts.json";
+pub(crate) const FILE: &str = "restarts.json";
 
 /// How often the histories are written when they changed (a SIGKILL loses at most this much;
 /// restarts in between are still found from the engine's `StartedAt` and `RestartCount`).
-pub const EVERY: Duration = Duration::from_secs(1);
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
 
 type Histories = BTreeMap<String, RestartHistory>;
 
 /// What an earlier operator left; nothing (with a warning) when the file is unreadable or
 /// corrupt: counts start again rather than the operator refusing to start.
-pub fn load(state_dir: &Path) -> Histories {
+pub(crate) fn load(state_dir: &Path) -> Histories {
     let path = state_dir.join(FILE);
     read_json_or_default(&path).unwrap_or_else(|e| {
         warn!(error = %e, "the restart counts of the last run cannot be read: they start from 0");
@@ -32,7 +32,7 @@ pub fn load(state_dir: &Path) -> Histories {
 }
 
 /// Writes the histories whenever they changed, and once more at shutdown.
-pub fn spawn_keeper(
+pub(crate) fn spawn_keeper(
     observed: Arc<ObservedStore>,
     state_dir: &Path,
     shutdown: CancellationToken,

@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use super::{Envelope, EventSink, EventType};
 
 /// Envelopes kept (the newest) for `recent`.
-pub const RETAINED: usize = 1000;
+pub(crate) const RETAINED: usize = 1000;
 
 /// The in-memory event sink: the newest envelopes, plus a broadcast for live consumers.
 #[derive(Debug)]

@@ -3,10 +3,9 @@
 //! Shared state (`StateStore`, its error, the memory and fallback stores) lives in
 //! [`crate::store`].
 
-pub mod envelope;
 pub mod memory;
 
-pub use envelope::{Envelope, EventType};
+use crate::model::wire::{Envelope, EventType};
 
 /// Where envelopes are published.
 #[async_trait::async_trait]
@@ -29,4 +28,4 @@ pub trait EventSink: Send + Sync + 'static {
 }
 
 /// How many envelopes a live subscriber may fall behind before it misses some.
-pub const LIVE_CAPACITY: usize = 1024;
+pub(crate) const LIVE_CAPACITY: usize = 1024;

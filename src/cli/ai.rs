@@ -29,7 +29,7 @@ fn without_userinfo(url: &str) -> String {
 }
 
 /// The model when one is configured; logs once what `analysis.mode: ai` will use.
-pub fn model(args: &AiArgs, policies: &[HealthPolicy]) -> anyhow::Result<Option<AiModel>> {
+pub(crate) fn model(args: &AiArgs, policies: &[HealthPolicy]) -> anyhow::Result<Option<AiModel>> {
     let wanting: Vec<&str> = policies
         .iter()
         .filter(|p| p.spec.analysis.mode == AnalysisMode::Ai)

@@ -62,7 +62,7 @@ fn channels(paths: &[PathBuf]) -> anyhow::Result<Vec<ChannelConfig>> {
 }
 
 /// Runs an alert subcommand.
-pub async fn run(args: AlertArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: AlertArgs) -> anyhow::Result<i32> {
     let AlertCommand::Test {
         channel,
         policies,

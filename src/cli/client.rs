@@ -11,10 +11,10 @@ use crate::http::views::{ContainerView, PolicyView};
 use crate::model::wire::Envelope;
 
 /// The operator's address when none is given.
-pub const DEFAULT_API: &str = "http://127.0.0.1:9090";
+pub(crate) const DEFAULT_API: &str = "http://127.0.0.1:9090";
 
 /// `api` as a base URL: `host:port` becomes `http://host:port`; a trailing `/` is dropped.
-pub fn api_base(api: &str) -> String {
+pub(crate) fn api_base(api: &str) -> String {
     let api = api.trim().trim_end_matches('/');
     if api.contains("://") {
         api.to_owned()

@@ -20,7 +20,7 @@ pub struct ExplainArgs {
 
 /// The envelopes of the last decision about one container.
 #[derive(Debug, Default, PartialEq)]
-pub struct Explained {
+pub(crate) struct Explained {
     /// `remediation_needed` or `false_alarm`.
     pub decision: Value,
     /// The `health_alert` of the same decision (the findings).
@@ -30,7 +30,7 @@ pub struct Explained {
 }
 
 /// Picks the newest decision among `envelopes` (oldest first) and its companions.
-pub fn last_decision(envelopes: &[Value]) -> Option<Explained> {
+pub(crate) fn last_decision(envelopes: &[Value]) -> Option<Explained> {
     let decision = envelopes
         .iter()
         .rev()
@@ -63,7 +63,7 @@ fn s(v: &Value) -> String {
 }
 
 /// The side-by-side view.
-pub fn render(container: &str, e: &Explained) -> String {
+pub(crate) fn render(container: &str, e: &Explained) -> String {
     let d = &e.decision["data"];
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12}{v}\n"));
@@ -158,7 +158,7 @@ fn verdicts(out: &mut String, e: &Explained) {
 }
 
 /// Runs `hemostat explain`.
-pub async fn run(args: ExplainArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: ExplainArgs) -> anyhow::Result<i32> {
     let operator = Operator::new(&args.api)?;
     let api = operator.base();
     let path = format!("/api/v1/decisions?container={}&limit=1000", args.container);

@@ -20,7 +20,7 @@ pub struct HealthcheckArgs {
 }
 
 /// The URL asked when `--url` is not given, from the operator's listen address (`HEMOSTAT_LISTEN`).
-pub fn default_url(listen: Option<&str>) -> String {
+pub(crate) fn default_url(listen: Option<&str>) -> String {
     let addr = listen
         .and_then(|l| l.trim().parse::<SocketAddr>().ok())
         .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)));
@@ -33,7 +33,7 @@ pub fn default_url(listen: Option<&str>) -> String {
 }
 
 /// Asks once; prints why on failure and returns the exit code (0 healthy, 1 not).
-pub async fn run(args: HealthcheckArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: HealthcheckArgs) -> anyhow::Result<i32> {
     let url = args
         .url
         .unwrap_or_else(|| default_url(std::env::var("HEMOSTAT_LISTEN").ok().as_deref()));

@@ -1,15 +1,15 @@
 //! The `hemostat` subcommands (clap); `anyhow` errors live here and in `main` only.
 
-pub mod ai;
-pub mod alert;
-pub mod client;
-pub mod explain;
-pub mod healthcheck;
-pub mod policy;
+pub(crate) mod ai;
+pub(crate) mod alert;
+pub(crate) mod client;
+pub(crate) mod explain;
+pub(crate) mod healthcheck;
+pub(crate) mod policy;
 pub mod run;
-pub mod silence;
-pub mod table;
-pub mod validate;
+pub(crate) mod silence;
+pub(crate) mod table;
+pub(crate) mod validate;
 
 use clap::{Parser, Subcommand};
 

@@ -140,7 +140,7 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 }
 
 /// `$XDG_STATE_HOME/hemostat`, else `~/.local/state/hemostat`, else `/var/lib/hemostat`.
-pub fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("hemostat");
     }
@@ -153,7 +153,7 @@ pub fn default_state_dir() -> PathBuf {
 /// The built-in policy with the original system's environment overrides applied
 /// (THRESHOLD_CPU_PERCENT, THRESHOLD_MEMORY_PERCENT, RESPONDER_COOLDOWN_SECONDS,
 /// RESPONDER_MAX_RETRIES_PER_HOUR).
-pub fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
+pub(crate) fn builtin_policy_from_env() -> anyhow::Result<HealthPolicy> {
     let mut policy = builtin::default_policy();
     let read = |name: &str| -> anyhow::Result<Option<f64>> {
         match std::env::var(name) {
@@ -266,7 +266,6 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
 /// The flag that put a Redis password on the command line (`--redis-password`, or a
 /// `--redis-url` whose authority has `:password@`), if any.
 fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
@@ -295,7 +294,7 @@ fn password_on_command_line(argv: &[String]) -> Option<&'static str> {
 
 /// The Redis settings with `--redis-url-file` / `--redis-password-file` read into the URL and
 /// the password (shared by `run` and the policy commands).
-pub fn redis_secrets_from_files(
+pub(crate) fn redis_secrets_from_files(
     mut redis: crate::adapters::redis::config::RedisArgs,
 ) -> anyhow::Result<crate::adapters::redis::config::RedisArgs> {
     if let Some(path) = redis.redis_url_file.take() {
@@ -318,49 +317,77 @@ fn secret_from_file(path: &Path, flag: &str) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-#[allow(
-    clippy::too_many_lines,
-    reason = "split pending: cli/run.rs is being changed on another branch"
-)]
-pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let RunArgs {
-        policies,
-        policies_rescan_interval,
-        listen,
-        log_format,
-        log_level,
-        state_dir,
-        resync_interval,
-        sample_interval,
-        node_name: node,
-        dry_run,
-        max_concurrent,
-        max_concurrent_repairs,
-        label_filter,
-        cgroup_root,
-        redis,
-        http_max_connections,
-        outbox_capacity,
-        accept_external_requests,
-        api_token_file,
-        api_token,
-        insecure_no_auth,
-        metrics_without_token,
-        ai,
-        alert_timeout,
-        external_alert_agent,
-    } = args;
-    init_logging(log_format, &log_level)?;
+/// Runs the operator until SIGTERM/SIGINT.
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    init_logging(args.log_format, &args.log_level)?;
+    let config = app_config(args)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    crate::app::run(config, shutdown).await?;
+    info!("stopped");
+    Ok(0)
+}
+
+/// The composition root's settings from the flags: checked, with the secrets and the policies
+/// read (errors in the order the flags are looked at).
+fn app_config(args: RunArgs) -> anyhow::Result<crate::app::Config> {
     let access = crate::http::access::Access::resolve(
-        listen,
-        api_token_file.as_deref(),
-        api_token,
-        insecure_no_auth,
-        metrics_without_token,
+        args.listen,
+        args.api_token_file.as_deref(),
+        args.api_token,
+        args.insecure_no_auth,
+        args.metrics_without_token,
     )?;
+    let listen = args.listen;
     if !listen.ip().is_loopback() && !access.has_token() {
         warn!(%listen, "--insecure-no-auth: the dashboard and API are open to anyone who reaches this address");
     }
+    warn_of_password_on_command_line();
+    let redis = redis_secrets_from_files(args.redis)?;
+    check_intervals(
+        args.sample_interval,
+        args.max_concurrent_repairs,
+        args.resync_interval,
+        args.policies_rescan_interval,
+    )?;
+    let reload = reload_on_sighup(!args.policies.is_empty())?;
+    let (policies, files) = load_policies(args.policies)?;
+    let node = args
+        .node_name
+        .unwrap_or_else(crate::observe::host::node_name);
+    let redis = redis_config(
+        &redis,
+        args.outbox_capacity,
+        args.external_alert_agent,
+        args.accept_external_requests,
+    )?;
+    let ai = super::ai::model(&args.ai, &policies)?;
+    Ok(crate::app::Config {
+        ai,
+        policies,
+        listen,
+        state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        node,
+        resync: args.resync_interval.get(),
+        sample_interval: args.sample_interval.get(),
+        dry_run: args.dry_run,
+        max_concurrent: args.max_concurrent,
+        max_concurrent_repairs: args.max_concurrent_repairs,
+        label_filter: args.label_filter,
+        cgroup_root: args.cgroup_root,
+        redis,
+        accept_external_requests: args.accept_external_requests,
+        http_max_connections: args.http_max_connections,
+        access,
+        alert_timeout: args.alert_timeout.get(),
+        files,
+        reload,
+        policies_rescan: args.policies_rescan_interval.get(),
+    })
+}
+
+/// Warns when a Redis password is on this process's command line.
+fn warn_of_password_on_command_line() {
     let argv: Vec<String> = std::env::args().collect();
     if let Some(flag) = password_on_command_line(&argv) {
         warn!(
@@ -368,7 +395,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "a Redis password is on the command line, readable by every user in `ps`: put it in a file and use REDIS_PASSWORD_FILE or --redis-url-file"
         );
     }
-    let redis = redis_secrets_from_files(redis)?;
+}
+
+/// Refuses periods under a second and a repair limit of zero.
+fn check_intervals(
+    sample_interval: HumanDuration,
+    max_concurrent_repairs: usize,
+    resync_interval: HumanDuration,
+    policies_rescan_interval: HumanDuration,
+) -> anyhow::Result<()> {
     if sample_interval.get() < Duration::from_secs(1) {
         bail!("--sample-interval {sample_interval} is too short: the minimum is 1s");
     }
@@ -383,9 +418,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--policies-rescan-interval {policies_rescan_interval} is too short: the minimum is 1s"
         );
     }
-    let reload = reload_on_sighup(!policies.is_empty())?;
-    let (policies, files) = load_policies(policies)?;
-    let node = node.unwrap_or_else(crate::observe::host::node_name);
+    Ok(())
+}
+
+/// The Redis connection settings, if Redis is configured, with the outbox capacity and the
+/// external alert agent; the flags that need Redis are refused without it.
+fn redis_config(
+    redis: &crate::adapters::redis::config::RedisArgs,
+    outbox_capacity: usize,
+    external_alert_agent: bool,
+    accept_external_requests: bool,
+) -> anyhow::Result<Option<crate::adapters::redis::config::RedisConfig>> {
     let redis = redis.config().context("invalid Redis settings")?.map(|c| {
         c.with_outbox_capacity(outbox_capacity)
             .with_external_alert_agent(external_alert_agent)
@@ -400,34 +443,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--accept-external-requests needs Redis: external requests arrive on hemostat:remediation_needed (set --redis-url or REDIS_HOST)"
         );
     }
-    let ai = super::ai::model(&ai, &policies)?;
-    let config = crate::app::Config {
-        ai,
-        policies,
-        listen,
-        state_dir: state_dir.unwrap_or_else(default_state_dir),
-        node,
-        resync: resync_interval.get(),
-        sample_interval: sample_interval.get(),
-        dry_run,
-        max_concurrent,
-        max_concurrent_repairs,
-        label_filter,
-        cgroup_root,
-        redis,
-        accept_external_requests,
-        http_max_connections,
-        access,
-        alert_timeout: alert_timeout.get(),
-        files,
-        reload,
-        policies_rescan: policies_rescan_interval.get(),
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_signal(shutdown.clone()));
-    crate::app::run(config, shutdown).await?;
-    info!("stopped");
-    Ok(0)
+    Ok(redis)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     /// Opens the store these settings name.
-    pub fn open(self) -> anyhow::Result<Arc<dyn AlertState>> {
+    pub(crate) fn open(self) -> anyhow::Result<Arc<dyn AlertState>> {
         let redis = crate::adapters::redis::config::RedisArgs {
             redis_url: self.redis_url,
             redis_host: self.redis_host,
@@ -115,7 +115,7 @@ pub enum Output {
 }
 
 /// Runs a silence subcommand.
-pub async fn run(args: SilenceArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: SilenceArgs) -> anyhow::Result<i32> {
     let store = args.store.open()?;
     let now = chrono::Utc::now();
     match args.command {

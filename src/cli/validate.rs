@@ -61,7 +61,7 @@ fn no_policy_files(paths: &[PathBuf], diagnostics: &mut Vec<Diagnostic>) {
 }
 
 /// Validates and prints; returns 0 when everything is valid, 1 otherwise.
-pub fn run(args: ValidateArgs) -> i32 {
+pub(crate) fn run(args: ValidateArgs) -> i32 {
     let mut report = load_paths(&args.paths);
     no_policy_files(&args.paths, &mut report.diagnostics);
     let valid = report.is_clean();

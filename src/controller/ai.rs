@@ -6,19 +6,23 @@ use tracing::debug;
 use super::Context;
 use crate::analyze::llm::prompt::{Facts, RepairNote};
 use crate::analyze::llm::verdict::{fall_back, rules_verdict};
-use crate::analyze::{AiReview, Decision};
-use crate::engine::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::{AiReview, Decision};
 use crate::model::safety::{Outcome, SafetyState};
 use crate::observe::store::Observed;
 use crate::policy::{AnalysisMode, HealthPolicy};
 
 /// What `fallback_reason` says when no model is configured.
-pub const NO_MODEL: &str =
+pub(crate) const NO_MODEL: &str =
     "no model is configured (set OPENAI_API_KEY or ANTHROPIC_API_KEY): the rules decide";
 
 /// The failure, without the container's life: the same crash again is the same signature,
 /// so a crash loop asks the model once. A different rules' verdict (an escalation) asks again.
-pub fn failure_signature(policy: &HealthPolicy, info: &ContainerInfo, rules: &Decision) -> String {
+pub(crate) fn failure_signature(
+    policy: &HealthPolicy,
+    info: &ContainerInfo,
+    rules: &Decision,
+) -> String {
     format!(
         "{}|{}|{}|{:?}|{}|{}|{:?}",
         policy.metadata.name,
@@ -33,7 +37,7 @@ pub fn failure_signature(policy: &HealthPolicy, info: &ContainerInfo, rules: &De
 
 /// The decision to carry out: the rules' own unless the policy asks for `ai` and a finding
 /// exists; then the model's when valid, else the rules' recorded as a fallback.
-pub async fn review(
+pub(crate) async fn review(
     ctx: &Context,
     policy: &HealthPolicy,
     observed: &Observed,
@@ -98,7 +102,10 @@ pub async fn review(
 }
 
 /// The allow-listed command the model chose for an exec, when its answer is used.
-pub fn exec_command<'p>(policy: &'p HealthPolicy, decision: &Decision) -> Option<&'p [String]> {
+pub(crate) fn exec_command<'p>(
+    policy: &'p HealthPolicy,
+    decision: &Decision,
+) -> Option<&'p [String]> {
     let i = decision.exec_command_index()?;
     let exec = policy.spec.remediation.exec.as_ref()?;
     exec.allowed.get(i).map(Vec::as_slice)
@@ -112,11 +119,11 @@ mod tests {
     use crate::analyze::llm::{
         AiAnalyzer, AiLimits, AiMetrics, LlmClient, LlmError, LlmReply, LlmRequest,
     };
-    use crate::bus::EventType;
     use crate::controller::reconcile;
     use crate::engine::fake::{Call, exited, running};
-    use crate::engine::{ContainerInfo, HealthStatus};
     use crate::fixtures::{TestContext, policy};
+    use crate::model::container::{ContainerInfo, HealthStatus};
+    use crate::model::wire::EventType;
 
     const ID: &str = "web-id";
 

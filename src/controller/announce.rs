@@ -5,18 +5,18 @@ use chrono::{DateTime, Utc};
 
 use super::Context;
 use super::context::Handled;
-use crate::analyze::Decision;
-use crate::engine::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::{ActionKind, Decision};
 use crate::model::wire::{
     AiNote, DecisionPayload, Envelope, FalseAlarm, HealthAlert, MetricsSnapshot, Payload,
     RemediationNeeded, round1, wire_timestamp_secs,
 };
 use crate::observe::store::Observed;
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::policy::HealthPolicy;
 
 /// Identifies a problem: the finding acted on, the action, and the container's run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Signature {
+pub(crate) struct Signature {
     finding: String,
     action: Option<ActionKind>,
     started_at: Option<DateTime<Utc>>,
@@ -25,7 +25,7 @@ pub struct Signature {
 
 impl Signature {
     /// The signature of `decision` about `info`'s current run.
-    pub fn of(decision: &Decision, info: &ContainerInfo) -> Self {
+    pub(crate) fn of(decision: &Decision, info: &ContainerInfo) -> Self {
         Self {
             finding: decision.primary.clone().unwrap_or_default(),
             action: decision.action,
@@ -37,7 +37,7 @@ impl Signature {
 
 /// What to do with a problem this reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Turn {
+pub(crate) enum Turn {
     /// Seen for the first time: announce, then act.
     New,
     /// Announced already and its wait is over: act again, quietly.
@@ -49,7 +49,7 @@ pub enum Turn {
 /// How long a container must stay below its thresholds before a transient spike is a new
 /// episode, announced again: a container pinned at its CPU limit dips below the threshold
 /// between samples, and each dip must not make the next sample a new problem.
-pub const SPIKE_EPISODE_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const SPIKE_EPISODE_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The finding name of a transient spike.
 const SPIKE: &str = "transient_spike";
@@ -63,14 +63,14 @@ fn episode_over(p: &Handled, now: DateTime<Utc>) -> bool {
 /// Pure: what to remember of `previous` when no probe finds anything at `now`: nothing
 /// (`None`), or, for a transient spike whose episode is not over, the same with the start of
 /// the quiet period.
-pub fn quiet(previous: Option<Handled>, now: DateTime<Utc>) -> Option<Handled> {
+pub(crate) fn quiet(previous: Option<Handled>, now: DateTime<Utc>) -> Option<Handled> {
     let mut p = previous.filter(|p| p.signature.finding == SPIKE && !episode_over(p, now))?;
     p.quiet_since.get_or_insert(now);
     Some(p)
 }
 
 /// Pure: the turn of a problem with `signature`, given what was last handled.
-pub fn turn(previous: Option<&Handled>, signature: &Signature, now: DateTime<Utc>) -> Turn {
+pub(crate) fn turn(previous: Option<&Handled>, signature: &Signature, now: DateTime<Utc>) -> Turn {
     match previous {
         Some(p) if p.signature == *signature && !episode_over(p, now) => match p.retry_at {
             Some(t) if now >= t => Turn::RetryDue,
@@ -81,7 +81,12 @@ pub fn turn(previous: Option<&Handled>, signature: &Signature, now: DateTime<Utc
 }
 
 /// Remembers the problem handled for `id`, and when it may be acted on again.
-pub fn remember(ctx: &Context, id: &str, signature: Signature, retry_at: Option<DateTime<Utc>>) {
+pub(crate) fn remember(
+    ctx: &Context,
+    id: &str,
+    signature: Signature,
+    retry_at: Option<DateTime<Utc>>,
+) {
     ctx.handled
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -97,13 +102,13 @@ pub fn remember(ctx: &Context, id: &str, signature: Signature, retry_at: Option<
 }
 
 /// Counts and publishes one payload.
-pub async fn publish<P: Payload>(ctx: &Context, payload: &P) {
+pub(crate) async fn publish<P: Payload>(ctx: &Context, payload: &P) {
     ctx.metrics.decision(P::TYPE);
     ctx.sink.publish(Envelope::of(payload)).await;
 }
 
 /// What one announcement is about.
-pub struct Problem<'a> {
+pub(crate) struct Problem<'a> {
     /// The container's view.
     pub observed: &'a Observed,
     /// The inspection the analysis saw (with an `oom` event folded in).
@@ -117,17 +122,17 @@ pub struct Problem<'a> {
 }
 
 /// Publishes `health_alert` (before any model is asked: the alert never waits for it).
-pub async fn alert(ctx: &Context, p: &Problem<'_>) {
+pub(crate) async fn alert(ctx: &Context, p: &Problem<'_>) {
     publish(ctx, &health_alert(ctx, p)).await;
 }
 
 /// Publishes `false_alarm`: the final decision is to do nothing.
-pub async fn false_alarm(ctx: &Context, p: &Problem<'_>) {
+pub(crate) async fn false_alarm(ctx: &Context, p: &Problem<'_>) {
     publish(ctx, &FalseAlarm(decision_payload(ctx, p))).await;
 }
 
 /// Publishes `remediation_needed` (and remembers the id as this process's own).
-pub async fn needed(ctx: &Context, p: &Problem<'_>) {
+pub(crate) async fn needed(ctx: &Context, p: &Problem<'_>) {
     ctx.own_decisions.insert(p.decision_id);
     publish(ctx, &RemediationNeeded(decision_payload(ctx, p))).await;
 }

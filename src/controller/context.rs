@@ -18,7 +18,7 @@ use crate::store::StateStore;
 
 /// Settings of the loop.
 #[derive(Clone, Debug)]
-pub struct ControllerConfig {
+pub(crate) struct ControllerConfig {
     /// This node's name, in every payload and safety key.
     pub node: String,
     /// Full re-list period: the engine's list (no inspections) is compared with the last
@@ -44,7 +44,7 @@ impl ControllerConfig {
     }
 
     /// True when the container carries the operator's `--label-filter` (or there is none).
-    pub fn in_scope(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    pub(crate) fn in_scope(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
         self.label_filter
             .as_deref()
             .is_none_or(|f| crate::policy::select::LabelFilter::parse(f).matches(labels))
@@ -54,7 +54,7 @@ impl ControllerConfig {
 /// What was last decided and announced for a container, so a persisting problem is announced
 /// once, and acted on again only when a gate's wait is over.
 #[derive(Clone, Debug, Default)]
-pub struct Handled {
+pub(crate) struct Handled {
     /// Identifies the problem: finding, action, and the container's life.
     pub signature: super::announce::Signature,
     /// When the same problem may be acted on again.
@@ -69,16 +69,16 @@ pub struct Handled {
 /// The newest decision ids this process produced, so that its own `remediation_needed`
 /// envelopes, read back from Redis, are recognised and never acted on twice.
 #[derive(Debug, Default)]
-pub struct OwnDecisions {
+pub(crate) struct OwnDecisions {
     inner: Mutex<(VecDeque<String>, HashSet<String>)>,
 }
 
 impl OwnDecisions {
     /// How many ids are remembered.
-    pub const CAPACITY: usize = 4096;
+    pub(crate) const CAPACITY: usize = 4096;
 
     /// Remembers an id (forgetting the oldest beyond [`Self::CAPACITY`]).
-    pub fn insert(&self, id: &str) {
+    pub(crate) fn insert(&self, id: &str) {
         let mut guard = self
             .inner
             .lock()
@@ -95,7 +95,7 @@ impl OwnDecisions {
     }
 
     /// Whether this process produced `id`.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -105,7 +105,7 @@ impl OwnDecisions {
 }
 
 /// Shared by every part of the running operator.
-pub struct Context {
+pub(crate) struct Context {
     /// The engine.
     pub docker: Arc<dyn ContainerEngine>,
     /// Shared state.

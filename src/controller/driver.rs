@@ -7,11 +7,11 @@ use tracing::Instrument;
 use super::queue::{WorkReceiver, run_with_slots};
 use super::reconcile::reconcile_in;
 use super::{Action, Context, error_policy};
-use crate::engine::HostInfo;
+use crate::model::container::HostInfo;
 use crate::observe::sampler::CgroupReader;
 
 /// Runs the controller until `shutdown` is cancelled; returns when every task has stopped.
-pub async fn run_controller(
+pub(crate) async fn run_controller(
     ctx: Arc<Context>,
     receiver: WorkReceiver<String>,
     host: HostInfo,
@@ -35,7 +35,7 @@ pub async fn run_controller(
 /// `max_concurrent` deciding at once (a repair gives its place back once gated, see
 /// [`reconcile_in`]), and requeues it as the reconcile says. Returns after `shutdown`, once
 /// every run in flight has ended.
-pub async fn reconcile_all(
+pub(crate) async fn reconcile_all(
     ctx: Arc<Context>,
     receiver: WorkReceiver<String>,
     shutdown: CancellationToken,

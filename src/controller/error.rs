@@ -6,7 +6,7 @@ use super::Action;
 
 /// Why a reconcile failed; `error_policy` turns it into a retry with backoff.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The engine failed.
     #[error("docker: {0}")]
     Docker(#[source] crate::engine::EngineError),
@@ -17,7 +17,7 @@ pub enum Error {
 
 impl Error {
     /// A short label for metrics.
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             Self::Docker(e) => e.metric_label(),
             Self::Store(e) => e.metric_label(),
@@ -26,7 +26,7 @@ impl Error {
 }
 
 /// Retry a failed reconcile with exponential backoff: 1 s, 2 s, 4 s … capped at 60 s.
-pub fn error_policy(error: &Error, consecutive_failures: u32) -> Action {
+pub(crate) fn error_policy(error: &Error, consecutive_failures: u32) -> Action {
     let secs = 1u64 << consecutive_failures.min(6);
     tracing::warn!(error = %error, retry_in_secs = secs.min(60), "reconcile failed");
     Action::Requeue(Duration::from_secs(secs.min(60)))

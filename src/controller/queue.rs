@@ -5,7 +5,7 @@
 //!
 //! - [`WorkQueue::schedule`] asks for `key` to be worked on at an instant. A key is queued at
 //!   most once; scheduling it again keeps the *earlier* of the two instants.
-//! - [`run`] pops due keys and runs the work for each with at most `max_concurrent` in flight,
+//! - [`run_with_slots`] pops due keys and runs the work for each with at most `max_concurrent` in flight,
 //!   and never two runs of one key at once. A key that comes due while its previous run is still
 //!   going waits, and runs once more when that run ends, however often it was scheduled meanwhile.
 //! - [`run_with_slots`] is the same, except that a run may give its concurrency [`Slot`] back
@@ -47,13 +47,13 @@ use tracing::Instrument;
 
 /// A cloneable handle for scheduling keys; every clone feeds the same queue.
 ///
-/// Cheap to clone, so the work closure given to [`run`] can capture one and requeue its own key.
-pub struct WorkQueue<K> {
+/// Cheap to clone, so the work closure given to [`run_with_slots`] can capture one and requeue its own key.
+pub(crate) struct WorkQueue<K> {
     shared: Arc<Shared<K>>,
 }
 
-/// The receiving side of a [`WorkQueue`]; [`run`] consumes it, so there is one runner per queue.
-pub struct WorkReceiver<K> {
+/// The receiving side of a [`WorkQueue`]; [`run_with_slots`] consumes it, so there is one runner per queue.
+pub(crate) struct WorkReceiver<K> {
     shared: Arc<Shared<K>>,
 }
 
@@ -113,8 +113,8 @@ impl<K> Shared<K> {
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
-    /// Creates an empty queue: the handle to schedule with, and the side to give to [`run`].
-    pub fn new() -> (Self, WorkReceiver<K>) {
+    /// Creates an empty queue: the handle to schedule with, and the side to give to [`run_with_slots`].
+    pub(crate) fn new() -> (Self, WorkReceiver<K>) {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 slots: HashMap::new(),
@@ -131,7 +131,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// Runs `key` at `at` (a past instant means now). If `key` is already queued, the earlier
     /// of the two instants wins. If `key` is running, this queues a follow-up run.
-    pub fn schedule(&self, key: K, at: Instant) {
+    pub(crate) fn schedule(&self, key: K, at: Instant) {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         match state.slots.entry(key) {
@@ -152,28 +152,30 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     }
 
     /// Runs `key` as soon as possible.
-    pub fn schedule_now(&self, key: K) {
+    pub(crate) fn schedule_now(&self, key: K) {
         self.schedule(key, Instant::now());
     }
 
     /// Runs `key` once `delay` has passed (or earlier, if it is already queued for earlier).
-    pub fn schedule_after(&self, key: K, delay: Duration) {
+    pub(crate) fn schedule_after(&self, key: K, delay: Duration) {
         self.schedule(key, Instant::now() + delay);
     }
 
     /// How many keys are queued and not yet started (the queue depth). A key that is running
     /// and also queued for a follow-up run counts here too.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shared.lock().slots.len()
     }
 
     /// Whether no key is queued.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// How many keys are being worked on right now.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
         self.shared.lock().running.len()
     }
 }
@@ -216,22 +218,23 @@ impl<K: Clone + Eq + Hash> Shared<K> {
 /// One of the `max_concurrent` places of [`run_with_slots`], held by a run until it ends or
 /// calls [`Slot::release`].
 #[derive(Debug, Default)]
-pub struct Slot(Option<OwnedSemaphorePermit>);
+pub(crate) struct Slot(Option<OwnedSemaphorePermit>);
 
 impl Slot {
     /// A slot of no runner (for calling work directly, as tests do): releasing it does nothing.
-    pub fn unbounded() -> Self {
+    pub(crate) fn unbounded() -> Self {
         Self(None)
     }
 
     /// Gives the place back: the runner may start another key now, while this run goes on
     /// (still holding its own key). Releasing twice is the same as once.
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         self.0.take();
     }
 
     /// Whether this run still counts against the runner's `max_concurrent`.
-    pub fn is_held(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_held(&self) -> bool {
         self.0.is_some()
     }
 }
@@ -242,7 +245,8 @@ impl Slot {
 /// and never two for one key. Once `shutdown` is cancelled no further key is started; this
 /// returns when the runs in flight have finished. Keys still queued stay queued. A run that
 /// panics is logged and counts as finished; its key is not requeued.
-pub async fn run<K, F, Fut>(
+#[cfg(test)]
+pub(crate) async fn run<K, F, Fut>(
     queue: WorkReceiver<K>,
     max_concurrent: usize,
     shutdown: CancellationToken,
@@ -262,11 +266,12 @@ pub async fn run<K, F, Fut>(
     .await;
 }
 
-/// [`run`], where each run is handed its [`Slot`]: at most `max_concurrent` runs hold one, and
-/// a run that releases it early goes on beside them (still the only run of its key).
+/// Runs `work(key, slot)` for each key as it comes due, until `shutdown` is cancelled, each run
+/// handed its [`Slot`]: at most `max_concurrent` runs hold one, and a run that releases it early
+/// goes on beside them (still the only run of its key).
 ///
 /// On shutdown this waits for every run, released or not.
-pub async fn run_with_slots<K, F, Fut>(
+pub(crate) async fn run_with_slots<K, F, Fut>(
     queue: WorkReceiver<K>,
     max_concurrent: usize,
     shutdown: CancellationToken,

@@ -8,8 +8,9 @@ use tracing::{debug, info};
 use super::announce::{self, Problem, Signature, Turn, remember};
 use super::queue::Slot;
 use super::{Action, Context, Error};
-use crate::analyze::{Decision, Observation, analyze};
-use crate::engine::ContainerInfo;
+use crate::analyze::{Observation, analyze};
+use crate::model::container::ContainerInfo;
+use crate::model::decision::Decision;
 use crate::model::safety::{SafetyState, safety_key};
 use crate::observe::store::Observed;
 use crate::policy::HealthPolicy;
@@ -256,6 +257,10 @@ mod tests {
         }
         let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
         assert!(distinct.len() > 100, "{} distinct waits", distinct.len());
-        assert_eq!(spread(interval, "abc"), spread(interval, "abc"), "fixed per id");
+        assert_eq!(
+            spread(interval, "abc"),
+            spread(interval, "abc"),
+            "fixed per id"
+        );
     }
 }

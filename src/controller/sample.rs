@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Context;
-use crate::analyze::UsagePoint;
-use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo};
+use crate::engine::ContainerEngine;
+use crate::model::container::{ContainerInfo, ContainerState, HostInfo};
+use crate::model::usage::UsagePoint;
 use crate::model::wire::{ContainerStateKey, ContainerStats};
 use crate::observe::sampler::{CgroupReader, Sampler};
 use crate::policy::HealthPolicy;
@@ -36,7 +37,7 @@ impl Governed {
 
     /// Whether a new `usage` sample could make the analyzer find something: a threshold probe
     /// finds nothing while the latest sample is at or below its threshold.
-    fn worth_a_look(&self, usage: &crate::observe::sampler::Usage) -> bool {
+    fn worth_a_look(&self, usage: &crate::model::usage::Usage) -> bool {
         self.leak
             || self.cpu_above.is_some_and(|a| usage.cpu_percent > a)
             || self.memory_above.is_some_and(|a| usage.memory_percent > a)
@@ -159,7 +160,7 @@ pub async fn run_sampler(
 async fn publish_stats(
     ctx: &Context,
     info: &ContainerInfo,
-    usage: Option<&crate::observe::sampler::Usage>,
+    usage: Option<&crate::model::usage::Usage>,
     now: chrono::DateTime<Utc>,
 ) {
     let node = &ctx.config.node;
@@ -173,7 +174,7 @@ async fn publish_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::sampler::Usage;
+    use crate::model::usage::Usage;
 
     #[test]
     fn a_sample_is_worth_a_reconcile_only_when_a_usage_probe_could_fire() {

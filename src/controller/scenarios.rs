@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::reconcile_all;
 use super::{Action, reconcile};
-use crate::bus::EventType;
 use crate::engine::fake::{Call, Script, exited, running};
-use crate::engine::{ContainerInfo, HealthStatus};
 use crate::fixtures::{NODE, REPAIRS, TestContext, policy};
+use crate::model::container::{ContainerInfo, HealthStatus};
 use crate::model::safety::{lock_key, safety_key};
+use crate::model::wire::EventType;
 use crate::store::StateStore;
 
 const ID: &str = "web-id";
@@ -307,8 +307,8 @@ async fn a_transient_spike_is_announced_once_per_episode_not_at_every_sample() {
 
 #[tokio::test(start_paused = true)]
 async fn an_action_a_dead_process_left_pending_is_audited_interrupted_once_its_lock_is_free() {
+    use crate::model::decision::ActionKind;
     use crate::model::safety::{ActionRecord, Outcome};
-    use crate::policy::ActionKind;
     let pending = |id: &str| ActionRecord {
         decision_id: id.into(),
         at: Utc::now() - chrono::Duration::seconds(10),
@@ -406,7 +406,7 @@ fn run_loop(
     (shutdown, runner)
 }
 
-fn count(envelopes: &[crate::bus::Envelope], kind: EventType) -> usize {
+fn count(envelopes: &[crate::model::wire::Envelope], kind: EventType) -> usize {
     envelopes.iter().filter(|e| e.kind() == Some(kind)).count()
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::engine::{ContainerEvent, EventAction};
+use crate::model::container::{ContainerEvent, EventAction};
 use crate::util::backoff::Backoff;
 
 /// True when the event concerns a container the operator observes.

@@ -7,10 +7,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::bus::Envelope;
 use crate::engine::fake::{Script, exited, running};
 use crate::fixtures::{TestContext, policy};
-use crate::observe::sampler::Usage;
+use crate::model::usage::Usage;
+use crate::model::wire::Envelope;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/wire");
 
@@ -74,7 +74,7 @@ async fn crash_scenario_with(spec: &str, labels: &[(&str, &str)], script: Script
     t.ctx.observed.upsert(info, Utc::now());
     t.ctx.observed.push_usage(
         "web-id",
-        crate::analyze::UsagePoint {
+        crate::model::usage::UsagePoint {
             at: at(),
             cpu_percent: 12.345,
             memory_percent: 40.06,

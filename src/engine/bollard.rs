@@ -18,11 +18,12 @@ use bollard::query_parameters::{
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
-use super::{
-    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, Diagnostics, EXEC_OUTPUT_LIMIT,
-    EngineError, EventAction, ExecOutcome, HealthLogEntry, HealthStatus, HostInfo, ResourceLimits,
-    ResourceReading, Result,
+use super::{ContainerEngine, EngineError, Result};
+use crate::model::container::{
+    ContainerEvent, ContainerInfo, ContainerState, Diagnostics, EXEC_OUTPUT_LIMIT, EventAction,
+    ExecOutcome, HealthLogEntry, HealthStatus, HostInfo, ResourceLimits,
 };
+use crate::model::usage::ResourceReading;
 
 /// The most log bytes read for [`ContainerEngine::diagnostics`] (the tail of a chatty container).
 const LOG_BYTES_LIMIT: usize = 64 * 1024;

@@ -16,10 +16,12 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
-use super::{
-    ContainerEngine, ContainerEvent, ContainerInfo, ContainerState, Diagnostics, EngineError,
-    ExecOutcome, HealthStatus, HostInfo, ResourceLimits, ResourceReading, Result,
+use super::{ContainerEngine, EngineError, Result};
+use crate::model::container::{
+    ContainerEvent, ContainerInfo, ContainerState, Diagnostics, ExecOutcome, HealthStatus,
+    HostInfo, ResourceLimits,
 };
+use crate::model::usage::ResourceReading;
 
 /// One call the responder (or anyone) made on the fake.
 #[derive(Clone, Debug, PartialEq, Eq)]

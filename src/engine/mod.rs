@@ -2,17 +2,20 @@
 //!
 //! Everything else in the crate codes against [`ContainerEngine`]; the only
 //! implementation that talks to a real engine is [`BollardEngine`] (the only `use bollard`).
-//! Tests use [`fake::FakeEngine`] (feature `test-util`), and the blanket impl for
+//! Tests use `fake::FakeEngine` (feature `test-util`), and the blanket impl for
 //! `Arc<T>` lets a shared client be passed wherever a `ContainerEngine` is wanted. The domain
-//! types live in [`crate::model::container`] and are re-exported here.
+//! types live in [`crate::model::container`].
 
 mod bollard;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 
 pub use self::bollard::BollardEngine;
-pub use crate::model::container::*;
-pub use crate::model::usage::ResourceReading;
+use crate::model::container::{
+    ContainerEvent, ContainerInfo, ContainerSummary, Diagnostics, ExecOutcome, HEALTH_OUTPUT_MAX,
+    HostInfo,
+};
+use crate::model::usage::ResourceReading;
 
 use std::sync::Arc;
 use std::time::Duration;

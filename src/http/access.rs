@@ -22,11 +22,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 /// The name of the session cookie set by the login form.
-pub const COOKIE: &str = "hemostat_session";
+pub(crate) const COOKIE: &str = "hemostat_session";
 
 /// Why the access settings are unusable.
 #[derive(Debug, thiserror::Error)]
-pub enum AccessError {
+pub(crate) enum AccessError {
     /// A non-loopback address without a token.
     #[error(
         "--listen {0} is reachable from other hosts: give an API token (--api-token-file or HEMOSTAT_API_TOKEN), or pass --insecure-no-auth to serve it to anyone"
@@ -73,7 +73,7 @@ pub struct Access {
 
 /// What a request needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// Nothing.
     Open,
     /// A valid token.
@@ -82,12 +82,13 @@ pub enum Need {
 
 impl Access {
     /// Open to anyone: what tests and a loopback address without a token get.
-    pub fn open() -> Self {
+    #[cfg(test)]
+    pub(crate) fn open() -> Self {
         Self::default()
     }
 
     /// The rules for `listen`, with the token from `token_file` or `token_env` (the file wins).
-    pub fn resolve(
+    pub(crate) fn resolve(
         listen: SocketAddr,
         token_file: Option<&Path>,
         token_env: Option<String>,
@@ -118,17 +119,17 @@ impl Access {
     }
 
     /// Whether a token is configured.
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
     /// Whether reads need the token.
-    pub fn reads_need_token(&self) -> bool {
+    pub(crate) fn reads_need_token(&self) -> bool {
         self.reads_need_token
     }
 
     /// What `method path` needs under these rules.
-    pub fn need(&self, method: &Method, path: &str) -> Need {
+    pub(crate) fn need(&self, method: &Method, path: &str) -> Need {
         let read = method == Method::GET || method == Method::HEAD;
         if path == "/login" || (read && (path == "/healthz" || path == "/readyz")) {
             return Need::Open;
@@ -146,14 +147,14 @@ impl Access {
     }
 
     /// Whether `candidate` is the token (in time independent of where they differ).
-    pub fn is_token(&self, candidate: &str) -> bool {
+    pub(crate) fn is_token(&self, candidate: &str) -> bool {
         self.token
             .as_deref()
             .is_some_and(|t| constant_time_eq(t.as_bytes(), candidate.as_bytes()))
     }
 
     /// Whether the request carries the token, as a Bearer header or the session cookie.
-    pub fn authorised(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn authorised(&self, headers: &HeaderMap) -> bool {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -171,7 +172,7 @@ impl Access {
     }
 
     /// The `Set-Cookie` value after a successful login.
-    pub fn session_cookie(&self) -> Option<String> {
+    pub(crate) fn session_cookie(&self) -> Option<String> {
         self.token
             .as_deref()
             .map(|t| format!("{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000"))
@@ -208,7 +209,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The middleware: lets a request through or answers 401/403 (a browser asking for a page is
 /// sent to the login form instead).
-pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let need = access.need(request.method(), request.uri().path());
     if need == Need::Open || access.authorised(request.headers()) {
         return next.run(request).await;

@@ -4,9 +4,9 @@
 //! |---|---|
 //! | `GET decisions?type=&container=&limit=` | recent envelopes, oldest first |
 //! | `GET audit?limit=` | the newest audit records, oldest first |
-//! | `GET containers` | one [`ContainerView`](super::views::ContainerView) per observed container, by name |
-//! | `GET containers/{name}` | one [`ContainerView`](super::views::ContainerView) (by name, or by id) |
-//! | `GET policies` | one [`PolicyView`](super::views::PolicyView) per policy in force (source, document, status), highest priority first |
+//! | `GET containers` | one [`ContainerView`] per observed container, by name |
+//! | `GET containers/{name}` | one [`ContainerView`] (by name, or by id) |
+//! | `GET policies` | one [`PolicyView`] per policy in force (source, document, status), highest priority first |
 //! | `GET reload` | what the `--policies` file source last did: [`ReloadStatus`] (last read, last change, every problem) |
 //! | `GET events` | every envelope as Server-Sent Events (see `dashboard::events`) |
 //! | `GET usage` | recent CPU and memory per container (see `dashboard::usage`) |
@@ -27,21 +27,22 @@ use serde::Deserialize;
 
 use super::ApiState;
 use super::views::{ContainerView, ErrorBody, PolicyView, SafetyView};
-use crate::bus::{Envelope, EventType};
+use crate::model::audit::AuditRecord;
 use crate::model::safety::safety_key;
+use crate::model::wire::{Envelope, EventType};
 use crate::observe::store::Observed;
 use crate::policy::registry::ReloadStatus;
 use crate::policy::select::{Target, is_protected};
-use crate::store::{AuditRecord, StoreError};
+use crate::store::StoreError;
 
 /// How many records a list answers when no `limit` is given.
-pub const DEFAULT_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit` accepted.
-pub const MAX_LIMIT: usize = 1000;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 /// Why a request could not be answered; served as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The query string is malformed or holds a value out of range.
     #[error("{0}")]
     BadRequest(String),
@@ -59,7 +60,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status it is served with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -97,7 +98,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The routes, to be nested under `/api/v1`.
-pub fn routes() -> Router<ApiState> {
+pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/decisions", get(decisions))
         .route("/audit", get(audit))

@@ -15,18 +15,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// Default cap on open HTTP connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// A connection must have sent a request and been answered within this long after it opened.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with nothing read or written for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections refused because the cap was reached (for metrics and tests).
-pub static REFUSED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// A TCP listener that holds at most `max` connections: beyond it a new connection is closed
 /// at once (the descriptors stay free), and every connection carries the timeouts above.
-pub struct LimitedListener {
+pub(crate) struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     header_timeout: Duration,
@@ -35,7 +35,7 @@ pub struct LimitedListener {
 
 impl LimitedListener {
     /// Wraps `inner` with a cap of `max` open connections (at least 1).
-    pub fn new(inner: TcpListener, max: usize) -> Self {
+    pub(crate) fn new(inner: TcpListener, max: usize) -> Self {
         Self {
             inner,
             permits: Arc::new(Semaphore::new(max.max(1))),
@@ -88,7 +88,7 @@ impl axum::serve::Listener for LimitedListener {
 
 /// A connection that times out when idle or when no request was answered in time; its slot
 /// under the cap is freed when it is dropped.
-pub struct Limited<S> {
+pub(crate) struct Limited<S> {
     inner: S,
     _permit: OwnedSemaphorePermit,
     idle: Duration,

@@ -14,10 +14,10 @@
 //! Nothing served carries a secret: policies hold only references to secrets (an environment
 //! variable's or a file's name), never their values.
 
-pub mod access;
-pub mod api;
+pub(crate) mod access;
+pub(crate) mod api;
 pub mod dashboard;
-pub mod limits;
+pub(crate) mod limits;
 pub mod views;
 
 use std::sync::Arc;
@@ -75,13 +75,13 @@ impl std::fmt::Debug for ApiState {
 pub const NOT_READY: &str = "not ready: no live container list and event stream from the engine (starting, or the engine is unreachable)";
 
 /// Every route, with request tracing.
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     router_with(state, Router::new())
 }
 
 /// Every route plus `extra` (the routes of other modules, e.g. the alerts'), all behind the
 /// access guard and the security headers.
-pub fn router_with(state: ApiState, extra: Router) -> Router {
+pub(crate) fn router_with(state: ApiState, extra: Router) -> Router {
     let access = state.access.clone();
     Router::new()
         .route("/healthz", get(healthz))
@@ -108,7 +108,7 @@ pub async fn serve(
 }
 
 /// Like [`serve`], with at most `max_connections` open connections (see [`limits`]).
-pub async fn serve_limited(
+pub(crate) async fn serve_limited(
     listener: tokio::net::TcpListener,
     state: ApiState,
     max_connections: usize,
@@ -119,7 +119,7 @@ pub async fn serve_limited(
 
 /// Like [`serve_limited`], for a router with more routes merged in (the alert routes of
 /// `alert::api`).
-pub async fn serve_router_limited(
+pub(crate) async fn serve_router_limited(
     listener: tokio::net::TcpListener,
     router: Router,
     max_connections: usize,

@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::container::{ContainerState, HealthStatus};
+use crate::model::decision::ActionKind;
 use crate::model::safety::SafetyState;
 use crate::policy::registry::Provenance;
-use crate::policy::{ActionKind, Condition, HealthPolicy, PolicyStatus, Selector};
+use crate::policy::{Condition, HealthPolicy, PolicyStatus, Selector};
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for a person.
     pub error: String,
 }
@@ -77,7 +78,11 @@ pub struct SafetyView {
 
 impl SafetyView {
     /// What `safety` means under `policy` at `now`.
-    pub fn new(safety: &SafetyState, policy: Option<&HealthPolicy>, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(
+        safety: &SafetyState,
+        policy: Option<&HealthPolicy>,
+        now: DateTime<Utc>,
+    ) -> Self {
         let within = |window: std::time::Duration, at: DateTime<Utc>| {
             chrono::Duration::from_std(window).map_or(true, |w| now - at <= w)
         };
@@ -111,7 +116,7 @@ impl SafetyView {
 /// A policy in force, as served by `/api/v1/policies`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyView {
+pub(crate) struct PolicyView {
     /// `metadata.name`.
     pub name: String,
     /// `spec.priority`.
@@ -141,7 +146,7 @@ impl From<&HealthPolicy> for PolicyView {
 
 impl PolicyView {
     /// The view of `p`, governing `matched` containers, read from where `provenance` says.
-    pub fn new(p: &HealthPolicy, provenance: Option<&Provenance>, matched: u32) -> Self {
+    pub(crate) fn new(p: &HealthPolicy, provenance: Option<&Provenance>, matched: u32) -> Self {
         let condition = |type_: &str, status: bool, reason: &str, message: String| Condition {
             type_: type_.to_owned(),
             status: if status { "True" } else { "False" }.to_owned(),
@@ -193,7 +198,7 @@ impl PolicyView {
     }
 
     /// The problems of the policy's current document (empty when it is valid).
-    pub fn problems(&self) -> Vec<&str> {
+    pub(crate) fn problems(&self) -> Vec<&str> {
         self.status
             .conditions
             .iter()

@@ -7,11 +7,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Reads `/proc/self/{stat,limits,fd}`; on a system without `/proc` it exposes nothing.
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 /// What one read of `/proc/self` gives.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ProcessReading {
+pub(crate) struct ProcessReading {
     /// User + system CPU time, in seconds.
     pub cpu_seconds: f64,
     /// Resident set size, in bytes.
@@ -33,7 +33,7 @@ const TICKS: f64 = 100.0;
 
 /// Parses `/proc/self/stat` (fields after the command, which may hold spaces and parentheses),
 /// given the page size and the system boot time (`btime` of `/proc/stat`).
-pub fn parse_stat(stat: &str, page_size: i64, boot_time: f64) -> Option<ProcessReading> {
+pub(crate) fn parse_stat(stat: &str, page_size: i64, boot_time: f64) -> Option<ProcessReading> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields are numbered from 3 (state) in proc(5); index = number - 3.

@@ -121,7 +121,7 @@ pub enum FindingKind {
 
 impl FindingKind {
     /// A short stable name, used to recognise "the same failure" for the circuit breaker.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Exited { .. } => "exited",
             Self::OomKilled => "oom_killed",
@@ -208,11 +208,6 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// True when the analyzer decided to act.
-    pub fn is_remediation(&self) -> bool {
-        self.action.is_some()
-    }
-
     /// The model's root cause, when its answer was used.
     pub fn root_cause(&self) -> Option<&str> {
         let ai = self.ai.as_ref()?;
@@ -228,7 +223,7 @@ impl Decision {
 
     /// The exec command the model chose (an index into the policy's allow-list), when its
     /// answer was used.
-    pub fn exec_command_index(&self) -> Option<usize> {
+    pub(crate) fn exec_command_index(&self) -> Option<usize> {
         if self.method != AnalysisMethod::Ai {
             return None;
         }

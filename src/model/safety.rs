@@ -33,7 +33,7 @@ pub fn safety_key(node: &str, container: &str) -> String {
 
 /// The key of a container's in-flight lock: the engine's own ID and the container's ID, so two
 /// operators on one engine never both act on one container whatever their `--node-name`s.
-pub fn lock_key(engine_id: &str, container_id: &str) -> String {
+pub(crate) fn lock_key(engine_id: &str, container_id: &str) -> String {
     format!("engine:{engine_id}/{container_id}")
 }
 
@@ -44,18 +44,18 @@ fn chrono(d: std::time::Duration) -> Duration {
 
 /// The latest instant time arithmetic saturates at: 9999-12-31T23:59:59Z, which every store
 /// and every RFC 3339 reader still takes.
-pub fn far_future() -> DateTime<Utc> {
+pub(crate) fn far_future() -> DateTime<Utc> {
     DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// `at + d`, saturating at [`far_future`]: no duration, however large, panics here.
-pub fn later(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+pub(crate) fn later(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     at.checked_add_signed(chrono(d))
         .map_or_else(far_future, |t| t.min(far_future()))
 }
 
 /// `at - d`, saturating at the Unix epoch.
-pub fn earlier(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+pub(crate) fn earlier(at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
     at.checked_sub_signed(chrono(d))
         .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH))
 }
@@ -107,7 +107,7 @@ pub struct SafetyState {
 
 impl SafetyState {
     /// Forgets what no window of the policy looks at any more.
-    pub fn prune(&mut self, limits: &Limits, now: DateTime<Utc>) {
+    pub(crate) fn prune(&mut self, limits: &Limits, now: DateTime<Utc>) {
         let keep = [
             limits.cooldown,
             limits.max_actions_per,
@@ -126,7 +126,7 @@ impl SafetyState {
     }
 
     /// Failed repairs within the breaker window (escalation and the breaker read this).
-    pub fn recent_failures(&self, limits: &Limits, now: DateTime<Utc>) -> u32 {
+    pub(crate) fn recent_failures(&self, limits: &Limits, now: DateTime<Utc>) -> u32 {
         let window = chrono(limits.breaker_within);
         self.failures.iter().filter(|t| now - **t <= window).count() as u32
     }
@@ -138,7 +138,12 @@ impl SafetyState {
     /// while the repair runs, would otherwise record a good repair as failed and open the
     /// breaker on a healthy container); once it finishes, or is settled as interrupted, the
     /// next recurrence counts.
-    pub fn note_recurrence(&mut self, limits: &Limits, finding: &str, now: DateTime<Utc>) -> bool {
+    pub(crate) fn note_recurrence(
+        &mut self,
+        limits: &Limits,
+        finding: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
         let window = chrono(limits.breaker_within);
         let Some(last) = self
             .actions
@@ -158,7 +163,7 @@ impl SafetyState {
 
     /// Marks every pending action interrupted and returns them, oldest first: the caller holds
     /// the container's in-flight lock, so no live process is still carrying one out.
-    pub fn interrupt_pending(&mut self) -> Vec<ActionRecord> {
+    pub(crate) fn interrupt_pending(&mut self) -> Vec<ActionRecord> {
         self.actions
             .iter_mut()
             .filter(|a| a.outcome == Outcome::Pending)
@@ -198,18 +203,13 @@ impl SafetyState {
         }
         false
     }
-
-    /// Merges another view of this container's state into a new one; see [`merge_safety`].
-    pub fn merge(&self, other: &SafetyState) -> SafetyState {
-        merge_safety(self, other)
-    }
 }
 
 /// Merges two views of one container's safety state (commutative and idempotent):
 /// actions united by `decision_id`, oldest first (an action Failed on either side stays Failed,
 /// else one Succeeded on either side is Succeeded); failures united, equal timestamps once;
 /// the later `open_until` and `gave_up_at`.
-pub fn merge_safety(a: &SafetyState, b: &SafetyState) -> SafetyState {
+pub(crate) fn merge_safety(a: &SafetyState, b: &SafetyState) -> SafetyState {
     let mut by_id: BTreeMap<&str, ActionRecord> = BTreeMap::new();
     for record in a.actions.iter().chain(&b.actions) {
         by_id

@@ -39,7 +39,7 @@ pub struct Usage {
 /// CPU % = Δcpu ns / (Δwall ns × cores) × 100, where cores is the container's CPU limit
 /// (capped at the host's cores) or all host cores when unlimited. Memory % is of the
 /// container's limit when set and smaller than host memory, else of host memory.
-pub fn usage_between(
+pub(crate) fn usage_between(
     prev: &ResourceReading,
     now: &ResourceReading,
     limits: &ResourceLimits,

@@ -21,7 +21,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type.
-    pub const ALL: [EventType; 4] = [
+    pub(crate) const ALL: [EventType; 4] = [
         Self::HealthAlert,
         Self::RemediationNeeded,
         Self::FalseAlarm,
@@ -29,7 +29,7 @@ impl EventType {
     ];
 
     /// The `type` field.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::HealthAlert => "health_alert",
             Self::RemediationNeeded => "remediation_needed",
@@ -44,7 +44,7 @@ impl EventType {
     }
 
     /// The original agent that published this type.
-    pub fn agent(self) -> &'static str {
+    pub(crate) fn agent(self) -> &'static str {
         match self {
             Self::HealthAlert => "HemoStat-Monitor",
             Self::RemediationNeeded | Self::FalseAlarm => "HemoStat-Analyzer",
@@ -53,7 +53,7 @@ impl EventType {
     }
 
     /// Parses the `type` field.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
@@ -153,14 +153,14 @@ impl Envelope {
     }
 
     /// When it was published, if its timestamp is one [`parse_wire_timestamp`] reads.
-    pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         parse_wire_timestamp(&self.timestamp)
     }
 }
 
 /// The wire timestamp: ISO-8601 UTC, microseconds, explicit offset
 /// (`2025-11-03T10:30:45.123456+00:00`, what Python's `datetime.now(UTC).isoformat()` writes).
-pub fn wire_timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn wire_timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
@@ -186,11 +186,11 @@ pub fn parse_wire_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 
 /// Serde for a `DateTime<Utc>` on the wire: written as [`wire_timestamp`], read in any form
 /// [`parse_wire_timestamp`] accepts (`#[serde(with = "crate::model::wire::wire_time")]`).
-pub mod wire_time {
+pub(crate) mod wire_time {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Writes `2025-11-03T10:30:45.123456+00:00`.
-    pub fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         at: &chrono::DateTime<chrono::Utc>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
@@ -198,7 +198,7 @@ pub mod wire_time {
     }
 
     /// Reads naive (UTC), `Z` or any offset.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<chrono::DateTime<chrono::Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -223,27 +223,27 @@ impl Envelope {
     }
 
     /// The container the envelope is about (`data.container`).
-    pub fn container(&self) -> Option<&str> {
+    pub(crate) fn container(&self) -> Option<&str> {
         self.data["container"].as_str()
     }
 
     /// A `remediation_complete`'s `data.result.container`.
-    pub fn result_container(&self) -> Option<&str> {
+    pub(crate) fn result_container(&self) -> Option<&str> {
         self.data["result"]["container"].as_str()
     }
 
     /// The node that published it (`data.node`), when it says.
-    pub fn node(&self) -> Option<&str> {
+    pub(crate) fn node(&self) -> Option<&str> {
         self.data["node"].as_str()
     }
 
     /// The governing policy (`data.policy`), when it says.
-    pub fn policy(&self) -> Option<&str> {
+    pub(crate) fn policy(&self) -> Option<&str> {
         self.data["policy"].as_str()
     }
 
     /// A `remediation_complete`'s `data.result.status`.
-    pub fn result_status(&self) -> Option<&str> {
+    pub(crate) fn result_status(&self) -> Option<&str> {
         self.data["result"]["status"].as_str()
     }
 }
@@ -353,7 +353,7 @@ pub struct AiNote {
 
 impl AiNote {
     /// The note of a decision.
-    pub fn of(decision: &Decision) -> Self {
+    pub(crate) fn of(decision: &Decision) -> Self {
         Self {
             root_cause: decision.root_cause().map(str::to_owned),
             fallback_reason: decision.fallback_reason().map(str::to_owned),
@@ -567,12 +567,12 @@ impl ContainerStateKey {
 }
 
 /// The short id Docker shows and the original keys its state by: the first 12 characters.
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
 /// Rounds a percentage to one decimal, as the original displayed it.
-pub fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 

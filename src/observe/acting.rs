@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long after an action ends its events are still attributed to HemoStat (events can lag).
-pub const EVENT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const EVENT_GRACE: Duration = Duration::from_secs(10);
 
 /// Container ids with an action of ours in flight, or just finished.
 #[derive(Debug, Default)]
@@ -16,7 +16,7 @@ pub struct Acting {
 
 /// Ends the acting period (starting its grace) when dropped.
 #[must_use]
-pub struct ActingGuard<'a> {
+pub(crate) struct ActingGuard<'a> {
     acting: &'a Acting,
     id: String,
     /// What was recorded for `id` before (restored by [`ActingGuard::abandon`]).
@@ -27,7 +27,7 @@ pub struct ActingGuard<'a> {
 
 impl Acting {
     /// Marks `id` as being acted on until the guard drops.
-    pub fn begin(&self, id: &str) -> ActingGuard<'_> {
+    pub(crate) fn begin(&self, id: &str) -> ActingGuard<'_> {
         let previous = self
             .ids
             .lock()
@@ -44,7 +44,7 @@ impl Acting {
     /// Like [`Self::begin`], but `None` while another action of this process on `id` is in
     /// flight: the shared lock is re-entrant for one owner, so this is what keeps two paths of
     /// one process (the reconcile loop and external requests) from acting at once.
-    pub fn try_begin(&self, id: &str) -> Option<ActingGuard<'_>> {
+    pub(crate) fn try_begin(&self, id: &str) -> Option<ActingGuard<'_>> {
         let mut ids = self
             .ids
             .lock()
@@ -62,7 +62,7 @@ impl Acting {
     }
 
     /// True while HemoStat acts on `id`, and for [`EVENT_GRACE`] after.
-    pub fn is_ours(&self, id: &str) -> bool {
+    pub(crate) fn is_ours(&self, id: &str) -> bool {
         let mut ids = self
             .ids
             .lock()
@@ -81,7 +81,7 @@ impl Acting {
 
 impl ActingGuard<'_> {
     /// Nothing was done after all: forgets this action without a grace period.
-    pub fn abandon(mut self) {
+    pub(crate) fn abandon(mut self) {
         if let Ok(mut ids) = self.acting.ids.lock() {
             match self.previous.take() {
                 Some(previous) => ids.insert(self.id.clone(), previous),

@@ -14,7 +14,7 @@
 //! The responder's gate refuses any action on a container whose id equals, or starts with, it.
 
 /// The host's name (`/proc/sys/kernel/hostname`, else `/etc/hostname`, else `localhost`).
-pub fn node_name() -> String {
+pub(crate) fn node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_owned())
@@ -24,7 +24,7 @@ pub fn node_name() -> String {
 }
 
 /// The id of the container this process runs in, if any.
-pub fn own_container_id() -> Option<String> {
+pub(crate) fn own_container_id() -> Option<String> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
     read("/proc/self/cgroup")
         .and_then(|c| id_from_cgroup(&c))
@@ -41,7 +41,7 @@ fn is_hex_id(s: &str, len: usize) -> bool {
 }
 
 /// The 64-hex-digit id after `<data-root>/containers/` on the line that mounts `/etc/hostname`.
-pub fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
+pub(crate) fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
     mountinfo.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let root = fields.nth(3)?;
@@ -56,7 +56,7 @@ pub fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
 }
 
 /// The 64-hex-digit id in a `/docker/<id>`, `docker-<id>.scope` or `/kubepods/…/<id>` cgroup path.
-pub fn id_from_cgroup(cgroup: &str) -> Option<String> {
+pub(crate) fn id_from_cgroup(cgroup: &str) -> Option<String> {
     cgroup.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
         path.split('/').find_map(|part| {
@@ -71,7 +71,7 @@ pub fn id_from_cgroup(cgroup: &str) -> Option<String> {
 }
 
 /// The host name, when it looks like Docker's default (the short, 12-hex-digit id).
-pub fn id_from_hostname(hostname: &str) -> Option<String> {
+pub(crate) fn id_from_hostname(hostname: &str) -> Option<String> {
     let h = hostname.trim();
     is_hex_id(h, 12).then(|| h.to_owned())
 }

@@ -1,6 +1,6 @@
 //! Observation of the engine: the store of observed containers and the resource sampler.
 
-pub mod acting;
-pub mod host;
+pub(crate) mod acting;
+pub(crate) mod host;
 pub mod sampler;
 pub mod store;

@@ -38,8 +38,9 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-use crate::engine::{ContainerEngine, ContainerInfo, ContainerState, HostInfo, ResourceReading};
-pub use crate::model::usage::{Usage, usage_between};
+use crate::engine::ContainerEngine;
+use crate::model::container::{ContainerInfo, ContainerState, HostInfo};
+use crate::model::usage::{ResourceReading, Usage, usage_between};
 
 /// Where the host's cgroup hierarchy is usually mounted.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";

@@ -985,7 +985,8 @@ mod tests {
         new.id = "c9".into();
         let later = |s: i64| t0 + chrono::Duration::seconds(s);
         // (what, the list, when, the containers to inspect)
-        let cases: [(&str, Vec<ContainerSummary>, DateTime<Utc>, Vec<&str>); 5] = [
+        type Case<'a> = (&'a str, Vec<ContainerSummary>, DateTime<Utc>, Vec<&'a str>);
+        let cases: [Case; 5] = [
             ("unchanged", vec![summary(&running)], later(30), vec![]),
             (
                 "another state",

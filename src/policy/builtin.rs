@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use super::types::*;
 
 /// Name of the built-in policy.
-pub const DEFAULT_POLICY_NAME: &str = "hemostat-default";
+pub(crate) const DEFAULT_POLICY_NAME: &str = "hemostat-default";
 /// Label that opts a container into the built-in policy.
-pub const ENABLE_LABEL: &str = "io.hemostat.enable";
+pub(crate) const ENABLE_LABEL: &str = "io.hemostat.enable";
 /// Label that forbids any action on a container, by any policy.
 pub const PROTECTED_LABEL: &str = "io.hemostat.protected";
 /// Label that binds a container to one named policy.
-pub const POLICY_LABEL: &str = "io.hemostat.policy";
+pub(crate) const POLICY_LABEL: &str = "io.hemostat.policy";
 
 /// CPU 85 %, memory 80 %, cooldown 1 h, 3 actions per hour, confidence 0.7, restart only,
 /// for containers labelled `io.hemostat.enable=true`.

@@ -10,7 +10,7 @@ pub fn canonical_yaml(policy: &HealthPolicy) -> String {
 }
 
 /// A unified-style line diff with three lines of context; empty when equal.
-pub fn unified_diff(old_name: &str, new_name: &str, old: &str, new: &str) -> String {
+pub(crate) fn unified_diff(old_name: &str, new_name: &str, old: &str, new: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
     // Longest common subsequence table (policies are small).

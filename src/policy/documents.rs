@@ -25,7 +25,7 @@ impl<'a> Chunk<'a> {
 
 /// The lines of `text`, each with its line break: LF, CRLF or a lone CR (YAML's three), so
 /// that a line number counted here is the parser's.
-pub fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -44,7 +44,7 @@ pub fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A line without its line break.
-pub fn bare(line: &str) -> &str {
+pub(crate) fn bare(line: &str) -> &str {
     line.trim_end_matches(['\n', '\r'])
 }
 

@@ -8,9 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest duration the policy language accepts anywhere: 365 days. Fields that bound how
 /// long one action may take have a shorter maximum (see [`MAX_ACTION_TIME`]).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 /// The longest `verifyWithin`, `stopTimeout` and `exec.timeout`: 1 hour.
-pub const MAX_ACTION_TIME: Duration = Duration::from_secs(3_600);
+pub(crate) const MAX_ACTION_TIME: Duration = Duration::from_secs(3_600);
 
 /// Every spelling of a unit, with its length in nanoseconds. The JSON Schema's pattern
 /// is built from the same list, so the parser and the schema accept the same text.
@@ -37,14 +37,14 @@ const UNITS: &[(&str, u128)] = &[
 ];
 
 /// The JSON Schema pattern of a duration (what [`parse`] accepts).
-pub fn schema_pattern() -> String {
+pub(crate) fn schema_pattern() -> String {
     let units: Vec<&str> = UNITS.iter().map(|(u, _)| *u).collect();
     format!(r"^\s*([0-9]+(\.[0-9]+)?\s*({})\s*)+$", units.join("|"))
 }
 
 /// Parses `30s`, `1.5s`, `1h30m`, `2 days`: one or more numbers (a decimal point allowed),
 /// each followed by a unit, and at most [`MAX_DURATION`] in all.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let hint = "expected a number with a unit, like 30s, 1.5s, 5m, 1h or 1h30m";
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -122,12 +122,12 @@ impl HumanDuration {
     }
 
     /// The wrapped standard duration.
-    pub const fn get(self) -> Duration {
+    pub(crate) const fn get(self) -> Duration {
         self.0
     }
 
     /// True for `0s`.
-    pub fn is_zero(self) -> bool {
+    pub(crate) fn is_zero(self) -> bool {
         self.0.is_zero()
     }
 }
@@ -218,7 +218,7 @@ impl JsonSchema for HumanDuration {
 }
 
 /// Formats a duration the way a person would write it in a policy: `1h30m`, `45s`, `250ms`.
-pub fn compact(d: Duration) -> String {
+pub(crate) fn compact(d: Duration) -> String {
     if d.is_zero() {
         return "0s".to_owned();
     }

@@ -12,7 +12,7 @@ use super::types::HealthPolicy;
 use super::validate::{Violation, validate};
 
 /// The largest policy file read; larger ones are refused with an error (split them).
-pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One problem found while loading, with where it is and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -141,7 +141,7 @@ pub fn load_bytes(source: &str, bytes: &[u8]) -> LoadReport {
 /// explicitly whatever their extension; plus a diagnostic for each path that cannot be used
 /// (unreadable, not a regular file, nested too deep). The one walk for every command that reads
 /// policy files.
-pub fn yaml_files<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+pub(crate) fn yaml_files<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     let mut files = Vec::new();
     let mut diagnostics = Vec::new();
     let mut walk = Walk::default();

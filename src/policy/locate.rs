@@ -27,14 +27,14 @@ impl Position {
 /// Paths join mapping keys with `.` and sequence indexes with `[i]`:
 /// `spec.remediation.actions[1]`. The empty path is the document root.
 #[derive(Debug, Default)]
-pub struct PathIndex {
+pub(crate) struct PathIndex {
     values: HashMap<String, Position>,
     keys: HashMap<String, Position>,
 }
 
 impl PathIndex {
     /// Indexes a document; `None` when it is not valid YAML (the typed parse reports why).
-    pub fn build(yaml: &str, options: serde_saphyr::Options) -> Option<Self> {
+    pub(crate) fn build(yaml: &str, options: serde_saphyr::Options) -> Option<Self> {
         let root = tree(yaml, options)?;
         let mut index = Self::default();
         index.walk(String::new(), &root);
@@ -42,18 +42,18 @@ impl PathIndex {
     }
 
     /// Where the value at `path` starts.
-    pub fn value(&self, path: &str) -> Option<Position> {
+    pub(crate) fn value(&self, path: &str) -> Option<Position> {
         self.values.get(path).copied()
     }
 
     /// Where the key of `path` stands (the start of the line a person reads as "this field").
-    pub fn key(&self, path: &str) -> Option<Position> {
+    pub(crate) fn key(&self, path: &str) -> Option<Position> {
         self.keys.get(path).copied()
     }
 
     /// The best position for a problem at `path`: the key, else the value, else the nearest
     /// ancestor that exists, else the document start.
-    pub fn best(&self, path: &str) -> Position {
+    pub(crate) fn best(&self, path: &str) -> Position {
         let mut current = path;
         loop {
             if let Some(p) = self.key(current).or_else(|| self.value(current)) {

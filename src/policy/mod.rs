@@ -3,15 +3,15 @@
 pub mod builtin;
 pub mod diff;
 pub mod documents;
-pub mod duration;
+pub(crate) mod duration;
 pub mod load;
 pub mod locate;
 pub mod registry;
-pub mod select;
+pub(crate) mod select;
 pub mod source;
-pub mod types;
-pub mod unimplemented;
-pub mod unknown;
+pub(crate) mod types;
+pub(crate) mod unimplemented;
+pub(crate) mod unknown;
 pub mod validate;
 
 pub use duration::HumanDuration;

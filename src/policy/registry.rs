@@ -57,12 +57,12 @@ impl PolicyRegistry {
     }
 
     /// A receiver that wakes each time the set is replaced (its value: how many times).
-    pub fn changed(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changed(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
 
     /// The policy governing a container now, if any.
-    pub fn governing(&self, target: Target<'_>) -> Option<HealthPolicy> {
+    pub(crate) fn governing(&self, target: Target<'_>) -> Option<HealthPolicy> {
         let snapshot = self.snapshot();
         governing_policy(snapshot.iter(), target).cloned()
     }
@@ -70,7 +70,7 @@ impl PolicyRegistry {
 
 /// Where a policy in force was read, and whether its current text is broken.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     /// `file:line:col` of the document the version below was read from.
     pub source: String,
     /// The version the source holds: when the policy in force differs (a policy applied
@@ -83,17 +83,17 @@ pub struct Provenance {
 
 impl PolicyRegistry {
     /// Replaces what is known about where the policies come from.
-    pub fn set_provenance(&self, provenance: BTreeMap<String, Provenance>) {
+    pub(crate) fn set_provenance(&self, provenance: BTreeMap<String, Provenance>) {
         *self.provenance.write().expect("registry lock") = Arc::new(provenance);
     }
 
     /// Where each policy in force was read, by name.
-    pub fn provenance(&self) -> Arc<BTreeMap<String, Provenance>> {
+    pub(crate) fn provenance(&self) -> Arc<BTreeMap<String, Provenance>> {
         self.provenance.read().expect("registry lock").clone()
     }
 
     /// Where `policy` (one in force) was read, if it is the version a source holds.
-    pub fn provenance_of(&self, policy: &HealthPolicy) -> Option<Provenance> {
+    pub(crate) fn provenance_of(&self, policy: &HealthPolicy) -> Option<Provenance> {
         self.provenance()
             .get(&policy.metadata.name)
             .filter(|p| p.policy == *policy)
@@ -106,7 +106,7 @@ impl PolicyRegistry {
 /// applied through Redis only).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     /// The `--policies` paths read.
     pub paths: Vec<String>,
     /// When the files were last read.
@@ -142,7 +142,7 @@ impl ReloadStatus {
 impl PolicyRegistry {
     /// Replaces the reload status; wakes [`PolicyRegistry::reload_changed`] receivers when it
     /// says something new (not for a scan that found nothing new).
-    pub fn set_reload(&self, status: ReloadStatus) {
+    pub(crate) fn set_reload(&self, status: ReloadStatus) {
         let mut current = self
             .reload
             .write()
@@ -156,7 +156,7 @@ impl PolicyRegistry {
     }
 
     /// The reload status now.
-    pub fn reload(&self) -> Arc<ReloadStatus> {
+    pub(crate) fn reload(&self) -> Arc<ReloadStatus> {
         self.reload
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -164,7 +164,7 @@ impl PolicyRegistry {
     }
 
     /// A receiver that wakes each time the reload status says something new.
-    pub fn reload_changed(&self) -> watch::Receiver<u64> {
+    pub(crate) fn reload_changed(&self) -> watch::Receiver<u64> {
         self.reload_generation.subscribe()
     }
 }

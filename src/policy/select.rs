@@ -7,7 +7,7 @@ use super::types::{HealthPolicy, Selector};
 
 /// What the selector needs to know of a container.
 #[derive(Clone, Copy, Debug)]
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     /// Container name, without the leading `/`.
     pub name: &'a str,
     /// Image reference.
@@ -28,14 +28,14 @@ impl<'a> From<&'a crate::model::container::ContainerInfo> for Target<'a> {
 
 /// The operator's `--label-filter`: `key` or `key=value`; containers without it are not observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelFilter {
+pub(crate) struct LabelFilter {
     key: String,
     value: String,
 }
 
 impl LabelFilter {
     /// Parses `key` or `key=value`.
-    pub fn parse(filter: &str) -> Self {
+    pub(crate) fn parse(filter: &str) -> Self {
         let (key, value) = filter.split_once('=').unwrap_or((filter, ""));
         Self {
             key: key.to_owned(),
@@ -44,7 +44,7 @@ impl LabelFilter {
     }
 
     /// True when `labels` carry the key (with the value, when one is given).
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         labels
             .get(&self.key)
             .is_some_and(|v| self.value.is_empty() || *v == self.value)
@@ -52,7 +52,7 @@ impl LabelFilter {
 }
 
 /// True when every term the selector gives matches.
-pub fn selector_matches(selector: &Selector, target: Target<'_>) -> bool {
+pub(crate) fn selector_matches(selector: &Selector, target: Target<'_>) -> bool {
     if selector.match_all {
         return true;
     }
@@ -77,7 +77,7 @@ pub fn selector_matches(selector: &Selector, target: Target<'_>) -> bool {
 }
 
 /// True when the container carries `io.hemostat.protected=true`.
-pub fn is_protected(labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn is_protected(labels: &BTreeMap<String, String>) -> bool {
     labels
         .get(PROTECTED_LABEL)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -87,7 +87,7 @@ pub fn is_protected(labels: &BTreeMap<String, String>) -> bool {
 /// carries it (and nothing else, even if that policy does not exist), else the matching policy
 /// with the highest priority, ties broken by name. Protection is checked by the responder, not
 /// here, so that protected containers are still observed and reported.
-pub fn governing_policy<'p, I>(policies: I, target: Target<'_>) -> Option<&'p HealthPolicy>
+pub(crate) fn governing_policy<'p, I>(policies: I, target: Target<'_>) -> Option<&'p HealthPolicy>
 where
     I: IntoIterator<Item = &'p HealthPolicy>,
 {
@@ -106,7 +106,7 @@ where
 }
 
 /// Glob match with `*` (any run) and `?` (one character), on characters.
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);

@@ -6,12 +6,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
-pub use crate::model::decision::{ActionKind, Severity};
+use crate::model::decision::{ActionKind, Severity};
 
 /// The only `apiVersion` this build understands.
-pub const API_VERSION: &str = "hemostat.io/v1alpha1";
+pub(crate) const API_VERSION: &str = "hemostat.io/v1alpha1";
 /// The only `kind` this build understands.
-pub const KIND: &str = "HealthPolicy";
+pub(crate) const KIND: &str = "HealthPolicy";
 
 /// How healthy the selected containers must be, and how far automatic repair may go.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -280,7 +280,7 @@ pub struct Remediation {
 
 impl Remediation {
     /// The windows and counts the safety state is kept against.
-    pub fn limits(&self) -> crate::model::safety::Limits {
+    pub(crate) fn limits(&self) -> crate::model::safety::Limits {
         crate::model::safety::Limits {
             cooldown: self.cooldown.get(),
             max_actions_per: self.max_actions.per.get(),
@@ -417,7 +417,7 @@ impl Default for Analysis {
 }
 
 /// The most log lines `analysis.includeLogs` may ask for.
-pub const MAX_INCLUDE_LOGS: u32 = 1000;
+pub(crate) const MAX_INCLUDE_LOGS: u32 = 1000;
 
 fn default_analysis_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)

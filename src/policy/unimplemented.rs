@@ -6,6 +6,6 @@
 use super::types::HealthPolicy;
 
 /// `(path, message)` for every field of `policy` that is accepted but not acted on yet.
-pub fn warnings(_policy: &HealthPolicy) -> Vec<(&'static str, String)> {
+pub(crate) fn warnings(_policy: &HealthPolicy) -> Vec<(&'static str, String)> {
     Vec::new()
 }

@@ -11,7 +11,7 @@ use super::types::HealthPolicy;
 
 /// A field the schema does not know where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownField {
+pub(crate) struct UnknownField {
     /// Where its key stands, relative to the document's text.
     pub position: Position,
     /// The key as written.
@@ -35,7 +35,7 @@ fn schema() -> &'static Value {
 
 /// Every unknown field of one document, in document order; empty when there is none or when
 /// the text is not valid YAML (the typed parse reports why).
-pub fn unknown_fields(yaml: &str, mut options: serde_saphyr::Options) -> Vec<UnknownField> {
+pub(crate) fn unknown_fields(yaml: &str, mut options: serde_saphyr::Options) -> Vec<UnknownField> {
     // The typed parse stopped at the first unknown field, before expanding any alias bomb
     // further down; this walk reads everything, so it stops early on one (a policy never
     // needs this many replayed events) and leaves the report to the typed parse.
@@ -177,7 +177,7 @@ fn unknown(key: &Spanned<String>, parent: &str, objects: &[&Value]) -> UnknownFi
 /// The valid name `name` most likely meant: the nearest by edit distance (ignoring case, `_` and
 /// `-`, so `match_labels` finds `matchLabels`) when it is within a third of the name's length
 /// (at least 2 edits), or a valid name it is the start of (`webhookUrl` for `webhookUrlFrom`).
-pub fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     let fold = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')

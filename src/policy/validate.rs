@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::types::*;
+use crate::model::decision::ActionKind;
 
 /// One broken rule: where (a YAML path like `spec.probes.cpu.abovePercent`) and what is expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +89,7 @@ fn check_analysis(a: &Analysis, out: &mut Vec<Violation>) {
 }
 
 /// A DNS-1123 label: what Kubernetes accepts as a name, so policies can live beside manifests.
-pub fn check_dns_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_dns_name(name: &str) -> Result<(), String> {
     let hint = "a name is lowercase letters, digits and '-', starts and ends with a letter or digit, and has at most 63 characters (like web-api)";
     if name.is_empty() {
         return Err(format!("metadata.name is empty: {hint}"));

@@ -9,7 +9,7 @@ use crate::store::{StateStore, StoreError};
 
 /// Why no claim could be taken.
 #[derive(Debug)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
     /// Another action on the container is in flight (this process or another).
     InFlight,
     /// The policy's fleet budget is spent.
@@ -21,7 +21,7 @@ pub enum ClaimError {
 }
 
 /// What [`Claim::take`] needs.
-pub struct ClaimRequest<'a> {
+pub(crate) struct ClaimRequest<'a> {
     /// The container id (this process's acting mark).
     pub id: &'a str,
     /// The shared in-flight lock's key ([`crate::model::safety::lock_key`]).
@@ -38,7 +38,7 @@ pub struct ClaimRequest<'a> {
 /// HemoStat for a grace period), [`Claim::abandon`] when nothing was done; dropping it
 /// unlocks in the background and keeps the grace period.
 #[must_use]
-pub struct Claim<'a> {
+pub(crate) struct Claim<'a> {
     acting: Option<ActingGuard<'a>>,
     store: Arc<dyn StateStore>,
     key: String,
@@ -49,7 +49,7 @@ pub struct Claim<'a> {
 impl<'a> Claim<'a> {
     /// Takes the acting mark, then the lock, then the budget; whatever was taken is given back
     /// when a later step fails.
-    pub async fn take(
+    pub(crate) async fn take(
         acting: &'a Acting,
         store: &Arc<dyn StateStore>,
         req: ClaimRequest<'_>,
@@ -90,7 +90,7 @@ impl<'a> Claim<'a> {
     }
 
     /// Nothing was done: unlocks and forgets the acting mark without a grace period.
-    pub async fn abandon(mut self) {
+    pub(crate) async fn abandon(mut self) {
         self.unlock().await;
         if let Some(guard) = self.acting.take() {
             guard.abandon();
@@ -98,7 +98,7 @@ impl<'a> Claim<'a> {
     }
 
     /// The action is over: unlocks; its events stay attributed for the grace period.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.unlock().await;
         self.acting.take();
     }

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use crate::engine::{ContainerEngine, EngineError};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::ActionKind;
+use crate::policy::HealthPolicy;
 
 /// Why an action failed; the message is what `remediation_complete` reports.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
+pub(crate) enum ActionError {
     /// The engine refused or failed the call.
     #[error("{op} failed: {source}")]
     Engine {
@@ -37,7 +38,7 @@ pub enum ActionError {
 
 /// What to do when the call itself succeeded.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Done {
+pub(crate) enum Done {
     /// Verify that the container came back (restart, start).
     Verify,
     /// Nothing to verify; this is the outcome.
@@ -45,7 +46,7 @@ pub enum Done {
 }
 
 /// Makes the engine call of `action` on `id`.
-pub async fn execute(
+pub(crate) async fn execute(
     docker: &dyn ContainerEngine,
     policy: &HealthPolicy,
     id: &str,

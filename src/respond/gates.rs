@@ -4,14 +4,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::container::ContainerInfo;
+use crate::model::decision::ActionKind;
 use crate::model::safety::{SafetyState, earlier, later};
+use crate::policy::HealthPolicy;
 use crate::policy::select::is_protected;
-use crate::policy::{ActionKind, HealthPolicy};
 
 /// Why a decided action was not carried out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "gate", rename_all = "snake_case")]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The policy does not allow this action.
     #[error("action {action} is not allowed by policy {policy}")]
     NotAllowed {
@@ -78,7 +79,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// A short label for metrics and the wire.
-    pub fn gate(&self) -> &'static str {
+    pub(crate) fn gate(&self) -> &'static str {
         match self {
             Self::NotAllowed { .. } => "not_allowed",
             Self::ExecNotAllowed { .. } => "exec_not_allowed",
@@ -96,7 +97,7 @@ impl Refusal {
 
 /// What the gates say.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Carry it out.
     Execute,
     /// Record it as if carried out, touch nothing.
@@ -107,7 +108,7 @@ pub enum Verdict {
 
 /// Everything the gates look at.
 #[derive(Clone, Copy, Debug)]
-pub struct GateInput<'a> {
+pub(crate) struct GateInput<'a> {
     /// The governing policy.
     pub policy: &'a HealthPolicy,
     /// The container.
@@ -131,7 +132,7 @@ pub struct GateInput<'a> {
 /// The gates, in order: allowed by the policy; protected label and HemoStat's own container;
 /// manual stop; dry-run; cooldown; maximum actions per window; circuit breaker. (The last gate,
 /// one action in flight, is a lock taken by the responder.)
-pub fn check_gates(input: GateInput<'_>) -> Verdict {
+pub(crate) fn check_gates(input: GateInput<'_>) -> Verdict {
     let r = &input.policy.spec.remediation;
     if !r.actions.contains(&input.action) {
         return Verdict::Refuse(Refusal::NotAllowed {

@@ -6,15 +6,15 @@
 //! audit record of the outcome; [`settle`] audits what a dead process left pending;
 //! [`responder`] runs these steps in order.
 
-pub mod claim;
-pub mod execute;
-pub mod gates;
-pub mod report;
-pub mod responder;
-pub mod settle;
-pub mod verify;
+pub(crate) mod claim;
+pub(crate) mod execute;
+pub(crate) mod gates;
+pub(crate) mod report;
+pub(crate) mod responder;
+pub(crate) mod settle;
+pub(crate) mod verify;
 
-pub use responder::Responder;
+pub(crate) use responder::Responder;
 
 use crate::model::container::ContainerInfo;
 use crate::model::decision::Decision;
@@ -23,7 +23,7 @@ use gates::Refusal;
 
 /// What the responder is asked to carry out.
 #[derive(Clone, Copy, Debug)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The governing policy.
     pub policy: &'a HealthPolicy,
     /// The container as last inspected.
@@ -40,7 +40,7 @@ pub struct Request<'a> {
 
 /// How a request ended, as announced in `remediation_complete`.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Response {
+pub(crate) enum Response {
     /// Carried out and verified.
     Success(String),
     /// Carried out, but it failed or the container did not come back.
@@ -55,7 +55,7 @@ pub enum Response {
 
 impl Response {
     /// `success`, `failed`, `rejected` or `dry_run` (the original's `result.status`).
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         match self {
             Self::Success(_) => "success",
             Self::Failed(_) => "failed",

@@ -9,7 +9,7 @@ use crate::model::wire::{ActionResult, AiNote, RemediationComplete};
 
 /// Everything an outcome report says.
 #[derive(Clone, Debug)]
-pub struct Report {
+pub(crate) struct Report {
     /// Container name.
     pub container: String,
     /// Container id, when known.
@@ -48,7 +48,7 @@ pub struct Report {
 
 impl Report {
     /// The `remediation_complete` payload.
-    pub fn payload(&self) -> RemediationComplete {
+    pub(crate) fn payload(&self) -> RemediationComplete {
         RemediationComplete {
             container: self.container.clone(),
             action: self.action.clone(),
@@ -69,7 +69,7 @@ impl Report {
     }
 
     /// The audit record, stamped `now`.
-    pub fn audit(self, now: DateTime<Utc>) -> AuditRecord {
+    pub(crate) fn audit(self, now: DateTime<Utc>) -> AuditRecord {
         AuditRecord {
             decision_id: self.decision_id,
             timestamp: now,

@@ -15,15 +15,16 @@ use super::verify::{Step, Verify};
 use super::{Request, Response};
 use crate::bus::EventSink;
 use crate::engine::ContainerEngine;
+use crate::model::decision::ActionKind;
 use crate::model::safety::{ActionRecord, Outcome, SafetyState};
 use crate::model::safety::{Limits, lock_key, safety_key};
 use crate::model::wire::Envelope;
 use crate::observe::acting::Acting;
-use crate::policy::{ActionKind, GiveUp, HealthPolicy};
+use crate::policy::{GiveUp, HealthPolicy};
 use crate::store::{StateStore, StoreError};
 
 /// Carries out decisions within the safety limits.
-pub struct Responder {
+pub(crate) struct Responder {
     /// The engine.
     pub docker: Arc<dyn ContainerEngine>,
     /// Safety state, locks, audit.
@@ -52,21 +53,21 @@ pub struct Responder {
 }
 
 /// How many repairs run at once by default (`--max-concurrent-repairs`).
-pub const DEFAULT_MAX_REPAIRS: usize = 32;
+pub(crate) const DEFAULT_MAX_REPAIRS: usize = 32;
 
 /// The longest a verification waits, whatever the policy says (its documented maximum).
 const MAX_VERIFY_WAIT: Duration = crate::policy::duration::MAX_ACTION_TIME;
 
 impl Responder {
     /// Runs the gates and, if they allow it, the action; announces and audits the outcome.
-    pub async fn respond(&self, req: Request<'_>) -> Response {
+    pub(crate) async fn respond(&self, req: Request<'_>) -> Response {
         self.respond_then(req, || {}).await
     }
 
     /// [`Self::respond`], calling `gated` once the request has passed every gate, holds its
     /// claim and is on the record, before it waits for one of the [`Self::repairs`] places.
     /// A refused request is announced without `gated` being called.
-    pub async fn respond_then(&self, req: Request<'_>, gated: impl FnOnce()) -> Response {
+    pub(crate) async fn respond_then(&self, req: Request<'_>, gated: impl FnOnce()) -> Response {
         let started = std::time::Instant::now();
         let response = self.decide_and_act(req, gated).await;
         let action = req.decision.action.map_or("none", |a| a.as_str());

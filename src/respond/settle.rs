@@ -14,7 +14,7 @@ use crate::model::safety::{ActionRecord, Outcome, lock_key};
 const SETTLE_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the audit says about an interrupted action.
-pub const INTERRUPTED_DETAILS: &str = "interrupted: the operator process that started this \
+pub(crate) const INTERRUPTED_DETAILS: &str = "interrupted: the operator process that started this \
      action stopped (killed or crashed) before its outcome was known; the engine may or may \
      not have carried it out. It still counts for the cooldown and maxActions";
 

@@ -11,7 +11,7 @@ use crate::model::safety::earlier;
 
 /// What the verification says after one inspection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Look again (the caller stops at its deadline).
     Wait,
     /// It is back.
@@ -22,7 +22,7 @@ pub enum Step {
 
 /// The state of one verification.
 #[derive(Debug)]
-pub struct Verify {
+pub(crate) struct Verify {
     started: DateTime<Utc>,
     settle: Duration,
     up_since: Option<Instant>,
@@ -31,7 +31,7 @@ pub struct Verify {
 
 impl Verify {
     /// A verification of an action started at `started`, wanting `settle` of good health.
-    pub fn new(started: DateTime<Utc>, settle: Duration) -> Self {
+    pub(crate) fn new(started: DateTime<Utc>, settle: Duration) -> Self {
         Self {
             started,
             settle,
@@ -41,7 +41,7 @@ impl Verify {
     }
 
     /// Takes in one inspection (`Err` carries why the inspection failed) made at `now`.
-    pub fn step(
+    pub(crate) fn step(
         &mut self,
         inspected: Result<Option<&ContainerInfo>, String>,
         now: Instant,
@@ -72,7 +72,7 @@ impl Verify {
     }
 
     /// What was last seen, for the timeout message.
-    pub fn last(&self) -> &str {
+    pub(crate) fn last(&self) -> &str {
         &self.last
     }
 }

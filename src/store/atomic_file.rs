@@ -12,7 +12,7 @@ use super::{Result, StoreError};
 /// Reads the JSON at `path`, creating its directory when missing: the default when there is no
 /// file yet, [`StoreError::Corrupt`] when it holds something else, [`StoreError::Persist`] when
 /// it cannot be read.
-pub fn read_json_or_default<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
+pub(crate) fn read_json_or_default<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Persist {
             path: dir.display().to_string(),
@@ -34,13 +34,13 @@ pub fn read_json_or_default<T: DeserializeOwned + Default>(path: &Path) -> Resul
 
 /// Writes `value` as JSON to `<path>.tmp` (the extension replaced by `json.tmp`), syncs it,
 /// then renames it over `path`.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     write_bytes_atomic(path, &bytes)
 }
 
 /// [`write_json_atomic`] of bytes already serialised.
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;

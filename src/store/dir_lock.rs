@@ -6,11 +6,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the state directory.
-pub const LOCK_FILE: &str = "hemostat.lock";
+pub(crate) const LOCK_FILE: &str = "hemostat.lock";
 
 /// Why the state directory cannot be taken.
 #[derive(Debug, thiserror::Error)]
-pub enum DirLockError {
+pub(crate) enum DirLockError {
     /// Another process holds the lock.
     #[error(
         "another HemoStat operator{} is already using --state-dir {dir}: two operators on one \
@@ -39,15 +39,17 @@ pub enum DirLockError {
 
 /// The state directory, held: dropping it (or the process ending) releases the lock.
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     /// Kept open: the lock lives as long as this descriptor.
     _file: File,
+    /// The lock file (shown by `Debug`, read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     path: PathBuf,
 }
 
 impl DirLock {
     /// Takes `dir` (created when missing) for this process, or says who holds it. Never waits.
-    pub fn acquire(dir: &Path) -> Result<Self, DirLockError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self, DirLockError> {
         let path = dir.join(LOCK_FILE);
         let io = |source| DirLockError::Io {
             path: path.display().to_string(),
@@ -79,7 +81,8 @@ impl DirLock {
     }
 
     /// The lock file.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -12,7 +12,7 @@ use super::{AuditRecord, Result, StateStore, StoreError};
 use crate::model::safety::SafetyState;
 
 /// How many audit records (and, in the bus, envelopes) are kept in memory.
-pub const RETAINED: usize = 1000;
+pub(crate) const RETAINED: usize = 1000;
 
 /// What is written to `<state-dir>/state.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]

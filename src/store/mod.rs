@@ -6,8 +6,8 @@
 //! does not forget cooldowns and breakers. With Redis, [`fallback::FallbackStore`] keeps a
 //! local copy and serves it while Redis is unreachable.
 
-pub mod atomic_file;
-pub mod dir_lock;
+pub(crate) mod atomic_file;
+pub(crate) mod dir_lock;
 pub mod fallback;
 pub mod memory;
 
@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
-pub use crate::model::audit::AuditRecord;
+use crate::model::audit::AuditRecord;
 use crate::model::safety::SafetyState;
 
 /// A boxed error from a transport, so that [`StoreError`] names none.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of a state store. It names no transport: an adapter boxes its own error into
 /// [`StoreError::Unavailable`] or [`StoreError::Refused`].
@@ -71,7 +71,7 @@ impl StoreError {
     /// Redis is unreachable (connection refused, dropped, timed out): the outage path applies.
     /// An error *reply* (`WRONGTYPE`, `ERR`…) is not an outage: Redis answered, and falling
     /// back to a local view then would let two operators act on one failure.
-    pub fn is_outage(&self) -> bool {
+    pub(crate) fn is_outage(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
     }
 
@@ -94,7 +94,7 @@ pub static BAD_VALUES: LazyLock<Counter> = LazyLock::new(Counter::default);
 static REPORTED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
 /// Reports a bad value at `key` once: a warning with what was done, and the counter.
-pub fn report_bad_value(key: &str, problem: &str, handling: &str) {
+pub(crate) fn report_bad_value(key: &str, problem: &str, handling: &str) {
     let first = {
         let mut reported = REPORTED
             .lock()
@@ -118,7 +118,7 @@ pub fn report_bad_value(key: &str, problem: &str, handling: &str) {
 }
 
 /// The result type of this module.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Shared state: per-container safety state, in-flight locks and the audit trail.
 #[async_trait::async_trait]

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 /// Exponential backoff: `first` doubling up to `max`, back to `first` on [`Backoff::reset`]
 /// (after a connection that stayed up; kube-runtime's watcher does the same).
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
@@ -27,7 +27,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// A backoff from `first` doubling to `max`.
-    pub fn new(first: Duration, max: Duration) -> Self {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
         Self {
             first,
             max,
@@ -38,29 +38,29 @@ impl Backoff {
     /// The default backoff, but never sleeping longer than `limit` (nor shorter than its first
     /// delay): the engine watcher's, capped at the resync interval, so a repair after the
     /// engine comes back waits at most one interval, as it would while connected.
-    pub fn at_most(limit: Duration) -> Self {
+    pub(crate) fn at_most(limit: Duration) -> Self {
         Self::new(FIRST, MAX.min(limit).max(FIRST))
     }
 
     /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d
     }
 
     /// The delay [`Backoff::next_delay`] will return, without advancing.
-    pub fn peek(&self) -> Duration {
+    pub(crate) fn peek(&self) -> Duration {
         self.next
     }
 
     /// Back to the first delay.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.first;
     }
 
     /// Sleeps the next delay; false when `shutdown` fired first.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
         let delay = self.next_delay();
         tokio::select! {
             () = shutdown.cancelled() => false,

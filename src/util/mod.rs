@@ -1,6 +1,6 @@
 //! Small helpers shared by several modules, with no knowledge of the domain.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod error_text;
-pub mod fd_limit;
-pub mod printable;
+pub(crate) mod fd_limit;
+pub(crate) mod printable;

@@ -9,7 +9,7 @@ use crate::alert::silence::Silence;
 use crate::alert::state::{AlertState, AlertStateError, KEEP_EXPIRED};
 
 /// The hash holding every silence.
-pub const SILENCES_KEY: &str = "hemostat:silences";
+pub(crate) const SILENCES_KEY: &str = "hemostat:silences";
 
 /// Silences in Redis.
 #[derive(Clone)]

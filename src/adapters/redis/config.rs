@@ -5,7 +5,7 @@ use std::fmt;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use super::topology;
-pub use super::topology::Topology;
+pub(crate) use super::topology::Topology;
 
 /// Unusable Redis settings (the message never contains the password).
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ pub struct ConfigError {
 }
 
 /// The result type of this module.
-pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 /// The original's default port.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -104,7 +104,7 @@ impl RedisConfig {
     }
 
     /// A configuration for one server's connection parameters (tests, tools).
-    pub fn from_info(info: ConnectionInfo) -> Self {
+    pub(crate) fn from_info(info: ConnectionInfo) -> Self {
         Self {
             topology: Topology::Single(info),
             ca: None,
@@ -173,7 +173,7 @@ impl RedisConfig {
     }
 
     /// How many envelopes may wait for Redis.
-    pub fn outbox_capacity(&self) -> usize {
+    pub(crate) fn outbox_capacity(&self) -> usize {
         self.outbox_capacity
     }
 
@@ -186,7 +186,7 @@ impl RedisConfig {
     }
 
     /// Whether an external alert agent owns the `hemostat:events:*` lists.
-    pub fn external_alert_agent(&self) -> bool {
+    pub(crate) fn external_alert_agent(&self) -> bool {
         self.external_alert_agent
     }
 
@@ -196,7 +196,7 @@ impl RedisConfig {
     }
 
     /// The URL with the password replaced by `***`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let (info, hosts) = match &self.topology {
             Topology::Single(info) => return redacted_single(info),
             Topology::Cluster(seeds) => (&seeds[0], seeds),
@@ -330,7 +330,7 @@ pub struct RedisArgs {
 const CLI_DEFAULT_HOST: &str = "127.0.0.1";
 
 /// `url` with any password replaced by `***`, for messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -358,7 +358,7 @@ pub fn redact_url(url: &str) -> String {
 
 impl RedisArgs {
     /// The settings for `run`: `None` without any Redis setting (the embedded store is used).
-    pub fn config(&self) -> Result<Option<RedisConfig>> {
+    pub(crate) fn config(&self) -> Result<Option<RedisConfig>> {
         let config = RedisConfig::from_parts(
             self.redis_url.clone(),
             self.redis_host.clone(),
@@ -377,7 +377,7 @@ impl RedisArgs {
 
     /// The settings for the policy commands (host 127.0.0.1 and port 6379 by default), and
     /// the URL to name in messages (never with the password).
-    pub fn cli_config(&self) -> Result<(RedisConfig, String)> {
+    pub(crate) fn cli_config(&self) -> Result<(RedisConfig, String)> {
         let mut args = self.clone();
         if args.redis_url.as_deref().is_none_or(str::is_empty) && args.redis_host.is_none() {
             args.redis_host = Some(CLI_DEFAULT_HOST.to_owned());

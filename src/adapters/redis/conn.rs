@@ -26,7 +26,7 @@ use crate::util::backoff::Backoff;
 
 /// A Redis error as a [`StoreError`]: `Unavailable` when Redis could not be reached (the
 /// outage path applies), `Refused` when it answered with an error.
-pub fn redis_error(op: &'static str, source: RedisError) -> StoreError {
+pub(crate) fn redis_error(op: &'static str, source: RedisError) -> StoreError {
     if is_connection_error(&source) {
         StoreError::Unavailable {
             op,
@@ -41,12 +41,12 @@ pub fn redis_error(op: &'static str, source: RedisError) -> StoreError {
 }
 
 /// A `WRONGTYPE` reply: a key holds another type than HemoStat writes there.
-pub fn is_wrong_type(e: &RedisError) -> bool {
+pub(crate) fn is_wrong_type(e: &RedisError) -> bool {
     e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
 }
 
 /// Connection errors (as opposed to Redis answering with an error): worth one more try.
-pub fn is_connection_error(e: &RedisError) -> bool {
+pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -57,7 +57,7 @@ pub fn is_connection_error(e: &RedisError) -> bool {
 
 /// Server errors that mean "not now, ask again" (a failover in progress, a replica that was
 /// the master, a cluster re-sharding): treated as an outage, never as a refusal.
-pub fn is_transient_server_error(e: &RedisError) -> bool {
+pub(crate) fn is_transient_server_error(e: &RedisError) -> bool {
     matches!(
         e.code(),
         Some("READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN" | "TRYAGAIN" | "EXECABORT")
@@ -80,17 +80,6 @@ fn single_client(info: &ConnectionInfo, ca: Option<&[u8]>) -> RedisResult<redis:
         Some(ca) => redis::Client::build_with_tls(info.clone(), certificates(ca)),
         None => redis::Client::open(info.clone()),
     }
-}
-
-/// A client for one server of `config` (the first seed of a cluster); for a Sentinel
-/// topology, use [`Target::pubsub_client`] instead.
-pub fn client(config: &RedisConfig) -> Result<redis::Client> {
-    let info = match config.topology() {
-        Topology::Single(info) => info,
-        Topology::Cluster(seeds) => &seeds[0],
-        Topology::Sentinel { node, .. } => node,
-    };
-    single_client(info, config.ca_pem()).map_err(|e| redis_error("client", e))
 }
 
 /// A connection to Redis of any topology; clones share it. Commands go through
@@ -122,13 +111,13 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// The name of HemoStat key `key` on this Redis: with the `{hemostat}` hash tag on a
     /// cluster (see [`super::keys::tagged`]), unchanged otherwise.
-    pub fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         super::keys::tagged(self.cluster(), key)
     }
 
     /// Adds a `PUBLISH` to `pipe`: as is on one server; on a cluster from a script without
     /// keys ([`super::keys::PUBLISH_LUA`]), so the transaction stays in its keys' slot.
-    pub fn publish_in(&self, pipe: &mut Pipeline, channel: &str, message: &str) {
+    pub(crate) fn publish_in(&self, pipe: &mut Pipeline, channel: &str, message: &str) {
         if self.cluster() {
             pipe.cmd("EVAL")
                 .arg(super::keys::PUBLISH_LUA)
@@ -142,15 +131,8 @@ impl Conn {
     }
 
     /// Whether this is a Redis Cluster.
-    pub fn cluster(&self) -> bool {
+    pub(crate) fn cluster(&self) -> bool {
         matches!(self.kind, ConnKind::Cluster(_))
-    }
-
-    /// A connection on one single server's manager (tests, tools).
-    pub fn from_manager(manager: ConnectionManager) -> Self {
-        Self {
-            kind: ConnKind::Single(manager),
-        }
     }
 }
 
@@ -281,12 +263,16 @@ impl SentinelConn {
 
 /// A connection for `config` that does not wait for Redis: the connection is made on first
 /// use and remade after failures.
-pub fn manager(config: &RedisConfig) -> Result<Conn> {
+pub(crate) fn manager(config: &RedisConfig) -> Result<Conn> {
     connect(config, 1, RESPONSE_TIMEOUT).map_err(|source| redis_error("connect", source))
 }
 
 /// Like [`manager`], with `retries` of the single-server manager and a response timeout.
-pub fn connect(config: &RedisConfig, retries: usize, response: Duration) -> RedisResult<Conn> {
+pub(crate) fn connect(
+    config: &RedisConfig,
+    retries: usize,
+    response: Duration,
+) -> RedisResult<Conn> {
     let ca = config.ca_pem();
     let kind = match config.topology() {
         Topology::Single(info) => {
@@ -393,7 +379,7 @@ impl From<&RedisConfig> for Target {
 
 impl Target {
     /// The subscription side of `config`.
-    pub fn new(config: &RedisConfig) -> Self {
+    pub(crate) fn new(config: &RedisConfig) -> Self {
         Self {
             config: config.clone(),
             sentinel: tokio::sync::Mutex::new(None),
@@ -402,13 +388,13 @@ impl Target {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &RedisConfig {
+    pub(crate) fn config(&self) -> &RedisConfig {
         &self.config
     }
 
     /// A client for a node to subscribe on: the server; the next seed of a cluster (one per
     /// attempt, so a dead seed is passed over); the master the Sentinels name now.
-    pub async fn pubsub_client(&self) -> RedisResult<redis::Client> {
+    pub(crate) async fn pubsub_client(&self) -> RedisResult<redis::Client> {
         let ca = self.config.ca_pem();
         match self.config.topology() {
             Topology::Single(info) => single_client(info, ca),
@@ -441,7 +427,11 @@ impl Target {
 
 /// Runs a command, once more after a connection error (the first command after a Redis
 /// restart fails while the manager reconnects).
-pub async fn query<T: FromRedisValue>(conn: &Conn, op: &'static str, cmd: &Cmd) -> Result<T> {
+pub(crate) async fn query<T: FromRedisValue>(
+    conn: &Conn,
+    op: &'static str,
+    cmd: &Cmd,
+) -> Result<T> {
     let mut conn = conn.clone();
     match cmd.query_async(&mut conn).await {
         Err(e) if is_connection_error(&e) => cmd.query_async(&mut conn).await,
@@ -451,7 +441,7 @@ pub async fn query<T: FromRedisValue>(conn: &Conn, op: &'static str, cmd: &Cmd) 
 }
 
 /// [`query`] for a pipeline.
-pub async fn query_pipe<T: FromRedisValue>(
+pub(crate) async fn query_pipe<T: FromRedisValue>(
     conn: &Conn,
     op: &'static str,
     pipe: &Pipeline,
@@ -466,7 +456,7 @@ pub async fn query_pipe<T: FromRedisValue>(
 
 /// Subscribes to `channel` (and opens what `extra` opens) until it works, backing off between
 /// attempts with the one [`Backoff`] and logging `what` at warn; `None` on `shutdown`.
-pub async fn subscribe_with_backoff<T, F, Fut>(
+pub(crate) async fn subscribe_with_backoff<T, F, Fut>(
     target: &Target,
     channel: &str,
     what: &str,

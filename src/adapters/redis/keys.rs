@@ -31,11 +31,11 @@
 use crate::model::wire::EventType;
 
 /// The hash tag every HemoStat key carries on a Redis Cluster.
-pub const CLUSTER_TAG: &str = "{hemostat}";
+pub(crate) const CLUSTER_TAG: &str = "{hemostat}";
 
 /// `key` as named on a Redis Cluster when `cluster`: a leading `hemostat:` becomes
 /// `{hemostat}:`, so every key hashes to the one slot of `hemostat`; unchanged otherwise.
-pub fn tagged(cluster: bool, key: &str) -> String {
+pub(crate) fn tagged(cluster: bool, key: &str) -> String {
     match key.strip_prefix("hemostat:") {
         Some(rest) if cluster => format!("{CLUSTER_TAG}:{rest}"),
         _ => key.to_owned(),
@@ -50,7 +50,7 @@ pub(crate) const PUBLISH_LUA: &str = "return redis.call('PUBLISH', ARGV[1], ARGV
 /// The durable stream every envelope is appended to.
 pub const STREAM_KEY: &str = "hemostat:stream:events";
 /// Approximate cap of the stream.
-pub const STREAM_MAXLEN: usize = 10_000;
+pub(crate) const STREAM_MAXLEN: usize = 10_000;
 /// Cap of the `hemostat:events:*` lists (the original's).
 pub const EVENTS_CAP: usize = 100;
 /// TTL of the `hemostat:events:*` lists and remediation keys, seconds.
@@ -60,12 +60,12 @@ pub const STATS_TTL_SECS: u64 = 300;
 /// TTL of the monitor state keys `hemostat:state:container:<id>`, seconds (the original's).
 pub const STATE_TTL_SECS: u64 = 300;
 /// The audit list.
-pub const AUDIT_KEY: &str = "hemostat:audit";
+pub(crate) const AUDIT_KEY: &str = "hemostat:audit";
 /// Cap of the audit list.
-pub const AUDIT_CAP: usize = 1000;
+pub(crate) const AUDIT_CAP: usize = 1000;
 
 /// The sorted set of recent actions under one policy's fleet-wide budget.
-pub fn fleet_budget_key(policy: &str) -> String {
+pub(crate) fn fleet_budget_key(policy: &str) -> String {
     format!("hemostat:fleet:budget:{policy}")
 }
 
@@ -88,12 +88,12 @@ pub fn safety_redis_key(key: &str) -> String {
 }
 
 /// `hemostat:lock:<key>`.
-pub fn lock_redis_key(key: &str) -> String {
+pub(crate) fn lock_redis_key(key: &str) -> String {
     format!("hemostat:lock:{key}")
 }
 
 /// `hemostat:events:<type>`.
-pub fn events_key(event_type: Option<EventType>) -> String {
+pub(crate) fn events_key(event_type: Option<EventType>) -> String {
     match event_type {
         Some(t) => format!("hemostat:events:{}", t.as_str()),
         None => "hemostat:events:all".to_owned(),
@@ -101,17 +101,17 @@ pub fn events_key(event_type: Option<EventType>) -> String {
 }
 
 /// `hemostat:stats:<container>` (the original's, last writer wins across nodes).
-pub fn stats_key(container: &str) -> String {
+pub(crate) fn stats_key(container: &str) -> String {
     format!("hemostat:stats:{container}")
 }
 
 /// `hemostat:node:<node>:stats:<container>` (exact per node).
-pub fn node_stats_key(node: &str, container: &str) -> String {
+pub(crate) fn node_stats_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:stats:{container}")
 }
 
 /// `hemostat:state:container:<short id>` (the original monitor's per-container state).
-pub fn container_state_key(container_id: &str) -> String {
+pub(crate) fn container_state_key(container_id: &str) -> String {
     format!(
         "hemostat:state:container:{}",
         crate::model::wire::short_id(container_id)
@@ -119,18 +119,18 @@ pub fn container_state_key(container_id: &str) -> String {
 }
 
 /// `hemostat:remediation:<container>` (the original's, last writer wins across nodes).
-pub fn remediation_key(container: &str) -> String {
+pub(crate) fn remediation_key(container: &str) -> String {
     format!("hemostat:remediation:{container}")
 }
 
 /// `hemostat:node:<node>:remediation:<container>` (exact per node).
-pub fn node_remediation_key(node: &str, container: &str) -> String {
+pub(crate) fn node_remediation_key(node: &str, container: &str) -> String {
     format!("hemostat:node:{node}:remediation:{container}")
 }
 
-/// Compare-and-set of a safety state: ARGV[1] = "1" if ARGV[2] is the expected current value,
-/// "0" if the key is expected to be missing, "2" if it is expected to be of the (non-string)
-/// type ARGV[2] (junk, replaced); ARGV[3] = the new value.
+/// Compare-and-set of a safety state: `ARGV[1]` = "1" if `ARGV[2]` is the expected current
+/// value, "0" if the key is expected to be missing, "2" if it is expected to be of the
+/// (non-string) type `ARGV[2]` (junk, replaced); `ARGV[3]` = the new value.
 pub(crate) const CAS_LUA: &str = r"
 local ty = redis.call('TYPE', KEYS[1]).ok
 if ARGV[1] == '2' then
@@ -189,8 +189,8 @@ return 0
 
 /// Appends an audit record unless an identical one is among the newest [`AUDIT_DEDUP_WINDOW`]
 /// (a retry whose first attempt did reach Redis, e.g. written into a connection a partition
-/// had cut and delivered when it healed), then caps the list. ARGV[1] = record, ARGV[2] = cap,
-/// ARGV[3] = window. One key, so it works on Redis Cluster.
+/// had cut and delivered when it healed), then caps the list. `ARGV[1]` = record, `ARGV[2]` =
+/// cap, `ARGV[3]` = window. One key, so it works on Redis Cluster.
 pub(crate) const AUDIT_LUA: &str = r"
 for _, seen in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
   if seen == ARGV[1] then
@@ -203,9 +203,9 @@ return 1
 ";
 
 /// How many of the newest audit records an append compares with.
-pub const AUDIT_DEDUP_WINDOW: usize = 100;
+pub(crate) const AUDIT_DEDUP_WINDOW: usize = 100;
 
-/// Bumps `{last_action, count}` of each key (TTL 3600 s); ARGV[1] = last_action.
+/// Bumps `{last_action, count}` of each key (TTL 3600 s); `ARGV[1]` = last_action.
 pub(crate) const REMEDIATION_LUA: &str = r"
 for _, key in ipairs(KEYS) do
   local count = 0
@@ -223,7 +223,7 @@ return 1
 
 /// The hash of applied policies: field = name, value = YAML text of one document.
 pub const POLICIES_KEY: &str = "hemostat:policies";
-/// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`].
+/// The hash of per-policy metadata: field = name, value = JSON [`PolicyMeta`](super::policies::PolicyMeta).
 pub const META_KEY: &str = "hemostat:policies:meta";
 /// Every change publishes the policy's name here.
 pub const CHANGED_CHANNEL: &str = "hemostat:policies:changed";

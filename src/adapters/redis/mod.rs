@@ -2,14 +2,14 @@
 //! the policy repository and source, the external request subscriber, their keys and settings.
 
 pub mod alert_state;
-pub mod config;
-pub mod conn;
-pub mod keys;
-pub mod outbox;
+pub(crate) mod config;
+pub(crate) mod conn;
+pub(crate) mod keys;
+pub(crate) mod outbox;
 pub mod policies;
-pub mod requests;
-pub mod state;
-pub mod topology;
+pub(crate) mod requests;
+pub(crate) mod state;
+pub(crate) mod topology;
 
 pub use config::{DEFAULT_OUTBOX_CAPACITY, DEFAULT_PORT, RedisConfig};
 pub use outbox::*;

@@ -23,12 +23,12 @@ use tokio::sync::Notify;
 use super::config::RedisConfig;
 
 pub use super::keys::*;
-use crate::bus::{Envelope, EventSink, EventType};
-use crate::model::wire::ContainerStateKey;
+use crate::bus::EventSink;
+use crate::model::wire::{ContainerStateKey, Envelope, EventType};
 use crate::store::Result;
 
 /// How many envelopes are kept locally for [`EventSink::recent`] when Redis is down.
-pub const LOCAL_RECENT: usize = 1000;
+pub(crate) const LOCAL_RECENT: usize = 1000;
 
 /// Stream entries read per `XREVRANGE` when serving recent envelopes from the stream.
 const STREAM_PAGE: usize = 500;
@@ -145,7 +145,7 @@ struct Shared {
     live: tokio::sync::broadcast::Sender<Envelope>,
 }
 
-/// The Redis [`StateStore`] and [`EventSink`]. Create it inside a Tokio runtime; dropping it
+/// The Redis [`StateStore`](crate::store::StateStore) and [`EventSink`]. Create it inside a Tokio runtime; dropping it
 /// stops the outbox task (call [`RedisBus::flush`] first to deliver what waits).
 #[derive(Debug)]
 pub struct RedisBus {
@@ -354,7 +354,7 @@ impl RedisBus {
     }
 
     /// The name of HemoStat key `key` on this Redis (tagged on a cluster).
-    pub fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         self.shared.conn.key(key)
     }
 
@@ -374,52 +374,15 @@ impl RedisBus {
 }
 
 /// The outbox task: sends waiting envelopes in order, in batches, retrying with backoff.
-#[allow(
-    clippy::too_many_lines,
-    reason = "split pending: adapters/redis is being reworked for Redis Cluster on another branch"
-)]
 async fn drain(shared: Arc<Shared>) {
     let mut batch: Vec<Pending> = Vec::new();
-    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
-    let mut server_errors = 0u32;
-    let mut failing = false;
+    let mut retry = Retry::new();
     loop {
-        while batch.is_empty() {
-            {
-                let mut queue = shared
-                    .queue
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let n = queue.len().min(BATCH);
-                batch.extend(queue.drain(..n));
-                shared.in_flight.store(batch.len(), Ordering::SeqCst);
-            }
-            if batch.is_empty() {
-                shared.wake.notified().await;
-            }
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for p in &batch {
-            p.add_to(&mut pipe, &shared.conn);
-        }
-        let mut conn = shared.conn.clone();
-        match pipe.query_async::<()>(&mut conn).await {
+        next_batch(&shared, &mut batch).await;
+        match send_batch(&shared, &batch).await {
             Ok(()) => {
-                if failing {
-                    tracing::info!(
-                        waiting = batch.len(),
-                        "redis reachable again; delivering the outbox"
-                    );
-                    failing = false;
-                }
-                shared
-                    .delivered
-                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
-                batch.clear();
-                shared.in_flight.store(0, Ordering::SeqCst);
-                backoff.reset();
-                server_errors = 0;
+                retry.recovered(batch.len());
+                settle(&shared, &mut batch, &shared.delivered);
             }
             Err(e) if is_wrong_type(&e) => {
                 // MULTI/EXEC ran every other command of the batch (Redis does not roll back):
@@ -430,39 +393,115 @@ async fn drain(shared: Arc<Shared>) {
                     "a key of the envelopes' path has the wrong type",
                     "envelopes delivered everywhere else, never sent twice",
                 );
-                shared
-                    .delivered
-                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
-                batch.clear();
-                shared.in_flight.store(0, Ordering::SeqCst);
-                backoff.reset();
-                server_errors = 0;
+                retry.reset();
+                settle(&shared, &mut batch, &shared.delivered);
             }
             Err(e) => {
-                if !is_connection_error(&e) {
-                    server_errors += 1;
-                    if server_errors >= MAX_SERVER_ERRORS {
-                        tracing::error!(
-                            error = %e,
-                            envelopes = batch.len(),
-                            "redis keeps refusing a batch of envelopes; dropping it"
-                        );
-                        shared
-                            .dropped
-                            .fetch_add(batch.len() as u64, Ordering::SeqCst);
-                        batch.clear();
-                        shared.in_flight.store(0, Ordering::SeqCst);
-                        server_errors = 0;
-                        continue;
-                    }
+                if retry.gives_up(&e, batch.len()) {
+                    settle(&shared, &mut batch, &shared.dropped);
+                } else {
+                    retry.wait(&e).await;
                 }
-                if !failing {
-                    tracing::warn!(error = %e, "redis unavailable; envelopes wait in the outbox");
-                    failing = true;
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+/// Waits until `batch` holds envelopes: takes up to [`BATCH`] from the queue, sleeping while
+/// it is empty. A batch that failed to send is still there and is returned as is.
+async fn next_batch(shared: &Shared, batch: &mut Vec<Pending>) {
+    while batch.is_empty() {
+        {
+            let mut queue = shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = queue.len().min(BATCH);
+            batch.extend(queue.drain(..n));
+            shared.in_flight.store(batch.len(), Ordering::SeqCst);
+        }
+        if batch.is_empty() {
+            shared.wake.notified().await;
+        }
+    }
+}
+
+/// Sends `batch` as one `MULTI`/`EXEC`.
+async fn send_batch(shared: &Shared, batch: &[Pending]) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for p in batch {
+        p.add_to(&mut pipe, &shared.conn);
+    }
+    let mut conn = shared.conn.clone();
+    pipe.query_async::<()>(&mut conn).await
+}
+
+/// Done with `batch`: counts it on `counter` (delivered or dropped) and empties it.
+fn settle(shared: &Shared, batch: &mut Vec<Pending>, counter: &AtomicU64) {
+    counter.fetch_add(batch.len() as u64, Ordering::SeqCst);
+    batch.clear();
+    shared.in_flight.store(0, Ordering::SeqCst);
+}
+
+/// The drain task's retry state: backoff between attempts, the run of server errors on the
+/// current batch, and whether the outage has been logged.
+struct Retry {
+    backoff: Backoff,
+    server_errors: u32,
+    failing: bool,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            server_errors: 0,
+            failing: false,
+        }
+    }
+
+    /// A batch of `waiting` envelopes went through: logs the recovery once, resets.
+    fn recovered(&mut self, waiting: usize) {
+        if self.failing {
+            tracing::info!(waiting, "redis reachable again; delivering the outbox");
+            self.failing = false;
+        }
+        self.reset();
+    }
+
+    /// Backoff and the server-error run start again.
+    fn reset(&mut self) {
+        self.backoff.reset();
+        self.server_errors = 0;
+    }
+
+    /// Whether a batch of `envelopes` that failed with `e` is dropped: after
+    /// [`MAX_SERVER_ERRORS`] consecutive errors that are not connection errors (logged).
+    fn gives_up(&mut self, e: &redis::RedisError, envelopes: usize) -> bool {
+        if is_connection_error(e) {
+            return false;
+        }
+        self.server_errors += 1;
+        if self.server_errors < MAX_SERVER_ERRORS {
+            return false;
+        }
+        tracing::error!(
+            error = %e,
+            envelopes,
+            "redis keeps refusing a batch of envelopes; dropping it"
+        );
+        self.server_errors = 0;
+        true
+    }
+
+    /// Logs the outage once, then sleeps the next backoff delay.
+    async fn wait(&mut self, e: &redis::RedisError) {
+        if !self.failing {
+            tracing::warn!(error = %e, "redis unavailable; envelopes wait in the outbox");
+            self.failing = true;
+        }
+        tokio::time::sleep(self.backoff.next_delay()).await;
     }
 }
 

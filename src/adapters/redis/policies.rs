@@ -37,15 +37,15 @@ use tracing::{debug, info, warn};
 
 use super::keys::APPLY_SCRIPT;
 pub use super::keys::{CHANGED_CHANNEL, META_KEY, POLICIES_KEY};
-pub use crate::policy::diff::{canonical_yaml, unified_diff};
+pub(crate) use crate::policy::diff::{canonical_yaml, unified_diff};
 use crate::policy::documents::split_documents;
 use crate::policy::load::{Diagnostic, LoadReport, MAX_FILE_BYTES, load_bytes, load_str};
 use crate::policy::registry::PolicyRegistry;
-pub use crate::policy::source::compose;
+pub(crate) use crate::policy::source::compose;
 use crate::policy::types::HealthPolicy;
 
 /// How often the watcher re-reads everything even without a change message.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How many times an apply is recomputed when the policies change under it.
 const APPLY_ATTEMPTS: u64 = 20;
 /// How long the watcher waits for Redis to answer a read before reconnecting.
@@ -84,7 +84,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// `created`, `configured` or `unchanged`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Created => "created",
             Self::Configured => "configured",
@@ -121,7 +121,7 @@ pub struct StoredPolicy {
 /// How one policy of a file compares with what is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DiffKind {
+pub(crate) enum DiffKind {
     /// Not stored yet.
     Created,
     /// Stored and semantically equal.
@@ -132,7 +132,7 @@ pub enum DiffKind {
 
 /// The comparison of one given policy with the stored one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PolicyDiff {
+pub(crate) struct PolicyDiff {
     /// The policy's name.
     pub name: String,
     /// Created, unchanged or changed.
@@ -147,7 +147,7 @@ pub fn stored_source(name: &str) -> String {
     format!("redis:{POLICIES_KEY}/{}", printable(name))
 }
 
-pub use crate::util::printable::printable;
+pub(crate) use crate::util::printable::printable;
 
 /// Validates a stored value: exactly one valid document whose name is the hash field.
 pub fn validate_stored(name: &str, bytes: &[u8]) -> Result<HealthPolicy, Vec<Diagnostic>> {
@@ -206,11 +206,6 @@ pub struct PolicyRepo {
 }
 
 impl PolicyRepo {
-    /// A repository on `conn`.
-    pub fn new(conn: Conn) -> Self {
-        Self { conn }
-    }
-
     /// Connects with short timeouts and few retries (for command-line use), and checks that
     /// Redis answers.
     pub async fn connect(target: impl Into<Target>) -> Result<Self, RemoteError> {
@@ -344,7 +339,11 @@ impl PolicyRepo {
 
     /// Compares every policy of `text` with the stored one (kubectl diff: policies stored
     /// but not in `text` are not reported). Invalid text: [`RemoteError::Invalid`].
-    pub async fn diff(&mut self, source: &str, text: &str) -> Result<Vec<PolicyDiff>, RemoteError> {
+    pub(crate) async fn diff(
+        &mut self,
+        source: &str,
+        text: &str,
+    ) -> Result<Vec<PolicyDiff>, RemoteError> {
         let docs = validated_documents(source, text)?;
         let names: Vec<&str> = docs
             .iter()
@@ -457,7 +456,7 @@ pub async fn watch_policies(
 /// stored document that is invalid is logged (warn) and never replaces the last good version
 /// of its name; a deleted one is removed. While Redis is unreachable the last known set stays
 /// in force and the watcher reconnects with backoff (up to 30 s). Returns on `shutdown`.
-pub async fn watch_policies_with(
+pub(crate) async fn watch_policies_with(
     client: impl Into<Target>,
     registry: Arc<PolicyRegistry>,
     mut base: watch::Receiver<Vec<HealthPolicy>>,

@@ -12,14 +12,14 @@ use crate::util::backoff::Backoff;
 
 /// Takes one raw message at a time; the next is read only when it returns.
 #[async_trait::async_trait]
-pub trait RequestHandler: Send {
+pub(crate) trait RequestHandler: Send {
     /// Handles one message's payload (untrusted bytes).
     async fn handle(&mut self, payload: &[u8]);
 }
 
 /// Subscribes and hands every message to `handler` until `shutdown`; reconnects with the one
 /// backoff (up to 30 s) when Redis goes away.
-pub async fn run_subscriber(
+pub(crate) async fn run_subscriber(
     client: impl Into<Target>,
     mut handler: impl RequestHandler,
     shutdown: CancellationToken,

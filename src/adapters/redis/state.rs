@@ -8,9 +8,10 @@ use redis::{RedisError, Script};
 use super::conn::{is_connection_error, redis_error};
 use super::keys::*;
 use super::outbox::RedisBus;
+use crate::model::audit::AuditRecord;
 use crate::model::decision::ActionKind;
 use crate::model::safety::{ActionRecord, Outcome, SafetyState};
-use crate::store::{AuditRecord, Result, StateStore};
+use crate::store::{Result, StateStore};
 
 /// Attempts of an optimistic safety update before giving up.
 const CAS_ATTEMPTS: usize = 1000;
@@ -275,7 +276,7 @@ fn parse_safety(stored: &StoredSafety) -> std::result::Result<SafetyState, Strin
 /// Pure: the safety state of `key` (`<node>/<container>`) that the audit records (oldest
 /// first) tell: each action that ran (`action_started_at` set; refused, dry-run and unknown
 /// actions are no actions) with its outcome, and each failed repair.
-pub fn safety_from_audit(key: &str, audit: &[AuditRecord]) -> SafetyState {
+pub(crate) fn safety_from_audit(key: &str, audit: &[AuditRecord]) -> SafetyState {
     let mut state = SafetyState::default();
     let Some((node, container)) = key.rsplit_once('/') else {
         return state;

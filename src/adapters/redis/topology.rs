@@ -5,11 +5,11 @@
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 /// The default port of a Sentinel.
-pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
+pub(crate) const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// Where the data lives and how it is found.
 #[derive(Clone, Debug)]
-pub enum Topology {
+pub(crate) enum Topology {
     /// One server (or a proxy in front of many).
     Single(ConnectionInfo),
     /// A Redis Cluster: the seed nodes (the rest of the cluster is discovered from them).
@@ -27,7 +27,7 @@ pub enum Topology {
 
 impl Topology {
     /// Whether connections use TLS.
-    pub fn tls(&self) -> bool {
+    pub(crate) fn tls(&self) -> bool {
         let first = match self {
             Self::Single(info) => Some(info),
             Self::Cluster(seeds) => seeds.first(),
@@ -38,11 +38,7 @@ impl Topology {
 }
 
 /// Parses a URL of any of the three shapes. Errors never echo the URL (it may hold a password).
-#[allow(
-    clippy::too_many_lines,
-    reason = "one match over the URL schemes; split pending"
-)]
-pub fn parse(url: &str) -> Result<Topology, String> {
+pub(crate) fn parse(url: &str) -> Result<Topology, String> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("a Redis URL starts with redis://, rediss://, redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://".to_owned());
@@ -59,25 +55,72 @@ pub fn parse(url: &str) -> Result<Topology, String> {
                 .map_err(|e| format!("not a valid redis:// or rediss:// URL: {e}"));
         }
     };
-    if rest.contains('?') || rest.contains('#') {
-        return Err(format!(
-            "{scheme}:// URLs take no query or fragment (?…, #…): put the password in the URL or REDIS_PASSWORD"
-        ));
+    let url = MultiHost::split(scheme, plain, rest)?;
+    match kind {
+        Kind::Cluster => url.cluster(),
+        Kind::Sentinel => url.sentinel(),
     }
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-    let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
-    if hosts.iter().any(|h| h.is_empty()) {
-        return Err(format!(
-            "{scheme}:// needs host:port[,host:port…] (an empty host was given)"
-        ));
+}
+
+enum Kind {
+    Cluster,
+    Sentinel,
+}
+
+/// A cluster or Sentinel URL cut in its parts:
+/// `<scheme>://[<userinfo>@]<host>[:<port>][,<host>[:<port>]…][/<segment>…]`.
+struct MultiHost<'a> {
+    /// The scheme as written (`redis+cluster`, …), for errors.
+    scheme: &'a str,
+    /// The single-server scheme of each node (`redis` or `rediss`).
+    plain: &'static str,
+    /// `<userinfo>@`, or empty.
+    auth: String,
+    /// The hosts, none empty.
+    hosts: Vec<&'a str>,
+    /// The path's non-empty segments.
+    segments: Vec<&'a str>,
+}
+
+impl<'a> MultiHost<'a> {
+    /// Cuts `rest` (what follows `scheme://`) in its parts.
+    fn split(scheme: &'a str, plain: &'static str, rest: &'a str) -> Result<Self, String> {
+        if rest.contains('?') || rest.contains('#') {
+            return Err(format!(
+                "{scheme}:// URLs take no query or fragment (?…, #…): put the password in the URL or REDIS_PASSWORD"
+            ));
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
+        if hosts.iter().any(|h| h.is_empty()) {
+            return Err(format!(
+                "{scheme}:// needs host:port[,host:port…] (an empty host was given)"
+            ));
+        }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        Ok(Self {
+            scheme,
+            plain,
+            auth,
+            hosts,
+            segments,
+        })
     }
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let node = |host: &str, db: &str, auth: &str, default_port: u16| {
+
+    /// The connection info of one node: `host` (with `default_port` when it names none),
+    /// database `db`, credentials `auth` (`<userinfo>@` or empty).
+    fn node(
+        &self,
+        host: &str,
+        db: &str,
+        auth: &str,
+        default_port: u16,
+    ) -> Result<ConnectionInfo, String> {
         let host = if host
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -86,56 +129,57 @@ pub fn parse(url: &str) -> Result<Topology, String> {
         } else {
             format!("{host}:{default_port}")
         };
-        format!("{plain}://{auth}{host}/{db}")
+        format!("{}://{auth}{host}/{db}", self.plain)
             .into_connection_info()
-            .map_err(|e| format!("{scheme}:// host {host}: {e}"))
-    };
-    match kind {
-        Kind::Cluster => {
-            if !segments.is_empty() {
-                return Err(format!(
-                    "{scheme}:// takes no database or path: Redis Cluster only has database 0"
-                ));
-            }
-            let seeds = hosts
-                .iter()
-                .map(|h| node(h, "0", &auth, super::config::DEFAULT_PORT))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Topology::Cluster(seeds))
-        }
-        Kind::Sentinel => {
-            let (master, db) = match segments.as_slice() {
-                [master] => (*master, "0"),
-                [master, db] => (*master, *db),
-                _ => {
-                    return Err(format!(
-                        "{scheme}:// needs the master's name: {scheme}://sentinel:26379[,sentinel2:26379]/<master>[/<db>]"
-                    ));
-                }
-            };
-            if db.parse::<i64>().is_err() {
-                return Err(format!(
-                    "{scheme}://…/{master}/<db>: the database must be a number"
-                ));
-            }
-            let sentinels = hosts
-                .iter()
-                .map(|h| node(h, "0", "", DEFAULT_SENTINEL_PORT))
-                .collect::<Result<Vec<_>, _>>()?;
-            // The master's address is what the Sentinels say; this one only carries the rest.
-            let node = node(hosts[0], db, &auth, DEFAULT_SENTINEL_PORT)?;
-            Ok(Topology::Sentinel {
-                sentinels,
-                master: master.to_owned(),
-                node,
-            })
-        }
+            .map_err(|e| format!("{}:// host {host}: {e}", self.scheme))
     }
-}
 
-enum Kind {
-    Cluster,
-    Sentinel,
+    /// A Redis Cluster's seeds (database 0 only).
+    fn cluster(&self) -> Result<Topology, String> {
+        let scheme = self.scheme;
+        if !self.segments.is_empty() {
+            return Err(format!(
+                "{scheme}:// takes no database or path: Redis Cluster only has database 0"
+            ));
+        }
+        let seeds = self
+            .hosts
+            .iter()
+            .map(|h| self.node(h, "0", &self.auth, super::config::DEFAULT_PORT))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topology::Cluster(seeds))
+    }
+
+    /// The Sentinels (without the password), the master's name and its database.
+    fn sentinel(&self) -> Result<Topology, String> {
+        let scheme = self.scheme;
+        let (master, db) = match self.segments.as_slice() {
+            [master] => (*master, "0"),
+            [master, db] => (*master, *db),
+            _ => {
+                return Err(format!(
+                    "{scheme}:// needs the master's name: {scheme}://sentinel:26379[,sentinel2:26379]/<master>[/<db>]"
+                ));
+            }
+        };
+        if db.parse::<i64>().is_err() {
+            return Err(format!(
+                "{scheme}://…/{master}/<db>: the database must be a number"
+            ));
+        }
+        let sentinels = self
+            .hosts
+            .iter()
+            .map(|h| self.node(h, "0", "", DEFAULT_SENTINEL_PORT))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The master's address is what the Sentinels say; this one only carries the rest.
+        let node = self.node(self.hosts[0], db, &self.auth, DEFAULT_SENTINEL_PORT)?;
+        Ok(Topology::Sentinel {
+            sentinels,
+            master: master.to_owned(),
+            node,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// One question to a model: instructions, the facts, and the JSON Schema its answer must fit.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LlmRequest {
+pub(crate) struct LlmRequest {
     /// Instructions (the system prompt).
     pub system: String,
     /// The facts about one container, as a JSON document.
@@ -71,7 +71,7 @@ impl LlmError {
 /// A language model HemoStat can ask (OpenAI-compatible chat completions, Anthropic Messages;
 /// see `crate::adapters::llm`).
 #[async_trait::async_trait]
-pub trait LlmClient: Send + Sync + 'static {
+pub(crate) trait LlmClient: Send + Sync + 'static {
     /// `openai` or `anthropic`: the `provider` label of the metrics.
     fn provider(&self) -> &'static str;
     /// The model asked.

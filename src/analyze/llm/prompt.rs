@@ -9,12 +9,13 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::redact::{REDACTED, is_secret_key, redact_line};
-use crate::analyze::{Finding, UsagePoint, Verdict};
 use crate::model::container::{ContainerInfo, HealthLogEntry};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::{ActionKind, Finding, Verdict};
+use crate::model::usage::UsagePoint;
+use crate::policy::HealthPolicy;
 
 /// The name of the answer's schema (OpenAI `json_schema.name`, Anthropic tool name).
-pub const ANSWER_NAME: &str = "hemostat_decision";
+pub(crate) const ANSWER_NAME: &str = "hemostat_decision";
 
 /// Longest log line or healthcheck output sent, in characters.
 const MAX_LINE: usize = 500;
@@ -25,7 +26,7 @@ const HISTORY: usize = 10;
 
 /// One earlier repair of the container (from its safety state).
 #[derive(Clone, Debug, PartialEq)]
-pub struct RepairNote {
+pub(crate) struct RepairNote {
     /// When it started.
     pub at: DateTime<Utc>,
     /// What was done.
@@ -38,7 +39,7 @@ pub struct RepairNote {
 
 /// Everything the model may be told about one container.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// The container as inspected.
     pub container: ContainerInfo,
     /// What the probes found.
@@ -61,7 +62,7 @@ pub struct Facts {
 
 /// The question, ready for any provider.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Prompt {
+pub(crate) struct Prompt {
     /// Instructions.
     pub system: String,
     /// The facts, as pretty JSON.
@@ -97,7 +98,7 @@ Answers below confidence {} are not used. Any other action, field or shape is re
 
 /// The JSON Schema the answer must fit: the four fields (plus `command` when exec is
 /// allowed), `action` one of the policy's allowed actions or `none`, nothing else.
-pub fn answer_schema(policy: &HealthPolicy) -> Value {
+pub(crate) fn answer_schema(policy: &HealthPolicy) -> Value {
     let r = &policy.spec.remediation;
     let mut actions: Vec<&str> = r.actions.iter().map(|a| a.as_str()).collect();
     actions.push("none");
@@ -166,7 +167,7 @@ fn tail<T>(items: &[T], n: usize) -> &[T] {
 }
 
 /// Builds the question about one container under one policy.
-pub fn build(policy: &HealthPolicy, facts: &Facts) -> Prompt {
+pub(crate) fn build(policy: &HealthPolicy, facts: &Facts) -> Prompt {
     let c = &facts.container;
     let r = &policy.spec.remediation;
     let labels: serde_json::Map<String, Value> = c
@@ -253,10 +254,10 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::analyze::FindingKind;
     use crate::model::container::{ContainerState, HealthStatus, ResourceLimits};
+    use crate::model::decision::{FindingKind, Severity};
     use crate::policy::builtin::default_policy;
-    use crate::policy::{AnalysisMode, ExecPolicy, Severity};
+    use crate::policy::{AnalysisMode, ExecPolicy};
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()

@@ -1,7 +1,7 @@
 //! Removes obvious secrets from text sent to a model (log lines, label values): pure.
 
 /// What replaces a secret.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// Key names whose values are secrets (`password=…`, `"api_key": "…"`, `Authorization: …`).
 const SECRET_KEYS: [&str; 12] = [
@@ -32,7 +32,7 @@ const SECRET_PREFIXES: [&str; 8] = [
 ];
 
 /// True when a label or field name says its value is a secret.
-pub fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SECRET_KEYS.iter().any(|k| key.contains(k))
 }
@@ -40,7 +40,7 @@ pub fn is_secret_key(key: &str) -> bool {
 /// One line with obvious secrets replaced by `[REDACTED]`: values of secret-named keys
 /// (`key=v`, `key: v`, `"key": "v"`), bearer/basic credentials, passwords in URLs, and tokens
 /// of well-known formats. Conservative: it may redact too much, never on purpose too little.
-pub fn redact_line(line: &str) -> String {
+pub(crate) fn redact_line(line: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut redact_next = false;
     for word in line.split(' ') {

@@ -12,11 +12,11 @@ use tracing::{debug, warn};
 use super::client::{LlmClient, LlmError, LlmRequest};
 use super::prompt::{Facts, build};
 use super::verdict::{Rejection, accept, fall_back, parse, rules_verdict, use_answer};
-use crate::analyze::{AiReview, Decision, ModelAnswer};
+use crate::model::decision::{AiReview, Decision, ModelAnswer};
 use crate::policy::HealthPolicy;
 
 /// Where the analyzer reports what the model cost (implemented by `crate::metrics::Metrics`).
-pub trait AiMetrics: Send + Sync + 'static {
+pub(crate) trait AiMetrics: Send + Sync + 'static {
     /// One outcome: `ok`, `cached`, `busy`, `circuit_open`, an error or a refusal label;
     /// `latency` when the model was actually asked.
     fn ai_request(&self, provider: &str, result: &str, latency: Option<Duration>);
@@ -26,7 +26,7 @@ pub trait AiMetrics: Send + Sync + 'static {
 
 /// Limits of the analyzer, for the whole operator.
 #[derive(Clone, Debug)]
-pub struct AiLimits {
+pub(crate) struct AiLimits {
     /// Model requests in flight at once; beyond it the rules decide at once.
     pub max_concurrent: usize,
     /// Consecutive failed requests that open the provider's breaker.
@@ -53,19 +53,19 @@ impl Default for AiLimits {
 
 /// Consecutive failures of one provider; pure (the clock is passed in).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
 }
 
 impl Breaker {
     /// `Some(until)` while open.
-    pub fn open_until(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn open_until(&self, now: Instant) -> Option<Instant> {
         self.open_until.filter(|t| *t > now)
     }
 
     /// A request failed; opens after `threshold` in a row.
-    pub fn failure(&mut self, now: Instant, threshold: u32, open_for: Duration) {
+    pub(crate) fn failure(&mut self, now: Instant, threshold: u32, open_for: Duration) {
         self.failures += 1;
         if self.failures >= threshold {
             self.open_until = Some(now + open_for);
@@ -74,7 +74,7 @@ impl Breaker {
     }
 
     /// A request got an answer: closes.
-    pub fn success(&mut self) {
+    pub(crate) fn success(&mut self) {
         self.failures = 0;
         self.open_until = None;
     }
@@ -84,7 +84,7 @@ type Cached = (Instant, Result<ModelAnswer, Rejection>);
 
 /// The LLM analyzer: the rules' decision in, the decision to carry out out. Never worse than
 /// the rules: anything but a valid, allowed, confident answer is the rules' decision.
-pub struct AiAnalyzer {
+pub(crate) struct AiAnalyzer {
     client: Arc<dyn LlmClient>,
     metrics: Arc<dyn AiMetrics>,
     limits: AiLimits,
@@ -96,7 +96,11 @@ pub struct AiAnalyzer {
 
 impl AiAnalyzer {
     /// An analyzer asking `client`.
-    pub fn new(client: Arc<dyn LlmClient>, metrics: Arc<dyn AiMetrics>, limits: AiLimits) -> Self {
+    pub(crate) fn new(
+        client: Arc<dyn LlmClient>,
+        metrics: Arc<dyn AiMetrics>,
+        limits: AiLimits,
+    ) -> Self {
         Self {
             slots: Semaphore::new(limits.max_concurrent.max(1)),
             client,
@@ -105,16 +109,6 @@ impl AiAnalyzer {
             breaker: Mutex::default(),
             cache: Mutex::default(),
         }
-    }
-
-    /// `openai` or `anthropic`.
-    pub fn provider(&self) -> &'static str {
-        self.client.provider()
-    }
-
-    /// The model asked.
-    pub fn model(&self) -> &str {
-        self.client.model()
     }
 
     fn review_of(&self, rules: &Decision) -> AiReview {
@@ -132,7 +126,7 @@ impl AiAnalyzer {
     /// Reviews the rules' decision with the model. `signature` names the failure (the same
     /// crash again is the same signature: asked once); `facts` is awaited only when the model
     /// is really asked.
-    pub async fn review<F>(
+    pub(crate) async fn review<F>(
         &self,
         policy: &HealthPolicy,
         rules: Decision,
@@ -283,9 +277,9 @@ mod tests {
 
     use super::*;
     use crate::analyze::llm::client::LlmReply;
-    use crate::analyze::{AnalysisMethod, Verdict};
     use crate::model::container::{ContainerInfo, ContainerState, HealthStatus, ResourceLimits};
-    use crate::policy::{ActionKind, AnalysisMode, builtin::default_policy};
+    use crate::model::decision::{ActionKind, AnalysisMethod, Verdict};
+    use crate::policy::{AnalysisMode, builtin::default_policy};
 
     struct Scripted {
         calls: AtomicUsize,

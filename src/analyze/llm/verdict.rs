@@ -3,8 +3,10 @@
 
 use serde_json::Value;
 
-use crate::analyze::{AiReview, AnalysisMethod, Decision, ModelAnswer, Verdict};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::model::decision::{
+    ActionKind, AiReview, AnalysisMethod, Decision, ModelAnswer, Verdict,
+};
+use crate::policy::HealthPolicy;
 
 /// The fields an answer may have.
 const FIELDS: [&str; 5] = ["action", "confidence", "reason", "root_cause", "command"];
@@ -69,7 +71,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The `result` label of `hemostat_ai_requests_total` for an answer refused this way.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Self::NotAllowed { .. }
             | Self::ExecNotListed(_)
@@ -220,7 +222,7 @@ pub fn use_answer(rules: Decision, action: Option<ActionKind>, mut review: AiRev
 }
 
 /// The rules' decision, recorded as a fallback and why.
-pub fn fall_back(rules: Decision, mut review: AiReview, why: impl Into<String>) -> Decision {
+pub(crate) fn fall_back(rules: Decision, mut review: AiReview, why: impl Into<String>) -> Decision {
     review.fallback_reason = Some(why.into());
     Decision {
         method: AnalysisMethod::RuleBasedFallback,

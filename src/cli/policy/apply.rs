@@ -21,7 +21,7 @@ pub struct ApplyArgs {
 }
 
 /// `hemostat apply -f PATH`: 0 when applied, 1 on invalid input (nothing written).
-pub async fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
+pub(crate) async fn apply(args: ApplyArgs) -> anyhow::Result<i32> {
     let Some((source, text)) = read_inputs(&args.paths)? else {
         eprintln!("nothing applied");
         return Ok(1);

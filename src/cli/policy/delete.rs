@@ -20,7 +20,7 @@ pub struct DeleteArgs {
 }
 
 /// `hemostat delete policy NAME`: 0 when deleted, 1 when there was none.
-pub async fn delete(args: DeleteArgs) -> anyhow::Result<i32> {
+pub(crate) async fn delete(args: DeleteArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
     let mut repo = connect_redis(&args.redis).await?;
     if repo.delete(&args.name).await? {

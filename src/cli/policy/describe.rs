@@ -30,7 +30,7 @@ pub struct DescribeArgs {
 }
 
 /// `hemostat describe policy NAME`: 0 when found, 1 when not.
-pub async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
+pub(crate) async fn describe(args: DescribeArgs) -> anyhow::Result<i32> {
     let Kind::Policy = args.kind;
     let mut repo = match policy_source(&args.api, &args.redis).await {
         PolicySource::Redis(repo) => repo,

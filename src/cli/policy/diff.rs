@@ -31,7 +31,7 @@ pub struct DiffArgs {
 }
 
 /// `hemostat diff -f PATH`: 0 when nothing would change, 1 when something would, 2 on error.
-pub async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
+pub(crate) async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
     if let Some(api) = &args.api {
         return diff_api(api, &args.paths).await;
     }
@@ -56,7 +56,7 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<i32> {
 
 /// What would change on the operator, for one policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// In the files, not in force.
     Created,
     /// Different from the version in force.
@@ -68,7 +68,10 @@ pub enum Change {
 /// Compares the policies of some files with those in force (pure): one `(name, change,
 /// unified diff)` per policy that would change, in name order. Only policies read from files
 /// are deleted by a file set without them; an unchanged one is left out.
-pub fn compare(local: &[HealthPolicy], live: &[PolicyView]) -> Vec<(String, Change, String)> {
+pub(crate) fn compare(
+    local: &[HealthPolicy],
+    live: &[PolicyView],
+) -> Vec<(String, Change, String)> {
     let mut out = Vec::new();
     let mut names: Vec<&str> = local
         .iter()

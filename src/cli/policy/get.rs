@@ -63,7 +63,7 @@ pub struct GetArgs {
 }
 
 /// `hemostat get RESOURCE`.
-pub async fn get(args: GetArgs) -> anyhow::Result<i32> {
+pub(crate) async fn get(args: GetArgs) -> anyhow::Result<i32> {
     let (path, tabulate): (&str, fn(&Value) -> String) = match args.resource {
         Resource::Policies => return get_policies(args).await,
         Resource::Containers => ("/api/v1/containers", containers_table),

@@ -8,11 +8,11 @@ mod diff;
 mod get;
 mod inputs;
 
-pub use apply::{ApplyArgs, apply};
-pub use delete::{DeleteArgs, delete};
-pub use describe::{DescribeArgs, describe};
-pub use diff::{Change, DiffArgs, compare, diff};
-pub use get::{Format, GetArgs, Resource, get};
+pub(crate) use apply::{ApplyArgs, apply};
+pub(crate) use delete::{DeleteArgs, delete};
+pub(crate) use describe::{DescribeArgs, describe};
+pub(crate) use diff::{DiffArgs, diff};
+pub(crate) use get::{GetArgs, get};
 
 use clap::ValueEnum;
 

@@ -11,8 +11,8 @@ use tracing::{debug, info, warn};
 use super::GATE;
 use super::request::{Invalid, RequestRefusal, ValidRequest, validate_request};
 use crate::adapters::redis::requests::RequestHandler;
-use crate::analyze::AnalysisMethod;
 use crate::controller::Context;
+use crate::model::decision::AnalysisMethod;
 use crate::model::wire::Envelope;
 use crate::policy::select::Target;
 use crate::respond::Request;
@@ -182,7 +182,7 @@ async fn announce_refusal(ctx: &Context, refused: &RequestRefusal) {
 
 /// Validates and handles the requests of one subscription, one message at a time (each
 /// accepted request runs in a task, at most `CONCURRENT` at once).
-pub struct Intake {
+pub(crate) struct Intake {
     ctx: Arc<Context>,
     budget: AnnounceBudget,
     slots: Arc<Semaphore>,
@@ -197,7 +197,7 @@ impl RequestHandler for Intake {
 
 impl Intake {
     /// An intake acting through `ctx`.
-    pub fn new(ctx: Arc<Context>) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
         Self {
             ctx,
             budget: AnnounceBudget::new(),
@@ -211,7 +211,7 @@ impl Intake {
 #[cfg(test)]
 pub(crate) async fn golden_refusal(ctx: &Context) {
     use super::request::Reason;
-    use crate::policy::ActionKind;
+    use crate::model::decision::ActionKind;
     let known = RequestRefusal {
         reason: Reason::ActionNotAllowed,
         detail: "policy crash does not allow stop".to_owned(),

@@ -25,8 +25,8 @@
 //! [`request`] reads and checks one message (pure); [`handle`] refuses, rate-limits the
 //! announcements of refusals, or hands the request to the responder.
 
-pub mod handle;
+pub(crate) mod handle;
 pub mod request;
 
 /// The `gate` of a request refused before it reached the responder.
-pub const GATE: &str = "external_request";
+pub(crate) const GATE: &str = "external_request";

@@ -11,18 +11,18 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::analyze::{AnalysisMethod, Decision};
-use crate::engine::ContainerInfo;
+use crate::model::container::ContainerInfo;
+use crate::model::decision::{ActionKind, AnalysisMethod, Decision};
 use crate::model::wire::{EventType, parse_wire_timestamp};
-use crate::policy::{ActionKind, HealthPolicy};
+use crate::policy::HealthPolicy;
 
 /// Larger payloads are refused unread.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// The agent of HemoStat's own `remediation_needed` envelopes.
-pub const OWN_AGENT: &str = "HemoStat-Analyzer";
+pub(crate) const OWN_AGENT: &str = "HemoStat-Analyzer";
 /// The `finding` external actions are recorded under (a repeated request within the circuit
 /// breaker window counts the previous action as a failed repair).
-pub const FINDING: &str = "external";
+pub(crate) const FINDING: &str = "external";
 /// Longest reason kept (characters); the rest is cut.
 const MAX_REASON: usize = 512;
 /// Longest agent name kept (characters).
@@ -56,7 +56,7 @@ pub enum Ignored {
 
 impl Ignored {
     /// The metric result, `ignored_<reason>`.
-    pub fn result(self) -> &'static str {
+    pub(crate) fn result(self) -> &'static str {
         match self {
             Self::Own => "ignored_own",
             Self::OtherNode => "ignored_other_node",
@@ -89,7 +89,7 @@ pub enum Reason {
 
 impl Reason {
     /// A short label; the metric result is `refused_<label>`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",
             Self::NotJson => "not_json",
@@ -104,7 +104,7 @@ impl Reason {
     }
 
     /// The metric result.
-    pub fn result(self) -> String {
+    pub(crate) fn result(self) -> String {
         format!("refused_{}", self.label())
     }
 }

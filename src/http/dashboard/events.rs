@@ -31,18 +31,19 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Envelope, EventSink};
+use crate::bus::EventSink;
 use crate::http::ApiState;
+use crate::model::wire::Envelope;
 
 /// How many envelopes are kept for resuming clients.
-pub const BUFFER: usize = 1000;
+pub(crate) const BUFFER: usize = 1000;
 
 /// How long a browser waits before reconnecting (the SSE `retry` field).
-pub const RETRY: Duration = Duration::from_secs(1);
+pub(crate) const RETRY: Duration = Duration::from_secs(1);
 
 /// One numbered envelope, serialised once for every client.
 #[derive(Clone, Debug)]
-pub struct Numbered {
+pub(crate) struct Numbered {
     /// Position in this process's stream, from 1.
     pub seq: u64,
     /// The envelope as JSON.
@@ -70,7 +71,7 @@ pub struct EventLog {
 
 /// Where a reconnecting client resumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resume {
+pub(crate) enum Resume {
     /// Live only.
     Live,
     /// Buffered envelopes with a seq above this one, then live.
@@ -92,7 +93,7 @@ impl EventLog {
     }
 
     /// This process's boot id, the first half of every event id.
-    pub fn boot(&self) -> &str {
+    pub(crate) fn boot(&self) -> &str {
         &self.boot
     }
 
@@ -130,7 +131,7 @@ impl EventLog {
     }
 
     /// Numbers and keeps one envelope, and sends it to the live clients.
-    pub fn record(&self, envelope: &Envelope) -> u64 {
+    pub(crate) fn record(&self, envelope: &Envelope) -> u64 {
         let json: Arc<str> = serde_json::to_string(envelope)
             .expect("an envelope is always serialisable")
             .into();
@@ -148,7 +149,7 @@ impl EventLog {
     }
 
     /// Where a client sending `last_event_id` resumes.
-    pub fn resume_point(&self, last_event_id: Option<&str>) -> Resume {
+    pub(crate) fn resume_point(&self, last_event_id: Option<&str>) -> Resume {
         let Some((boot, seq)) = last_event_id.and_then(|id| id.trim().rsplit_once('-')) else {
             return Resume::Live;
         };
@@ -163,7 +164,7 @@ impl EventLog {
     }
 
     /// The buffered envelopes after `resume`, and a live receiver taken at the same instant.
-    pub fn attach(&self, resume: Resume) -> (Vec<Numbered>, broadcast::Receiver<Numbered>) {
+    pub(crate) fn attach(&self, resume: Resume) -> (Vec<Numbered>, broadcast::Receiver<Numbered>) {
         let b = self.buffer.lock().expect("event log mutex");
         let rx = self.live.subscribe();
         let replay = match resume {
@@ -188,13 +189,13 @@ impl Default for EventLog {
 
 /// `?lastEventId=` for clients that cannot set the header.
 #[derive(Debug, Default, Deserialize)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
 }
 
 /// The SSE handler.
-pub async fn stream(
+pub(crate) async fn stream(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
@@ -246,7 +247,7 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::EventType;
+    use crate::model::wire::EventType;
 
     fn envelope(i: u64) -> Envelope {
         Envelope::new(EventType::FalseAlarm, serde_json::json!({"i": i}))

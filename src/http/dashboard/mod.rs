@@ -32,13 +32,13 @@ const LOGIN_HTML: &str = include_str!("assets/login.html");
 
 /// The Content-Security-Policy of every answer: nothing but this origin's own script, styles
 /// and connections; no inline script, no frames, no plugins, forms only to this origin.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// How many samples of each container the sparklines get.
-pub const HISTORY: usize = 60;
+pub(crate) const HISTORY: usize = 60;
 
 /// The dashboard's routes (the event stream and usage are in `/api/v1`, see `api::routes`).
-pub fn routes() -> Router<ApiState> {
+pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(index))
         .route(
@@ -73,7 +73,7 @@ async fn login_form() -> Response {
 
 /// The login form's body.
 #[derive(Debug, Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     token: String,
 }
 
@@ -96,7 +96,7 @@ async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Re
 }
 
 /// Adds the Content-Security-Policy and its companions to an answer.
-pub async fn security_headers(mut response: Response) -> Response {
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -116,7 +116,7 @@ pub async fn security_headers(mut response: Response) -> Response {
 
 /// The recent usage of one container: CPU and memory percent, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct UsageHistory {
+pub(crate) struct UsageHistory {
     /// CPU percent of its limit.
     pub cpu: Vec<f64>,
     /// Memory percent of its limit.
@@ -125,7 +125,7 @@ pub struct UsageHistory {
 
 /// The answer of `GET /api/v1/usage`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// This node's name.
     pub node: String,
     /// By container name.
@@ -134,7 +134,7 @@ pub struct Usage {
 
 /// `GET /api/v1/usage`: `{node, containers: {name: {cpu: [...], memory: [...]}}}` for every
 /// observed container, the newest [`HISTORY`] samples.
-pub async fn usage(State(state): State<ApiState>) -> Json<Usage> {
+pub(crate) async fn usage(State(state): State<ApiState>) -> Json<Usage> {
     let round = |v: f64| (v * 10.0).round() / 10.0;
     let containers = state
         .observed

@@ -27,7 +27,7 @@ use crate::policy::load::{Diagnostic, Walk, collect_files, load_document, read_t
 use crate::policy::registry::{PolicyRegistry, Provenance, ReloadStatus};
 
 /// How long the watcher waits for a burst of file events to settle before a rescan.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// What triggered a scan (the `trigger` label of `hemostat_policy_reloads_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +42,11 @@ pub enum Trigger {
 
 impl Trigger {
     /// Every trigger.
-    pub const ALL: [Self; 3] = [Self::Watch, Self::Rescan, Self::Signal];
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 3] = [Self::Watch, Self::Rescan, Self::Signal];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Watch => "watch",
             Self::Rescan => "rescan",
@@ -66,7 +67,7 @@ pub trait ReloadReporter: Send + Sync {
 
 /// Where a new set of file policies goes: the registry itself, or (with Redis) the base set
 /// that the Redis watcher composes with the applied policies.
-pub type Publish = Box<dyn Fn(Vec<HealthPolicy>) + Send + Sync>;
+pub(crate) type Publish = Box<dyn Fn(Vec<HealthPolicy>) + Send + Sync>;
 
 /// How [`FileSource::run`] notices changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ pub struct FileSource {
 /// What a scan read: the outcome of each document, and the warnings of the valid ones (a
 /// field whose feature is not implemented yet).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Scanned {
+pub(crate) struct Scanned {
     /// Every policy file, in load order.
     pub files: Scan,
     /// `file:line:col` warnings about valid documents.
@@ -100,7 +101,7 @@ pub struct Scanned {
 
 /// Reads every policy file under `paths` (as [`crate::policy::load_paths`] finds them), one
 /// outcome per document.
-pub fn scan(paths: &[PathBuf]) -> Scanned {
+pub(crate) fn scan(paths: &[PathBuf]) -> Scanned {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     let mut walk = Walk::default();
@@ -164,7 +165,7 @@ impl FileSource {
     }
 
     /// The paths given.
-    pub fn paths(&self) -> &[PathBuf] {
+    pub(crate) fn paths(&self) -> &[PathBuf] {
         &self.paths
     }
 
@@ -174,18 +175,18 @@ impl FileSource {
     }
 
     /// Where each policy in force was read.
-    pub fn provenance(&self) -> BTreeMap<String, Provenance> {
+    pub(crate) fn provenance(&self) -> BTreeMap<String, Provenance> {
         self.state.provenance()
     }
 
     /// How many policies are enforced from a last good version.
-    pub fn kept_last_good(&self) -> usize {
+    pub(crate) fn kept_last_good(&self) -> usize {
         self.state.stale()
     }
 
     /// Reads the files again and merges them in; logs each new problem once (warn, with
     /// `file:line:col`) and each change (info). Returns the merge.
-    pub fn rescan(&mut self) -> Merged {
+    pub(crate) fn rescan(&mut self) -> Merged {
         let scanned = scan(&self.paths);
         self.take(merge(&self.state, &scanned.files), &scanned.warnings)
     }

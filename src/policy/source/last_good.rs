@@ -14,7 +14,7 @@ use crate::policy::registry::Provenance;
 
 /// Where a document sits: its file and its index among that file's documents.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Place {
+pub(crate) struct Place {
     /// The file, as named in diagnostics.
     pub file: String,
     /// 0-based index among the file's non-blank documents.
@@ -23,7 +23,7 @@ pub struct Place {
 
 /// What one document of a scan holds.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Document {
+pub(crate) enum Document {
     /// A valid policy (boxed: a policy is large beside a problem list).
     Valid(Box<LoadedPolicy>),
     /// An invalid document.
@@ -37,7 +37,7 @@ pub enum Document {
 
 /// One file of a scan.
 #[derive(Clone, Debug, PartialEq)]
-pub enum FileScan {
+pub(crate) enum FileScan {
     /// Its documents, in order.
     Read(Vec<Document>),
     /// The file as a whole could not be read (too large, not UTF-8, no document...).
@@ -45,11 +45,11 @@ pub enum FileScan {
 }
 
 /// Every policy file found, in load order.
-pub type Scan = Vec<(String, FileScan)>;
+pub(crate) type Scan = Vec<(String, FileScan)>;
 
 /// A policy in force and where it came from.
 #[derive(Clone, Debug, PartialEq)]
-pub struct InForce {
+pub(crate) struct InForce {
     /// The version enforced.
     pub policy: HealthPolicy,
     /// The document that speaks for it now.
@@ -62,7 +62,7 @@ pub struct InForce {
 
 /// What the file source holds between scans.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LastGood {
+pub(crate) struct LastGood {
     /// The policies in force, by name.
     pub in_force: BTreeMap<String, InForce>,
     /// Every problem of the last scan (`file:line:col: error: message`), so an unchanged one is
@@ -72,7 +72,7 @@ pub struct LastGood {
 
 /// How the set in force changed for one policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A new policy.
     Added(String),
     /// A new valid version replaced the one in force.
@@ -87,7 +87,7 @@ pub enum Change {
 
 /// The outcome of [`merge`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// The new state.
     pub next: LastGood,
     /// Problems not reported before: log each once.
@@ -98,12 +98,12 @@ pub struct Merged {
 
 impl LastGood {
     /// The policies in force, by name.
-    pub fn policies(&self) -> Vec<HealthPolicy> {
+    pub(crate) fn policies(&self) -> Vec<HealthPolicy> {
         self.in_force.values().map(|p| p.policy.clone()).collect()
     }
 
     /// Where each policy in force comes from, for the registry and the API.
-    pub fn provenance(&self) -> BTreeMap<String, Provenance> {
+    pub(crate) fn provenance(&self) -> BTreeMap<String, Provenance> {
         self.in_force
             .iter()
             .map(|(name, p)| {
@@ -118,7 +118,7 @@ impl LastGood {
     }
 
     /// How many policies are enforced from a last good version.
-    pub fn stale(&self) -> usize {
+    pub(crate) fn stale(&self) -> usize {
         self.in_force
             .values()
             .filter(|p| !p.problems.is_empty())
@@ -127,18 +127,50 @@ impl LastGood {
 }
 
 /// Merges `scan` into `prev` (see the module doc).
-#[allow(clippy::too_many_lines, reason = "split pending (issue 7 follow-up)")]
-pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
-    let mut next: BTreeMap<String, InForce> = BTreeMap::new();
-    let mut problems: Vec<Diagnostic> = Vec::new();
-    let mut named = Vec::new();
-    let mut anonymous = Vec::new();
-    let mut unreadable = Vec::new();
+pub(crate) fn merge(prev: &LastGood, scan: &Scan) -> Merged {
+    let Sorted {
+        mut next,
+        problems,
+        named,
+        anonymous,
+        unreadable,
+    } = sort(scan);
+    keep_last_good(prev, &mut next, named, anonymous, unreadable);
+    let changes = changes(&prev.in_force, &next);
+    let reported: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+    Merged {
+        next: LastGood {
+            in_force: next,
+            reported,
+        },
+        new_problems: unreported(prev, problems),
+        changes,
+    }
+}
+
+/// A scan sorted by what its documents hold: the first pass of [`merge`].
+#[derive(Default)]
+struct Sorted<'a> {
+    /// The valid documents' policies, by name (the first definition of a name wins).
+    next: BTreeMap<String, InForce>,
+    /// Every problem, in scan order.
+    problems: Vec<Diagnostic>,
+    /// Invalid documents whose policy name could be read.
+    named: Vec<(&'a str, Place, &'a [Diagnostic])>,
+    /// Invalid documents without a readable name.
+    anonymous: Vec<(Place, &'a [Diagnostic])>,
+    /// Files that could not be read at all.
+    unreadable: Vec<(&'a str, &'a Diagnostic)>,
+}
+
+/// Sorts every document of `scan`, valid ones put in force.
+fn sort(scan: &Scan) -> Sorted<'_> {
+    let mut sorted = Sorted::default();
     for (file, content) in scan {
         let docs = match content {
             FileScan::Unreadable(d) => {
-                problems.push(d.clone());
-                unreadable.push((file.as_str(), d));
+                sorted.problems.push(d.clone());
+                sorted.unreadable.push((file.as_str(), d));
                 continue;
             }
             FileScan::Read(docs) => docs,
@@ -148,22 +180,41 @@ pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
                 file: file.clone(),
                 index,
             };
-            match doc {
-                Document::Valid(loaded) => {
-                    if let Some(d) = take_valid(&mut next, loaded, place) {
-                        problems.push(d);
-                    }
+            sorted.add(place, doc);
+        }
+    }
+    sorted
+}
+
+impl<'a> Sorted<'a> {
+    /// Sorts the document at `place`.
+    fn add(&mut self, place: Place, doc: &'a Document) {
+        match doc {
+            Document::Valid(loaded) => {
+                if let Some(d) = take_valid(&mut self.next, loaded, place) {
+                    self.problems.push(d);
                 }
-                Document::Invalid { name, diagnostics } => {
-                    problems.extend(diagnostics.iter().cloned());
-                    match name {
-                        Some(name) => named.push((name.as_str(), place, diagnostics)),
-                        None => anonymous.push((place, diagnostics)),
-                    }
+            }
+            Document::Invalid { name, diagnostics } => {
+                self.problems.extend(diagnostics.iter().cloned());
+                match name {
+                    Some(name) => self.named.push((name.as_str(), place, diagnostics)),
+                    None => self.anonymous.push((place, diagnostics)),
                 }
             }
         }
     }
+}
+
+/// Keeps in `next` the last good version of each policy whose document is invalid (found by
+/// name, else by place) or whose file is unreadable, unless another document claims its name.
+fn keep_last_good(
+    prev: &LastGood,
+    next: &mut BTreeMap<String, InForce>,
+    named: Vec<(&str, Place, &[Diagnostic])>,
+    anonymous: Vec<(Place, &[Diagnostic])>,
+    unreadable: Vec<(&str, &Diagnostic)>,
+) {
     // Names some document of this scan speaks for: no other document may keep them.
     let claimed: BTreeSet<String> = next
         .keys()
@@ -172,7 +223,7 @@ pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
         .collect();
     for (name, place, diagnostics) in named {
         if let (false, Some(old)) = (next.contains_key(name), prev.in_force.get(name)) {
-            next.insert(name.to_owned(), kept(old, place, diagnostics.clone()));
+            next.insert(name.to_owned(), kept(old, place, diagnostics.to_vec()));
         }
     }
     for (place, diagnostics) in anonymous {
@@ -181,7 +232,7 @@ pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
             .iter()
             .find(|(n, old)| old.place == place && !claimed.contains(*n) && !next.contains_key(*n));
         if let Some((name, old)) = held {
-            next.insert(name.clone(), kept(old, place, diagnostics.clone()));
+            next.insert(name.clone(), kept(old, place, diagnostics.to_vec()));
         }
     }
     for (file, d) in unreadable {
@@ -194,24 +245,18 @@ pub fn merge(prev: &LastGood, scan: &Scan) -> Merged {
             next.insert(name.clone(), kept(old, old.place.clone(), vec![d.clone()]));
         }
     }
-    let changes = changes(&prev.in_force, &next);
-    let reported: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+}
+
+/// The problems `prev` did not report, each once.
+fn unreported(prev: &LastGood, problems: Vec<Diagnostic>) -> Vec<Diagnostic> {
     let mut seen = BTreeSet::new();
-    let new_problems = problems
+    problems
         .into_iter()
         .filter(|d| {
             let key = d.to_string();
             !prev.reported.contains(&key) && seen.insert(key)
         })
-        .collect();
-    Merged {
-        next: LastGood {
-            in_force: next,
-            reported,
-        },
-        new_problems,
-        changes,
-    }
+        .collect()
 }
 
 /// Puts a valid document in force, or returns the duplicate-name problem when an earlier

@@ -3,7 +3,7 @@
 //! task feeding the registry.
 
 pub mod files;
-pub mod last_good;
+pub(crate) mod last_good;
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use super::types::HealthPolicy;
 
 /// Composes the set in force: `base` (files) plus `remote`; a remote policy replaces a
 /// base one of the same name.
-pub fn compose(
+pub(crate) fn compose(
     base: &[HealthPolicy],
     remote: &BTreeMap<String, HealthPolicy>,
 ) -> Vec<HealthPolicy> {

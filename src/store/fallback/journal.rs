@@ -13,7 +13,7 @@ use crate::store::atomic_file::{read_json_or_default, write_json_atomic};
 use crate::store::memory::RETAINED;
 
 /// The journal's file name under the state directory.
-pub const JOURNAL_FILE: &str = "fallback.json";
+pub(crate) const JOURNAL_FILE: &str = "fallback.json";
 
 /// What waits for Redis, as written to the journal.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -14,7 +14,7 @@
 //!
 //! A call that fails with a Redis error is served locally instead; the outage is logged once
 //! at warn when it begins and once at info when it ends, not per call. While the outage lasts,
-//! Redis is asked at most once per probe period (default 1 s, [`DEFAULT_PROBE_EVERY`]); the other
+//! Redis is asked at most once per probe period (default 1 s, [`DEFAULT_PROBE_EVERY`](outage::DEFAULT_PROBE_EVERY)); the other
 //! calls go straight to the local view, so an unreachable host (connection timeouts) does not
 //! slow every decision down.
 //!
@@ -66,13 +66,11 @@ use tokio_util::sync::CancellationToken;
 use super::memory::MemoryStore;
 use super::{AuditRecord, Result, StateStore};
 use crate::model::safety::{SafetyState, merge_safety};
-pub use journal::JOURNAL_FILE;
 use journal::Journal;
-pub use outage::DEFAULT_PROBE_EVERY;
 use outage::{Outage, is_outage, outage_error};
 
 /// The default period of the background re-sync task.
-pub const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Redis first, the local view during an outage; see the module documentation.
 pub struct FallbackStore {
@@ -116,14 +114,15 @@ impl FallbackStore {
     }
 
     /// During an outage, asks Redis at most once per `every` (zero: on every call).
-    pub fn with_probe_every(mut self, every: Duration) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_probe_every(mut self, every: Duration) -> Self {
         self.outage.set_probe_every(every);
         self
     }
 
     /// Persists the dirty keys and the audit backlog to `<dir>/fallback.json` from now on,
     /// first loading what an earlier run left there (to be pushed when Redis answers).
-    pub fn with_journal(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
+    pub(crate) fn with_journal(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
         self.journal.open(dir)?;
         Ok(self)
     }
@@ -281,7 +280,7 @@ impl FallbackStore {
 
     /// Spawns the task that re-syncs every `every` while something waits for the remote;
     /// it ends with `shutdown` or when the store is dropped.
-    pub fn spawn_resync(
+    pub(crate) fn spawn_resync(
         self: &Arc<Self>,
         every: Duration,
         shutdown: CancellationToken,

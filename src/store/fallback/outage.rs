@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use crate::store::StoreError;
 
 /// During an outage, Redis is asked at most once per this period.
-pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a probe in flight keeps other calls on the local view (a little more than the
 /// Redis client's 5 s response timeout). A partition blackholes packets: a probe then waits for
 /// the whole timeout, and without this every call of a reconcile would become a probe in turn.
-pub const PROBE_IN_FLIGHT: Duration = Duration::from_secs(6);
+pub(crate) const PROBE_IN_FLIGHT: Duration = Duration::from_secs(6);
 
 /// Redis is unreachable: only then does the local view stand in. An error reply (a key of the
 /// wrong type…) is passed on, never taken for an outage (two operators would both act).
@@ -55,6 +55,7 @@ impl Default for Outage {
 impl Outage {
     /// During an outage, asks Redis at most once per `every` after the last probe ended
     /// (zero: on every call, and no hold while a probe is in flight).
+    #[cfg(test)]
     pub(super) fn set_probe_every(&mut self, every: Duration) {
         self.probe_every = every;
         if every.is_zero() {
