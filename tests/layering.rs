@@ -13,7 +13,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("policy", &["model"]),
     ("engine", &["model", "util"]),
     ("analyze", &["model", "policy"]),
-    ("observe", &["model", "policy", "engine"]),
+    // `util` for the open-file budget of the cgroup files it holds open.
+    ("observe", &["model", "policy", "engine", "util"]),
     ("store", &["model", "util"]),
     ("bus", &["model"]),
     (
