@@ -407,9 +407,11 @@ fn remove_containers_with_label(label: &str) {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    if !ids.is_empty() {
+    // A few at a time: one `docker rm` of 1000 ids removes them all at once, which hung
+    // Docker 20.10 on fuse-overlayfs here (docs/BENCHMARKS.md §9b).
+    for chunk in ids.chunks(16) {
         // Best effort in Drop: never panic while unwinding.
-        let _ = docker_cli().args(["rm", "-f", "-v"]).args(&ids).output();
+        let _ = docker_cli().args(["rm", "-f", "-v"]).args(chunk).output();
     }
 }
 
