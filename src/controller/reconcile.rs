@@ -193,7 +193,13 @@ fn next_look(
     observed: &Observed,
     now: chrono::DateTime<Utc>,
 ) -> Duration {
-    let mut wait = spread(ctx.config.reinspect(), &observed.info.id);
+    let mut wait = if settled(&observed.info) {
+        spread(ctx.config.reinspect(), &observed.info.id)
+    } else {
+        // Not running, or not healthy: what an inspection shows may still be changing (an
+        // `oom` event after the `die`, a healthcheck not settled), so look again every resync.
+        ctx.config.resync
+    };
     if let (Some(probe), Some(since)) = (&policy.spec.probes.healthcheck, observed.unhealthy_since)
     {
         let due = crate::model::safety::later(since, probe.unhealthy_for.get());
@@ -202,6 +208,13 @@ fn next_look(
         }
     }
     wait.max(Duration::from_millis(50))
+}
+
+/// Running, and healthy or without a healthcheck: nothing an event would not announce.
+fn settled(info: &crate::model::container::ContainerInfo) -> bool {
+    use crate::model::container::{ContainerState, HealthStatus};
+    info.state == ContainerState::Running
+        && matches!(info.health, HealthStatus::Healthy | HealthStatus::None)
 }
 
 /// `interval` shortened by up to a tenth, by a fraction fixed for each container id: the
@@ -245,6 +258,27 @@ fn requeue_until(ctx: &Context, at: Option<chrono::DateTime<Utc>>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_running_healthy_container_waits_for_the_long_reinspection() {
+        use crate::model::container::{ContainerState as S, HealthStatus as H};
+        let mut info = crate::engine::fake::running("web", &[]);
+        // (state, health, settled)
+        let cases = [
+            (S::Running, H::None, true),
+            (S::Running, H::Healthy, true),
+            (S::Running, H::Unhealthy, false),
+            (S::Running, H::Starting, false),
+            (S::Exited, H::None, false),
+            (S::Restarting, H::None, false),
+            (S::Dead, H::None, false),
+        ];
+        for (state, health, want) in cases {
+            info.state = state;
+            info.health = health;
+            assert_eq!(settled(&info), want, "{state:?} {health:?}");
+        }
+    }
 
     #[test]
     fn reinspections_are_spread_over_the_last_tenth_of_the_interval() {
