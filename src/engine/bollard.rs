@@ -343,18 +343,11 @@ impl ContainerEngine for BollardEngine {
     }
 
     async fn list_containers(&self, label_filter: Option<&str>) -> Result<Vec<ContainerInfo>> {
-        let mut options = ListContainersOptionsBuilder::new().all(true);
-        if let Some(label) = label_filter {
-            options = options.filters(&HashMap::from([("label", vec![label])]));
-        }
-        let summaries = with_deadline(
-            "list",
-            CALL_TIMEOUT,
-            self.docker.list_containers(Some(options.build())),
-        )
-        .await?
-        .map_err(|e| self.classify("list", None, e))?;
-        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+        let ids = self
+            .list_summaries(label_filter)
+            .await?
+            .into_iter()
+            .map(|s| s.id);
         let mut containers: Vec<ContainerInfo> = stream::iter(ids)
             .map(|id| async move { self.inspect(&id).await })
             .buffer_unordered(INSPECT_CONCURRENCY)

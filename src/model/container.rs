@@ -313,25 +313,10 @@ mod tests {
 
     #[test]
     fn a_list_entry_differs_from_the_last_inspection_in_state_health_or_name() {
-        let last = ContainerInfo {
-            id: "c1".into(),
-            name: "web".into(),
-            image: "img".into(),
-            labels: BTreeMap::new(),
-            state: ContainerState::Running,
-            exit_code: None,
-            oom_killed: false,
-            health: HealthStatus::Healthy,
-            health_failing_streak: 0,
-            health_output: None,
-            restart_count: 0,
-            started_at: None,
-            finished_at: None,
-            limits: ResourceLimits::default(),
-            pid: Some(1),
-        };
+        let mut last = crate::engine::fake::running("web", &[]);
+        last.health = HealthStatus::Healthy;
         let summary = |state, health, name: &str| ContainerSummary {
-            id: "c1".into(),
+            id: "web-id".into(),
             name: name.into(),
             labels: BTreeMap::new(),
             state,
