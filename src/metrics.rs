@@ -227,6 +227,7 @@ pub struct Metrics {
     external_requests: Family<ResultLabels, Counter>,
     docker_events: Family<ActionLabels, Counter>,
     watch_restarts: Counter,
+    exits_decided_from_events: Counter,
     containers_observed: Gauge,
     queue_depth: Gauge,
     in_flight: Gauge,
@@ -287,6 +288,7 @@ impl Metrics {
             external_requests: Family::default(),
             docker_events: Family::default(),
             watch_restarts: Counter::default(),
+            exits_decided_from_events: Counter::default(),
             containers_observed: Gauge::default(),
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
@@ -418,6 +420,11 @@ impl Metrics {
             "watch_restarts",
             "Times the Docker watch broke and was restarted (re-list, then events)",
             self.watch_restarts.clone(),
+        );
+        registry.register(
+            "exits_decided_from_events",
+            "Exits decided from the die event's exit code, before any inspection confirmed them",
+            self.exits_decided_from_events.clone(),
         );
     }
 
@@ -609,6 +616,11 @@ impl Metrics {
     /// Counts a restart of the Docker watch.
     pub(crate) fn watch_restart(&self) {
         self.watch_restarts.inc();
+    }
+
+    /// Counts an exit decided from its `die` event, without an inspection.
+    pub(crate) fn decided_from_event(&self) {
+        self.exits_decided_from_events.inc();
     }
 
     /// Records how long one sampler pass took, in seconds.
@@ -828,6 +840,7 @@ mod tests {
             "hemostat_external_requests",
             "hemostat_docker_events",
             "hemostat_watch_restarts",
+            "hemostat_exits_decided_from_events",
             "hemostat_containers_observed",
             "hemostat_queue_depth",
             "hemostat_in_flight",

@@ -102,9 +102,18 @@ pub async fn reconcile_in(id: &str, ctx: &Context, slot: &mut Slot) -> Result<Ac
     Ok(requeue_until(ctx, retry_at))
 }
 
-/// Inspects the container afresh (events only trigger; the inspection is the truth) and
-/// returns its view, `None` when it is gone or out of scope.
+/// Inspects the container afresh (the inspection is the truth) and returns its view, `None`
+/// when it is gone or out of scope. An exit a `die` event told of the run last inspected is
+/// decided from the event without waiting for the engine (which answers slowly while it
+/// handles many exits at once); the reconcile after that inspects.
 async fn refresh(ctx: &Context, id: &str) -> Result<Option<Observed>, Error> {
+    if let Some(told) = ctx.observed.take_told_exit(id) {
+        if ctx.config.in_scope(&told.info.labels) {
+            debug!(container = %told.info.name, exit_code = ?told.info.exit_code, "deciding the exit a die event told");
+            ctx.metrics.decided_from_event();
+            return Ok(Some(told));
+        }
+    }
     match ctx.docker.inspect(id).await {
         Ok(Some(info)) if ctx.config.in_scope(&info.labels) => {
             ctx.observed.upsert(info, Utc::now());

@@ -504,3 +504,53 @@ async fn a_crash_during_its_own_repair_is_looked_at_after_the_repair_not_beside_
     shutdown.cancel();
     runner.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_exits_is_decided_from_the_die_events_while_the_engine_is_slow_to_answer() {
+    use crate::model::container::{ContainerEvent, ContainerState, EventAction};
+    const N: usize = 200;
+    let (mut t, ids) = storm(CRASH, N, Duration::from_secs(2));
+    // Each was inspected running before the storm (the engine now has it exited, code 1).
+    let t0 = Utc::now();
+    for id in &ids {
+        let mut was = t.engine.get(id).unwrap();
+        was.state = ContainerState::Running;
+        was.exit_code = None;
+        was.finished_at = None;
+        was.started_at = Some(t0 - chrono::Duration::seconds(60));
+        t.ctx.observed.upsert(was, t0);
+    }
+    // The engine, busy with 200 exits, takes 10 s to answer an inspection.
+    t.engine.set_inspect_takes(Duration::from_secs(10));
+    let (shutdown, runner) = run_loop(&mut t, &[]);
+    for id in &ids {
+        let info = t.engine.get(id).unwrap();
+        let die = ContainerEvent {
+            action: EventAction::Die,
+            container_id: id.clone(),
+            name: info.name,
+            labels: info.labels,
+            time: t0,
+            exit_code: Some(1),
+            signal: None,
+        };
+        super::watch::handle_event(&t.ctx, die).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = t.envelopes().await;
+    assert_eq!(count(&seen, EventType::HealthAlert), N);
+    assert_eq!(count(&seen, EventType::RemediationNeeded), N);
+    assert_eq!(t.engine.inspections(), 0, "no decision waited on the engine");
+    let metrics = t.ctx.metrics.encode();
+    assert!(
+        metrics.contains(&format!("hemostat_exits_decided_from_events_total {N}")),
+        "{metrics}"
+    );
+
+    t.engine.set_inspect_takes(Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(completes(&t).await, vec![status("success", None); N]);
+    assert_eq!(t.engine.calls().len(), N, "one restart each");
+    shutdown.cancel();
+    runner.await.unwrap();
+}

@@ -38,7 +38,7 @@ pub async fn relist(ctx: &Context) -> Result<usize, crate::engine::EngineError> 
     Ok(list.len())
 }
 
-async fn handle_event(ctx: &Context, event: ContainerEvent) {
+pub(super) async fn handle_event(ctx: &Context, event: ContainerEvent) {
     debug!(container = %event.name, action = ?event.action, "docker event");
     ctx.metrics.docker_event(&event_label(&event.action));
     // What the event says beyond an inspection is recorded before the inspection replaces

@@ -60,6 +60,10 @@ pub struct FakeEngine {
     diagnostics: Mutex<HashMap<String, Diagnostics>>,
     /// Restarts answering now, and the most there ever were at once.
     restarts_in_flight: Mutex<(usize, usize)>,
+    /// How long every `inspect` takes before it answers (an engine busy with a storm).
+    inspect_takes: Mutex<Option<Duration>>,
+    /// `inspect` calls so far.
+    inspections: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for FakeEngine {
@@ -72,6 +76,8 @@ impl Default for FakeEngine {
             events: broadcast::channel(1024).0,
             diagnostics: Mutex::default(),
             restarts_in_flight: Mutex::default(),
+            inspect_takes: Mutex::default(),
+            inspections: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -157,6 +163,16 @@ impl FakeEngine {
             .lock()
             .expect("fake lock")
             .insert(id.to_owned(), reading);
+    }
+
+    /// Makes every `inspect` take `takes` (the tokio clock) before it answers.
+    pub fn set_inspect_takes(&self, takes: Duration) {
+        *self.inspect_takes.lock().expect("fake lock") = Some(takes);
+    }
+
+    /// How many `inspect` calls were made.
+    pub fn inspections(&self) -> usize {
+        self.inspections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Emits an event to every open `events()` stream.
@@ -265,6 +281,12 @@ impl ContainerEngine for FakeEngine {
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        self.inspections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let takes = *self.inspect_takes.lock().expect("fake lock");
+        if let Some(takes) = takes {
+            tokio::time::sleep(takes).await;
+        }
         Ok(self.get(id))
     }
 

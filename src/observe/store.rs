@@ -36,6 +36,11 @@ pub struct Observed {
     pub oom_seen: bool,
     /// When it was last seen in a list or inspection.
     pub seen_at: DateTime<Utc>,
+    /// `info` shows an exit told by a `die` event that no inspection has confirmed yet, and
+    /// the next reconcile may decide from it without asking the engine (see
+    /// [`ObservedStore::take_told_exit`]).
+    #[serde(skip)]
+    pub(crate) exit_told: bool,
     /// How the restarts already in `restarts` were accounted (events vs inspections).
     #[serde(skip)]
     tally: RestartTally,
@@ -58,10 +63,35 @@ impl Observed {
             unhealthy_since,
             oom_seen: false,
             seen_at: now,
+            exit_told: false,
             tally,
         }
     }
+
+    /// Takes in a `die` event of the run last inspected: `info` shows the exit (state, code,
+    /// time, an OOM kill when its `oom` event came first). The exit may be decided without an
+    /// inspection unless its code is 137 with no `oom` event yet: a SIGKILL, which may be the
+    /// OOM killer's, whose event can still follow. A `die` of an earlier run, or of a container
+    /// not known to be running, changes nothing.
+    fn note_die(&mut self, at: DateTime<Utc>, exit_code: i64) {
+        let running = matches!(
+            self.info.state,
+            ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+        );
+        if !running || self.info.started_at.is_some_and(|s| s > at) {
+            return;
+        }
+        self.info.state = ContainerState::Exited;
+        self.info.exit_code = Some(exit_code);
+        self.info.finished_at = Some(at);
+        self.info.pid = None;
+        self.info.oom_killed = self.oom_seen;
+        self.exit_told = exit_code != SIGKILL_EXIT_CODE || self.oom_seen;
+    }
 }
+
+/// The exit code of a process ended by SIGKILL (128 + 9), the OOM killer's signal.
+const SIGKILL_EXIT_CODE: i64 = 137;
 
 impl Observed {
     /// A container first inspected by this process that an earlier one had seen: its restarts
@@ -303,6 +333,18 @@ impl ObservedStore {
             .cloned()
     }
 
+    /// A copy of the view of `id` when it shows an exit told by a `die` event and not yet
+    /// decided (see [`Observed::exit_told`]); once only: the reconcile after inspects.
+    pub fn take_told_exit(&self, id: &str) -> Option<Observed> {
+        let mut map = self
+            .containers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let o = map.get_mut(id).filter(|o| o.exit_told)?;
+        o.exit_told = false;
+        Some(o.clone())
+    }
+
     /// A copy of the view of the container named `name` (without the leading `/`).
     pub fn find_by_name(&self, name: &str) -> Option<Observed> {
         self.containers
@@ -392,6 +434,7 @@ impl ObservedStore {
                 }
                 o.info = info;
                 o.seen_at = now;
+                o.exit_told = false;
             }
         }
     }
@@ -464,6 +507,14 @@ impl ObservedStore {
                 }
                 o.manual_stop = false;
                 o.oom_seen = false;
+                // Started again: what the `die` told is over; the reconcile inspects.
+                o.exit_told = false;
+            }
+            // The exits of HemoStat's own stops and restarts are for its verification to see.
+            EventAction::Die if !ours => {
+                if let Some(code) = event.exit_code {
+                    o.note_die(event.time, code);
+                }
             }
             EventAction::Oom => o.oom_seen = true,
             EventAction::HealthStatus(HealthStatus::Unhealthy) => {
@@ -541,6 +592,72 @@ mod tests {
             exit_code: None,
             signal: None,
         }
+    }
+
+    #[test]
+    fn a_die_event_tells_an_exit_that_may_be_decided_once_without_an_inspection() {
+        let t0 = Utc::now();
+        let secs = chrono::Duration::seconds;
+        // (events before the die, die exit code, die time after the inspected start,
+        //  the container's state as inspected, HemoStat acting, told, oom_killed)
+        let cases: [(&[EventAction], i64, i64, ContainerState, bool, bool, bool); 8] = [
+            (&[], 3, 5, ContainerState::Running, false, true, false),
+            (&[], 0, 5, ContainerState::Running, false, true, false),
+            // SIGKILL: the OOM killer's `oom` event may still come; inspect.
+            (&[], 137, 5, ContainerState::Running, false, false, false),
+            (&[EventAction::Oom], 137, 5, ContainerState::Running, false, true, true),
+            // The die of an earlier run than the one inspected.
+            (&[], 3, -5, ContainerState::Running, false, false, false),
+            // Already inspected as exited: the inspection has it.
+            (&[], 3, 5, ContainerState::Exited, false, false, false),
+            // HemoStat's own restart: its verification watches.
+            (&[], 143, 5, ContainerState::Running, true, false, false),
+            // Started again after the die, before the reconcile took it.
+            (&[], 3, 5, ContainerState::Running, false, false, false),
+        ];
+        for (i, (before, code, after, state, ours, told, oom)) in cases.into_iter().enumerate() {
+            let store = ObservedStore::default();
+            let acting = Acting::default();
+            let mut inspected = info(state, None);
+            inspected.started_at = Some(t0);
+            store.upsert(inspected, t0);
+            let _ours = ours.then(|| acting.begin("c1"));
+            for action in before {
+                store.apply_event(&event(action.clone()), &acting);
+            }
+            let mut die = event(EventAction::Die);
+            die.time = t0 + secs(after);
+            die.exit_code = Some(code);
+            store.apply_event(&die, &acting);
+            if i == 7 {
+                let mut start = event(EventAction::Start);
+                start.time = t0 + secs(after + 1);
+                store.apply_event(&start, &acting);
+            }
+            let taken = store.take_told_exit("c1");
+            assert_eq!(taken.is_some(), told, "case {i}");
+            if let Some(o) = taken {
+                assert_eq!(o.info.state, ContainerState::Exited, "case {i}");
+                assert_eq!(o.info.exit_code, Some(code), "case {i}");
+                assert_eq!(o.info.finished_at, Some(die.time), "case {i}");
+                assert_eq!(o.info.oom_killed, oom, "case {i}");
+                assert!(store.take_told_exit("c1").is_none(), "once only: case {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_inspection_replaces_what_a_die_event_told() {
+        let store = ObservedStore::default();
+        let acting = Acting::default();
+        store.upsert(info(ContainerState::Running, None), Utc::now());
+        let mut die = event(EventAction::Die);
+        die.exit_code = Some(1);
+        die.time = Utc::now() + chrono::Duration::seconds(1);
+        store.apply_event(&die, &acting);
+        store.upsert(info(ContainerState::Running, None), Utc::now());
+        assert!(store.take_told_exit("c1").is_none());
+        assert_eq!(store.get("c1").unwrap().info.state, ContainerState::Running);
     }
 
     #[test]
