@@ -35,6 +35,17 @@ impl Governed {
         self.leak || self.cpu_above.is_some() || self.memory_above.is_some()
     }
 
+    /// The memory percentage from which a decision depends on the memory in use: `0` for a
+    /// trend (every sample feeds it), the memory probe's threshold, or `None` (no decision
+    /// reads memory; see [`Sampler::sample_with`]).
+    fn exact_memory_from(&self) -> Option<f64> {
+        if self.leak {
+            Some(0.0)
+        } else {
+            self.memory_above
+        }
+    }
+
     /// Whether a new `usage` sample could make the analyzer find something: a threshold probe
     /// finds nothing while the latest sample is at or below its threshold.
     fn worth_a_look(&self, usage: &crate::model::usage::Usage) -> bool {
@@ -109,7 +120,11 @@ pub async fn run_sampler(
             }
         }
         let started = std::time::Instant::now();
-        let usages = sampler.sample(&infos, &host).await;
+        let usages = sampler
+            .sample_with(&infos, &host, |c| {
+                needs.get(&c.id).and_then(Governed::exact_memory_from)
+            })
+            .await;
         let took = started.elapsed();
         ctx.metrics.sample_pass(took.as_secs_f64());
         if took > ctx.config.sample_interval {

@@ -540,7 +540,11 @@ async fn a_storm_of_exits_is_decided_from_the_die_events_while_the_engine_is_slo
     let seen = t.envelopes().await;
     assert_eq!(count(&seen, EventType::HealthAlert), N);
     assert_eq!(count(&seen, EventType::RemediationNeeded), N);
-    assert_eq!(t.engine.inspections(), 0, "no decision waited on the engine");
+    assert_eq!(
+        t.engine.inspections(),
+        0,
+        "no decision waited on the engine"
+    );
     let metrics = t.ctx.metrics.encode();
     assert!(
         metrics.contains(&format!("hemostat_exits_decided_from_events_total {N}")),

@@ -33,6 +33,19 @@ pub struct Usage {
     pub memory_limit_bytes: u64,
 }
 
+/// What a container's memory percentages are of: its own limit (from its configuration, else
+/// the one its cgroup reports), or host memory when it has none or one beyond the host's.
+pub(crate) fn memory_limit_of(
+    limits: &ResourceLimits,
+    cgroup_limit: Option<u64>,
+    host: &HostInfo,
+) -> u64 {
+    match limits.memory_bytes.or(cgroup_limit) {
+        Some(l) if l > 0 && (host.memory_bytes == 0 || l < host.memory_bytes) => l,
+        _ => host.memory_bytes,
+    }
+}
+
 /// Usage between two readings of one container; `None` on a counter reset (the container
 /// restarted) or an empty interval.
 ///
@@ -57,11 +70,7 @@ pub(crate) fn usage_between(
         .map_or(host_cores, |c| c.min(host_cores));
     let cpu_percent = cpu_ns / (wall_ns * cores) * 100.0;
 
-    let container_limit = limits.memory_bytes.or(now.memory_limit_bytes);
-    let memory_limit_bytes = match container_limit {
-        Some(l) if l > 0 && (host.memory_bytes == 0 || l < host.memory_bytes) => l,
-        _ => host.memory_bytes,
-    };
+    let memory_limit_bytes = memory_limit_of(limits, now.memory_limit_bytes, host);
     let memory_percent = if memory_limit_bytes == 0 {
         0.0
     } else {

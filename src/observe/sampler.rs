@@ -40,7 +40,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::engine::ContainerEngine;
 use crate::model::container::{ContainerInfo, ContainerState, HostInfo};
-use crate::model::usage::{ResourceReading, Usage, usage_between};
+use crate::model::usage::{ResourceReading, Usage, memory_limit_of, usage_between};
 
 /// Where the host's cgroup hierarchy is usually mounted.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -88,24 +88,50 @@ impl CgroupFiles {
         stat: &str,
         limit: Option<u64>,
     ) -> Option<ResourceReading> {
-        let cpu_total_ns = if self.unified {
-            parse_v2_cpu_usage_ns(cpu)?
-        } else {
-            parse_u64(cpu)?
-        };
+        let cpu_total_ns = self.cpu_ns(cpu)?;
         let usage = parse_u64(usage)?;
-        let inactive = if self.unified {
+        Some(reading_of(
+            at,
+            cpu_total_ns,
+            usage,
+            self.inactive_file(stat),
+            limit,
+        ))
+    }
+
+    /// The CPU counter, in ns.
+    fn cpu_ns(&self, cpu: &str) -> Option<u64> {
+        if self.unified {
+            parse_v2_cpu_usage_ns(cpu)
+        } else {
+            parse_u64(cpu)
+        }
+    }
+
+    /// The reclaimable page cache `memory.stat` shows (0 when it does not say).
+    fn inactive_file(&self, stat: &str) -> u64 {
+        let key = if self.unified {
             "inactive_file"
         } else {
             "total_inactive_file"
         };
-        let cache = stat_value(stat, inactive).unwrap_or(0);
-        Some(ResourceReading {
-            at,
-            cpu_total_ns,
-            memory_used_bytes: usage.saturating_sub(cache.min(usage)),
-            memory_limit_bytes: limit,
-        })
+        stat_value(stat, key).unwrap_or(0)
+    }
+}
+
+/// A reading: the memory in use is the usage counter minus the reclaimable page cache.
+fn reading_of(
+    at: Instant,
+    cpu_total_ns: u64,
+    usage: u64,
+    inactive_file: u64,
+    limit: Option<u64>,
+) -> ResourceReading {
+    ResourceReading {
+        at,
+        cpu_total_ns,
+        memory_used_bytes: usage.saturating_sub(inactive_file.min(usage)),
+        memory_limit_bytes: limit,
     }
 }
 
@@ -122,6 +148,11 @@ pub struct LocatedCgroup {
     /// with `docker update`).
     limit: Option<u64>,
     reads_since_limit: u32,
+    /// The reclaimable page cache `memory.stat` last showed, read again every
+    /// [`STAT_REREAD_EVERY`] readings, or at once when the decision may depend on it (see
+    /// [`CgroupReader::read_located`]).
+    inactive_file: Option<u64>,
+    reads_since_stat: u32,
 }
 
 #[derive(Debug)]
@@ -140,6 +171,11 @@ impl LocatedCgroup {
 
 /// How many readings of open files go by between two reads of the memory limit file.
 pub const LIMIT_REREAD_EVERY: u32 = 12;
+
+/// How many readings of open files may go by between two reads of `memory.stat` while no
+/// decision depends on its page-cache figure. `memory.stat` costs most of a reading: the
+/// kernel formats some 35 counters for it (17 µs here, against 3 µs for a counter file).
+pub const STAT_REREAD_EVERY: u32 = 6;
 
 /// How many descriptors one container's open files take.
 pub const DESCRIPTORS_PER_CONTAINER: usize = 3;
@@ -251,18 +287,27 @@ impl CgroupReader {
             handles,
             limit: None,
             reads_since_limit: LIMIT_REREAD_EVERY,
+            inactive_file: None,
+            reads_since_stat: 0,
         };
-        let reading = self.read_located(&mut located, &mut Vec::new())?;
+        let reading = self.read_located(&mut located, &mut Vec::new(), Some(0))?;
         Some((located, reading))
     }
 
     /// Reads the counters of a located container (from its open files when it has them);
     /// `None` when they are gone: a stopped container's cgroup is removed, and a restarted
     /// one gets a new one (its open files then fail to read, or are unlinked).
+    ///
+    /// `exact_from`: the usage counter (bytes) from which a decision may depend on the memory
+    /// in use, so the page cache subtracted from it must be read now (`Some(0)`: always;
+    /// `None`: no decision reads memory). Below it, the memory in use (usage minus page cache)
+    /// is below it too, whatever the cache: the page-cache figure of an earlier reading, at
+    /// most [`STAT_REREAD_EVERY`] readings old, serves.
     pub fn read_located(
         &self,
         located: &mut LocatedCgroup,
         buf: &mut Vec<u8>,
+        exact_from: Option<u64>,
     ) -> Option<ResourceReading> {
         let Some(h) = &located.handles else {
             return self.read_at(&located.files);
@@ -272,8 +317,8 @@ impl CgroupReader {
         if h.cpu.metadata().ok()?.nlink() == 0 {
             return None;
         }
-        let cpu = read_from_start(&h.cpu, buf)?.to_owned();
-        let usage = read_from_start(&h.memory, buf)?.to_owned();
+        let cpu_total_ns = located.files.cpu_ns(read_from_start(&h.cpu, buf)?)?;
+        let usage = parse_u64(read_from_start(&h.memory, buf)?)?;
         if located.reads_since_limit >= LIMIT_REREAD_EVERY {
             located.limit = fs::read_to_string(&located.files.memory_limit)
                 .ok()
@@ -281,8 +326,28 @@ impl CgroupReader {
             located.reads_since_limit = 0;
         }
         located.reads_since_limit += 1;
-        let stat = read_from_start(&h.memory_stat, buf).unwrap_or_default();
-        located.files.reading(at, &cpu, &usage, stat, located.limit)
+        let stale_ok = located.reads_since_stat < STAT_REREAD_EVERY
+            && exact_from.is_none_or(|from| usage < from);
+        let inactive_file = match located.inactive_file {
+            Some(cached) if stale_ok => {
+                located.reads_since_stat += 1;
+                cached
+            }
+            _ => {
+                let stat = read_from_start(&h.memory_stat, buf).unwrap_or_default();
+                let fresh = located.files.inactive_file(stat);
+                located.inactive_file = Some(fresh);
+                located.reads_since_stat = 1;
+                fresh
+            }
+        };
+        Some(reading_of(
+            at,
+            cpu_total_ns,
+            usage,
+            inactive_file,
+            located.limit,
+        ))
     }
 
     /// Container directories relative to one hierarchy: cgroupfs, then systemd driver.
@@ -396,10 +461,11 @@ impl<D: ContainerEngine> Sampler<D> {
         &mut self,
         id: &str,
         located: &mut HashMap<String, LocatedCgroup>,
+        exact_from: Option<u64>,
     ) -> Option<ResourceReading> {
         let cgroups = self.cgroups.as_ref()?;
         if let Some(mut known) = self.located.remove(id)
-            && let Some(reading) = cgroups.read_located(&mut known, &mut self.buf)
+            && let Some(reading) = cgroups.read_located(&mut known, &mut self.buf, exact_from)
         {
             self.open_in_pass += usize::from(known.is_open());
             located.insert(id.to_owned(), known);
@@ -415,11 +481,27 @@ impl<D: ContainerEngine> Sampler<D> {
 
     /// Reads every running container of `containers` (cgroup files first, the engine's stats
     /// API concurrently for the rest) and returns the usage of each one that also had a
-    /// reading in the previous pass, sorted by id.
+    /// reading in the previous pass, sorted by id. Every memory figure is exact (see
+    /// [`Self::sample_with`]).
     pub async fn sample(
         &mut self,
         containers: &[ContainerInfo],
         host: &HostInfo,
+    ) -> Vec<(String, Usage)> {
+        self.sample_with(containers, host, |_| Some(0.0)).await
+    }
+
+    /// [`Self::sample`], where `exact_from(container)` is the memory percentage from which a
+    /// decision about it depends on its memory in use (its policy's memory threshold; `0`
+    /// for a trend, which every sample feeds; `None` when no decision reads its memory).
+    /// Below it, the page cache subtracted from its usage counter may be a few readings old
+    /// (at most [`STAT_REREAD_EVERY`]): the memory in use is below the threshold whatever
+    /// the cache, since the counter itself is.
+    pub async fn sample_with(
+        &mut self,
+        containers: &[ContainerInfo],
+        host: &HostInfo,
+        exact_from: impl Fn(&ContainerInfo) -> Option<f64>,
     ) -> Vec<(String, Usage)> {
         let running: Vec<&ContainerInfo> = containers
             .iter()
@@ -431,7 +513,12 @@ impl<D: ContainerEngine> Sampler<D> {
             Vec::with_capacity(running.len());
         let mut from_api: Vec<String> = Vec::new();
         for c in running {
-            let reading = self.read_cgroup(&c.id, &mut located);
+            let exact = exact_from(c).map(|percent| {
+                let cgroup_limit = self.previous.get(&c.id).and_then(|p| p.memory_limit_bytes);
+                let of = memory_limit_of(&c.limits, cgroup_limit, host);
+                (percent.max(0.0) / 100.0 * of as f64) as u64
+            });
+            let reading = self.read_cgroup(&c.id, &mut located, exact);
             match reading {
                 Some(r) => readings.push((c.id.clone(), Ok(r))),
                 None => from_api.push(c.id.clone()),
@@ -763,6 +850,63 @@ mod tests {
                 "budget {budget}"
             );
         }
+    }
+
+    #[test]
+    fn the_page_cache_figure_is_read_again_when_a_decision_may_depend_on_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write(root.path(), "cgroup.controllers", "cpu memory\n");
+        let dir = root.path().join("docker/aaa-id");
+        write(&dir, "cpu.stat", "usage_usec 1\n");
+        write(&dir, "memory.max", "max\n");
+        let put = |usage: u64, inactive: u64| {
+            write(&dir, "memory.current", &format!("{usage}\n"));
+            write(&dir, "memory.stat", &format!("inactive_file {inactive}\n"));
+        };
+        let reader = CgroupReader::new(root.path());
+        put(10_000, 4_000);
+        let files = reader.locate("aaa-id").expect("located");
+        let (mut located, first) = reader.open(files, true).expect("opened");
+        assert!(located.is_open());
+        assert_eq!(first.memory_used_bytes, 6_000);
+        let mut buf = Vec::new();
+        let mut used = |located: &mut LocatedCgroup, exact_from| {
+            reader
+                .read_located(located, &mut buf, exact_from)
+                .expect("a reading")
+                .memory_used_bytes
+        };
+        // The cache fell from 4000 to 1000 (it was reclaimed as the process grew).
+        put(10_000, 1_000);
+        // (exact from, memory in use: with the earlier cache figure, or the fresh one)
+        let cases = [
+            (None, 6_000),         // nothing reads memory: the earlier figure
+            (Some(20_000), 6_000), // usage below the threshold: cannot cross it
+            (Some(10_000), 9_000), // usage at the threshold: read now
+            (Some(0), 9_000),      // a trend: every reading
+        ];
+        for (exact_from, want) in cases {
+            put(10_000, 4_000);
+            located.inactive_file = None;
+            used(&mut located, None);
+            put(10_000, 1_000);
+            assert_eq!(
+                used(&mut located, exact_from),
+                want,
+                "exact from {exact_from:?}"
+            );
+        }
+        // However little depends on it, the figure is at most STAT_REREAD_EVERY readings old.
+        put(10_000, 4_000);
+        located.inactive_file = None;
+        used(&mut located, None);
+        put(10_000, 1_000);
+        let seen: Vec<u64> = (0..STAT_REREAD_EVERY)
+            .map(|_| used(&mut located, None))
+            .collect();
+        let mut want = vec![6_000; STAT_REREAD_EVERY as usize - 1];
+        want.push(9_000);
+        assert_eq!(seen, want);
     }
 
     #[tokio::test]

@@ -605,7 +605,15 @@ mod tests {
             (&[], 0, 5, ContainerState::Running, false, true, false),
             // SIGKILL: the OOM killer's `oom` event may still come; inspect.
             (&[], 137, 5, ContainerState::Running, false, false, false),
-            (&[EventAction::Oom], 137, 5, ContainerState::Running, false, true, true),
+            (
+                &[EventAction::Oom],
+                137,
+                5,
+                ContainerState::Running,
+                false,
+                true,
+                true,
+            ),
             // The die of an earlier run than the one inspected.
             (&[], 3, -5, ContainerState::Running, false, false, false),
             // Already inspected as exited: the inspection has it.
