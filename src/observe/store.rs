@@ -150,7 +150,7 @@ const STALE_OPEN_SECS: i64 = 5;
 
 /// One container's restarts as an operator leaves them, so that the next one shows the same
 /// count (and still sees a restart loop that began before it): kept in the state directory.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RestartHistory {
     /// The restarts seen, oldest first.
     pub restarts: VecDeque<DateTime<Utc>>,
@@ -308,6 +308,35 @@ impl ObservedStore {
 
     /// Every container's restart history (and those still waiting to be resumed), by id: what
     /// to keep for the next operator.
+    /// A digest of what [`Self::histories`] would return, computed without copying it: the
+    /// keeper of the histories file writes only when this changed.
+    pub fn histories_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let map = self
+            .containers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let resume = self
+            .resume
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Order-independent: a sum of the entries' own digests (the maps are unordered).
+        let entry = |id: &str, history: &RestartHistory| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            history.hash(&mut h);
+            h.finish()
+        };
+        let live = map.iter().fold(0u64, |acc, (id, o)| {
+            acc.wrapping_add(entry(id, &o.history()))
+        });
+        resume
+            .iter()
+            .filter(|(id, _)| !map.contains_key(id.as_str()))
+            .fold(live, |acc, (id, h)| acc.wrapping_add(entry(id, h)))
+            .wrapping_add((map.len() + resume.len()) as u64)
+    }
+
     pub fn histories(&self) -> BTreeMap<String, RestartHistory> {
         let map = self
             .containers
