@@ -169,8 +169,10 @@ impl LocatedCgroup {
     }
 }
 
-/// How many readings of open files go by between two reads of the memory limit file.
-pub const LIMIT_REREAD_EVERY: u32 = 12;
+/// How many readings of open files go by between two reads of the memory limit file (5 min
+/// at the default 5 s interval). The limit the engine reports in an inspection comes first
+/// anyway; this one serves only a container without a limit of its own.
+pub const LIMIT_REREAD_EVERY: u32 = 60;
 
 /// How many readings of open files may go by between two reads of `memory.stat` while no
 /// decision depends on its page-cache figure. `memory.stat` costs most of a reading: the
