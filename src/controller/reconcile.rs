@@ -107,12 +107,12 @@ pub async fn reconcile_in(id: &str, ctx: &Context, slot: &mut Slot) -> Result<Ac
 /// decided from the event without waiting for the engine (which answers slowly while it
 /// handles many exits at once); the reconcile after that inspects.
 async fn refresh(ctx: &Context, id: &str) -> Result<Option<Observed>, Error> {
-    if let Some(told) = ctx.observed.take_told_exit(id) {
-        if ctx.config.in_scope(&told.info.labels) {
-            debug!(container = %told.info.name, exit_code = ?told.info.exit_code, "deciding the exit a die event told");
-            ctx.metrics.decided_from_event();
-            return Ok(Some(told));
-        }
+    if let Some(told) = ctx.observed.take_told_exit(id)
+        && ctx.config.in_scope(&told.info.labels)
+    {
+        debug!(container = %told.info.name, exit_code = ?told.info.exit_code, "deciding the exit a die event told");
+        ctx.metrics.decided_from_event();
+        return Ok(Some(told));
     }
     match ctx.docker.inspect(id).await {
         Ok(Some(info)) if ctx.config.in_scope(&info.labels) => {

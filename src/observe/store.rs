@@ -629,7 +629,16 @@ mod tests {
         let secs = chrono::Duration::seconds;
         // (events before the die, die exit code, die time after the inspected start,
         //  the container's state as inspected, HemoStat acting, told, oom_killed)
-        let cases: [(&[EventAction], i64, i64, ContainerState, bool, bool, bool); 8] = [
+        type Case = (
+            &'static [EventAction],
+            i64,
+            i64,
+            ContainerState,
+            bool,
+            bool,
+            bool,
+        );
+        let cases: [Case; 8] = [
             (&[], 3, 5, ContainerState::Running, false, true, false),
             (&[], 0, 5, ContainerState::Running, false, true, false),
             // SIGKILL: the OOM killer's `oom` event may still come; inspect.
