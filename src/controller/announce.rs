@@ -14,13 +14,15 @@ use crate::model::wire::{
 use crate::observe::store::Observed;
 use crate::policy::HealthPolicy;
 
-/// Identifies a problem: the finding acted on, the action, and the container's run.
+/// Identifies a problem: the finding acted on, the action, and the container's run (its
+/// `StartedAt`: a run ends once, so its end adds nothing, and an exit decided from the `die`
+/// event's time must be the same problem as the inspection after it, whose `FinishedAt`
+/// differs from that time by a little).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Signature {
     finding: String,
     action: Option<ActionKind>,
     started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
 }
 
 impl Signature {
@@ -30,7 +32,6 @@ impl Signature {
             finding: decision.primary.clone().unwrap_or_default(),
             action: decision.action,
             started_at: info.started_at,
-            finished_at: info.finished_at,
         }
     }
 }
@@ -190,6 +191,34 @@ fn decision_payload(ctx: &Context, p: &Problem<'_>) -> DecisionPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_told_by_its_die_event_is_the_same_problem_as_its_inspection() {
+        let decision = Decision {
+            action: Some(ActionKind::Restart),
+            reason: "exited with code 3".into(),
+            confidence: 1.0,
+            method: crate::model::decision::AnalysisMethod::Rules,
+            findings: Vec::new(),
+            primary: Some("exited".into()),
+            ai: None,
+        };
+        let told = crate::engine::fake::exited(crate::engine::fake::running("web", &[]), 3);
+        let mut inspected = told.clone();
+        inspected.finished_at = told
+            .finished_at
+            .map(|t| t - chrono::Duration::microseconds(1500));
+        assert_eq!(
+            Signature::of(&decision, &told),
+            Signature::of(&decision, &inspected)
+        );
+        let mut next_run = inspected.clone();
+        next_run.started_at = Some(Utc::now());
+        assert_ne!(
+            Signature::of(&decision, &told),
+            Signature::of(&decision, &next_run)
+        );
+    }
 
     #[test]
     fn a_problem_is_new_until_announced_then_quiet_until_its_retry_is_due() {
