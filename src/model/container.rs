@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Exit codes of a container ended by SIGKILL (137) or SIGTERM (143): what `docker stop` and
 /// `docker kill` leave behind. Without an event saying otherwise, such an exit is treated as
 /// a person's doing and never repaired.
-pub const SIGNAL_EXIT_CODES: [i64; 2] = [137, 143];
+pub const SIGNAL_EXIT_CODES: [i64; 2] = [SIGKILL_EXIT_CODE, 143];
+
+/// The exit code of a process ended by SIGKILL (128 + 9), the OOM killer's signal too.
+pub const SIGKILL_EXIT_CODE: i64 = 137;
 
 /// The lifecycle state of a container, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -86,12 +86,9 @@ impl Observed {
         self.info.finished_at = Some(at);
         self.info.pid = None;
         self.info.oom_killed = self.oom_seen;
-        self.exit_told = exit_code != SIGKILL_EXIT_CODE || self.oom_seen;
+        self.exit_told = exit_code != crate::model::container::SIGKILL_EXIT_CODE || self.oom_seen;
     }
 }
-
-/// The exit code of a process ended by SIGKILL (128 + 9), the OOM killer's signal.
-const SIGKILL_EXIT_CODE: i64 = 137;
 
 impl Observed {
     /// A container first inspected by this process that an earlier one had seen: its restarts
@@ -306,8 +303,6 @@ impl ObservedStore {
         }
     }
 
-    /// Every container's restart history (and those still waiting to be resumed), by id: what
-    /// to keep for the next operator.
     /// A digest of what [`Self::histories`] would return, computed without copying it: the
     /// keeper of the histories file writes only when this changed.
     pub fn histories_digest(&self) -> u64 {
@@ -337,6 +332,8 @@ impl ObservedStore {
             .wrapping_add((map.len() + resume.len()) as u64)
     }
 
+    /// Every container's restart history (and those still waiting to be resumed), by id: what
+    /// to keep for the next operator.
     pub fn histories(&self) -> BTreeMap<String, RestartHistory> {
         let map = self
             .containers
