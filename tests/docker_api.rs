@@ -175,6 +175,73 @@ async fn list_sees_created_running_paused_exited_and_restarting_containers() {
 }
 
 #[tokio::test]
+async fn the_list_a_resync_reads_agrees_with_inspections_and_shows_a_restart_by_its_uptime() {
+    let docker = support::docker().await;
+    assert!(
+        docker.endpoint().starts_with("unix://"),
+        "these tests run against the engine's Unix socket (the narrow list): {}",
+        docker.endpoint()
+    );
+    // The same client, listing through bollard's whole decoding (what a TCP endpoint uses).
+    let through_bollard =
+        hemostat::engine::BollardEngine::from_client(docker.client().clone(), "bollard-only");
+    let run = TestRun::new();
+    let running = run
+        .spawn("running", ContainerSpec::sleeper().label("app", "web"))
+        .await;
+    let paused = run.spawn("paused", ContainerSpec::sleeper()).await;
+    run.docker_cli(&["pause", &paused]);
+    let exited = run.spawn("exited", ContainerSpec::sh("exit 3")).await;
+    wait_for_state(&docker, &exited, ContainerState::Exited).await;
+
+    let listed = docker.list_summaries(Some(&run.label)).await.expect("list");
+    let mut by_bollard = through_bollard
+        .list_summaries(Some(&run.label))
+        .await
+        .expect("list through bollard");
+    let mut sorted = listed.clone();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    by_bollard.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        sorted, by_bollard,
+        "the narrow list reads what bollard's does"
+    );
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    let now = chrono::Utc::now();
+    for summary in &listed {
+        let inspected = state_of(&docker, &summary.id).await;
+        assert!(
+            !summary.differs_from(&inspected, now),
+            "{summary:#?} against {inspected:#?}"
+        );
+        assert_eq!(summary.labels, inspected.labels);
+    }
+    let entry = |id: &str| listed.iter().find(|c| c.id == id).unwrap().clone();
+    assert!(entry(&running).up_for.is_some() && entry(&paused).up_for.is_some());
+    assert_eq!(entry(&exited).up_for, None);
+
+    // Restarted with its events unseen: the next list shows another run by its uptime alone.
+    let before = state_of(&docker, &running).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    run.docker_cli(&["restart", "-t", "0", &running]);
+    let relisted = docker.list_summaries(Some(&run.label)).await.expect("list");
+    let again = relisted.iter().find(|c| c.id == running).unwrap();
+    assert_eq!(
+        (again.state, again.health, again.name.as_str()),
+        (before.state, before.health, before.name.as_str()),
+        "state, health and name alone cannot tell the restart"
+    );
+    assert!(
+        again.differs_from(&before, chrono::Utc::now()),
+        "{again:#?} must differ from the run inspected before the restart"
+    );
+
+    let only_web = docker.list_summaries(Some("app=web")).await.expect("list");
+    assert!(only_web.iter().any(|c| c.id == running));
+    assert!(!only_web.iter().any(|c| c.id == paused));
+}
+
+#[tokio::test]
 async fn inspect_reads_oom_kill_limits_and_reports_gone_containers_as_none() {
     let _cpu = support::cpu_load().await;
     let docker = support::docker().await;

@@ -39,8 +39,9 @@ pub struct RunArgs {
     #[arg(long, env = "HEMOSTAT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Full re-list period (the engine drops events under load): the list is compared with the
-    /// last inspections and what changed is inspected at once; every container is inspected
-    /// at least every 10 resyncs.
+    /// last inspections and what changed (state, health, name, or an uptime that is not the
+    /// inspected run's) is inspected at once; every container is inspected at least every 60
+    /// resyncs.
     #[arg(long, env = "HEMOSTAT_RESYNC_INTERVAL", default_value = "30s")]
     pub resync_interval: HumanDuration,
     /// Resource sampling period (at least 1s).

@@ -32,10 +32,12 @@ pub(crate) struct ControllerConfig {
     pub label_filter: Option<String>,
 }
 
-/// A container is inspected and reconciled at least every this many resyncs, even when no
-/// event and no list shows a change (what a list cannot show: a restart between two lists
-/// whose events were dropped).
-pub const REINSPECT_EVERY_RESYNCS: u32 = 10;
+/// A container is inspected and reconciled at least every this many resyncs (30 min at the
+/// default 30 s), even when no event and no list shows a change. A list shows a change of
+/// state, health or name, and a restart whose events were lost (its uptime is not the
+/// inspected run's, [`crate::model::container::ContainerSummary::differs_from`]); an `update`
+/// event tells of new limits. This bound is for what none of them can tell.
+pub const REINSPECT_EVERY_RESYNCS: u32 = 60;
 
 impl ControllerConfig {
     /// The longest a container goes without an inspection and a reconcile.

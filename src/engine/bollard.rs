@@ -37,7 +37,7 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// How many containers are inspected at once by `list_containers`.
 const INSPECT_CONCURRENCY: usize = 8;
 /// The container events HemoStat follows.
-const EVENTS: [&str; 11] = [
+const EVENTS: [&str; 12] = [
     "create",
     "start",
     "die",
@@ -49,6 +49,8 @@ const EVENTS: [&str; 11] = [
     "unpause",
     "destroy",
     "health_status",
+    // `docker update`: new limits, which the reconcile's inspection reads.
+    "update",
 ];
 /// Event attributes that are not container labels.
 const NON_LABEL_ATTRIBUTES: [&str; 4] = ["name", "image", "exitCode", "signal"];
@@ -59,6 +61,8 @@ pub struct BollardEngine {
     docker: Docker,
     /// The endpoint we connected to, for error messages.
     endpoint: String,
+    /// Lists over a Unix socket without bollard's whole decoding ([`super::list`]).
+    lister: Option<super::list::UnixLister>,
 }
 
 impl BollardEngine {
@@ -83,19 +87,18 @@ impl BollardEngine {
         )
         .await?
         .map_err(unreachable)?;
-        let this = BollardEngine {
-            docker,
-            endpoint: endpoint.to_string(),
-        };
+        let this = BollardEngine::from_client(docker, endpoint);
         this.ping().await?;
         Ok(this)
     }
 
     /// Wraps an existing bollard client (e.g. one built with custom TLS settings).
     pub fn from_client(docker: Docker, endpoint: impl Into<String>) -> Self {
+        let endpoint = endpoint.into();
         BollardEngine {
             docker,
-            endpoint: endpoint.into(),
+            lister: super::list::UnixLister::of_endpoint(&endpoint),
+            endpoint,
         }
     }
 
@@ -202,30 +205,14 @@ fn last_health_output(health: &bollard::models::Health) -> Option<String> {
 /// A list entry, `None` without an id. Newer engines report the health as a field; 20.10 only
 /// in the status text.
 fn container_summary(s: bollard::models::ContainerSummary) -> Option<ContainerSummary> {
-    use bollard::models::ContainerSummaryStateEnum as S;
-    let state = match s.state {
-        Some(S::CREATED) => ContainerState::Created,
-        Some(S::RUNNING) => ContainerState::Running,
-        Some(S::RESTARTING) => ContainerState::Restarting,
-        Some(S::PAUSED) => ContainerState::Paused,
-        Some(S::EXITED) => ContainerState::Exited,
-        Some(S::DEAD) => ContainerState::Dead,
-        Some(S::REMOVING) => ContainerState::Removing,
-        Some(S::STOPPING | S::EMPTY) | None => ContainerState::Unknown,
-    };
-    let name = s
-        .names
-        .as_ref()
-        .and_then(|n| n.first())
-        .map(|n| n.trim_start_matches('/').to_owned())
-        .unwrap_or_default();
-    Some(ContainerSummary {
+    let listed = super::list::Listed {
         id: s.id?,
-        name,
-        labels: s.labels.unwrap_or_default().into_iter().collect(),
-        state,
-        health: ContainerSummary::health_of_status(s.status.as_deref().unwrap_or_default()),
-    })
+        names: s.names,
+        labels: s.labels.map(|l| l.into_iter().collect()),
+        state: s.state.map(|state| state.to_string()),
+        status: s.status,
+    };
+    Some(listed.summary())
 }
 
 fn container_info(r: ContainerInspectResponse) -> Result<ContainerInfo> {
@@ -359,6 +346,12 @@ impl ContainerEngine for BollardEngine {
     }
 
     async fn list_summaries(&self, label_filter: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        if let Some(lister) = &self.lister {
+            let api = self.docker.client_version().to_string();
+            return with_deadline("list", CALL_TIMEOUT, lister.list(&api, label_filter))
+                .await?
+                .map_err(|e| self.classify("list", None, e));
+        }
         let mut options = ListContainersOptionsBuilder::new().all(true);
         if let Some(label) = label_filter {
             options = options.filters(&HashMap::from([("label", vec![label])]));

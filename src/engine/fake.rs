@@ -21,6 +21,7 @@ use crate::model::container::{
     ContainerEvent, ContainerInfo, ContainerState, Diagnostics, ExecOutcome, HealthStatus,
     HostInfo, ResourceLimits,
 };
+use crate::model::uptime::UptimeBounds;
 use crate::model::usage::ResourceReading;
 
 /// One call the responder (or anyone) made on the fake.
@@ -276,6 +277,14 @@ impl ContainerEngine for FakeEngine {
                 labels: c.labels,
                 state: c.state,
                 health: c.health,
+                // The engine's own words: "Up 3 minutes" while running or paused.
+                up_for: c
+                    .started_at
+                    .filter(|_| matches!(c.state, ContainerState::Running | ContainerState::Paused))
+                    .and_then(|at| {
+                        let up = (Utc::now() - at).to_std().unwrap_or_default();
+                        UptimeBounds::of_status(&format!("Up {}", UptimeBounds::human(up)))
+                    }),
             })
             .collect())
     }

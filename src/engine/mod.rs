@@ -9,6 +9,7 @@
 mod bollard;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+mod list;
 
 pub use self::bollard::BollardEngine;
 use crate::model::container::{

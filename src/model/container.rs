@@ -190,6 +190,9 @@ pub struct ContainerSummary {
     pub state: ContainerState,
     /// Its healthcheck status, read from the list's status text ("Up 2 minutes (unhealthy)").
     pub health: HealthStatus,
+    /// How long it has been up, as far as the status text tells (`None` when not running, or
+    /// the text says nothing this version can read).
+    pub up_for: Option<super::uptime::UptimeBounds>,
 }
 
 impl ContainerSummary {
@@ -207,10 +210,24 @@ impl ContainerSummary {
         }
     }
 
-    /// Whether this list entry shows something `last` (the last inspection) does not: another
-    /// state, health or name. Such a container must be inspected again now.
-    pub fn differs_from(&self, last: &ContainerInfo) -> bool {
-        self.state != last.state || self.health != last.health || self.name != last.name
+    /// Whether this list entry, taken at `now`, shows something `last` (the last inspection)
+    /// does not: another state, health or name, or an uptime that is not the inspected run's
+    /// (a restart whose events were lost). Such a container must be inspected again now.
+    pub fn differs_from(&self, last: &ContainerInfo, now: DateTime<Utc>) -> bool {
+        self.state != last.state
+            || self.health != last.health
+            || self.name != last.name
+            || self.another_run_than(last, now)
+    }
+
+    /// Whether the list's uptime cannot be that of the run `last` saw start.
+    fn another_run_than(&self, last: &ContainerInfo, now: DateTime<Utc>) -> bool {
+        let (Some(bounds), Some(started)) = (self.up_for, last.started_at) else {
+            return false;
+        };
+        // A start after `now` (the engine's clock ahead of ours) is an uptime of zero.
+        let uptime = (now - started).to_std().unwrap_or_default();
+        !bounds.allows(uptime)
     }
 }
 
@@ -315,15 +332,27 @@ mod tests {
     }
 
     #[test]
-    fn a_list_entry_differs_from_the_last_inspection_in_state_health_or_name() {
+    fn a_list_entry_differs_from_the_last_inspection_in_state_health_name_or_run() {
+        let now = Utc::now();
         let mut last = crate::engine::fake::running("web", &[]);
         last.health = HealthStatus::Healthy;
-        let summary = |state, health, name: &str| ContainerSummary {
+        last.started_at = Some(now - chrono::Duration::seconds(118));
+        let listed = |state, health, name: &str, status: &str| ContainerSummary {
             id: "web-id".into(),
             name: name.into(),
             labels: BTreeMap::new(),
             state,
             health,
+            up_for: crate::model::uptime::UptimeBounds::of_status(status),
+        };
+        let summary = |state, health, name: &str| listed(state, health, name, "Up About a minute");
+        let healthy = |status: &str| {
+            listed(
+                ContainerState::Running,
+                HealthStatus::Healthy,
+                "web",
+                status,
+            )
         };
         // (list entry, differs)
         let cases = [
@@ -351,9 +380,17 @@ mod tests {
                 summary(ContainerState::Running, HealthStatus::Healthy, "web-2"),
                 true,
             ),
+            // Restarted 12 s ago, its die and start events lost: another run.
+            (healthy("Up 12 seconds (healthy)"), true),
+            // Up 118 s as inspected, listed a few seconds later by the engine.
+            (healthy("Up 2 minutes (healthy)"), false),
+            // Up far longer than the inspected run: another run too (a wrong StartedAt).
+            (healthy("Up 3 hours (healthy)"), true),
+            // A text with no uptime this version reads: nothing told.
+            (healthy("Up for a while (healthy)"), false),
         ];
         for (entry, want) in cases {
-            assert_eq!(entry.differs_from(&last), want, "{entry:?}");
+            assert_eq!(entry.differs_from(&last, now), want, "{entry:?}");
         }
     }
 

@@ -7,5 +7,6 @@ pub mod audit;
 pub mod container;
 pub mod decision;
 pub mod safety;
+pub mod uptime;
 pub mod usage;
 pub mod wire;

@@ -67,18 +67,71 @@ impl Default for CgroupReader {
 /// pass without searching again ([`CgroupReader::read_at`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupFiles {
-    /// `cpu.stat` (v2, `usage_usec`) or `cpuacct.usage` (v1, ns).
-    cpu: PathBuf,
-    /// `memory.current` or `memory.usage_in_bytes`.
-    memory: PathBuf,
-    /// `memory.stat`.
-    memory_stat: PathBuf,
-    /// `memory.max` or `memory.limit_in_bytes`.
-    memory_limit: PathBuf,
+    /// The directory of `cpu.stat` (v2, `usage_usec`) or `cpuacct.usage` (v1, ns).
+    cpu_dir: PathBuf,
+    /// The directory of the memory files, `None` when it is `cpu_dir` (v2). Only the
+    /// directories are kept: a file's path is built when it is opened or read by path
+    /// (a path per file was a quarter of the operator's heap at 1000 containers).
+    memory_dir: Option<PathBuf>,
     unified: bool,
 }
 
 impl CgroupFiles {
+    /// Files of a v2 (unified) cgroup directory.
+    fn unified(dir: PathBuf) -> Self {
+        CgroupFiles {
+            cpu_dir: dir,
+            memory_dir: None,
+            unified: true,
+        }
+    }
+
+    /// Files of a v1 cgroup: the `cpuacct` and `memory` hierarchies' directories.
+    fn split(cpu_dir: PathBuf, memory_dir: PathBuf) -> Self {
+        CgroupFiles {
+            cpu_dir,
+            memory_dir: Some(memory_dir),
+            unified: false,
+        }
+    }
+
+    fn memory_file(&self, name: &str) -> PathBuf {
+        self.memory_dir.as_ref().unwrap_or(&self.cpu_dir).join(name)
+    }
+
+    /// `cpu.stat` or `cpuacct.usage`.
+    pub fn cpu(&self) -> PathBuf {
+        let name = if self.unified {
+            "cpu.stat"
+        } else {
+            "cpuacct.usage"
+        };
+        self.cpu_dir.join(name)
+    }
+
+    /// `memory.current` or `memory.usage_in_bytes`.
+    pub fn memory(&self) -> PathBuf {
+        self.memory_file(if self.unified {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        })
+    }
+
+    /// `memory.stat`.
+    pub fn memory_stat(&self) -> PathBuf {
+        self.memory_file("memory.stat")
+    }
+
+    /// `memory.max` or `memory.limit_in_bytes`.
+    pub fn memory_limit(&self) -> PathBuf {
+        self.memory_file(if self.unified {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        })
+    }
+
     /// A reading from the text of the files.
     fn reading(
         &self,
@@ -231,13 +284,7 @@ impl CgroupReader {
                 .into_iter()
                 .map(|l| self.root.join(l))
                 .find(|d| d.join("cpu.stat").is_file())?;
-            Some(CgroupFiles {
-                cpu: dir.join("cpu.stat"),
-                memory: dir.join("memory.current"),
-                memory_stat: dir.join("memory.stat"),
-                memory_limit: dir.join("memory.max"),
-                unified,
-            })
+            Some(CgroupFiles::unified(dir))
         } else {
             let find = |controllers: &[&str], file: &str| {
                 controllers.iter().find_map(|c| {
@@ -249,13 +296,7 @@ impl CgroupReader {
             };
             let cpu_dir = find(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?;
             let mem_dir = find(&["memory"], "memory.usage_in_bytes")?;
-            Some(CgroupFiles {
-                cpu: cpu_dir.join("cpuacct.usage"),
-                memory: mem_dir.join("memory.usage_in_bytes"),
-                memory_stat: mem_dir.join("memory.stat"),
-                memory_limit: mem_dir.join("memory.limit_in_bytes"),
-                unified,
-            })
+            Some(CgroupFiles::split(cpu_dir, mem_dir))
         }
     }
 
@@ -263,10 +304,10 @@ impl CgroupReader {
     /// (the container stopped, or its cgroup was recreated elsewhere).
     pub fn read_at(&self, files: &CgroupFiles) -> Option<ResourceReading> {
         let at = Instant::now();
-        let cpu = fs::read_to_string(&files.cpu).ok()?;
-        let usage = fs::read_to_string(&files.memory).ok()?;
-        let stat = fs::read_to_string(&files.memory_stat).unwrap_or_default();
-        let limit = fs::read_to_string(&files.memory_limit)
+        let cpu = fs::read_to_string(files.cpu()).ok()?;
+        let usage = fs::read_to_string(files.memory()).ok()?;
+        let stat = fs::read_to_string(files.memory_stat()).unwrap_or_default();
+        let limit = fs::read_to_string(files.memory_limit())
             .ok()
             .and_then(|s| parse_limit(&s));
         files.reading(at, &cpu, &usage, &stat, limit)
@@ -278,9 +319,9 @@ impl CgroupReader {
         let handles = open
             .then(|| {
                 Some(Handles {
-                    cpu: fs::File::open(&files.cpu).ok()?,
-                    memory: fs::File::open(&files.memory).ok()?,
-                    memory_stat: fs::File::open(&files.memory_stat).ok()?,
+                    cpu: fs::File::open(files.cpu()).ok()?,
+                    memory: fs::File::open(files.memory()).ok()?,
+                    memory_stat: fs::File::open(files.memory_stat()).ok()?,
                 })
             })
             .flatten();
@@ -324,7 +365,7 @@ impl CgroupReader {
             if h.cpu.metadata().ok()?.nlink() == 0 {
                 return None;
             }
-            located.limit = fs::read_to_string(&located.files.memory_limit)
+            located.limit = fs::read_to_string(located.files.memory_limit())
                 .ok()
                 .and_then(|s| parse_limit(&s));
             located.reads_since_limit = 0;
@@ -936,7 +977,7 @@ mod tests {
                 .is_empty()
         );
         let found = &sampler.located.get("aaa-id").expect("located").files;
-        assert_eq!(found.cpu, cgroupfs.join("cpu.stat"));
+        assert_eq!(found.cpu(), cgroupfs.join("cpu.stat"));
         put(&cgroupfs, 2_000);
         assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
 
@@ -950,7 +991,7 @@ mod tests {
             assert_eq!(sampler.sample(std::slice::from_ref(&c), &h).await.len(), 1);
         }
         assert_eq!(
-            sampler.located["aaa-id"].files.cpu,
+            sampler.located["aaa-id"].files.cpu(),
             systemd.join("cpu.stat")
         );
         // Stopped: forgotten.

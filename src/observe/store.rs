@@ -491,7 +491,8 @@ impl ObservedStore {
         }
         for summary in list {
             let changed = map.get(&summary.id).is_none_or(|o| {
-                summary.differs_from(&o.info) || now.signed_duration_since(o.seen_at) >= stale_after
+                summary.differs_from(&o.info, now)
+                    || now.signed_duration_since(o.seen_at) >= stale_after
             });
             if changed {
                 due.push(summary.id.clone());
@@ -1120,6 +1121,12 @@ mod tests {
         assert!(store.is_empty());
     }
 
+    /// The engine's status text of a running `info` listed at `at`.
+    fn uptime_text(info: &ContainerInfo, at: DateTime<Utc>) -> String {
+        let up = (at - info.started_at.unwrap()).to_std().unwrap();
+        format!("Up {}", crate::model::uptime::UptimeBounds::human(up))
+    }
+
     fn summary(info: &ContainerInfo) -> ContainerSummary {
         ContainerSummary {
             id: info.id.clone(),
@@ -1127,6 +1134,7 @@ mod tests {
             labels: info.labels.clone(),
             state: info.state,
             health: info.health,
+            up_for: None,
         }
     }
 
@@ -1144,10 +1152,31 @@ mod tests {
         let mut new = running.clone();
         new.id = "c9".into();
         let later = |s: i64| t0 + chrono::Duration::seconds(s);
+        // Listed 30 s on as up for 3 s: it restarted and its events were lost.
+        let restarted_unseen = ContainerSummary {
+            up_for: crate::model::uptime::UptimeBounds::of_status("Up 3 seconds"),
+            ..summary(&running)
+        };
+        let up_as_inspected = |status: &str| ContainerSummary {
+            up_for: crate::model::uptime::UptimeBounds::of_status(status),
+            ..summary(&running)
+        };
         // (what, the list, when, the containers to inspect)
         type Case<'a> = (&'a str, Vec<ContainerSummary>, DateTime<Utc>, Vec<&'a str>);
-        let cases: [Case; 5] = [
+        let cases: [Case; 7] = [
             ("unchanged", vec![summary(&running)], later(30), vec![]),
+            (
+                "up as long as the inspected run",
+                vec![up_as_inspected(&uptime_text(&running, later(30)))],
+                later(30),
+                vec![],
+            ),
+            (
+                "up for less than the inspected run",
+                vec![restarted_unseen],
+                later(30),
+                vec!["c1"],
+            ),
             (
                 "another state",
                 vec![summary(&exited)],
