@@ -55,7 +55,7 @@ impl Listed {
 
 /// The list's `State` word; `stopping`, empty or unknown words are `Unknown` (not a state to
 /// act on).
-pub(super) fn state_of(word: &str) -> ContainerState {
+fn state_of(word: &str) -> ContainerState {
     match word {
         "created" => ContainerState::Created,
         "running" => ContainerState::Running,
@@ -135,22 +135,12 @@ fn list_path(api_version: &str, label_filter: Option<&str>) -> String {
     if let Some(label) = label_filter {
         let filters = serde_json::json!({ "label": [label] }).to_string();
         path.push_str("&filters=");
-        path.push_str(&percent_encode(&filters));
+        path.extend(percent_encoding::utf8_percent_encode(
+            &filters,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
     }
     path
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len() * 3);
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The engine's error text (`{"message": "…"}`), or the body as it came.

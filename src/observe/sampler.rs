@@ -69,11 +69,10 @@ impl Default for CgroupReader {
 pub struct CgroupFiles {
     /// The directory of `cpu.stat` (v2, `usage_usec`) or `cpuacct.usage` (v1, ns).
     cpu_dir: PathBuf,
-    /// The directory of the memory files, `None` when it is `cpu_dir` (v2). Only the
-    /// directories are kept: a file's path is built when it is opened or read by path
-    /// (a path per file was a quarter of the operator's heap at 1000 containers).
+    /// The directory of the memory files (v1), `None` when it is `cpu_dir` (v2, unified).
+    /// Only the directories are kept: a file's path is built when it is opened or read by
+    /// path (a path per file was 0.75 MB of the operator's heap at 1000 containers).
     memory_dir: Option<PathBuf>,
-    unified: bool,
 }
 
 impl CgroupFiles {
@@ -82,7 +81,6 @@ impl CgroupFiles {
         CgroupFiles {
             cpu_dir: dir,
             memory_dir: None,
-            unified: true,
         }
     }
 
@@ -91,8 +89,12 @@ impl CgroupFiles {
         CgroupFiles {
             cpu_dir,
             memory_dir: Some(memory_dir),
-            unified: false,
         }
+    }
+
+    /// A v2 (unified) cgroup: one directory, v2 file names and formats.
+    fn is_unified(&self) -> bool {
+        self.memory_dir.is_none()
     }
 
     fn memory_file(&self, name: &str) -> PathBuf {
@@ -101,7 +103,7 @@ impl CgroupFiles {
 
     /// `cpu.stat` or `cpuacct.usage`.
     pub fn cpu(&self) -> PathBuf {
-        let name = if self.unified {
+        let name = if self.is_unified() {
             "cpu.stat"
         } else {
             "cpuacct.usage"
@@ -111,7 +113,7 @@ impl CgroupFiles {
 
     /// `memory.current` or `memory.usage_in_bytes`.
     pub fn memory(&self) -> PathBuf {
-        self.memory_file(if self.unified {
+        self.memory_file(if self.is_unified() {
             "memory.current"
         } else {
             "memory.usage_in_bytes"
@@ -125,7 +127,7 @@ impl CgroupFiles {
 
     /// `memory.max` or `memory.limit_in_bytes`.
     pub fn memory_limit(&self) -> PathBuf {
-        self.memory_file(if self.unified {
+        self.memory_file(if self.is_unified() {
             "memory.max"
         } else {
             "memory.limit_in_bytes"
@@ -154,7 +156,7 @@ impl CgroupFiles {
 
     /// The CPU counter, in ns.
     fn cpu_ns(&self, cpu: &str) -> Option<u64> {
-        if self.unified {
+        if self.is_unified() {
             parse_v2_cpu_usage_ns(cpu)
         } else {
             parse_u64(cpu)
@@ -163,7 +165,7 @@ impl CgroupFiles {
 
     /// The reclaimable page cache `memory.stat` shows (0 when it does not say).
     fn inactive_file(&self, stat: &str) -> u64 {
-        let key = if self.unified {
+        let key = if self.is_unified() {
             "inactive_file"
         } else {
             "total_inactive_file"
